@@ -1,0 +1,149 @@
+"""
+Every public interface of appnpy.
+
+A session plugin provides L{ISessionPlugin}.  The node hands each session to an
+ordinary Twisted protocol whose transport provides L{ISession}: a full
+C{ITransport} with push-producer and consumer backpressure, so a
+C{LineReceiver}, AMP or any other protocol runs over an appnpy session
+unchanged.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITransport
+
+
+class ISessionInfo(Interface):
+    """
+    What both ends know about a session once it is bound.
+    """
+
+    sessionID = Attribute(
+        "C{str}: the global session ID, 32 lowercase hex digits chosen at "
+        "random by the node that opened the session."
+    )
+    plugin = Attribute("C{str}: the plugin (APPN mode) name, e.g. C{'echo'}.")
+    cos = Attribute("C{str}: the class of service the session was bound with.")
+    parameters = Attribute(
+        "C{dict}: the plugin parameters sent by the opener (CBOR values: "
+        "str, bytes, int, float, bool, None, lists and str-keyed dicts)."
+    )
+    direction = Attribute(
+        "C{'inbound'} when the peer opened the session, C{'outbound'} when "
+        "this node did."
+    )
+    localNodeID = Attribute("C{str}: this node's node ID.")
+    peerNodeID = Attribute(
+        "C{str}: the node ID of the other end, authenticated by its TLS "
+        "certificate."
+    )
+    peerName = Attribute("C{str}: the other end's CP name (C{NETID.NAME}).")
+
+
+class ISession(ISessionInfo, ITransport, IPushProducer, IConsumer):
+    """
+    The transport of a session plugin's protocol.
+
+    Writes are flow controlled end to end: when the peer stops reading, a
+    producer registered with C{registerProducer} is paused.  Calling
+    C{pauseProducing} stops delivery to C{dataReceived} and, once the stream
+    window is used up, stops the sender.  C{loseConnection} sends everything
+    already written, then UNBIND with reason C{normal}; the other side's
+    protocol sees C{connectionLost} with a L{appnpy.errors.SessionClosed}
+    carrying the reason.
+    """
+
+    def loseConnectionWithReason(reason: str, detail: str = "") -> None:
+        """
+        Like C{loseConnection}, but UNBIND carries C{reason} (one of
+        L{appnpy.errors.Reason}) and a short human-readable C{detail}.
+        """
+
+    def abortConnection() -> None:
+        """
+        Close at once: unsent data is discarded and the stream is reset.
+        """
+
+
+class ISessionPlugin(Interface):
+    """
+    A session plugin: an application that runs over appnpy sessions.
+
+    Plugins are found through the entry-point group C{appnpy.session_plugins}
+    (the entry point names the plugin object) or added with
+    C{Node.addSessionPlugin}.  The echo plugin (C{plugins/echo}) is the
+    template.
+    """
+
+    name = Attribute(
+        "C{str}: the plugin (mode) name sent in BIND; lowercase letters, "
+        "digits and C{-}, at most 32 characters."
+    )
+    version = Attribute("C{str}: the plugin's version, shown by C{appn plugins}.")
+    defaultCOS = Attribute(
+        "C{str}: the class of service used when the opener names none "
+        "(C{'interactive'}, C{'batch'}, C{'secure'} or a configured one)."
+    )
+    sessionLimit = Attribute(
+        "C{int}: the most sessions of this plugin this node accepts with any "
+        "one neighbour at a time.  Offered in Hello; the lower of the two "
+        "nodes' limits applies to the pair (APPN CNOS)."
+    )
+
+    def configure(section: dict[str, object]) -> None:
+        """
+        Called once before the node starts, with this plugin's section of the
+        node configuration (empty when there is none).
+
+        @raise appnpy.errors.ConfigurationError: for an unknown key or bad
+            value, naming it.
+        """
+
+    def resources() -> list[str]:
+        """
+        The resource names this plugin offers on this node, each
+        C{'<kind>:<name>'} (e.g. C{'echo:LAB.ALPHA'}).
+        """
+
+    def buildProtocol(session: ISessionInfo) -> object:
+        """
+        Make the protocol for a session a peer opened.
+
+        @return: an C{IProtocol} provider, which will be connected to an
+            L{ISession} transport; or C{None} to refuse the session with
+            reason C{refused-by-plugin}.
+        @raise appnpy.errors.SessionRefused: to refuse with a specific reason.
+        """
+
+
+class INode(Interface):
+    """
+    The part of a running node that plugins and embedding code use.
+    """
+
+    nodeID = Attribute("C{str}: this node's node ID.")
+    name = Attribute("C{str}: this node's CP name.")
+
+    def addSessionPlugin(plugin: ISessionPlugin) -> None:
+        """
+        Enable a plugin object directly (tests and embeddings); it is
+        checked with C{verifyObject}.
+        """
+
+    def openSession(
+        destination: str,
+        plugin: str,
+        protocolFactory: object,
+        parameters: dict[str, object] | None = None,
+        cos: str | None = None,
+    ) -> object:
+        """
+        Open a session to C{destination} (a node ID, unique prefix or CP name
+        of a neighbour) for C{plugin}.
+
+        @param protocolFactory: called with the L{ISessionInfo} once the peer
+            accepts; returns the C{IProtocol} to connect.
+        @return: a C{Deferred} firing with the connected protocol, or failing
+            with L{appnpy.errors.SessionRefused} (with its reason code).
+        """
