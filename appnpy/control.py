@@ -1,0 +1,633 @@
+"""
+The control point of one link (APPN's pair of CP-CP sessions).
+
+Once TLS has authenticated the neighbour, each side opens one control stream
+and sends a signed L{Hello} on it.  Every stream the peer opens starts with one
+message: C{Hello} marks the peer's control stream; C{SessionOpen} is a BIND.
+The link is I{active} when the peer's Hello has been verified and a protocol
+version agreed; only then are sessions bound.  Session limits per plugin are
+negotiated from the two Hellos, the lower limit winning (APPN CNOS).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN
+from appnpy.errors import (
+    GoAwayReceived,
+    InvalidCPName,
+    ProtocolError,
+    Reason,
+    SessionClosed,
+    SessionRefused,
+    StreamLimitExceeded,
+)
+from appnpy.identity import nodeIDFromSPKI, validateCPName, verifySignature
+from appnpy.link import AuthenticatedProtocol
+from appnpy.messages import (
+    Hello,
+    LinkRefused,
+    Message,
+    MessageReader,
+    SessionClose,
+    SessionOpen,
+    SessionRefuse,
+    SessionAccept,
+    encodeMessage,
+)
+from appnpy.session import (
+    INBOUND,
+    OutboundBind,
+    Session,
+    SessionInfo,
+    inboundBindReader,
+    newSessionID,
+)
+from appnpy.yamux import Multiplexer, MuxConfig
+
+if TYPE_CHECKING:
+    from appnpy.node import Node
+    from appnpy.yamux import Stream
+
+#: Capabilities this implementation announces; unknown ones are ignored.
+CAPABILITIES = ["sessions"]
+#: Streams the peer may have open that have not yet sent their first message.
+MAX_PENDING_INBOUND = 64
+#: Seconds a peer-opened stream may take to send its first message.
+FIRST_MESSAGE_TIMEOUT = 30.0
+
+
+class LinkState(enum.Enum):
+    HANDSHAKE = "handshake"
+    ACTIVE = "active"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class _ControlReader:
+    """
+    The protocol of the peer's control stream after its Hello.
+    """
+
+    __slots__ = ("_cp", "_reader", "transport")
+
+    def __init__(self, cp: ControlPoint) -> None:
+        self._cp = cp
+        self._reader = MessageReader()
+        self.transport: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            messages = self._reader.feed(data)
+        except ProtocolError as e:
+            self._cp.protocolError(str(e))
+            return
+        for msg in messages:
+            self._cp.controlMessageReceived(msg)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._cp.peerControlStreamLost()
+
+
+class _OwnControl:
+    """
+    The protocol of the control stream this node opened: it only writes; a
+    peer that writes back breaks the protocol.
+    """
+
+    __slots__ = ("_cp", "transport")
+
+    def __init__(self, cp: ControlPoint) -> None:
+        self._cp = cp
+        self.transport: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+
+    def dataReceived(self, data: bytes) -> None:
+        self._cp.protocolError("data on the receiving side of a control stream")
+
+    def connectionLost(self, reason: Failure) -> None:
+        pass
+
+
+class ControlPoint:
+    """
+    One link's control point: Hello, CNOS limits, BIND/UNBIND dispatch.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        node: Node,
+        mux: Multiplexer,
+        linkProtocol: LinkProtocol,
+        peerNodeID: str,
+    ) -> None:
+        self.node = node
+        self.reactor = node.reactor
+        self.mux = mux
+        self.link = linkProtocol
+        self.peerNodeID = peerNodeID
+        self.localNodeID = node.nodeID
+        self.localName = node.name
+        self.isDialer = linkProtocol.isClient
+        self.address = linkProtocol.addressText()
+        self.state = LinkState.HANDSHAKE
+        self.peerHello: Hello | None = None
+        self.version: int | None = None
+        self.limits: dict[str, int] = {}
+        self.sessions: dict[str, Session] = {}
+        self.outboundBinds: dict[str, OutboundBind] = {}
+        self.pendingInbound: dict[Stream, Any] = {}
+        self.since = self.reactor.seconds()
+        self._control: Stream | None = None
+        self._peerControl: Stream | None = None
+        self._whenActive: Deferred[ControlPoint] = Deferred()
+        self._closeReason: tuple[str, str] | None = None
+
+    @property
+    def peerName(self) -> str:
+        return self.peerHello.name if self.peerHello else ""
+
+    def whenActive(self) -> Deferred[ControlPoint]:
+        """
+        Fires with this control point once the Hello exchange is done, or
+        fails with why the link did not come up.
+        """
+        d: Deferred[ControlPoint] = Deferred()
+        if self.state is LinkState.ACTIVE:
+            d.callback(self)
+        elif self.state is LinkState.CLOSED:
+            d.errback(SessionClosed(*(self._closeReason or (Reason.LINK_FAILURE.value, ""))))
+        else:
+            self._waiters.append(d)
+        return d
+
+    _waiters: list[Deferred[ControlPoint]]
+
+    # -- start ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._waiters = []
+        self._control = self.mux.openStream()
+        self._control.attachProtocol(_OwnControl(self))
+        hello = Hello(
+            node_id=self.node.nodeID,
+            public_key=self.node.identity.publicKeyBytes,
+            name=self.node.name,
+            role=self.node.role,
+            versions=[PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX],
+            capabilities=list(CAPABILITIES),
+            listen=self.node.advertisedAddresses(),
+            plugins={name: p.sessionLimit for name, p in sorted(self.node.plugins.items())},
+        )
+        signature = self.node.identity.sign(hello.signedBytes())
+        self._sendControl(attrs.evolve(hello, signature=signature))
+
+    def _sendControl(self, msg: Message) -> None:
+        if self._control is not None:
+            self._control.write(encodeMessage(msg))
+
+    # -- streams the peer opens -------------------------------------------
+
+    def streamAccepted(self, stream: Stream) -> None:
+        if len(self.pendingInbound) >= MAX_PENDING_INBOUND or self.state in (
+            LinkState.CLOSING,
+            LinkState.CLOSED,
+        ):
+            stream.abortConnection()
+            return
+        timer = self.reactor.callLater(FIRST_MESSAGE_TIMEOUT, stream.abortConnection)
+        self.pendingInbound[stream] = timer
+        stream.attachProtocol(inboundBindReader(self, stream))
+
+    def pendingInboundEnded(self, stream: Stream) -> None:
+        timer = self.pendingInbound.pop(stream, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def firstMessageReceived(self, stream: Stream, msg: Message, leftover: bytes) -> None:
+        self.pendingInboundEnded(stream)
+        if isinstance(msg, Hello):
+            if self._peerControl is not None:
+                self.protocolError("a second control stream")
+                return
+            self._peerControl = stream
+            reader = _ControlReader(self)
+            stream.protocol = reader
+            reader.transport = stream
+            self.helloReceived(msg)
+            if leftover:
+                reader.dataReceived(leftover)
+        elif isinstance(msg, SessionOpen):
+            if self.state is not LinkState.ACTIVE:
+                self._refuse(stream, msg.session_id, Reason.PROTOCOL_ERROR, "BIND before Hello")
+            elif leftover:
+                self._refuse(stream, msg.session_id, Reason.PROTOCOL_ERROR, "data before BIND answer")
+            else:
+                self.bindReceived(stream, msg)
+        else:
+            stream.abortConnection()
+            self.protocolError(f"{msg.typeName} as the first message of a stream")
+
+    # -- Hello -------------------------------------------------------------
+
+    def helloReceived(self, hello: Hello) -> None:
+        why = self._checkHello(hello)
+        if why is not None:
+            self.refuseLink(Reason.BAD_SIGNATURE if "signature" in why else Reason.PROTOCOL_ERROR, why)
+            return
+        low = max(PROTOCOL_VERSION_MIN, hello.versions[0])
+        high = min(PROTOCOL_VERSION_MAX, hello.versions[1])
+        if low > high:
+            self.refuseLink(
+                Reason.INCOMPATIBLE_VERSION,
+                f"this node speaks versions {PROTOCOL_VERSION_MIN}..{PROTOCOL_VERSION_MAX}, "
+                f"the peer {hello.versions[0]}..{hello.versions[1]}",
+            )
+            return
+        self.peerHello = hello
+        self.version = high
+        self.limits = negotiateLimits(
+            {name: p.sessionLimit for name, p in self.node.plugins.items()}, hello.plugins
+        )
+        self.state = LinkState.ACTIVE
+        self.node.linkActive(self)
+        if self.state is LinkState.ACTIVE:
+            waiters, self._waiters = self._waiters, []
+            for d in waiters:
+                d.callback(self)
+
+    def _checkHello(self, hello: Hello) -> str | None:
+        if hello.node_id != self.peerNodeID:
+            return f"Hello names node {hello.node_id}, but TLS authenticated {self.peerNodeID}"
+        if nodeIDFromSPKI(hello.public_key) != hello.node_id:
+            return "the Hello's public key does not match its node ID"
+        if not verifySignature(hello.public_key, hello.signature, hello.signedBytes()):
+            return "the Hello's signature does not verify"
+        try:
+            validateCPName(hello.name)
+        except InvalidCPName:
+            return f"invalid CP name {hello.name!r}"
+        if hello.role not in ("network", "end"):
+            return f"unknown role {hello.role!r}"
+        return None
+
+    # -- control messages ------------------------------------------------
+
+    def controlMessageReceived(self, msg: Message) -> None:
+        if isinstance(msg, SessionClose):
+            session = self.sessions.get(msg.session_id)
+            if session is not None:
+                session.unbindReceived(msg.reason, msg.detail)
+        elif isinstance(msg, LinkRefused):
+            self.log.warn(
+                "link to {peer} refused by the peer: {reason} {detail}",
+                peer=self.peerNodeID,
+                reason=msg.reason,
+                detail=msg.detail,
+            )
+            self._closeReason = (msg.reason, msg.detail)
+            self.state = LinkState.CLOSING
+            self.link.transport.loseConnection()
+        else:
+            self.protocolError(f"unexpected {msg.typeName} on a control stream")
+
+    def peerControlStreamLost(self) -> None:
+        if self.state is LinkState.ACTIVE:
+            self.protocolError("the peer closed its control stream")
+
+    def sendUnbind(self, sessionID: str, reason: str, detail: str) -> None:
+        if self.state is not LinkState.CLOSED:
+            self._sendControl(SessionClose(session_id=sessionID, reason=reason, detail=detail))
+
+    # -- BIND --------------------------------------------------------------
+
+    def sessionCount(self, plugin: str, includePending: bool = True) -> int:
+        count = sum(1 for s in self.sessions.values() if s.info.plugin == plugin)
+        if includePending:
+            count += sum(1 for b in self.outboundBinds.values() if b.request.plugin == plugin)
+        return count
+
+    def bindReceived(self, stream: Stream, req: SessionOpen) -> None:
+        node = self.node
+        plugin = node.plugins.get(req.plugin)
+        if node.shuttingDown:
+            self._refuse(stream, req.session_id, Reason.SHUTTING_DOWN, "the node is stopping")
+            return
+        if req.origin != self.peerNodeID or req.destination != self.localNodeID:
+            self._refuse(stream, req.session_id, Reason.PROTOCOL_ERROR, "origin or destination")
+            return
+        if plugin is None:
+            self._refuse(stream, req.session_id, Reason.UNKNOWN_PLUGIN, f"no plugin {req.plugin!r}")
+            return
+        if req.session_id in self.sessions:
+            self._refuse(stream, req.session_id, Reason.PROTOCOL_ERROR, "session ID in use")
+            return
+        # Contention: when both ends race for the last slot, the contention
+        # winner (the lower node ID) counts its own pending BINDs and refuses;
+        # the loser does not, so it accepts, and its own BIND is refused.
+        winner = self.localNodeID < self.peerNodeID
+        if self.sessionCount(req.plugin, includePending=winner) >= self.limits.get(req.plugin, 0):
+            self._refuse(
+                stream,
+                req.session_id,
+                Reason.LIMIT_REACHED,
+                f"{self.limits.get(req.plugin, 0)} {req.plugin} sessions with this node",
+            )
+            return
+        info = SessionInfo(
+            req.session_id,
+            req.plugin,
+            req.cos,
+            req.parameters,
+            INBOUND,
+            self.localNodeID,
+            self.peerNodeID,
+            self.peerName,
+        )
+        try:
+            protocol = plugin.buildProtocol(info)
+        except SessionRefused as e:
+            self._refuse(stream, req.session_id, e.reason, e.detail)
+            return
+        except Exception:
+            self.log.failure("plugin {plugin} failed to build a protocol", plugin=req.plugin)
+            self._refuse(stream, req.session_id, Reason.REFUSED_BY_PLUGIN, "plugin error")
+            return
+        if protocol is None:
+            self._refuse(stream, req.session_id, Reason.REFUSED_BY_PLUGIN, "")
+            return
+        stream.write(encodeMessage(SessionAccept(session_id=req.session_id)))
+        session = Session(self, stream, info)
+        self.sessionStarted(session)
+        session.start(protocol)
+
+    def _refuse(self, stream: Stream, sessionID: str, reason: str, detail: str) -> None:
+        self.log.info(
+            "refused session {sid} from {peer}: {reason} {detail}",
+            sid=sessionID,
+            peer=self.peerNodeID,
+            reason=str(reason),
+            detail=detail,
+        )
+        self.node.sessionRefused(str(reason))
+        stream.write(
+            encodeMessage(SessionRefuse(session_id=sessionID, reason=str(reason), detail=detail))
+        )
+        stream.loseConnection()
+
+    def openSession(
+        self,
+        plugin: str,
+        protocolFactory: Callable[[Any], Any],
+        parameters: dict[str, Any] | None = None,
+        cos: str | None = None,
+    ) -> Deferred[Any]:
+        """
+        BIND a session with the neighbour; see L{appnpy.interfaces.INode.openSession}.
+        """
+        if self.state is not LinkState.ACTIVE:
+            return fail(SessionRefused(Reason.LINK_FAILURE.value, "the link is not active"))
+        if plugin not in self.limits:
+            return fail(SessionRefused(Reason.UNKNOWN_PLUGIN.value, f"the peer has no {plugin!r}"))
+        if self.sessionCount(plugin) >= self.limits[plugin]:
+            return fail(
+                SessionRefused(
+                    Reason.LIMIT_REACHED.value,
+                    f"{self.limits[plugin]} {plugin} sessions with this node",
+                )
+            )
+        try:
+            stream = self.mux.openStream()
+        except (GoAwayReceived, StreamLimitExceeded) as e:
+            return fail(SessionRefused(Reason.LIMIT_REACHED.value, str(e)))
+        localPlugin = self.node.plugins.get(plugin)
+        request = SessionOpen(
+            session_id=newSessionID(),
+            origin=self.localNodeID,
+            destination=self.peerNodeID,
+            plugin=plugin,
+            cos=cos or (localPlugin.defaultCOS if localPlugin else "interactive"),
+            window=self.mux.config.initialWindow,
+            parameters=dict(parameters or {}),
+        )
+        d: Deferred[Any] = Deferred()
+        bind = OutboundBind(self, stream, request, protocolFactory, d)
+        self.outboundBinds[request.session_id] = bind
+        bind.start()
+        return d
+
+    def bindFinished(self, bind: OutboundBind) -> None:
+        self.outboundBinds.pop(bind.request.session_id, None)
+
+    def sessionStarted(self, session: Session) -> None:
+        self.sessions[session.info.sessionID] = session
+        self.log.info(
+            "session {sid} ({plugin}, {direction}) bound with {peer}",
+            sid=session.info.sessionID,
+            plugin=session.info.plugin,
+            direction=session.info.direction,
+            peer=self.peerNodeID,
+        )
+        self.node.sessionStarted(session)
+
+    def sessionEnded(self, session: Session, why: SessionClosed) -> None:
+        if self.sessions.pop(session.info.sessionID, None) is not None:
+            self.log.info(
+                "session {sid} ({plugin}) with {peer} closed: {reason}",
+                sid=session.info.sessionID,
+                plugin=session.info.plugin,
+                peer=self.peerNodeID,
+                reason=why.reason,
+            )
+            self.node.sessionEnded(session, why)
+
+    # -- closing -----------------------------------------------------------
+
+    def protocolError(self, detail: str) -> None:
+        self.refuseLink(Reason.PROTOCOL_ERROR, detail)
+
+    def refuseLink(self, reason: str, detail: str) -> None:
+        """
+        Tell the peer why, and close the link.
+        """
+        if self.state in (LinkState.CLOSING, LinkState.CLOSED):
+            return
+        self.log.warn(
+            "closing link with {peer}: {reason} {detail}",
+            peer=self.peerNodeID,
+            reason=str(reason),
+            detail=detail,
+        )
+        self._closeReason = (str(reason), detail)
+        self._sendControl(LinkRefused(reason=str(reason), detail=detail[:512]))
+        self.state = LinkState.CLOSING
+        self.mux.goAway(1 if reason == Reason.PROTOCOL_ERROR else 0)
+        self.link.transport.loseConnection()
+
+    def close(self, reason: str = Reason.NORMAL, detail: str = "") -> Deferred[None]:
+        """
+        Close gracefully: UNBIND every session with C{reason}, send go-away,
+        and drop the link once the sessions are done.
+        """
+        if self.state is LinkState.CLOSED:
+            return Deferred.fromCoroutine(_done())
+        self._closeReason = (str(reason), detail)
+        self.state = LinkState.CLOSING
+        for session in list(self.sessions.values()):
+            session.loseConnectionWithReason(reason, detail)
+        self.mux.goAway(0)
+        d = self.link.whenLost()
+        self.link.transport.loseConnection()
+        return d
+
+    def linkLost(self, reason: Failure) -> None:
+        previous, self.state = self.state, LinkState.CLOSED
+        for timer in self.pendingInbound.values():
+            if timer.active():
+                timer.cancel()
+        self.pendingInbound.clear()
+        why = self._closeReason or (Reason.LINK_FAILURE.value, reason.getErrorMessage())
+        waiters, self._waiters = getattr(self, "_waiters", []), []
+        for d in waiters:
+            d.errback(SessionClosed(*why))
+        if previous is not LinkState.HANDSHAKE or self.peerHello is not None:
+            self.node.linkLost(self, why)
+
+
+async def _done() -> None:
+    return None
+
+
+def negotiateLimits(ours: dict[str, int], theirs: dict[str, int]) -> dict[str, int]:
+    """
+    CNOS: for each plugin either side offers, the lower of the two limits
+    applies; a plugin only one side has gets that side's limit (sessions can
+    then only be opened toward that side).
+    """
+    limits = {}
+    for name in ours.keys() | theirs.keys():
+        offered = [x[name] for x in (ours, theirs) if name in x]
+        limits[name] = min(offered)
+    return limits
+
+
+class LinkProtocol(AuthenticatedProtocol):
+    """
+    The protocol under TLS: once the peer is authenticated it runs the
+    multiplexer and the link's control point.
+    """
+
+    log = Logger()
+
+    def __init__(self, node: Node, isClient: bool, expectedNodeID: str | None, address: str) -> None:
+        super().__init__(
+            reactor=node.reactor,
+            ownNodeID=node.nodeID,
+            expectedNodeID=expectedNodeID,
+            handshakeTimeout=node.handshakeTimeout,
+        )
+        self.node = node
+        self.isClient = isClient
+        self.address = address
+        self.mux: Multiplexer | None = None
+        self.cp: ControlPoint | None = None
+        self._lostWaiters: list[Deferred[None]] = []
+        self._authWaiters: list[Deferred[None]] = []
+        self.lost = False
+        self._lostReason: Failure | None = None
+
+    def addressText(self) -> str:
+        if self.address:
+            return self.address
+        peer = self.transport.getPeer() if self.transport else None
+        return f"{peer.host}:{peer.port}" if peer is not None and hasattr(peer, "host") else ""
+
+    def whenLost(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self.lost:
+            d.callback(None)
+        else:
+            self._lostWaiters.append(d)
+        return d
+
+    def whenAuthenticatedOrLost(self) -> Deferred[None]:
+        """
+        Fires once TLS has authenticated the peer (C{self.cp} is then set) or
+        the connection is gone.
+        """
+        d: Deferred[None] = Deferred()
+        if self.cp is not None or self.lost:
+            d.callback(None)
+        else:
+            self._authWaiters.append(d)
+        return d
+
+    def failureReason(self) -> str:
+        if self._lostReason is None:
+            return "the link was closed"
+        return self._lostReason.getErrorMessage()
+
+    def _fireAuthWaiters(self) -> None:
+        waiters, self._authWaiters = self._authWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def linkAuthenticated(self, peerNodeID: str) -> None:
+        if peerNodeID == self.node.nodeID:
+            self.log.info("dropped a link to this node itself ({address})", address=self.addressText())
+            self.node.selfDialDetected(self)
+            self.transport.abortConnection()
+            return
+        mux = Multiplexer(
+            self.transport,
+            self.isClient,
+            self._streamAccepted,
+            self.node.reactor,
+            self.node.muxConfig,
+            onClose=self._muxClosed,
+        )
+        self.mux = mux
+        self.cp = ControlPoint(self.node, mux, self, peerNodeID)
+        self.cp.start()
+        self._fireAuthWaiters()
+
+    def _streamAccepted(self, stream: Stream) -> None:
+        assert self.cp is not None
+        self.cp.streamAccepted(stream)
+
+    def _muxClosed(self, reason: Any) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.abortConnection()
+
+    def authenticatedDataReceived(self, data: bytes) -> None:
+        assert self.mux is not None
+        self.mux.dataReceived(data)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        super().connectionLost(reason)
+        self.lost = True
+        self._lostReason = reason
+        if self.mux is not None:
+            self.mux.connectionLost(reason)
+        if self.cp is not None:
+            self.cp.linkLost(reason)
+        self._fireAuthWaiters()
+        waiters, self._lostWaiters = self._lostWaiters, []
+        for d in waiters:
+            d.callback(None)

@@ -1,0 +1,378 @@
+"""
+Control messages: length-prefixed, deterministically encoded CBOR maps.
+
+Every message is an attrs class registered under its wire C{type} name.  The
+wire form is a CBOR map holding C{"type"} and one key per field (the field
+names below are the wire keys).  Decoding is strict, in the manner of
+Foolscap's constraints:
+
+  - the 4-byte length prefix is checked against the limit before a byte of the
+    body is buffered;
+  - the body must be one CBOR item in deterministic encoding (RFC 8949
+    section 4.2), with no tags, no indefinite lengths and no duplicate keys,
+    so a signed message verifies byte for byte;
+  - every field is type- and size-checked; a missing required field is an
+    error; an unknown field is ignored (that is how newer minor versions add
+    fields); an unknown message type is an error naming it.
+
+docs/protocol.md is the normative description of every message.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, TypeVar
+
+import attrs
+import cbor2
+
+from appnpy.errors import ProtocolError
+
+#: Largest control message body accepted or sent.
+MAX_MESSAGE_SIZE = 64 * 1024
+
+_LENGTH = struct.Struct(">I")
+_NODE_ID = re.compile(r"[a-z2-7]{52}\Z")
+_SESSION_ID = re.compile(r"[0-9a-f]{32}\Z")
+_TOKEN = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
+_MAX_DEPTH = 8
+_MAX_TEXT = 1024
+_MAX_ITEMS = 256
+
+
+class UnknownMessage(ProtocolError):
+    """
+    The neighbour sent a control message of a type this node does not know.
+    It probably runs a newer protocol version; upgrade this node.
+    """
+
+
+_T = TypeVar("_T")
+MESSAGE_TYPES: dict[str, type[Message]] = {}
+
+
+def message(name: str) -> Callable[[type[_T]], type[_T]]:
+    """
+    Register an attrs class as the control message with wire type C{name}.
+    """
+
+    def register(cls: type[_T]) -> type[_T]:
+        cls.typeName = name  # type: ignore[attr-defined]
+        MESSAGE_TYPES[name] = cls  # type: ignore[assignment]
+        return cls
+
+    return register
+
+
+class Message:
+    """
+    Base of every control message.
+    """
+
+    typeName: ClassVar[str]
+
+    def toWire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": self.typeName}
+        for field in attrs.fields(type(self)):  # type: ignore[arg-type]
+            body[field.name] = getattr(self, field.name)
+        return body
+
+
+# -- validators: limits checked per field, before the object exists -----------
+
+
+def _check(ok: bool, field: attrs.Attribute[Any], why: str) -> None:
+    if not ok:
+        raise ProtocolError(f"field {field.name!r}: {why}")
+
+
+def text(maxLength: int = _MAX_TEXT, pattern: re.Pattern[str] | None = None) -> Any:
+    def validate(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+        _check(isinstance(value, str), field, "must be text")
+        assert isinstance(value, str)
+        _check(len(value) <= maxLength, field, f"longer than {maxLength}")
+        if pattern is not None:
+            _check(pattern.match(value) is not None, field, "malformed")
+
+    return validate
+
+
+def integer(minimum: int = 0, maximum: int = 2**63 - 1) -> Any:
+    def validate(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+        _check(type(value) is int, field, "must be an integer")
+        assert isinstance(value, int)
+        _check(minimum <= value <= maximum, field, f"outside {minimum}..{maximum}")
+
+    return validate
+
+
+def blob(maxLength: int) -> Any:
+    def validate(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+        _check(isinstance(value, bytes), field, "must be bytes")
+        assert isinstance(value, bytes)
+        _check(len(value) <= maxLength, field, f"longer than {maxLength} bytes")
+
+    return validate
+
+
+def listOf(item: Any, maxItems: int = _MAX_ITEMS) -> Any:
+    def validate(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+        _check(isinstance(value, list), field, "must be a list")
+        assert isinstance(value, list)
+        _check(len(value) <= maxItems, field, f"more than {maxItems} items")
+        for v in value:
+            item(inst, field, v)
+
+    return validate
+
+
+def mapOf(key: Any, value: Any, maxItems: int = _MAX_ITEMS) -> Any:
+    def validate(inst: object, field: attrs.Attribute[Any], mapping: object) -> None:
+        _check(isinstance(mapping, dict), field, "must be a map")
+        assert isinstance(mapping, dict)
+        _check(len(mapping) <= maxItems, field, f"more than {maxItems} entries")
+        for k, v in mapping.items():
+            key(inst, field, k)
+            value(inst, field, v)
+
+    return validate
+
+
+def plainData(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    """
+    Plugin parameters: any plain CBOR data (text-keyed maps, lists, text,
+    bytes, 64-bit integers, floats, booleans, null), nested at most
+    C{_MAX_DEPTH} deep.
+    """
+    _check(isinstance(value, dict), field, "must be a map")
+    for _ in _walk(value, field, 0):
+        pass
+
+
+def _walk(value: object, field: attrs.Attribute[Any], depth: int) -> Iterator[None]:
+    _check(depth <= _MAX_DEPTH, field, "nested too deeply")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check(isinstance(k, str), field, "map keys must be text")
+            yield from _walk(v, field, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v, field, depth + 1)
+    elif type(value) is int:
+        _check(-(2**63) <= value <= 2**64 - 1, field, "integer out of 64-bit range")  # type: ignore[operator]
+    else:
+        _check(
+            value is None or type(value) in (str, bytes, float, bool),
+            field,
+            f"unsupported value of type {type(value).__name__}",
+        )
+    yield None
+
+
+nodeID = text(52, _NODE_ID)
+sessionID = text(32, _SESSION_ID)
+token = text(32, _TOKEN)
+reasonCode = text(64, _TOKEN)
+
+
+# -- the messages ------------------------------------------------------------
+
+
+@message("Hello")
+@attrs.frozen
+class Hello(Message):
+    """
+    The first message on each control stream (APPN XID + CP capabilities).
+    Signed by the sender's node key over the deterministic encoding of every
+    other field.
+    """
+
+    node_id: str = attrs.field(validator=nodeID)
+    public_key: bytes = attrs.field(validator=blob(256))
+    name: str = attrs.field(validator=text(17))
+    role: str = attrs.field(validator=token)
+    versions: list[int] = attrs.field(validator=listOf(integer(0, 65535), 2))
+    capabilities: list[str] = attrs.field(validator=listOf(token, 64))
+    listen: list[str] = attrs.field(validator=listOf(text(300), 16))
+    plugins: dict[str, int] = attrs.field(validator=mapOf(token, integer(0, 2**31 - 1), 64))
+    signature: bytes = attrs.field(default=b"", validator=blob(128))
+
+    def signedBytes(self) -> bytes:
+        """
+        The bytes the signature covers: the message without its signature.
+        """
+        body = self.toWire()
+        del body["signature"]
+        return encodeBody(body)
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.versions) != 2 or self.versions[0] > self.versions[1]:
+            raise ProtocolError("field 'versions': must be [lowest, highest]")
+
+
+@message("LinkRefused")
+@attrs.frozen
+class LinkRefused(Message):
+    """
+    Sent on a control stream just before the sender closes the link.
+    """
+
+    reason: str = attrs.field(validator=reasonCode)
+    detail: str = attrs.field(default="", validator=text(512))
+
+
+@message("SessionOpen")
+@attrs.frozen
+class SessionOpen(Message):
+    """
+    BIND: the first message on a stream that carries a session.
+    """
+
+    session_id: str = attrs.field(validator=sessionID)
+    origin: str = attrs.field(validator=nodeID)
+    destination: str = attrs.field(validator=nodeID)
+    plugin: str = attrs.field(validator=token)
+    cos: str = attrs.field(validator=token)
+    window: int = attrs.field(validator=integer(0, 2**32 - 1))
+    parameters: dict[str, Any] = attrs.field(factory=dict, validator=plainData)
+
+
+@message("SessionAccept")
+@attrs.frozen
+class SessionAccept(Message):
+    """
+    Positive BIND response; after it the stream carries the plugin's bytes.
+    """
+
+    session_id: str = attrs.field(validator=sessionID)
+
+
+@message("SessionRefuse")
+@attrs.frozen
+class SessionRefuse(Message):
+    """
+    Negative BIND response; the stream is closed after it.
+    """
+
+    session_id: str = attrs.field(validator=sessionID)
+    reason: str = attrs.field(validator=reasonCode)
+    detail: str = attrs.field(default="", validator=text(512))
+
+
+@message("SessionClose")
+@attrs.frozen
+class SessionClose(Message):
+    """
+    UNBIND, sent on the sender's control stream when it closes a session.
+    """
+
+    session_id: str = attrs.field(validator=sessionID)
+    reason: str = attrs.field(validator=reasonCode)
+    detail: str = attrs.field(default="", validator=text(512))
+
+
+# -- encoding ----------------------------------------------------------------
+
+
+def encodeBody(body: dict[str, Any]) -> bytes:
+    return cbor2.dumps(body, canonical=True)
+
+
+def encodeMessage(msg: Message) -> bytes:
+    """
+    The framed wire form: 4-byte big-endian length, then the CBOR body.
+    """
+    body = encodeBody(msg.toWire())
+    if len(body) > MAX_MESSAGE_SIZE:
+        raise ProtocolError(f"{msg.typeName} is {len(body)} bytes, over {MAX_MESSAGE_SIZE}")
+    return _LENGTH.pack(len(body)) + body
+
+
+def _refuseTag(decoder: object, tag: object) -> object:
+    raise ProtocolError("CBOR tags are not allowed")
+
+
+def decodeBody(body: bytes) -> Message:
+    """
+    Decode one message body (without its length prefix).
+
+    @raise ProtocolError: with the reason, for anything but a valid message.
+    """
+    try:
+        value = cbor2.loads(
+            body,
+            tag_hook=_refuseTag,
+            semantic_decoders={},
+            max_depth=_MAX_DEPTH + 4,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+        )
+    except ProtocolError:
+        raise
+    except Exception as e:
+        raise ProtocolError(f"undecodable CBOR: {e}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError("a message must be a CBOR map")
+    kind = value.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("message has no text 'type'")
+    cls = MESSAGE_TYPES.get(kind)
+    if cls is None:
+        raise UnknownMessage(repr(kind[:64]))
+    known = {f.name for f in attrs.fields(cls)}  # type: ignore[arg-type]
+    try:
+        msg = cls(**{k: v for k, v in value.items() if k in known})
+    except TypeError as e:
+        raise ProtocolError(f"{kind}: {e}") from None
+    # Deterministic encoding is required (signatures are checked over the
+    # re-encoded form); this also rejects trailing bytes.  Unknown fields are
+    # allowed, so compare against the full decoded map.
+    try:
+        canonical = encodeBody(value)
+    except Exception as e:  # pragma: no cover - cbor2 encodes whatever it decoded
+        raise ProtocolError(f"{kind}: {e}") from None
+    if canonical != body:
+        raise ProtocolError(f"{kind}: not in deterministic CBOR encoding")
+    return msg
+
+
+class MessageReader:
+    """
+    Incremental reader of framed messages, limits checked as bytes arrive.
+
+    C{feed} returns the messages completed so far; after C{stop()} any bytes
+    that followed the last message are available as C{leftover()} (a session
+    stream switches to raw plugin bytes right after its BIND answer).
+    """
+
+    __slots__ = ("_buffer", "_limit")
+
+    def __init__(self, limit: int = MAX_MESSAGE_SIZE) -> None:
+        self._buffer = bytearray()
+        self._limit = limit
+
+    def feed(self, data: bytes, maxMessages: int | None = None) -> list[Message]:
+        self._buffer += data
+        out: list[Message] = []
+        buf = self._buffer
+        while len(buf) >= 4 and (maxMessages is None or len(out) < maxMessages):
+            (length,) = _LENGTH.unpack_from(buf)
+            if length > self._limit:
+                raise ProtocolError(f"message of {length} bytes is over the {self._limit} limit")
+            if len(buf) < 4 + length:
+                break
+            body = bytes(buf[4 : 4 + length])
+            del buf[: 4 + length]
+            out.append(decodeBody(body))
+        if len(buf) >= 4:
+            (length,) = _LENGTH.unpack_from(buf)
+            if length > self._limit:
+                raise ProtocolError(f"message of {length} bytes is over the {self._limit} limit")
+        return out
+
+    def leftover(self) -> bytes:
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data

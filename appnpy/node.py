@@ -1,0 +1,313 @@
+"""
+The node: the composition root of identity, links, control points, sessions
+and plugins, as a Twisted C{MultiService}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from appnpy.control import ControlPoint, LinkProtocol
+from appnpy.errors import NoSuchNode, Reason, SessionClosed, SessionRefused
+from appnpy.identity import Identity, validateCPName, defaultCPName
+from appnpy.interfaces import INode, ISessionPlugin
+from appnpy.link import LinkAddress, LinkContextFactory, TrustPolicy, parseAddress
+from appnpy.plugins import checkPlugin
+from appnpy.session import Session
+from appnpy.yamux import MuxConfig
+
+ROLES = ("network", "end")
+#: How long a graceful stop waits for sessions to close before dropping links.
+STOP_TIMEOUT = 5.0
+
+
+class _LinkFactory(Factory):
+    """
+    Builds the L{LinkProtocol} that TLS wraps, for one direction.
+    """
+
+    def __init__(self, node: Node, isClient: bool, expectedNodeID: str | None, address: str) -> None:
+        self.node = node
+        self.isClient = isClient
+        self.expectedNodeID = expectedNodeID
+        self.address = address
+
+    def buildProtocol(self, addr: Any) -> LinkProtocol:
+        return LinkProtocol(self.node, self.isClient, self.expectedNodeID, self.address)
+
+
+@implementer(INode)
+class Node(MultiService):
+    """
+    One appnpy node: listens, dials, runs a control point per link and binds
+    sessions for its plugins.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        identity: Identity,
+        name: str | None = None,
+        role: str = "network",
+        trust: TrustPolicy | None = None,
+        listen: Iterable[str] = (),
+        peers: Iterable[str] = (),
+        muxConfig: MuxConfig | None = None,
+        handshakeTimeout: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if role not in ROLES:
+            from appnpy.errors import ConfigurationError
+
+            raise ConfigurationError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        self.reactor = reactor
+        self.identity = identity
+        self.nodeID: str = identity.nodeID
+        self.name: str = validateCPName(name) if name else defaultCPName(identity.nodeID)
+        self.role = role
+        self.trust = trust or TrustPolicy.open()
+        self.listenEndpoints = list(listen)
+        self.initialPeers = [parseAddress(p) for p in peers]
+        self.muxConfig = muxConfig or MuxConfig()
+        self.handshakeTimeout = handshakeTimeout
+        self.plugins: dict[str, ISessionPlugin] = {}
+        #: Active links by the neighbour's node ID.
+        self.links: dict[str, ControlPoint] = {}
+        self.ports: list[IListeningPort] = []
+        self.shuttingDown = False
+        self.startedAt = reactor.seconds()
+        self._contextFactory = LinkContextFactory(identity, self.trust)
+        self._observers: list[Any] = []
+
+    # -- plugins -------------------------------------------------------------
+
+    def addSessionPlugin(self, plugin: ISessionPlugin) -> None:
+        checkPlugin(plugin)
+        self.plugins[plugin.name] = plugin
+
+    # -- observers (metrics, management) --------------------------------------
+
+    def addObserver(self, observer: Any) -> None:
+        """
+        Register an object told of link and session events through optional
+        methods C{linkActive(cp)}, C{linkLost(cp, reason)},
+        C{sessionStarted(session)}, C{sessionEnded(session, why)} and
+        C{sessionRefused(reason)}.
+        """
+        self._observers.append(observer)
+
+    def _notify(self, event: str, *args: Any) -> None:
+        for observer in self._observers:
+            method = getattr(observer, event, None)
+            if method is not None:
+                method(*args)
+
+    # -- links ---------------------------------------------------------------
+
+    def serverFactory(self) -> TLSMemoryBIOFactory:
+        return TLSMemoryBIOFactory(
+            self._contextFactory, False, _LinkFactory(self, False, None, ""), clock=self.reactor
+        )
+
+    def clientFactory(self, address: LinkAddress) -> TLSMemoryBIOFactory:
+        return TLSMemoryBIOFactory(
+            self._contextFactory,
+            True,
+            _LinkFactory(self, True, address.nodeID, str(address)),
+            clock=self.reactor,
+        )
+
+    def advertisedAddresses(self) -> list[str]:
+        out = []
+        for port in self.ports:
+            host = port.getHost()
+            if hasattr(host, "port"):
+                out.append(f"appn://{self.nodeID}@{_hostText(host.host)}:{host.port}")
+        return out
+
+    def connect(self, address: str | LinkAddress) -> Deferred[ControlPoint]:
+        """
+        Dial a neighbour and wait until the link is active.
+
+        @param address: C{host:port} or C{appn://<nodeid>@host:port}.
+        @return: fires with the link's L{ControlPoint}.
+        """
+        addr = parseAddress(address) if isinstance(address, str) else address
+        if addr.nodeID is not None and addr.nodeID in self.links:
+            existing: Deferred[ControlPoint] = Deferred()
+            existing.callback(self.links[addr.nodeID])
+            return existing
+        endpoint = clientFromString(self.reactor, addr.clientEndpointString())
+        return Deferred.fromCoroutine(self._connect(endpoint, addr))
+
+    async def _connect(self, endpoint: Any, addr: LinkAddress) -> ControlPoint:
+        tls = await endpoint.connect(self.clientFactory(addr))
+        return await self.whenLinkActive(tls.wrappedProtocol)
+
+    async def whenLinkActive(self, link: LinkProtocol) -> ControlPoint:
+        """
+        Wait for a link protocol's control point to become active; if it lost
+        a simultaneous-dial contest, answer the link that survived.
+        """
+        try:
+            await link.whenAuthenticatedOrLost()
+            if link.cp is None:
+                raise SessionClosed(Reason.LINK_FAILURE.value, link.failureReason())
+            return await link.cp.whenActive()
+        except SessionClosed as e:
+            if e.reason == Reason.DUPLICATE_LINK and link.peerNodeID in self.links:
+                return self.links[link.peerNodeID]
+            raise
+
+    def linkActive(self, cp: ControlPoint) -> None:
+        existing = self.links.get(cp.peerNodeID)
+        if existing is not None and existing is not cp:
+            # Simultaneous dial: keep the link whose dialer has the lower node
+            # ID, so both ends choose the same one.
+            keep, drop = sorted((existing, cp), key=_dialerID)
+            if _dialerID(keep) == _dialerID(drop):
+                keep, drop = existing, cp
+            drop.refuseLink(Reason.DUPLICATE_LINK, "a link between these nodes already exists")
+            if keep is existing:
+                return
+        self.links[cp.peerNodeID] = cp
+        self.log.info(
+            "link up with {peer} ({name}) at {address}, {direction}",
+            peer=cp.peerNodeID,
+            name=cp.peerName,
+            address=cp.address,
+            direction="dialled" if cp.isDialer else "accepted",
+        )
+        self._notify("linkActive", cp)
+
+    def linkLost(self, cp: ControlPoint, why: tuple[str, str]) -> None:
+        if self.links.get(cp.peerNodeID) is cp:
+            del self.links[cp.peerNodeID]
+            self.log.info(
+                "link down with {peer} ({name}): {reason} {detail}",
+                peer=cp.peerNodeID,
+                name=cp.peerName,
+                reason=why[0],
+                detail=why[1],
+            )
+            self._notify("linkLost", cp, why)
+
+    def selfDialDetected(self, link: LinkProtocol) -> None:
+        self._notify("sessionRefused", Reason.SELF_DIAL.value)
+
+    def findNeighbour(self, destination: str) -> ControlPoint:
+        """
+        The active link to C{destination}: a node ID, a unique prefix of one,
+        or a CP name.
+
+        @raise NoSuchNode: if none, or the prefix is ambiguous.
+        """
+        if destination in self.links:
+            return self.links[destination]
+        upper = destination.upper()
+        byName = [cp for cp in self.links.values() if cp.peerName == upper]
+        if len(byName) == 1:
+            return byName[0]
+        byPrefix = [cp for nid, cp in self.links.items() if nid.startswith(destination.lower())]
+        if len(byPrefix) == 1:
+            return byPrefix[0]
+        if len(byPrefix) > 1:
+            raise NoSuchNode(f"{destination!r} matches {len(byPrefix)} neighbours")
+        raise NoSuchNode(repr(destination))
+
+    # -- sessions ---------------------------------------------------------------
+
+    def openSession(
+        self,
+        destination: str,
+        plugin: str,
+        protocolFactory: Callable[[Any], Any],
+        parameters: dict[str, Any] | None = None,
+        cos: str | None = None,
+    ) -> Deferred[Any]:
+        if self.shuttingDown:
+            return fail(SessionRefused(Reason.SHUTTING_DOWN.value, "this node is stopping"))
+        try:
+            cp = self.findNeighbour(destination)
+        except NoSuchNode as e:
+            return fail(e)
+        return cp.openSession(plugin, protocolFactory, parameters, cos)
+
+    def sessions(self) -> list[Session]:
+        return [s for cp in self.links.values() for s in cp.sessions.values()]
+
+    def sessionStarted(self, session: Session) -> None:
+        self._notify("sessionStarted", session)
+
+    def sessionEnded(self, session: Session, why: SessionClosed) -> None:
+        self._notify("sessionEnded", session, why)
+
+    def sessionRefused(self, reason: str) -> None:
+        self._notify("sessionRefused", reason)
+
+    # -- service -----------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
+        for description in self.listenEndpoints:
+            port = await serverFromString(self.reactor, description).listen(self.serverFactory())
+            self.ports.append(port)
+            self.log.info("listening on {address}", address=str(port.getHost()))
+        self.log.info(
+            "node {node_id} ({name}) ready, role {role}, listening on {addresses}",
+            node_id=self.nodeID,
+            name=self.name,
+            role=self.role,
+            addresses=" ".join(self.advertisedAddresses()),
+        )
+        for addr in self.initialPeers:
+            self.connect(addr).addErrback(self._dialFailed, addr)
+
+    def _dialFailed(self, failure: Any, addr: LinkAddress) -> None:
+        self.log.warn("could not link to {address}: {why}", address=str(addr), why=failure.getErrorMessage())
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        self.shuttingDown = True
+        await DeferredList([Deferred.fromCoroutine(_stopPort(p)) for p in self.ports])
+        self.ports.clear()
+        closing = [cp.close(Reason.SHUTTING_DOWN, "the node is stopping") for cp in self.links.values()]
+        if closing:
+            timeout = self.reactor.callLater(STOP_TIMEOUT, self._abortAll)
+            await DeferredList(closing)
+            if timeout.active():
+                timeout.cancel()
+        await super().stopService()
+
+    def _abortAll(self) -> None:
+        for cp in list(self.links.values()):
+            cp.link.transport.abortConnection()
+
+
+async def _stopPort(port: IListeningPort) -> None:
+    await port.stopListening()
+
+
+def _dialerID(cp: ControlPoint) -> str:
+    return cp.localNodeID if cp.isDialer else cp.peerNodeID
+
+
+def _hostText(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
