@@ -1,0 +1,1003 @@
+"""
+The multiplexer: many independent, flow-controlled streams over one link,
+speaking the yamux wire format (libp2p/specs yamux/README.md).
+
+Every frame starts with a 12-byte big-endian header::
+
+    version (u8, 0) | type (u8) | flags (u16) | stream ID (u32) | length (u32)
+
+Only Data frames carry a payload (C{length} bytes).  For WindowUpdate the
+length is a window delta, for Ping an opaque value echoed by the answer, for
+GoAway an error code.
+
+Performance notes (see shared/reference/performance.md): payload is handed to
+the stream cut-through, straight out of the bytes the link delivered, so a
+frame is never copied into an intermediate buffer unless its stream cannot take
+it yet; a frame goes out as one C{header + payload} write; windows start at the
+spec's 256 KiB and grow by auto-tuning (as go-yamux does), because a fixed
+window caps a single stream at about 0.6x of the link.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import (
+    IConsumer,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    ITransport,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from appnpy.errors import GoAwayReceived, LinkError, ProtocolError, StreamLimitExceeded
+
+__all__ = [
+    "GoAwayReceived",
+    "MuxConfig",
+    "Multiplexer",
+    "Stream",
+    "StreamLimitExceeded",
+    "decodeHeader",
+    "encodeHeader",
+    "TYPE_DATA",
+    "TYPE_WINDOW_UPDATE",
+    "TYPE_PING",
+    "TYPE_GO_AWAY",
+    "FLAG_SYN",
+    "FLAG_ACK",
+    "FLAG_FIN",
+    "FLAG_RST",
+    "GOAWAY_NORMAL",
+    "GOAWAY_PROTOCOL_ERROR",
+    "GOAWAY_INTERNAL_ERROR",
+]
+
+VERSION = 0
+TYPE_DATA = 0
+TYPE_WINDOW_UPDATE = 1
+TYPE_PING = 2
+TYPE_GO_AWAY = 3
+
+FLAG_SYN = 1
+FLAG_ACK = 2
+FLAG_FIN = 4
+FLAG_RST = 8
+
+GOAWAY_NORMAL = 0
+GOAWAY_PROTOCOL_ERROR = 1
+GOAWAY_INTERNAL_ERROR = 2
+
+HEADER_SIZE = 12
+_HEADER = struct.Struct(">BBHII")
+_pack = _HEADER.pack
+_unpackFrom = _HEADER.unpack_from
+_MAX_U32 = 0xFFFFFFFF
+
+# A stream's unsent data above this pauses its producer; it resumes once the
+# buffer has drained to half of it (hysteresis, so a producer writing exactly
+# the mark does not flap).
+SEND_HIGH_WATER = 64 * 1024
+SEND_LOW_WATER = SEND_HIGH_WATER // 2
+
+# Before any RTT is measured, a window update that follows the previous one
+# within this many seconds counts as "faster than the round trip" for
+# auto-tuning: consuming half a window that quickly means the window, not the
+# reader, limits the stream.
+_UNKNOWN_RTT_GROWTH_INTERVAL = 0.005
+
+# go-yamux allocates a stream ID and sends its SYN without holding a lock, so
+# SYNs may arrive slightly out of order.  IDs skipped by at most this many
+# positions stay acceptable for a while; anything else below the highest seen
+# ID is a reuse and a protocol error.
+_SYN_REORDER_SLACK = 32
+
+
+def encodeHeader(type: int, flags: int, streamID: int, length: int) -> bytes:
+    """
+    Encode a yamux frame header (version 0).
+    """
+    return _pack(VERSION, type, flags, streamID, length)
+
+
+def decodeHeader(data: bytes) -> tuple[int, int, int, int]:
+    """
+    Decode a 12-byte frame header into C{(type, flags, streamID, length)}.
+
+    @raise ProtocolError: wrong size, unknown version or unknown type.
+    """
+    if len(data) != HEADER_SIZE:
+        raise ProtocolError(f"yamux header must be 12 bytes, got {len(data)}")
+    version, type, flags, streamID, length = _HEADER.unpack(data)
+    _checkHeader(version, type)
+    return type, flags, streamID, length
+
+
+def _checkHeader(version: int, type: int) -> None:
+    if version != VERSION:
+        raise ProtocolError(f"yamux version {version} is not supported")
+    if type > TYPE_GO_AWAY:
+        raise ProtocolError(f"unknown yamux frame type {type}")
+
+
+@attrs.frozen
+class MuxConfig:
+    """
+    Tunables of one multiplexed link.
+    """
+
+    # Spec value; what the peer may assume for every new stream.
+    initialWindow: int = 256 * 1024
+    # Auto-tuning ceiling per stream.
+    maxStreamWindow: int = 16 * 1024 * 1024
+    # Sum of the windows granted beyond the initial one, across all streams.
+    maxLinkReceiveBuffer: int = 64 * 1024 * 1024
+    # Largest data frame we send.
+    maxFramePayload: int = 64 * 1024
+    # Concurrently open streams per link (both directions); an excess inbound
+    # SYN is reset.
+    maxStreams: int = 16384
+    # Our streams opened but not yet acknowledged by the peer.
+    maxPendingOutbound: int = 256
+    # Seconds between keepalive pings (0 disables them).
+    keepaliveInterval: float = 15.0
+    # No frame received for this long: the link is declared dead (0 disables).
+    keepaliveTimeout: float = 60.0
+
+
+@implementer(ITransport, IPushProducer, IConsumer)
+class Stream:
+    """
+    One yamux stream: a transport for its protocol, a push producer for the
+    receive side, and a consumer for a producer feeding the send side.
+
+    Buffers are allocated only while they hold data, so an idle stream costs
+    a few hundred bytes.
+    """
+
+    __slots__ = (
+        "_mux",
+        "streamID",
+        "protocol",
+        "remoteClosed",
+        "localClosed",
+        "bytesSent",
+        "bytesReceived",
+        "_outbound",
+        "_acked",
+        "_finished",
+        "_writeClosed",
+        "_finPending",
+        "_sendWindow",
+        "_sendBuf",
+        "_recvWindow",
+        "_recvMax",
+        "_consumed",
+        "_lastUpdate",
+        "_recvBuf",
+        "_readPaused",
+        "_readLostDelivered",
+        "_lostReason",
+        "_lostDelivered",
+        "_producer",
+        "_streaming",
+        "_producerPaused",
+        "_pullCall",
+        "_queued",
+    )
+
+    def __init__(self, mux: Multiplexer, streamID: int, outbound: bool) -> None:
+        self._mux = mux
+        self.streamID = streamID
+        self.protocol: Any = None
+        self.remoteClosed = False
+        self.localClosed = False
+        self.bytesSent = 0
+        self.bytesReceived = 0
+        self._outbound = outbound
+        self._acked = not outbound
+        self._finished = False
+        self._writeClosed = False
+        self._finPending = False
+        window = mux._config.initialWindow
+        self._sendWindow = window
+        self._sendBuf: bytearray | None = None
+        self._recvWindow = window
+        self._recvMax = window
+        self._consumed = 0
+        self._lastUpdate = mux._reactor.seconds()
+        self._recvBuf: bytearray | None = None
+        self._readPaused = False
+        self._readLostDelivered = False
+        self._lostReason: Failure | None = None
+        self._lostDelivered = False
+        self._producer: Any = None
+        self._streaming = True
+        self._producerPaused = False
+        self._pullCall: Any = None
+        self._queued = False
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.streamID}>"
+
+    # -- protocol attachment and receive side --------------------------------
+
+    def attachProtocol(self, protocol: Any) -> None:
+        """
+        Connect C{protocol} to this stream, then deliver whatever arrived
+        before it was attached (unless the stream is paused).
+        """
+        self.protocol = protocol
+        protocol.makeConnection(self)
+        self._deliverPending()
+
+    def pauseProducing(self) -> None:
+        """
+        Stop delivering received data: it is buffered and no window updates
+        are sent, so the peer stops once the window is used up.
+        """
+        self._readPaused = True
+
+    def resumeProducing(self) -> None:
+        """
+        Deliver buffered data and resume granting window.
+        """
+        if not self._readPaused:
+            return
+        self._readPaused = False
+        self._deliverPending()
+
+    def stopProducing(self) -> None:
+        """
+        The consumer of this stream wants no more: close our side, as a TCP
+        transport does.
+        """
+        self.loseConnection()
+
+    def _dataIn(self, data: bytes) -> None:
+        # Hot path: one call per frame (or per piece of a frame split across
+        # link reads).
+        if self._finished:
+            # Reset while the rest of a frame was still arriving.
+            return
+        n = len(data)
+        self.bytesReceived += n
+        protocol = self.protocol
+        if self._recvBuf is None and not self._readPaused and protocol is not None:
+            self._consumed += n
+            try:
+                protocol.dataReceived(data)
+            except BaseException:
+                self._mux._log.failure("stream {sid} protocol failed", sid=self.streamID)
+                self.abortConnection()
+                return
+            if (
+                self._consumed >= self._recvMax >> 1
+                and not self._readPaused
+                and not self.remoteClosed
+                and not self._finished
+            ):
+                self._sendWindowUpdate(0)
+        elif self._recvBuf is None:
+            self._recvBuf = bytearray(data)
+        else:
+            self._recvBuf += data
+
+    def _deliverPending(self) -> None:
+        """
+        Deliver buffered data, then any half-close or close notification that
+        was held back behind it.
+        """
+        protocol = self.protocol
+        if protocol is None:
+            return
+        buf = self._recvBuf
+        if buf is not None and not self._readPaused:
+            self._recvBuf = None
+            data = bytes(buf)
+            if not self._finished:
+                self._consumed += len(data)
+            try:
+                protocol.dataReceived(data)
+            except BaseException:
+                self._mux._log.failure("stream {sid} protocol failed", sid=self.streamID)
+                self.abortConnection()
+                return
+        if self._recvBuf is not None:
+            # Still paused with data waiting: notifications wait behind it.
+            return
+        if self.remoteClosed and not self._readLostDelivered:
+            self._readLostDelivered = True
+            if IHalfCloseableProtocol.providedBy(protocol):
+                protocol.readConnectionLost()
+        if self._lostReason is not None:
+            if not self._lostDelivered:
+                self._lostDelivered = True
+                protocol.connectionLost(self._lostReason)
+        elif (
+            not self._readPaused and not self.remoteClosed and self._consumed >= self._recvMax >> 1
+        ):
+            self._sendWindowUpdate(0)
+
+    def _sendWindowUpdate(self, flags: int) -> None:
+        """
+        Grant the peer back what the protocol consumed, doubling the window
+        when updates come faster than twice the round trip (the window, not
+        the reader, is then what limits the stream).
+        """
+        mux = self._mux
+        config = mux._config
+        delta = self._consumed
+        now = mux._reactor.seconds()
+        current = self._recvMax
+        if current < config.maxStreamWindow:
+            elapsed = now - self._lastUpdate
+            rtt = mux.rtt
+            if rtt is None:
+                fast = elapsed < _UNKNOWN_RTT_GROWTH_INTERVAL
+                mux._measureRtt()
+            else:
+                fast = elapsed < 2 * rtt
+            if fast:
+                grown = min(current * 2, config.maxStreamWindow)
+                extra = grown - current
+                if mux._extraGranted + extra <= config.maxLinkReceiveBuffer:
+                    mux._extraGranted += extra
+                    self._recvMax = grown
+                    delta += extra
+        self._lastUpdate = now
+        self._consumed = 0
+        self._recvWindow += delta
+        mux.transport.write(_pack(VERSION, TYPE_WINDOW_UPDATE, flags, self.streamID, delta))
+
+    # -- send side -----------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """
+        Send C{data}; whatever exceeds the peer's window is buffered.
+        """
+        if self._writeClosed:
+            return
+        n = len(data)
+        if not n:
+            return
+        mux = self._mux
+        if (
+            self._sendBuf is None
+            and not mux._paused
+            and n <= self._sendWindow
+            and n <= mux._maxFrame
+        ):
+            # Fast path: one frame, one write.
+            self._sendWindow -= n
+            self.bytesSent += n
+            mux.bytesSent += n
+            mux.transport.write(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + data)
+            self._pullIfDrained()
+            return
+        if self._sendBuf is None:
+            self._sendBuf = bytearray(data)
+        else:
+            self._sendBuf += data
+        if not mux._paused:
+            self._flush()
+        else:
+            self._markReady()
+        if self._streaming:
+            self._checkHighWater()
+        else:
+            self._pullIfDrained()
+
+    def writeSequence(self, seq: Any) -> None:
+        """
+        Send the concatenation of C{seq}.
+        """
+        self.write(b"".join(seq))
+
+    def _sendOne(self) -> bool:
+        """
+        Send at most one frame of buffered data (and the FIN once drained).
+
+        @return: whether this stream can send more right away.
+        """
+        buf = self._sendBuf
+        if buf is None:
+            return False
+        mux = self._mux
+        n = min(len(buf), self._sendWindow, mux._maxFrame)
+        if n <= 0:
+            return False
+        chunk = buf[:n]
+        # Deleting from the front of a bytearray only moves its start pointer.
+        del buf[:n]
+        self._sendWindow -= n
+        self.bytesSent += n
+        mux.bytesSent += n
+        mux.transport.write(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + chunk)
+        if not buf:
+            self._sendBuf = None
+            if self._finPending:
+                self._sendFin()
+            else:
+                self._resumeProducer()
+            return False
+        if len(buf) <= SEND_LOW_WATER:
+            self._resumeProducer()
+        return self._sendWindow > 0 and self._sendBuf is not None
+
+    def _flush(self) -> None:
+        # Send this stream's buffer as far as window and link allow; the rest
+        # waits in the link's round robin.
+        mux = self._mux
+        while self._sendOne():
+            if mux._paused:
+                self._markReady()
+                return
+
+    def _markReady(self) -> None:
+        if (
+            not self._queued
+            and self._sendBuf is not None
+            and self._sendWindow > 0
+            and not self._finished
+        ):
+            self._queued = True
+            self._mux._ready.append(self)
+
+    def _windowUpdateIn(self, delta: int) -> None:
+        window = self._sendWindow + delta
+        if window > _MAX_U32:
+            raise ProtocolError(f"stream {self.streamID} window overflows")
+        self._sendWindow = window
+        if self._sendBuf is not None and window > 0:
+            if self._mux._paused:
+                self._markReady()
+            else:
+                self._flush()
+
+    def _checkHighWater(self) -> None:
+        buf = self._sendBuf
+        if (
+            buf is not None
+            and len(buf) > SEND_HIGH_WATER
+            and self._producer is not None
+            and self._streaming
+            and not self._producerPaused
+        ):
+            self._producerPaused = True
+            self._producer.pauseProducing()
+
+    def _resumeProducer(self) -> None:
+        if self._producerPaused and self._producer is not None:
+            self._producerPaused = False
+            self._producer.resumeProducing()
+        else:
+            self._pullIfDrained()
+
+    def _pullIfDrained(self) -> None:
+        # Pull producers get asked for more from the reactor, never from
+        # inside write, so a producer writing from resumeProducing cannot
+        # recurse without bound.
+        if (
+            self._producer is not None
+            and not self._streaming
+            and self._pullCall is None
+            and (self._sendBuf is None or len(self._sendBuf) <= SEND_LOW_WATER)
+        ):
+            self._pullCall = self._mux._reactor.callLater(0, self._pull)
+
+    def _pull(self) -> None:
+        self._pullCall = None
+        if self._producer is not None and not self._streaming:
+            self._producer.resumeProducing()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """
+        Register a producer for the send side: a push producer is paused
+        while more than C{SEND_HIGH_WATER} bytes wait unsent.
+        """
+        if self._producer is not None:
+            raise RuntimeError(
+                f"Cannot register producer {producer!r}: {self._producer!r} is registered"
+            )
+        if self._writeClosed:
+            producer.stopProducing()
+            return
+        self._producer = producer
+        self._streaming = streaming
+        self._producerPaused = False
+        if streaming:
+            self._checkHighWater()
+        else:
+            self._pullIfDrained()
+
+    def unregisterProducer(self) -> None:
+        """
+        Forget the registered producer.
+        """
+        self._producer = None
+        self._producerPaused = False
+        if self._pullCall is not None:
+            self._pullCall.cancel()
+            self._pullCall = None
+
+    @property
+    def disconnecting(self) -> bool:
+        """
+        Whether C{loseConnection} or C{abortConnection} was called (or the
+        stream is gone).
+        """
+        return self._writeClosed
+
+    def loseConnection(self) -> None:
+        """
+        Half-close: send FIN once everything written so far is sent; later
+        writes are dropped.  The stream is freed when the peer FINs too.
+        """
+        if self._writeClosed:
+            return
+        self._writeClosed = True
+        if self._sendBuf is None:
+            self._sendFin()
+        else:
+            self._finPending = True
+
+    def _sendFin(self) -> None:
+        self._finPending = False
+        if self.localClosed or self._finished:
+            return
+        self.localClosed = True
+        self._mux.transport.write(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_FIN, self.streamID, 0))
+        if self.remoteClosed:
+            self._finish(Failure(ConnectionDone()), clean=True)
+
+    def abortConnection(self) -> None:
+        """
+        Reset the stream now: unsent and undelivered data is dropped and the
+        protocol sees C{connectionLost} with L{ConnectionAborted}.
+        """
+        if self._finished:
+            return
+        self._writeClosed = True
+        if not self._mux._closed:
+            self._mux.transport.write(
+                _pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_RST, self.streamID, 0)
+            )
+        self._finish(Failure(ConnectionAborted()), clean=False)
+
+    def getPeer(self) -> Any:
+        """
+        The link's peer address.
+        """
+        return self._mux.transport.getPeer()
+
+    def getHost(self) -> Any:
+        """
+        The link's local address.
+        """
+        return self._mux.transport.getHost()
+
+    # -- events from the peer ------------------------------------------------
+
+    def _finIn(self) -> None:
+        if self.remoteClosed or self._finished:
+            return
+        self.remoteClosed = True
+        if self.localClosed:
+            self._finish(Failure(ConnectionDone()), clean=True)
+        else:
+            self._deliverPending()
+
+    def _resetIn(self) -> None:
+        self._finish(Failure(ConnectionLost("stream reset by peer")), clean=False)
+
+    def _finish(self, reason: Failure, clean: bool) -> None:
+        """
+        Free the stream and tell the protocol, once.
+        """
+        if self._finished:
+            return
+        self._finished = True
+        self._writeClosed = True
+        self._finPending = False
+        self._sendBuf = None
+        mux = self._mux
+        mux.streams.pop(self.streamID, None)
+        mux._extraGranted -= self._recvMax - mux._config.initialWindow
+        if not self._acked:
+            self._acked = True
+            mux._unacked -= 1
+        if self._pullCall is not None:
+            self._pullCall.cancel()
+            self._pullCall = None
+        producer = self._producer
+        if producer is not None:
+            self._producer = None
+            producer.stopProducing()
+        if not clean:
+            self._recvBuf = None
+        self._lostReason = reason
+        self._deliverPending()
+
+
+@implementer(IPushProducer)
+class Multiplexer:
+    """
+    One side of a yamux link.
+
+    @ivar streams: open streams by ID.
+    @ivar rtt: the last measured round-trip time in seconds, or C{None}.
+    @ivar bytesSent: payload bytes sent, all streams.
+    @ivar bytesReceived: payload bytes received, all streams.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        transport: Any,
+        isClient: bool,
+        acceptStream: Callable[[Stream], None],
+        reactor: Any,
+        config: MuxConfig = MuxConfig(),
+        onClose: Callable[[Failure], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.isClient = isClient
+        self._acceptStream = acceptStream
+        self._reactor = reactor
+        self.config = config
+        self._onClose = onClose
+        self._maxFrame = config.maxFramePayload
+        self.streams: dict[int, Stream] = {}
+        self.rtt: float | None = None
+        self.bytesSent = 0
+        self.bytesReceived = 0
+        self._nextStreamID = 1 if isClient else 2
+        # The peer's last stream ID; its first one is this plus 2.
+        self._peerHighest = 0 if isClient else -1
+        self._peerSkipped: set[int] = set()
+        self._unacked = 0
+        self._extraGranted = 0
+        self._paused = False
+        self._closed = False
+        self._goAwaySent = False
+        self._goAwayReceived = False
+        self.goAwayCode: int | None = None
+        # Streams with buffered data and window, waiting for the link, in
+        # round-robin order (a finished stream is skipped when reached).
+        self._ready: deque[Stream] = deque()
+        # Parser state: a partial header, and the payload still to come.
+        self._header = bytearray()
+        self._payloadStream: Stream | None = None
+        self._payloadRemaining = 0
+        self._payloadFin = False
+        # Pings: opaque value -> (send time, waiting Deferreds).
+        self._pings: dict[int, tuple[float, list[Deferred[float]]]] = {}
+        self._pingCounter = 0
+        self._lastReceived = reactor.seconds()
+        self._keepaliveCall: Any = None
+        self._timeoutCall: Any = None
+        if config.keepaliveInterval > 0:
+            self._keepaliveCall = reactor.callLater(config.keepaliveInterval, self._keepalive)
+        if config.keepaliveTimeout > 0:
+            self._timeoutCall = reactor.callLater(config.keepaliveTimeout, self._checkTimeout)
+        transport.registerProducer(self, True)
+
+    # -- opening streams -----------------------------------------------------
+
+    def openStream(self) -> Stream:
+        """
+        Open a stream to the peer (SYN is sent at once; data may follow
+        before the peer's ACK).
+
+        @raise GoAwayReceived: the peer is going away.
+        @raise StreamLimitExceeded: too many open or un-acknowledged streams.
+        """
+        if self._goAwayReceived:
+            raise GoAwayReceived(f"code {self.goAwayCode}")
+        if self._closed:
+            raise LinkError("the link is closed")
+        config = self.config
+        if len(self.streams) >= config.maxStreams:
+            raise StreamLimitExceeded(f"{len(self.streams)} streams open")
+        if self._unacked >= config.maxPendingOutbound:
+            raise StreamLimitExceeded(f"{self._unacked} streams awaiting the peer's ACK")
+        streamID = self._nextStreamID
+        if streamID > _MAX_U32:
+            raise StreamLimitExceeded("stream IDs exhausted on this link")
+        self._nextStreamID = streamID + 2
+        stream = Stream(self, streamID, outbound=True)
+        self.streams[streamID] = stream
+        self._unacked += 1
+        self.transport.write(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_SYN, streamID, 0))
+        return stream
+
+    def _inboundSyn(self, streamID: int) -> Stream | None:
+        if streamID == 0 or (streamID & 1) == (1 if self.isClient else 0):
+            raise ProtocolError(f"peer opened stream {streamID} with our parity")
+        if streamID > self._peerHighest:
+            gap = (streamID - self._peerHighest) // 2 - 1
+            if 0 < gap <= _SYN_REORDER_SLACK:
+                self._peerSkipped.update(range(self._peerHighest + 2, streamID, 2))
+                if len(self._peerSkipped) > 2 * _SYN_REORDER_SLACK:
+                    floor = streamID - 4 * _SYN_REORDER_SLACK
+                    self._peerSkipped = {s for s in self._peerSkipped if s > floor}
+            self._peerHighest = streamID
+        elif streamID in self._peerSkipped:
+            self._peerSkipped.discard(streamID)
+        else:
+            raise ProtocolError(f"peer reused stream ID {streamID}")
+        if self._goAwaySent or len(self.streams) >= self.config.maxStreams:
+            self.transport.write(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_RST, streamID, 0))
+            return None
+        stream = Stream(self, streamID, outbound=False)
+        self.streams[streamID] = stream
+        self.transport.write(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_ACK, streamID, 0))
+        try:
+            self._acceptStream(stream)
+        except BaseException:
+            self._log.failure("acceptStream failed for stream {sid}", sid=streamID)
+            stream.abortConnection()
+        return stream
+
+    # -- receiving -----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Parse frames from the link.  A protocol violation aborts the link;
+        it never raises out of here.
+        """
+        if self._closed:
+            return
+        self._lastReceived = self._reactor.seconds()
+        try:
+            self._parse(data)
+        except ProtocolError as e:
+            self._protocolError(e)
+
+    def _parse(self, data: bytes) -> None:
+        pos = 0
+        end = len(data)
+        header = self._header
+        if header:
+            # Complete a header split across reads.
+            take = HEADER_SIZE - len(header)
+            header += data[:take]
+            if len(header) < HEADER_SIZE:
+                return
+            pos = take
+            fields = decodeHeader(bytes(header))
+            header.clear()
+            self._frame(*fields)
+        while not self._closed:
+            remaining = self._payloadRemaining
+            if remaining:
+                avail = end - pos
+                if not avail:
+                    return
+                if avail >= remaining:
+                    chunk = data[pos : pos + remaining] if (pos or remaining != end) else data
+                    pos += remaining
+                    self._payloadRemaining = 0
+                    done = True
+                else:
+                    chunk = data[pos:] if pos else data
+                    pos = end
+                    self._payloadRemaining = remaining - avail
+                    done = False
+                self.bytesReceived += len(chunk)
+                stream = self._payloadStream
+                if stream is not None:
+                    stream._dataIn(chunk)
+                    if done:
+                        self._payloadStream = None
+                        if self._payloadFin:
+                            self._payloadFin = False
+                            stream._finIn()
+                continue
+            if end - pos < HEADER_SIZE:
+                if pos < end:
+                    header += data[pos:]
+                return
+            version, type, flags, streamID, length = _unpackFrom(data, pos)
+            pos += HEADER_SIZE
+            if version or type > TYPE_GO_AWAY:
+                _checkHeader(version, type)
+            self._frame(type, flags, streamID, length)
+
+    def _frame(self, type: int, flags: int, streamID: int, length: int) -> None:
+        if type <= TYPE_WINDOW_UPDATE:
+            if flags & FLAG_SYN:
+                stream = self._inboundSyn(streamID)
+            else:
+                stream = self.streams.get(streamID)
+            if type == TYPE_DATA:
+                self._payloadRemaining = length
+                self._payloadStream = None
+            if stream is None:
+                # Closed, refused or never opened: ignore (skip any payload).
+                return
+            if flags & FLAG_ACK and not stream._acked:
+                stream._acked = True
+                self._unacked -= 1
+            if flags & FLAG_RST:
+                stream._resetIn()
+                return
+            if type == TYPE_DATA:
+                if length > stream._recvWindow:
+                    raise ProtocolError(
+                        f"stream {streamID}: {length} bytes sent into a window of {stream._recvWindow}"
+                    )
+                stream._recvWindow -= length
+                if stream.remoteClosed:
+                    # Data after FIN is dropped; the window was still charged.
+                    return
+                if length:
+                    self._payloadStream = stream
+                    self._payloadFin = bool(flags & FLAG_FIN)
+                    return
+            elif length:
+                stream._windowUpdateIn(length)
+            if flags & FLAG_FIN:
+                stream._finIn()
+        elif type == TYPE_PING:
+            if flags & FLAG_SYN:
+                self.transport.write(_pack(VERSION, TYPE_PING, FLAG_ACK, 0, length))
+            elif flags & FLAG_ACK:
+                self._pong(length)
+        else:
+            self._goAwayReceived = True
+            self.goAwayCode = length
+            if length != GOAWAY_NORMAL:
+                self._log.info("peer sent GoAway with error code {code}", code=length)
+
+    def connectionLost(self, reason: Any) -> None:
+        """
+        The link is gone: every open stream's protocol gets C{reason}.
+        """
+        self._teardown(reason if isinstance(reason, Failure) else Failure(reason))
+
+    # -- sending: link backpressure and fairness ------------------------------
+
+    def pauseProducing(self) -> None:
+        """
+        The link transport is full: streams buffer until resumed.
+        """
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """
+        The link can take more: flush streams round robin, one frame each per
+        turn.  A stream that sent goes to the back of the queue, so the next
+        resume starts where this one stopped and no stream starves.
+        """
+        self._paused = False
+        ready = self._ready
+        while ready and not self._paused and not self._closed:
+            stream = ready.popleft()
+            stream._queued = False
+            if stream._sendOne():
+                stream._markReady()
+
+    def stopProducing(self) -> None:
+        """
+        The link transport is going away; C{connectionLost} follows.
+        """
+        self._paused = True
+
+    # -- ping and keepalive ----------------------------------------------------
+
+    def ping(self) -> Deferred[float]:
+        """
+        Measure the round trip.
+
+        @return: a Deferred firing with the RTT in seconds.
+        """
+        d: Deferred[float] = Deferred()
+        if self._closed:
+            d.errback(LinkError("the link is closed"))
+            return d
+        self._sendPing().append(d)
+        return d
+
+    def _sendPing(self) -> list[Deferred[float]]:
+        self._pingCounter = opaque = (self._pingCounter + 1) & _MAX_U32
+        waiters: list[Deferred[float]] = []
+        self._pings[opaque] = (self._reactor.seconds(), waiters)
+        self.transport.write(_pack(VERSION, TYPE_PING, FLAG_SYN, 0, opaque))
+        return waiters
+
+    def _measureRtt(self) -> None:
+        # Auto-tuning wants an RTT: ask for one unless a ping is out already.
+        if not self._pings and not self._closed:
+            self._sendPing()
+
+    def _pong(self, opaque: int) -> None:
+        entry = self._pings.pop(opaque, None)
+        if entry is None:
+            return
+        sent, waiters = entry
+        self.rtt = rtt = self._reactor.seconds() - sent
+        for d in waiters:
+            d.callback(rtt)
+
+    def _keepalive(self) -> None:
+        self._keepaliveCall = self._reactor.callLater(
+            self.config.keepaliveInterval, self._keepalive
+        )
+        # One keepalive ping outstanding is enough; a lost answer is what the
+        # timeout is for.
+        self._pings = {k: v for k, v in self._pings.items() if v[1]}
+        self._sendPing()
+
+    def _checkTimeout(self) -> None:
+        timeout = self.config.keepaliveTimeout
+        idle = self._reactor.seconds() - self._lastReceived
+        if idle >= timeout:
+            self._timeoutCall = None
+            self._log.info("link aborted: no frame for {idle:.1f} s", idle=idle)
+            self._abortWith(
+                GOAWAY_NORMAL, Failure(LinkError(f"keepalive timeout: no frame for {timeout:g} s"))
+            )
+        else:
+            self._timeoutCall = self._reactor.callLater(timeout - idle, self._checkTimeout)
+
+    # -- going away ----------------------------------------------------------
+
+    def goAway(self, code: int = GOAWAY_NORMAL) -> None:
+        """
+        Tell the peer we accept no new streams; later inbound SYNs are reset.
+        Existing streams continue.
+        """
+        if self._closed or self._goAwaySent:
+            return
+        self._goAwaySent = True
+        self.transport.write(_pack(VERSION, TYPE_GO_AWAY, 0, 0, code))
+
+    def abort(self, code: int) -> None:
+        """
+        Send GoAway(C{code}) and drop the link at once.
+        """
+        self._abortWith(code, Failure(ConnectionAborted(f"multiplexer aborted with code {code}")))
+
+    def _protocolError(self, error: ProtocolError) -> None:
+        self._log.warn("link aborted: {error}", error=error)
+        self._abortWith(GOAWAY_PROTOCOL_ERROR, Failure(error))
+
+    def _abortWith(self, code: int, reason: Failure) -> None:
+        if self._closed:
+            return
+        self._goAwaySent = True
+        self.transport.write(_pack(VERSION, TYPE_GO_AWAY, 0, 0, code))
+        self._teardown(reason)
+        self.transport.abortConnection()
+
+    def _teardown(self, reason: Failure) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._paused = True
+        for call in (self._keepaliveCall, self._timeoutCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._keepaliveCall = self._timeoutCall = None
+        self._ready.clear()
+        self._payloadStream = None
+        for stream in list(self.streams.values()):
+            stream._finish(reason, clean=False)
+        pings, self._pings = self._pings, {}
+        for _, waiters in pings.values():
+            for d in waiters:
+                d.errback(reason)
+        if self._onClose is not None:
+            onClose, self._onClose = self._onClose, None
+            onClose(reason)
