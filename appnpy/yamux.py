@@ -207,7 +207,7 @@ class Stream:
         self._finished = False
         self._writeClosed = False
         self._finPending = False
-        window = mux._config.initialWindow
+        window = mux.config.initialWindow
         self._sendWindow = window
         self._sendBuf: bytearray | None = None
         self._recvWindow = window
@@ -334,7 +334,7 @@ class Stream:
         the reader, is then what limits the stream).
         """
         mux = self._mux
-        config = mux._config
+        config = mux.config
         delta = self._consumed
         now = mux._reactor.seconds()
         current = self._recvMax
@@ -611,7 +611,7 @@ class Stream:
         self._sendBuf = None
         mux = self._mux
         mux.streams.pop(self.streamID, None)
-        mux._extraGranted -= self._recvMax - mux._config.initialWindow
+        mux._extraGranted -= self._recvMax - mux.config.initialWindow
         if not self._acked:
             self._acked = True
             mux._unacked -= 1
