@@ -12,11 +12,10 @@ negotiated from the two Hellos, the lower limit winning (APPN CNOS).
 from __future__ import annotations
 
 import enum
-
-import attrs
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -38,10 +37,10 @@ from appnpy.messages import (
     LinkRefused,
     Message,
     MessageReader,
+    SessionAccept,
     SessionClose,
     SessionOpen,
     SessionRefuse,
-    SessionAccept,
     encodeMessage,
 )
 from appnpy.session import (
@@ -52,7 +51,7 @@ from appnpy.session import (
     inboundBindReader,
     newSessionID,
 )
-from appnpy.yamux import Multiplexer, MuxConfig
+from appnpy.yamux import Multiplexer
 
 if TYPE_CHECKING:
     from appnpy.node import Node
@@ -237,7 +236,9 @@ class ControlPoint:
             if self.state is not LinkState.ACTIVE:
                 self._refuse(stream, msg.session_id, Reason.PROTOCOL_ERROR, "BIND before Hello")
             elif leftover:
-                self._refuse(stream, msg.session_id, Reason.PROTOCOL_ERROR, "data before BIND answer")
+                self._refuse(
+                    stream, msg.session_id, Reason.PROTOCOL_ERROR, "data before BIND answer"
+                )
             else:
                 self.bindReceived(stream, msg)
         else:
@@ -249,7 +250,9 @@ class ControlPoint:
     def helloReceived(self, hello: Hello) -> None:
         why = self._checkHello(hello)
         if why is not None:
-            self.refuseLink(Reason.BAD_SIGNATURE if "signature" in why else Reason.PROTOCOL_ERROR, why)
+            self.refuseLink(
+                Reason.BAD_SIGNATURE if "signature" in why else Reason.PROTOCOL_ERROR, why
+            )
             return
         low = max(PROTOCOL_VERSION_MIN, hello.versions[0])
         high = min(PROTOCOL_VERSION_MAX, hello.versions[1])
@@ -305,7 +308,18 @@ class ControlPoint:
             self.state = LinkState.CLOSING
             self.link.transport.loseConnection()
         else:
-            self.protocolError(f"unexpected {msg.typeName} on a control stream")
+            handler = self.node.controlHandlers.get(type(msg))
+            if handler is None:
+                self.protocolError(f"unexpected {msg.typeName} on a control stream")
+            else:
+                handler(self, msg)
+
+    def send(self, msg: Message) -> None:
+        """
+        Send a control message to the neighbour on this node's control stream.
+        """
+        if self.state is LinkState.ACTIVE:
+            self._sendControl(msg)
 
     def peerControlStreamLost(self) -> None:
         if self.state is LinkState.ACTIVE:
@@ -535,12 +549,15 @@ class LinkProtocol(AuthenticatedProtocol):
 
     log = Logger()
 
-    def __init__(self, node: Node, isClient: bool, expectedNodeID: str | None, address: str) -> None:
+    def __init__(
+        self, node: Node, isClient: bool, expectedNodeID: str | None, address: str
+    ) -> None:
         super().__init__(
             reactor=node.reactor,
             ownNodeID=node.nodeID,
             expectedNodeID=expectedNodeID,
             handshakeTimeout=node.handshakeTimeout,
+            trustMode=node.trust.mode,
         )
         self.node = node
         self.isClient = isClient
@@ -590,7 +607,9 @@ class LinkProtocol(AuthenticatedProtocol):
 
     def linkAuthenticated(self, peerNodeID: str) -> None:
         if peerNodeID == self.node.nodeID:
-            self.log.info("dropped a link to this node itself ({address})", address=self.addressText())
+            self.log.info(
+                "dropped a link to this node itself ({address})", address=self.addressText()
+            )
             self.node.selfDialDetected(self)
             self.transport.abortConnection()
             return
@@ -603,6 +622,8 @@ class LinkProtocol(AuthenticatedProtocol):
             onClose=self._muxClosed,
         )
         self.mux = mux
+        # The data path goes straight from TLS to the multiplexer.
+        self.dataReceived = mux.dataReceived  # type: ignore[method-assign]
         self.cp = ControlPoint(self.node, mux, self, peerNodeID)
         self.cp.start()
         self._fireAuthWaiters()

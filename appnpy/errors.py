@@ -32,6 +32,8 @@ class Reason(enum.StrEnum):
     SELF_DIAL = "self-dial"
     BAD_SIGNATURE = "bad-signature"
     ABORTED = "aborted"
+    BUSY = "busy"
+    NO_ROUTE = "no-route"
 
 
 class APPNError(Exception):

@@ -373,6 +373,15 @@ def _needsRenewal(cert: x509.Certificate, now: datetime.datetime) -> bool:
     return cert.not_valid_before_utc > now or cert.not_valid_after_utc - RENEW_BEFORE <= now
 
 
+def generateIdentity(reactorSeconds: float | None = None) -> Identity:
+    """
+    A new identity held only in memory (for the test harness and for
+    C{appn probe}'s throwaway identity); nothing is written to disk.
+    """
+    key = Ed25519PrivateKey.generate()
+    return Identity(key, _nodeCertificate(key.public_key(), key, None, _now(reactorSeconds)))
+
+
 def loadOrCreateIdentity(
     dataDir: str | os.PathLike[str], reactorSeconds: float | None = None
 ) -> Identity:

@@ -10,8 +10,8 @@ unchanged.
 
 from __future__ import annotations
 
-from zope.interface import Attribute, Interface
 from twisted.internet.interfaces import IConsumer, IPushProducer, ITransport
+from zope.interface import Attribute, Interface
 
 
 class ISessionInfo(Interface):
@@ -30,13 +30,11 @@ class ISessionInfo(Interface):
         "str, bytes, int, float, bool, None, lists and str-keyed dicts)."
     )
     direction = Attribute(
-        "C{'inbound'} when the peer opened the session, C{'outbound'} when "
-        "this node did."
+        "C{'inbound'} when the peer opened the session, C{'outbound'} when this node did."
     )
     localNodeID = Attribute("C{str}: this node's node ID.")
     peerNodeID = Attribute(
-        "C{str}: the node ID of the other end, authenticated by its TLS "
-        "certificate."
+        "C{str}: the node ID of the other end, authenticated by its TLS certificate."
     )
     peerName = Attribute("C{str}: the other end's CP name (C{NETID.NAME}).")
 

@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from appnpy.control import ControlPoint, LinkProtocol
 from appnpy.errors import NoSuchNode, Reason, SessionClosed, SessionRefused
-from appnpy.identity import Identity, validateCPName, defaultCPName
+from appnpy.identity import Identity, defaultCPName, validateCPName
 from appnpy.interfaces import INode, ISessionPlugin
 from appnpy.link import LinkAddress, LinkContextFactory, TrustPolicy, parseAddress
 from appnpy.plugins import checkPlugin
@@ -36,7 +36,9 @@ class _LinkFactory(Factory):
     Builds the L{LinkProtocol} that TLS wraps, for one direction.
     """
 
-    def __init__(self, node: Node, isClient: bool, expectedNodeID: str | None, address: str) -> None:
+    def __init__(
+        self, node: Node, isClient: bool, expectedNodeID: str | None, address: str
+    ) -> None:
         self.node = node
         self.isClient = isClient
         self.expectedNodeID = expectedNodeID
@@ -90,6 +92,12 @@ class Node(MultiService):
         self.startedAt = reactor.seconds()
         self._contextFactory = LinkContextFactory(identity, self.trust)
         self._observers: list[Any] = []
+        #: Handlers of control messages by class, for the node's services
+        #: (peer exchange, topology, directory): C{handler(cp, message)}.
+        self.controlHandlers: dict[type[Any], Callable[[ControlPoint, Any], None]] = {}
+        #: Optional admission control for inbound connections: an object
+        #: whose C{wrap(factory)} returns the factory to listen with.
+        self.admission: Any = None
 
     # -- plugins -------------------------------------------------------------
 
@@ -265,7 +273,10 @@ class Node(MultiService):
 
     async def _start(self) -> None:
         for description in self.listenEndpoints:
-            port = await serverFromString(self.reactor, description).listen(self.serverFactory())
+            factory: Any = self.serverFactory()
+            if self.admission is not None:
+                factory = self.admission.wrap(factory)
+            port = await serverFromString(self.reactor, description).listen(factory)
             self.ports.append(port)
             self.log.info("listening on {address}", address=str(port.getHost()))
         self.log.info(
@@ -279,7 +290,9 @@ class Node(MultiService):
             self.connect(addr).addErrback(self._dialFailed, addr)
 
     def _dialFailed(self, failure: Any, addr: LinkAddress) -> None:
-        self.log.warn("could not link to {address}: {why}", address=str(addr), why=failure.getErrorMessage())
+        self.log.warn(
+            "could not link to {address}: {why}", address=str(addr), why=failure.getErrorMessage()
+        )
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -288,7 +301,9 @@ class Node(MultiService):
         self.shuttingDown = True
         await DeferredList([Deferred.fromCoroutine(_stopPort(p)) for p in self.ports])
         self.ports.clear()
-        closing = [cp.close(Reason.SHUTTING_DOWN, "the node is stopping") for cp in self.links.values()]
+        closing = [
+            cp.close(Reason.SHUTTING_DOWN, "the node is stopping") for cp in self.links.values()
+        ]
         if closing:
             timeout = self.reactor.callLater(STOP_TIMEOUT, self._abortAll)
             await DeferredList(closing)

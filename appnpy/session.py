@@ -324,9 +324,7 @@ class OutboundBind:
         self.deferred.errback(SessionRefused(why, reason.getErrorMessage()))
 
 
-def inboundBindReader(
-    cp: ControlPoint, stream: Stream
-) -> _BindReader:
+def inboundBindReader(cp: ControlPoint, stream: Stream) -> _BindReader:
     """
     The protocol for a stream the peer opened: its first message decides
     whether it is the peer's control stream or a session.

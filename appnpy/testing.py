@@ -111,8 +111,12 @@ class MemoryNetwork:
         client = dialer.clientFactory(LinkAddress("127.0.0.1", port, expected)).buildProtocol(
             serverAddr
         )
-        serverIO = FakeTransport(server, isServer=True, hostAddress=serverAddr, peerAddress=clientAddr)
-        clientIO = FakeTransport(client, isServer=False, hostAddress=clientAddr, peerAddress=serverAddr)
+        serverIO = FakeTransport(
+            server, isServer=True, hostAddress=serverAddr, peerAddress=clientAddr
+        )
+        clientIO = FakeTransport(
+            client, isServer=False, hostAddress=clientAddr, peerAddress=serverAddr
+        )
         pump = connect(server, serverIO, client, clientIO, greet=False, clock=self.clock)
         link = MemoryLink(dialer, listener, pump)
         self.links.append(link)
