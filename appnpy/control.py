@@ -20,7 +20,6 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN
 from appnpy.errors import (
     GoAwayReceived,
     InvalidCPName,
@@ -63,6 +62,8 @@ CAPABILITIES = ["sessions"]
 MAX_PENDING_INBOUND = 64
 #: Seconds a peer-opened stream may take to send its first message.
 FIRST_MESSAGE_TIMEOUT = 30.0
+#: Seconds a graceful close waits for sessions to finish before dropping the link.
+CLOSE_TIMEOUT = 5.0
 
 
 class LinkState(enum.Enum):
@@ -157,6 +158,7 @@ class ControlPoint:
         self._peerControl: Stream | None = None
         self._whenActive: Deferred[ControlPoint] = Deferred()
         self._closeReason: tuple[str, str] | None = None
+        self._closeTimer: Any = None
 
     @property
     def peerName(self) -> str:
@@ -189,7 +191,7 @@ class ControlPoint:
             public_key=self.node.identity.publicKeyBytes,
             name=self.node.name,
             role=self.node.role,
-            versions=[PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX],
+            versions=list(self.node.protocolVersions),
             capabilities=list(CAPABILITIES),
             listen=self.node.advertisedAddresses(),
             plugins={name: p.sessionLimit for name, p in sorted(self.node.plugins.items())},
@@ -254,12 +256,13 @@ class ControlPoint:
                 Reason.BAD_SIGNATURE if "signature" in why else Reason.PROTOCOL_ERROR, why
             )
             return
-        low = max(PROTOCOL_VERSION_MIN, hello.versions[0])
-        high = min(PROTOCOL_VERSION_MAX, hello.versions[1])
+        ourLow, ourHigh = self.node.protocolVersions
+        low = max(ourLow, hello.versions[0])
+        high = min(ourHigh, hello.versions[1])
         if low > high:
             self.refuseLink(
                 Reason.INCOMPATIBLE_VERSION,
-                f"this node speaks versions {PROTOCOL_VERSION_MIN}..{PROTOCOL_VERSION_MAX}, "
+                f"this node speaks versions {ourLow}..{ourHigh}, "
                 f"the peer {hello.versions[0]}..{hello.versions[1]}",
             )
             return
@@ -306,7 +309,7 @@ class ControlPoint:
             )
             self._closeReason = (msg.reason, msg.detail)
             self.state = LinkState.CLOSING
-            self.link.transport.loseConnection()
+            self.link.closeTransport()
         else:
             handler = self.node.controlHandlers.get(type(msg))
             if handler is None:
@@ -470,6 +473,14 @@ class ControlPoint:
                 reason=why.reason,
             )
             self.node.sessionEnded(session, why)
+        if self.state is LinkState.CLOSING and not self.sessions and self._closeTimer is not None:
+            self._cancelCloseTimer()
+            self.link.closeTransport()
+
+    def _cancelCloseTimer(self) -> None:
+        if self._closeTimer is not None and self._closeTimer.active():
+            self._closeTimer.cancel()
+        self._closeTimer = None
 
     # -- closing -----------------------------------------------------------
 
@@ -492,26 +503,32 @@ class ControlPoint:
         self._sendControl(LinkRefused(reason=str(reason), detail=detail[:512]))
         self.state = LinkState.CLOSING
         self.mux.goAway(1 if reason == Reason.PROTOCOL_ERROR else 0)
-        self.link.transport.loseConnection()
+        self.link.closeTransport()
 
     def close(self, reason: str = Reason.NORMAL, detail: str = "") -> Deferred[None]:
         """
         Close gracefully: UNBIND every session with C{reason}, send go-away,
         and drop the link once the sessions are done.
         """
-        if self.state is LinkState.CLOSED:
-            return Deferred.fromCoroutine(_done())
+        d = self.link.whenLost()
+        if self.state in (LinkState.CLOSING, LinkState.CLOSED):
+            return d
         self._closeReason = (str(reason), detail)
         self.state = LinkState.CLOSING
         for session in list(self.sessions.values()):
             session.loseConnectionWithReason(reason, detail)
         self.mux.goAway(0)
-        d = self.link.whenLost()
-        self.link.transport.loseConnection()
+        if self.sessions:
+            # Let the UNBINDs and the data before them drain; the peer's FINs
+            # end the sessions, and the last one ends the link.
+            self._closeTimer = self.reactor.callLater(CLOSE_TIMEOUT, self.link.closeTransport)
+        else:
+            self.link.closeTransport()
         return d
 
     def linkLost(self, reason: Failure) -> None:
         previous, self.state = self.state, LinkState.CLOSED
+        self._cancelCloseTimer()
         for timer in self.pendingInbound.values():
             if timer.active():
                 timer.cancel()
@@ -522,10 +539,6 @@ class ControlPoint:
             d.errback(SessionClosed(*why))
         if previous is not LinkState.HANDSHAKE or self.peerHello is not None:
             self.node.linkLost(self, why)
-
-
-async def _done() -> None:
-    return None
 
 
 def negotiateLimits(ours: dict[str, int], theirs: dict[str, int]) -> dict[str, int]:
@@ -574,6 +587,17 @@ class LinkProtocol(AuthenticatedProtocol):
             return self.address
         peer = self.transport.getPeer() if self.transport else None
         return f"{peer.host}:{peer.port}" if peer is not None and hasattr(peer, "host") else ""
+
+    def closeTransport(self) -> None:
+        """
+        Close the TLS connection after what is already written.  The
+        multiplexer is unregistered first: a transport with a registered
+        producer would otherwise wait for it forever.
+        """
+        if self.transport is None or self.lost:
+            return
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def whenLost(self) -> Deferred[None]:
         d: Deferred[None] = Deferred()

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN
 from appnpy.control import ControlPoint, LinkProtocol
 from appnpy.errors import NoSuchNode, Reason, SessionClosed, SessionRefused
 from appnpy.identity import Identity, defaultCPName, validateCPName
@@ -84,6 +85,8 @@ class Node(MultiService):
         self.initialPeers = [parseAddress(p) for p in peers]
         self.muxConfig = muxConfig or MuxConfig()
         self.handshakeTimeout = handshakeTimeout
+        #: The protocol versions this node speaks, lowest and highest.
+        self.protocolVersions = (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX)
         self.plugins: dict[str, ISessionPlugin] = {}
         #: Active links by the neighbour's node ID.
         self.links: dict[str, ControlPoint] = {}
@@ -222,6 +225,8 @@ class Node(MultiService):
 
         @raise NoSuchNode: if none, or the prefix is ambiguous.
         """
+        if not destination:
+            raise NoSuchNode("an empty name")
         if destination in self.links:
             return self.links[destination]
         upper = destination.upper()
