@@ -1,0 +1,57 @@
+"""
+The listings in docs/ run as they stand.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def listing(doc: str, name: str) -> str:
+    text = (DOCS / doc).read_text()
+    match = re.search(rf"<!-- listing: {name} -->\s*```python\n(.*?)```", text, re.S)
+    if match is None:
+        raise AssertionError(f"no listing {name!r} in docs/{doc}")
+    return match.group(1)
+
+
+def loadListing(doc: str, name: str) -> dict[str, object]:
+    namespace: dict[str, object] = {"__name__": f"docs_{name}"}
+    exec(compile(listing(doc, name), f"docs/{doc}:{name}", "exec"), namespace)
+    return namespace
+
+
+class WritingPluginsListing(SynchronousTestCase):
+    def test_listingTestsPass(self) -> None:
+        """
+        The plugin listing in docs/writing-plugins.md defines tests, and
+        they pass.
+        """
+        from twisted.trial.reporter import TestResult
+        from twisted.trial.runner import TestLoader
+
+        namespace = loadListing("writing-plugins.md", "upper")
+        suite = TestLoader().loadClass(namespace["UpperTests"])  # type: ignore[arg-type]
+        result = TestResult()
+        suite.run(result)
+        self.assertEqual(result.testsRun, 2)
+        self.assertEqual((result.errors, result.failures), ([], []))
+
+    def test_listingPluginIsValid(self) -> None:
+        """
+        The listing's plugin provides ISessionPlugin.
+        """
+        from zope.interface.verify import verifyObject
+
+        from appnpy.interfaces import ISessionPlugin
+
+        namespace = loadListing("writing-plugins.md", "upper")
+        verifyObject(ISessionPlugin, namespace["UpperPlugin"]())  # type: ignore[operator]
+
+
+del TestCase
