@@ -300,6 +300,8 @@ class ControlPoint:
             session = self.sessions.get(msg.session_id)
             if session is not None:
                 session.unbindReceived(msg.reason, msg.detail)
+            elif self.node.relay is not None:
+                self.node.relay.unbindReceived(self, msg)
         elif isinstance(msg, LinkRefused):
             self.log.warn(
                 "link to {peer} refused by the peer: {reason} {detail}",
@@ -346,8 +348,14 @@ class ControlPoint:
         if node.shuttingDown:
             self._refuse(stream, req.session_id, Reason.SHUTTING_DOWN, "the node is stopping")
             return
-        if req.origin != self.peerNodeID or req.destination != self.localNodeID:
-            self._refuse(stream, req.session_id, Reason.PROTOCOL_ERROR, "origin or destination")
+        if req.destination != self.localNodeID or req.origin != self.peerNodeID:
+            # A routed session: relayed onward (intermediate session routing)
+            # or ending here after relays.
+            handler = node.relay if req.destination != self.localNodeID else node.routedSessions
+            if handler is None or not req.route:
+                self._refuse(stream, req.session_id, Reason.NO_ROUTE, "this node does not relay")
+            else:
+                handler.bindReceived(self, stream, req)
             return
         if plugin is None:
             self._refuse(stream, req.session_id, Reason.UNKNOWN_PLUGIN, f"no plugin {req.plugin!r}")
@@ -393,6 +401,12 @@ class ControlPoint:
         session = Session(self, stream, info)
         self.sessionStarted(session)
         session.start(protocol)
+
+    def refuse(self, stream: Stream, sessionID: str, reason: str, detail: str) -> None:
+        """
+        Answer a BIND on C{stream} with a refusal and close the stream.
+        """
+        self._refuse(stream, sessionID, reason, detail)
 
     def _refuse(self, stream: Stream, sessionID: str, reason: str, detail: str) -> None:
         self.log.info(

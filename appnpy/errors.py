@@ -178,6 +178,22 @@ class NoSuchNode(SessionError):
     """
 
 
+class NoRoute(SessionError):
+    """
+    No route to the destination qualifies for the class of service.  Check
+    `appn topology` and `appn route DEST --cos NAME` to see which links and
+    nodes the class of service excludes.
+    """
+
+
+class ResourceNotFound(SessionError):
+    """
+    No node in the network answered for that resource name.  Check the name
+    (`<kind>:<name>`, e.g. `files:music`) and that the node offering it is
+    running and linked (`appn locate NAME`).
+    """
+
+
 class PluginError(APPNError):
     """
     A session plugin could not be loaded.  Fix or uninstall the distribution

@@ -40,6 +40,8 @@ _TOKEN = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 _MAX_DEPTH = 8
 _MAX_TEXT = 1024
 _MAX_ITEMS = 256
+#: The most nodes a route may name, origin and destination included.
+MAX_ROUTE_NODES = 16
 
 
 class UnknownMessage(ProtocolError):
@@ -237,6 +239,9 @@ class SessionOpen(Message):
     cos: str = attrs.field(validator=token)
     window: int = attrs.field(validator=integer(0, 2**32 - 1))
     parameters: dict[str, Any] = attrs.field(factory=dict, validator=plainData)
+    #: The route selection control vector: every node from origin to
+    #: destination.  Empty for a session between neighbours.
+    route: list[str] = attrs.field(factory=list, validator=listOf(nodeID, MAX_ROUTE_NODES))
 
 
 @message("SessionAccept")

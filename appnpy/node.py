@@ -101,6 +101,17 @@ class Node(MultiService):
         #: Optional admission control for inbound connections: an object
         #: whose C{wrap(factory)} returns the factory to listen with.
         self.admission: Any = None
+        #: Network services, set by their modules' install functions: the
+        #: topology database (network nodes), the directory, intermediate
+        #: session routing, and the ends of routed sessions.
+        self.topology: Any = None
+        self.directory: Any = None
+        self.relay: Any = None
+        self.routedSessions: Any = None
+        # Every node answers the interop probe (appnpy.probe imports this module).
+        from appnpy.probe import installProbeResponder
+
+        installProbeResponder(self)
 
     # -- plugins -------------------------------------------------------------
 
