@@ -19,8 +19,15 @@ from zope.interface import implementer
 
 from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN
 from appnpy.control import ControlPoint, LinkProtocol
-from appnpy.errors import NoSuchNode, Reason, SessionClosed, SessionRefused
-from appnpy.identity import Identity, defaultCPName, validateCPName
+from appnpy.errors import (
+    NoRoute,
+    NoSuchNode,
+    Reason,
+    ResourceNotFound,
+    SessionClosed,
+    SessionRefused,
+)
+from appnpy.identity import Identity, defaultCPName, isNodeID, validateCPName
 from appnpy.interfaces import INode, ISessionPlugin
 from appnpy.link import LinkAddress, LinkContextFactory, TrustPolicy, parseAddress
 from appnpy.plugins import checkPlugin
@@ -261,13 +268,85 @@ class Node(MultiService):
         parameters: dict[str, Any] | None = None,
         cos: str | None = None,
     ) -> Deferred[Any]:
+        """
+        Open a session to C{destination}: a neighbour or any node of the
+        network (node ID, unique prefix or CP name), or a resource name
+        C{<kind>:<name>}, which is located first.  Non-adjacent destinations
+        are reached over a route chosen for C{cos}, through relays, with TLS
+        end to end.
+        """
         if self.shuttingDown:
             return fail(SessionRefused(Reason.SHUTTING_DOWN.value, "this node is stopping"))
+        return Deferred.fromCoroutine(
+            self._openSession(destination, plugin, protocolFactory, parameters, cos)
+        )
+
+    async def _openSession(
+        self,
+        destination: str,
+        plugin: str,
+        protocolFactory: Callable[[Any], Any],
+        parameters: dict[str, Any] | None,
+        cos: str | None,
+    ) -> Any:
+        route = None
+        if isResourceName(destination):
+            if self.directory is None:
+                raise ResourceNotFound(f"{destination} (this node has no directory)")
+            found = await self.directory.locate(destination)
+            if found.owner == self.nodeID:
+                raise SessionRefused(Reason.NO_ROUTE.value, f"{destination} is on this node")
+            destination, route = found.owner, found.route
         try:
             cp = self.findNeighbour(destination)
-        except NoSuchNode as e:
-            return fail(e)
-        return cp.openSession(plugin, protocolFactory, parameters, cos)
+        except NoSuchNode:
+            if self.routedSessions is None:
+                raise
+            target = self.resolveNode(destination)
+            return await self.routedSessions.open(
+                target, plugin, protocolFactory, parameters, cos, route=route
+            )
+        return await cp.openSession(plugin, protocolFactory, parameters, cos)
+
+    def resolveNode(self, name: str) -> str:
+        """
+        The node ID for C{name}: a neighbour's or a topology node's ID,
+        unique ID prefix or CP name.
+
+        @raise NoSuchNode: if no known node matches exactly one way.
+        """
+        try:
+            return self.findNeighbour(name).peerNodeID
+        except NoSuchNode:
+            pass
+        if isNodeID(name):
+            return name
+        known: dict[str, str] = {}
+        if self.topology is not None:
+            for nodeID in self.topology.networkNodes():
+                known[nodeID] = self.topology.nodeName(nodeID) or ""
+        upper = name.upper()
+        matches = [nid for nid, cpName in known.items() if cpName == upper]
+        if not matches and name:
+            matches = [nid for nid in known if nid.startswith(name.lower())]
+        if len(matches) == 1:
+            return matches[0]
+        raise NoSuchNode(repr(name) if not matches else f"{name!r} matches {len(matches)} nodes")
+
+    def routeTo(self, destination: str, cos: str | None = None) -> Deferred[list[str]]:
+        """
+        The route (node IDs from this node to C{destination}) for C{cos}:
+        computed from the topology database on a network node, asked of the
+        network-node server on an end node.
+        """
+        return Deferred.fromCoroutine(self._routeTo(destination, cos or "interactive"))
+
+    async def _routeTo(self, destination: str, cos: str) -> list[str]:
+        if self.topology is not None:
+            return list(self.topology.selectRoute(self.nodeID, destination, cos).hops)
+        if self.directory is not None:
+            return list(await self.directory.requestRoute(destination, cos))
+        raise NoRoute(f"this node has no topology database or directory to reach {destination}")
 
     def sessions(self) -> list[Session]:
         return [s for cp in self.links.values() for s in cp.sessions.values()]
@@ -334,6 +413,14 @@ class Node(MultiService):
 
 async def _stopPort(port: IListeningPort) -> None:
     await port.stopListening()
+
+
+def isResourceName(text: str) -> bool:
+    """
+    Whether C{text} names a resource (C{<kind>:<name>}) rather than a node.
+    """
+    kind, sep, rest = text.partition(":")
+    return bool(sep and kind and rest) and "/" not in kind
 
 
 def _dialerID(cp: ControlPoint) -> str:
