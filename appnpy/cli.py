@@ -1,0 +1,427 @@
+"""
+C{appn}: the command-line client of a running node's management API, the
+interop probe and the network CA tools.
+
+    appn [--data-dir DIR] [--json] COMMAND ...
+
+The node's API address comes from C{<data-dir>/api.json} and its token from
+C{<data-dir>/api-token}, both written by the node when it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any, TextIO
+
+from appnpy.errors import APPNError
+
+#: Seconds an API call may take (connect and echo wait on the network).
+HTTP_TIMEOUT = 60.0
+
+
+def _ownDefaultDataDir() -> str:
+    """
+    C{$XDG_DATA_HOME/appnpy}, else C{~/.local/share/appnpy}.
+    """
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "appnpy")
+
+
+try:  # the node's own default, when the configuration module provides it
+    from appnpy.config import defaultDataDir  # type: ignore[attr-defined]
+except ImportError:
+    defaultDataDir = _ownDefaultDataDir
+
+
+class NoNodeRunning(APPNError):
+    """
+    No node is running on this data directory.
+    """
+
+    def __init__(self, dataDir: str) -> None:
+        super().__init__(dataDir)
+        self.dataDir = dataDir
+
+    def __str__(self) -> str:
+        return (
+            f"no node is running in {self.dataDir}; start one with: "
+            f"twist appnnode --data-dir {self.dataDir}"
+        )
+
+
+class APIRequestFailed(APPNError):
+    """
+    The node answered the request with an error.
+    """
+
+    def __init__(self, status: int, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class APIClient:
+    """
+    A synchronous client of one node's management API.
+    """
+
+    def __init__(self, dataDir: str) -> None:
+        self.dataDir = dataDir
+        try:
+            with open(os.path.join(dataDir, "api.json"), encoding="utf-8") as f:
+                info = json.load(f)
+            with open(os.path.join(dataDir, "api-token"), encoding="ascii") as f:
+                self.token = f.read().strip()
+            self.url = str(info["url"])
+            pid = int(info["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise NoNodeRunning(dataDir) from None
+        if not _alive(pid):
+            raise NoNodeRunning(dataDir)
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode("utf-8") if body is not None else None
+        request = urllib.request.Request(
+            self.url.rstrip("/") + "/api/v1/" + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            try:
+                error = json.loads(e.read())
+                message, code = str(error["error"]), str(error.get("code", ""))
+            except (ValueError, KeyError, TypeError):
+                message, code = f"HTTP {e.code} {e.reason}", ""
+            raise APIRequestFailed(e.code, message, code) from None
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, ConnectionRefusedError):
+                raise NoNodeRunning(self.dataDir) from None
+            raise APIRequestFailed(0, f"cannot reach the node at {self.url}: {e.reason}") from None
+        except (TimeoutError, ConnectionError) as e:
+            raise APIRequestFailed(0, f"the node at {self.url} did not answer: {e}") from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- output ----------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+def table(out: TextIO, headers: list[str], rows: list[list[Any]]) -> None:
+    """
+    Print rows as aligned columns.
+    """
+    cells = [headers] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for row in cells:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    if not rows:
+        out.write("(none)\n")
+
+
+def _short(nodeID: str) -> str:
+    return nodeID[:12]
+
+
+def _neighbourRows(neighbours: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
+        [
+            n["name"],
+            _short(n["node_id"]),
+            n["address"],
+            n["direction"],
+            n["rtt_ms"],
+            n["bytes_in"],
+            n["bytes_out"],
+            n["sessions"],
+        ]
+        for n in neighbours
+    ]
+
+
+_NEIGHBOUR_HEADERS = ["NAME", "NODE", "ADDRESS", "DIR", "RTT_MS", "IN", "OUT", "SESSIONS"]
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def cmdStatus(args: argparse.Namespace, out: TextIO) -> int:
+    status = APIClient(args.data_dir).call("GET", "status")
+    if args.json:
+        _json(out, status)
+        return 0
+    out.write(f"node      {status['node_id']}\n")
+    out.write(f"name      {status['name']}\n")
+    out.write(f"role      {status['role']}\n")
+    out.write(f"version   {status['version']}\n")
+    out.write(f"listen    {_cell(status['listen'])}\n")
+    out.write(f"uptime    {status['uptime_s']:.0f} s\n")
+    out.write(f"sessions  {status.get('sessions', 0)}\n\n")
+    table(out, _NEIGHBOUR_HEADERS, _neighbourRows(status["neighbours"]))
+    return 0
+
+
+def cmdPeers(args: argparse.Namespace, out: TextIO) -> int:
+    neighbours = APIClient(args.data_dir).call("GET", "neighbours")
+    if args.json:
+        _json(out, neighbours)
+    else:
+        table(out, _NEIGHBOUR_HEADERS, _neighbourRows(neighbours))
+    return 0
+
+
+def cmdConnect(args: argparse.Namespace, out: TextIO) -> int:
+    n = APIClient(args.data_dir).call("POST", "connect", {"address": args.address})
+    if args.json:
+        _json(out, n)
+    else:
+        out.write(f"linked with {n['name']} ({n['node_id']}) at {n['address']}\n")
+    return 0
+
+
+def cmdDisconnect(args: argparse.Namespace, out: TextIO) -> int:
+    result = APIClient(args.data_dir).call("POST", "disconnect", {"node": args.node})
+    if args.json:
+        _json(out, result)
+    else:
+        out.write(f"closed the link with {result['name']} ({result['node_id']})\n")
+    return 0
+
+
+def cmdSessions(args: argparse.Namespace, out: TextIO) -> int:
+    sessions = APIClient(args.data_dir).call("GET", "sessions")
+    if args.json:
+        _json(out, sessions)
+    else:
+        table(
+            out,
+            ["SESSION", "PLUGIN", "PEER", "DIR", "IN", "OUT"],
+            [
+                [
+                    s["session_id"],
+                    s["plugin"],
+                    s["peer_name"] or _short(s["peer_node_id"]),
+                    s["direction"],
+                    s["bytes_in"],
+                    s["bytes_out"],
+                ]
+                for s in sessions
+            ],
+        )
+    return 0
+
+
+def cmdPlugins(args: argparse.Namespace, out: TextIO) -> int:
+    plugins = APIClient(args.data_dir).call("GET", "plugins")
+    if args.json:
+        _json(out, plugins)
+    else:
+        table(
+            out,
+            ["PLUGIN", "VERSION", "COS", "LIMIT"],
+            [[p["name"], p["version"], p["default_cos"], p["session_limit"]] for p in plugins],
+        )
+    return 0
+
+
+def cmdEcho(args: argparse.Namespace, out: TextIO) -> int:
+    result = APIClient(args.data_dir).call(
+        "POST", "echo", {"node": args.node, "count": args.count, "size": args.size}
+    )
+    if args.json:
+        _json(out, result)
+    else:
+        for i, rtt in enumerate(result["rtt_ms"], 1):
+            out.write(
+                f"{result['size']} bytes echoed by {_short(result['node_id'])}: "
+                f"seq={i} time={rtt:.2f} ms\n"
+            )
+        median = result["rtt_ms_median"]
+        out.write(
+            f"{result['sent']} sent, {result['received']} received, median "
+            f"{'-' if median is None else f'{median:.2f} ms'}"
+            + (f" ({result['error']})" if "error" in result else "")
+            + "\n"
+        )
+    return 0 if result["received"] == result["sent"] else 1
+
+
+def cmdProbe(args: argparse.Namespace, out: TextIO) -> int:
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import react
+
+    from appnpy.probe import probe
+
+    async def run(reactor: Any) -> None:
+        steps = await probe(reactor, args.address, timeout=args.timeout)
+        failed = not steps or not all(s.ok for s in steps)
+        if args.json:
+            _json(
+                out,
+                {"address": args.address, "ok": not failed, "steps": [s.asDict() for s in steps]},
+            )
+        else:
+            for s in steps:
+                out.write(f"{'PASS' if s.ok else 'FAIL'}  {s.name:<14} {s.detail}\n")
+            out.write("all steps passed\n" if not failed else "probe FAILED\n")
+        raise SystemExit(1 if failed else 0)
+
+    try:
+        react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0  # pragma: no cover - react always exits
+
+
+def cmdCACreate(args: argparse.Namespace, out: TextIO) -> int:
+    from appnpy.identity import createNetworkCA
+
+    createNetworkCA(args.ca_dir, args.netid)
+    result = {"ca_dir": os.path.abspath(args.ca_dir), "netid": args.netid.upper()}
+    if args.json:
+        _json(out, result)
+    else:
+        out.write(f"created the network CA for {result['netid']} in {result['ca_dir']}\n")
+    return 0
+
+
+def cmdCASign(args: argparse.Namespace, out: TextIO) -> int:
+    from appnpy.identity import signNodeCertificate
+
+    signNodeCertificate(args.ca_dir, args.data_dir)
+    result = {"ca_dir": os.path.abspath(args.ca_dir), "data_dir": os.path.abspath(args.data_dir)}
+    if args.json:
+        _json(out, result)
+    else:
+        out.write(
+            f"signed the node certificate in {result['data_dir']}; restart the node "
+            "with --trust network to use it\n"
+        )
+    return 0
+
+
+def _json(out: TextIO, value: Any) -> None:
+    out.write(json.dumps(value, indent=2) + "\n")
+
+
+# -- parsing and the one error dispatcher --------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+class UsageError(APPNError):
+    """
+    The command line is not valid; see `appn --help`.
+    """
+
+
+def buildParser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="appn", description="Drive a running appnpy node.")
+    parser.add_argument(
+        "--data-dir", default=None, help="the node's data directory (default %(default)s)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    # Accepted after the command too, without overriding a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    add("status", cmdStatus, "the node and its neighbours")
+    add("peers", cmdPeers, "the node's neighbours")
+    add("connect", cmdConnect, "link to a node").add_argument(
+        "address", help="host:port or appn://<nodeid>@host:port"
+    )
+    add("disconnect", cmdDisconnect, "close the link with a neighbour").add_argument(
+        "node", help="node ID, unique prefix or CP name"
+    )
+    add("sessions", cmdSessions, "bound sessions")
+    add("plugins", cmdPlugins, "session plugins")
+    echo = add("echo", cmdEcho, "measure round trips through an echo session")
+    echo.add_argument("node", help="node ID, unique prefix or CP name")
+    echo.add_argument("--count", type=int, default=5)
+    echo.add_argument("--size", type=int, default=64)
+    probe = add("probe", cmdProbe, "check a node against the protocol (no node needed)")
+    probe.add_argument("address", help="host:port or appn://<nodeid>@host:port")
+    probe.add_argument("--timeout", type=float, default=10.0)
+    ca = commands.add_parser("ca", help="network CA tools", parents=[common])
+    caCommands = ca.add_subparsers(dest="ca_command", metavar="CA_COMMAND", parser_class=_Parser)
+    caCommands.required = True
+    create = caCommands.add_parser("create", help="create a network CA", parents=[common])
+    create.set_defaults(func=cmdCACreate)
+    create.add_argument("--ca-dir", required=True)
+    create.add_argument("--netid", required=True)
+    sign = caCommands.add_parser("sign", help="sign a node's certificate", parents=[common])
+    sign.set_defaults(func=cmdCASign)
+    sign.add_argument("--ca-dir", required=True)
+    sign.add_argument("--data-dir", default=argparse.SUPPRESS, help="the node's data directory")
+    return parser
+
+
+def main(
+    argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """
+    Run one command; answer the exit status.  Errors are printed as
+    C{ERROR: ...} on stderr, never as tracebacks.
+    """
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    try:
+        args = buildParser().parse_args(sys.argv[1:] if argv is None else argv)
+        if args.data_dir is None:
+            args.data_dir = defaultDataDir()
+        return int(args.func(args, out))
+    except APPNError as e:
+        err.write(f"ERROR: {e}\n")
+        return 2 if isinstance(e, UsageError) else 1
+    except KeyboardInterrupt:
+        err.write("ERROR: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,572 @@
+"""
+The node's local management API: HTTP + JSON, token-protected, plus a small
+HTML status page and Prometheus metrics.  docs/management-api.md is the
+reference for every endpoint.
+
+Authentication: every request to C{/api/v1/...} carries
+C{Authorization: Bearer <token>}, the token being a fresh random string the
+service writes to C{<dataDir>/api-token} (mode 0600) on each start.  The HTML
+page also accepts C{?token=} once and then a same-site, HTTP-only cookie.
+C{/metrics} is open when the API listens on a loopback interface only (any
+local user may read counters, never act); otherwise it needs the token too.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import ipaddress
+import json
+import os
+import secrets
+import statistics
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+
+import appnpy
+from appnpy.errors import APPNError, NoSuchNode, SessionError
+from appnpy.identity import _writeAtomically
+from appnpy.link import parseAddress
+from appnpy.metrics import CONTENT_TYPE, NodeMetrics
+from appnpy.probe import EchoClient
+
+API_PREFIX = b"/api/v1/"
+TOKEN_FILE = "api-token"
+API_FILE = "api.json"
+#: Largest request body accepted.
+MAX_BODY = 64 * 1024
+#: Seconds `connect`, `disconnect` and `echo` may take.
+ACTION_TIMEOUT = 30.0
+MAX_ECHO_COUNT = 1000
+MAX_ECHO_SIZE = 1024 * 1024
+_COOKIE = b"appn_token"
+
+
+class APIError(Exception):
+    """
+    An error answered as C{{"error": message, "code": code}} with C{status}.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def describeNode(node: Any) -> dict[str, Any]:
+    return {
+        "node_id": node.nodeID,
+        "name": node.name,
+        "role": node.role,
+        "version": appnpy.__version__,
+        "protocol_versions": [appnpy.PROTOCOL_VERSION_MIN, appnpy.PROTOCOL_VERSION_MAX],
+        "listen": node.advertisedAddresses(),
+        "uptime_s": round(node.reactor.seconds() - node.startedAt, 3),
+    }
+
+
+def describeNeighbour(cp: Any) -> dict[str, Any]:
+    return {
+        "node_id": cp.peerNodeID,
+        "name": cp.peerName,
+        "address": cp.address,
+        "role": cp.peerHello.role if cp.peerHello else None,
+        "version": cp.version,
+        "rtt_ms": _ms(cp.mux.rtt),
+        "bytes_in": cp.mux.bytesReceived,
+        "bytes_out": cp.mux.bytesSent,
+        "sessions": len(cp.sessions),
+        "since": cp.since,
+        "direction": "outbound" if cp.isDialer else "inbound",
+    }
+
+
+def describeSession(session: Any) -> dict[str, Any]:
+    info = session.info
+    return {
+        "session_id": info.sessionID,
+        "plugin": info.plugin,
+        "cos": info.cos,
+        "peer_node_id": info.peerNodeID,
+        "peer_name": info.peerName,
+        "direction": info.direction,
+        "bytes_in": session.bytesReceived,
+        "bytes_out": session.bytesSent,
+        "since": session.since,
+    }
+
+
+def describePlugin(plugin: Any) -> dict[str, Any]:
+    return {
+        "name": plugin.name,
+        "version": getattr(plugin, "version", None),
+        "default_cos": plugin.defaultCOS,
+        "session_limit": plugin.sessionLimit,
+    }
+
+
+def _isLoopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class ManagementResource(resource.Resource):
+    """
+    The whole URL space; one leaf that dispatches on method and path, so auth,
+    404s and 405s are answered in one place.
+    """
+
+    isLeaf = True
+    log = Logger(namespace="appnpy.management")
+
+    def __init__(self, service: ManagementService) -> None:
+        super().__init__()
+        self.service = service
+        self.node = service.node
+        self.routes: dict[tuple[bytes, bytes], Callable[[Any], Awaitable[Any]]] = {
+            (b"GET", b"node"): self.getNode,
+            (b"GET", b"neighbours"): self.getNeighbours,
+            (b"GET", b"sessions"): self.getSessions,
+            (b"GET", b"plugins"): self.getPlugins,
+            (b"GET", b"config"): self.getConfig,
+            (b"GET", b"status"): self.getStatus,
+            (b"POST", b"connect"): self.postConnect,
+            (b"POST", b"disconnect"): self.postDisconnect,
+            (b"POST", b"echo"): self.postEcho,
+        }
+
+    # -- plumbing --------------------------------------------------------------
+
+    def render(self, request: Any) -> Any:
+        path = request.path
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        if path == b"/":
+            return self.renderPage(request)
+        if path == b"/metrics":
+            return self.renderMetrics(request)
+        if not path.startswith(API_PREFIX):
+            return self.error(request, APIError(404, "not-found", "no such resource"))
+        if not self.service.authorised(request):
+            return self.error(request, self.unauthorised(request))
+        name = path[len(API_PREFIX) :]
+        handler = self.routes.get((request.method, name))
+        if handler is None:
+            if any(n == name for (_, n) in self.routes):
+                return self.error(
+                    request, APIError(405, "method-not-allowed", "method not allowed here")
+                )
+            return self.error(request, APIError(404, "not-found", "no such resource"))
+        d = Deferred.fromCoroutine(self._run(handler, request))
+        finished = request.notifyFinish()
+        # The client went away: stop waiting for the link or the echo.
+        finished.addErrback(lambda f: d.cancel())
+        return server.NOT_DONE_YET
+
+    async def _run(self, handler: Callable[[Any], Awaitable[Any]], request: Any) -> None:
+        try:
+            result = await handler(request)
+        except CancelledError:
+            return
+        except APIError as e:
+            self._finish(request, e.status, {"error": e.message, "code": e.code})
+        except Exception:
+            self.log.failure("management request {path} failed", path=request.path.decode())
+            self._finish(request, 500, {"error": "internal error", "code": "internal"})
+        else:
+            self._finish(request, 200, result)
+
+    def _finish(self, request: Any, status: int, body: Any) -> None:
+        if request._disconnected or request.finished:
+            return
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        request.write(json.dumps(body).encode("utf-8") + b"\n")
+        request.finish()
+
+    def error(self, request: Any, e: APIError) -> bytes:
+        request.setResponseCode(e.status)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"error": e.message, "code": e.code}).encode("utf-8") + b"\n"
+
+    def unauthorised(self, request: Any) -> APIError:
+        request.setHeader(b"www-authenticate", b'Bearer realm="appnpy"')
+        return APIError(
+            401, "unauthorized", "missing or wrong API token (see <data-dir>/api-token)"
+        )
+
+    def body(self, request: Any) -> dict[str, Any]:
+        raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+        if len(raw) > MAX_BODY:
+            raise APIError(413, "too-large", f"request body over {MAX_BODY} bytes")
+        try:
+            value = json.loads(raw or b"{}")
+        except ValueError as e:
+            raise APIError(400, "bad-json", f"request body is not JSON: {e}") from None
+        if not isinstance(value, dict):
+            raise APIError(400, "bad-json", "request body must be a JSON object")
+        return value
+
+    @staticmethod
+    def field(body: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
+        if name not in body:
+            if default is None:
+                raise APIError(400, "missing-field", f"field {name!r} is required")
+            return default
+        value = body[name]
+        if type(value) is not kind or (kind is str and not value):
+            raise APIError(400, "bad-field", f"field {name!r} must be a {kind.__name__}")
+        return value
+
+    def neighbour(self, destination: str) -> Any:
+        try:
+            return self.node.findNeighbour(destination)
+        except NoSuchNode as e:
+            raise APIError(404, "no-such-node", str(e)) from None
+
+    # -- GET ---------------------------------------------------------------------
+
+    async def getNode(self, request: Any) -> Any:
+        return describeNode(self.node)
+
+    async def getNeighbours(self, request: Any) -> Any:
+        return [describeNeighbour(cp) for cp in self.node.links.values()]
+
+    async def getSessions(self, request: Any) -> Any:
+        return [describeSession(s) for s in self.node.sessions()]
+
+    async def getPlugins(self, request: Any) -> Any:
+        return [describePlugin(p) for _, p in sorted(self.node.plugins.items())]
+
+    async def getConfig(self, request: Any) -> Any:
+        return self.service.effectiveConfig
+
+    async def getStatus(self, request: Any) -> Any:
+        status = describeNode(self.node)
+        status["neighbours"] = await self.getNeighbours(request)
+        status["sessions"] = len(self.node.sessions())
+        return status
+
+    # -- POST --------------------------------------------------------------------
+
+    async def postConnect(self, request: Any) -> Any:
+        address = self.field(self.body(request), "address", str)
+        try:
+            parsed = parseAddress(address)
+        except APPNError as e:
+            raise APIError(400, "bad-address", str(e)) from None
+        self.log.info("management: connecting to {address}", address=str(parsed))
+        try:
+            cp = await self.node.connect(parsed).addTimeout(ACTION_TIMEOUT, self.service.reactor)
+        except CancelledError:
+            raise
+        except TimeoutError:
+            raise APIError(
+                502, "timeout", f"no link to {parsed} within {ACTION_TIMEOUT:g} s"
+            ) from None
+        except Exception as e:
+            raise APIError(502, "connect-failed", f"could not link to {parsed}: {e}") from None
+        return describeNeighbour(cp)
+
+    async def postDisconnect(self, request: Any) -> Any:
+        cp = self.neighbour(self.field(self.body(request), "node", str))
+        self.log.info("management: closing the link with {peer}", peer=cp.peerNodeID)
+        try:
+            await cp.close().addTimeout(ACTION_TIMEOUT, self.service.reactor)
+        except TimeoutError:
+            cp.link.transport.abortConnection()
+        return {"node_id": cp.peerNodeID, "name": cp.peerName, "closed": True}
+
+    async def postEcho(self, request: Any) -> Any:
+        body = self.body(request)
+        destination = self.field(body, "node", str)
+        count = self.field(body, "count", int, 5)
+        size = self.field(body, "size", int, 64)
+        if not 1 <= count <= MAX_ECHO_COUNT:
+            raise APIError(400, "bad-field", f"count must be 1..{MAX_ECHO_COUNT}")
+        if not 1 <= size <= MAX_ECHO_SIZE:
+            raise APIError(400, "bad-field", f"size must be 1..{MAX_ECHO_SIZE}")
+        cp = self.neighbour(destination)
+        reactor = self.service.reactor
+        try:
+            client = await cp.openSession("echo", lambda info: EchoClient(reactor)).addTimeout(
+                ACTION_TIMEOUT, reactor
+            )
+        except TimeoutError:
+            raise APIError(502, "timeout", "the echo session was not bound in time") from None
+        except SessionError as e:
+            raise APIError(502, str(getattr(e, "reason", "session-refused")), str(e)) from None
+        deadline = reactor.seconds() + ACTION_TIMEOUT
+        rtts: list[float] = []
+        sent = received = 0
+        error = None
+        try:
+            for _ in range(count):
+                payload = secrets.token_bytes(size)
+                sent += 1
+                left = deadline - reactor.seconds()
+                try:
+                    seconds, echoed = await client.roundTrip(payload).addTimeout(
+                        max(left, 0.001), reactor
+                    )
+                except TimeoutError:
+                    error = "timeout"
+                    break
+                except SessionError as e:
+                    error = str(e)
+                    break
+                if echoed == payload:
+                    received += 1
+                    rtts.append(seconds)
+        finally:
+            if error is None:
+                client.transport.loseConnection()
+            else:
+                client.transport.abortConnection()
+        result: dict[str, Any] = {
+            "node_id": cp.peerNodeID,
+            "sent": sent,
+            "received": received,
+            "size": size,
+            "rtt_ms_median": _ms(statistics.median(rtts)) if rtts else None,
+            "rtt_ms": [_ms(r) for r in rtts],
+        }
+        if error is not None:
+            result["error"] = error
+        return result
+
+    # -- metrics and page -----------------------------------------------------
+
+    def renderMetrics(self, request: Any) -> bytes:
+        if request.method != b"GET":
+            return self.error(request, APIError(405, "method-not-allowed", "GET only"))
+        if not (self.service.loopbackOnly or self.service.authorised(request)):
+            return self.error(request, self.unauthorised(request))
+        request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
+        return self.service.metrics.render()
+
+    def renderPage(self, request: Any) -> bytes:
+        if request.method != b"GET":
+            return self.error(request, APIError(405, "method-not-allowed", "GET only"))
+        query = request.args.get(b"token", [b""])[0]
+        cookie = request.getCookie(_COOKIE) or b""
+        if self.service.checkToken(query):
+            request.addCookie(_COOKIE, query, path=b"/", httpOnly=True, sameSite="strict")
+        elif not (self.service.authorised(request) or self.service.checkToken(cookie)):
+            request.setResponseCode(401)
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+            return (
+                b"<!doctype html><title>appnpy</title><p>Open this page with "
+                b"<code>?token=</code> and the contents of <code>api-token</code> "
+                b"from the node's data directory.</p>\n"
+            )
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(
+            b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"
+        )
+        return renderStatusPage(self.node).encode("utf-8")
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{e('' if v is None else str(v))}</td>" for v in row) + "</tr>"
+        for row in rows
+    )
+    if not rows:
+        body = f'<tr><td colspan="{len(headers)}">none</td></tr>'
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def renderStatusPage(node: Any) -> str:
+    """
+    The HTML status page: node, neighbours, sessions; every value escaped.
+    """
+    e = html.escape
+    info = describeNode(node)
+    neighbours = [describeNeighbour(cp) for cp in node.links.values()]
+    sessions = [describeSession(s) for s in node.sessions()]
+    return (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        '<meta http-equiv="refresh" content="5; url=/">'
+        f"<title>appnpy {e(info['name'])}</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
+        "table{border-collapse:collapse}tr:nth-child(even){background:#eee}</style>"
+        f"</head><body><h1>{e(info['name'])}</h1>"
+        + _table(
+            ["node ID", "role", "version", "listening on", "uptime (s)"],
+            [
+                [
+                    info["node_id"],
+                    info["role"],
+                    info["version"],
+                    " ".join(info["listen"]),
+                    info["uptime_s"],
+                ]
+            ],
+        )
+        + "<h2>Neighbours</h2>"
+        + _table(
+            [
+                "name",
+                "node ID",
+                "address",
+                "direction",
+                "RTT (ms)",
+                "bytes in",
+                "bytes out",
+                "sessions",
+            ],
+            [
+                [
+                    n["name"],
+                    n["node_id"],
+                    n["address"],
+                    n["direction"],
+                    n["rtt_ms"],
+                    n["bytes_in"],
+                    n["bytes_out"],
+                    n["sessions"],
+                ]
+                for n in neighbours
+            ],
+        )
+        + "<h2>Sessions</h2>"
+        + _table(
+            ["session ID", "plugin", "peer", "direction", "bytes in", "bytes out"],
+            [
+                [
+                    s["session_id"],
+                    s["plugin"],
+                    s["peer_name"] or s["peer_node_id"],
+                    s["direction"],
+                    s["bytes_in"],
+                    s["bytes_out"],
+                ]
+                for s in sessions
+            ],
+        )
+        + "</body></html>\n"
+    )
+
+
+class ManagementService(Service):
+    """
+    Serves the management API of C{node} on C{endpoint} and advertises it in
+    C{dataDir} (C{api.json}, C{api-token}).
+    """
+
+    log = Logger(namespace="appnpy.management")
+
+    def __init__(
+        self,
+        node: Any,
+        endpoint: str,
+        dataDir: str,
+        effectiveConfig: dict[str, Any],
+        reactor: Any = None,
+    ) -> None:
+        self.node = node
+        self.endpoint = endpoint
+        self.dataDir = dataDir
+        self.effectiveConfig = effectiveConfig
+        self.reactor = reactor if reactor is not None else node.reactor
+        self.metrics = NodeMetrics(node)
+        self.token = ""
+        self.port: Any = None
+        self.url: str | None = None
+        self.loopbackOnly = False
+        self._starting: Deferred[None] | None = None
+
+    @property
+    def tokenPath(self) -> str:
+        return os.path.join(self.dataDir, TOKEN_FILE)
+
+    @property
+    def apiPath(self) -> str:
+        return os.path.join(self.dataDir, API_FILE)
+
+    def checkToken(self, candidate: bytes) -> bool:
+        return bool(self.token) and hmac.compare_digest(candidate, self.token.encode("ascii"))
+
+    def authorised(self, request: Any) -> bool:
+        header = request.getHeader(b"authorization") or b""
+        scheme, _, value = (
+            header.encode("latin-1").partition(b" ")
+            if isinstance(header, str)
+            else header.partition(b" ")
+        )
+        return scheme.lower() == b"bearer" and self.checkToken(value.strip())
+
+    def startService(self) -> None:
+        super().startService()
+        self._starting = Deferred.fromCoroutine(self._start())
+        self._starting.addErrback(self._startFailed)
+
+    def whenListening(self) -> Deferred[None]:
+        """
+        Fires once the API is listening and C{api.json} is written; fails if
+        it could not start.
+        """
+        assert self._starting is not None, "the service has not been started"
+        d: Deferred[None] = Deferred()
+
+        def fire(result: Any) -> Any:
+            if self.port is None:
+                d.errback(APPNError(f"the management API could not listen on {self.endpoint}"))
+            else:
+                d.callback(None)
+            return result
+
+        self._starting.addBoth(fire)
+        return d
+
+    async def _start(self) -> None:
+        os.makedirs(self.dataDir, mode=0o700, exist_ok=True)
+        self.token = secrets.token_urlsafe(32)
+        _writeAtomically(self.tokenPath, self.token.encode("ascii") + b"\n", 0o600)
+        self.metrics.startObservingLogs()
+        site = server.Site(ManagementResource(self))
+        site.displayTracebacks = False
+        self.port = await serverFromString(self.reactor, self.endpoint).listen(site)
+        host = self.port.getHost()
+        self.loopbackOnly = _isLoopback(host.host)
+        shown = "127.0.0.1" if host.host in ("0.0.0.0", "::") else host.host
+        if ":" in shown:
+            shown = f"[{shown}]"
+        self.url = f"http://{shown}:{host.port}/"
+        info = {"url": self.url, "pid": os.getpid(), "node_id": self.node.nodeID}
+        _writeAtomically(self.apiPath, json.dumps(info).encode("utf-8") + b"\n", 0o600)
+        self.log.info("management API on {url}", url=self.url)
+
+    def _startFailed(self, failure: Failure) -> None:
+        self.log.failure("the management API could not start", failure)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        self.metrics.stopObservingLogs()
+        if self.port is not None:
+            port, self.port = self.port, None
+            await port.stopListening()
+        try:
+            os.unlink(self.apiPath)
+        except FileNotFoundError:
+            pass

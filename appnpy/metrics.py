@@ -1,0 +1,198 @@
+"""
+Prometheus metrics of one node.
+
+Each node gets its own C{CollectorRegistry} (several nodes may share a
+process, in tests and embeddings), fed two ways:
+
+  - events, through C{node.addObserver}: sessions started, ended and refused;
+  - state read at scrape time by a custom collector: links, bytes moved,
+    link round-trip times.
+
+Handshake failures happen before a link knows its node, so they are counted
+from the C{appnpy.link} log events (C{refused link from ...}, field C{why});
+these counts are per process, not per node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from twisted.logger import globalLogPublisher
+
+#: Bucket bounds, in seconds, of the link RTT histogram.
+RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def handshakeFailureReason(why: str) -> str:
+    """
+    A small, stable label for the free-text C{why} of a refused link.
+    """
+    if why.startswith("TLS handshake failed"):
+        return "tls"
+    if why.startswith("not authenticated within"):
+        return "timeout"
+    if why.startswith("connection closed before authentication"):
+        return "closed"
+    return "peer-rejected"
+
+
+class _LiveCollector(Collector):
+    """
+    Reads links and byte counts from the node at scrape time.
+    """
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        node = self.metrics.node
+        links = GaugeMetricFamily(
+            "appn_links", "Active links to neighbours, by direction", labels=["direction"]
+        )
+        counts = {"outbound": 0, "inbound": 0}
+        for cp in node.links.values():
+            counts["outbound" if cp.isDialer else "inbound"] += 1
+        for direction, n in counts.items():
+            links.add_metric([direction], n)
+        yield links
+
+        sessions = GaugeMetricFamily(
+            "appn_sessions", "Bound sessions, by plugin", labels=["plugin"]
+        )
+        byPlugin: dict[str, int] = {name: 0 for name in node.plugins}
+        for session in node.sessions():
+            byPlugin[session.info.plugin] = byPlugin.get(session.info.plugin, 0) + 1
+        for plugin, n in sorted(byPlugin.items()):
+            sessions.add_metric([plugin], n)
+        yield sessions
+
+        sent, received = self.metrics.closedBytes
+        for cp in node.links.values():
+            sent += cp.mux.bytesSent
+            received += cp.mux.bytesReceived
+            self.metrics.observeRTT(cp)
+        out = CounterMetricFamily("appn_link_bytes_sent", "Payload bytes sent on all links")
+        out.add_metric([], sent)
+        yield out
+        inb = CounterMetricFamily("appn_link_bytes_received", "Payload bytes received on all links")
+        inb.add_metric([], received)
+        yield inb
+
+        up = GaugeMetricFamily("appn_uptime_seconds", "Seconds since the node started")
+        up.add_metric([], node.reactor.seconds() - node.startedAt)
+        yield up
+
+
+class NodeMetrics:
+    """
+    The metrics of one node, in their own registry.
+
+    @ivar registry: the node's C{CollectorRegistry}.
+    """
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.registry = CollectorRegistry(auto_describe=True)
+        #: Bytes (sent, received) of links that are gone, so totals never fall.
+        self.closedBytes = (0, 0)
+        self._lastRTT: dict[int, float] = {}
+        self.sessionsStarted = Counter(
+            "appn_sessions_started",
+            "Sessions bound, by plugin and direction",
+            ["plugin", "direction"],
+            registry=self.registry,
+        )
+        self.sessionsEnded = Counter(
+            "appn_sessions_ended",
+            "Sessions ended, by plugin and reason",
+            ["plugin", "reason"],
+            registry=self.registry,
+        )
+        self.sessionRefusals = Counter(
+            "appn_session_refusals",
+            "Sessions this node refused, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.linksLost = Counter(
+            "appn_links_lost", "Links lost, by reason", ["reason"], registry=self.registry
+        )
+        self.handshakeFailures = Counter(
+            "appn_handshake_failures",
+            "Link handshakes refused or failed in this process, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.rtt = Histogram(
+            "appn_link_rtt_seconds",
+            "Link round-trip times measured by keepalive pings",
+            buckets=RTT_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_LiveCollector(self))
+        node.addObserver(self)
+        self._logObserving = False
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def startObservingLogs(self) -> None:
+        """
+        Count handshake failures from the C{appnpy.link} log events.
+        """
+        if not self._logObserving:
+            globalLogPublisher.addObserver(self._logEvent)
+            self._logObserving = True
+
+    def stopObservingLogs(self) -> None:
+        if self._logObserving:
+            globalLogPublisher.removeObserver(self._logEvent)
+            self._logObserving = False
+
+    def _logEvent(self, event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == "appnpy.link" and "why" in event:
+            if str(event.get("log_format", "")).startswith("refused link"):
+                self.handshakeFailures.labels(handshakeFailureReason(str(event["why"]))).inc()
+
+    # -- node observer -------------------------------------------------------
+
+    def linkActive(self, cp: Any) -> None:
+        pass
+
+    def linkLost(self, cp: Any, why: tuple[str, str]) -> None:
+        sent, received = self.closedBytes
+        self.closedBytes = (sent + cp.mux.bytesSent, received + cp.mux.bytesReceived)
+        self.observeRTT(cp)
+        self._lastRTT.pop(id(cp), None)
+        self.linksLost.labels(str(why[0])).inc()
+
+    def sessionStarted(self, session: Any) -> None:
+        self.sessionsStarted.labels(session.info.plugin, session.info.direction).inc()
+
+    def sessionEnded(self, session: Any, why: Any) -> None:
+        self.sessionsEnded.labels(session.info.plugin, str(getattr(why, "reason", why))).inc()
+
+    def sessionRefused(self, reason: str) -> None:
+        self.sessionRefusals.labels(str(reason)).inc()
+
+    def observeRTT(self, cp: Any) -> None:
+        """
+        Record the link's latest RTT once per new measurement.
+        """
+        rtt = cp.mux.rtt
+        if rtt is not None and self._lastRTT.get(id(cp)) != rtt:
+            self._lastRTT[id(cp)] = rtt
+            self.rtt.observe(rtt)
+
+    # -- exposition ----------------------------------------------------------
+
+    def render(self) -> bytes:
+        """
+        The Prometheus text exposition of this node's metrics.
+        """
+        return generate_latest(self.registry)

@@ -1,0 +1,248 @@
+"""
+The appn command line, run in-process (in a thread, so the reactor keeps
+serving the node's API) or as a subprocess.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial import unittest
+
+from appnpy.cli import buildParser, main
+from tests.test_management import makeNode, nodeAddress, startManaged
+
+
+async def runCLI(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = await deferToThread(main, argv, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+class NoNodeTests(unittest.TestCase):
+    def test_noApiFile(self) -> None:
+        """
+        No api.json: a clear message naming the directory and how to start a
+        node, exit status 1.
+        """
+        d = self.mktemp()
+        os.makedirs(d)
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(main(["--data-dir", d, "status"], out, err), 1)
+        self.assertEqual(
+            err.getvalue(),
+            f"ERROR: no node is running in {d}; start one with: twist appnnode --data-dir {d}\n",
+        )
+        self.assertEqual(out.getvalue(), "")
+
+    def test_stalePid(self) -> None:
+        """
+        An api.json left by a dead process counts as no node.
+        """
+        d = self.mktemp()
+        os.makedirs(d)
+        with open(os.path.join(d, "api.json"), "w") as f:
+            json.dump({"url": "http://127.0.0.1:1/", "pid": 2**22 + 12345, "node_id": "x"}, f)
+        with open(os.path.join(d, "api-token"), "w") as f:
+            f.write("t")
+        err = io.StringIO()
+        self.assertEqual(main(["--data-dir", d, "peers"], io.StringIO(), err), 1)
+        self.assertIn("no node is running", err.getvalue())
+
+    def test_connectionRefused(self) -> None:
+        """
+        A live pid but nothing listening counts as no node.
+        """
+        d = self.mktemp()
+        os.makedirs(d)
+        with open(os.path.join(d, "api.json"), "w") as f:
+            json.dump({"url": "http://127.0.0.1:1/", "pid": os.getpid(), "node_id": "x"}, f)
+        with open(os.path.join(d, "api-token"), "w") as f:
+            f.write("t")
+        err = io.StringIO()
+        self.assertEqual(main(["--data-dir", d, "sessions"], io.StringIO(), err), 1)
+        self.assertIn("no node is running", err.getvalue())
+
+    def test_usage(self) -> None:
+        """
+        A bad command line is an ERROR line and exit status 2.
+        """
+        err = io.StringIO()
+        self.assertEqual(main(["frobnicate"], io.StringIO(), err), 2)
+        self.assertIn("ERROR:", err.getvalue())
+
+    def test_jsonAfterCommand(self) -> None:
+        """
+        --json is accepted before or after the command.
+        """
+        parser = buildParser()
+        self.assertTrue(parser.parse_args(["status", "--json"]).json)
+        self.assertTrue(parser.parse_args(["--json", "status"]).json)
+        self.assertFalse(parser.parse_args(["status"]).json)
+
+    def test_defaultDataDir(self) -> None:
+        """
+        The default data directory follows XDG_DATA_HOME.
+        """
+        from appnpy.cli import _ownDefaultDataDir
+
+        self.patch(os, "environ", {"XDG_DATA_HOME": "/x/data", "HOME": "/home/u"})
+        self.assertEqual(_ownDefaultDataDir(), "/x/data/appnpy")
+
+
+class CATests(unittest.TestCase):
+    def test_createAndSign(self) -> None:
+        """
+        ca create makes a CA; ca sign issues the node's certificate with it.
+        """
+        from appnpy.identity import loadOrCreateIdentity
+
+        ca, nodeDir = self.mktemp(), self.mktemp()
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(main(["ca", "create", "--ca-dir", ca, "--netid", "LAB"], out, err), 0)
+        self.assertIn("LAB", out.getvalue())
+        self.assertTrue(os.path.exists(os.path.join(ca, "ca.crt")))
+        before = loadOrCreateIdentity(nodeDir)
+        out = io.StringIO()
+        code = main(["--json", "ca", "sign", "--ca-dir", ca, "--data-dir", nodeDir], out, err)
+        self.assertEqual(code, 0, err.getvalue())
+        self.assertEqual(json.loads(out.getvalue())["data_dir"], os.path.abspath(nodeDir))
+        after = loadOrCreateIdentity(nodeDir)
+        self.assertEqual(before.nodeID, after.nodeID)
+        self.assertFalse(after.isSelfSigned)
+        self.assertTrue(os.path.exists(os.path.join(nodeDir, "network-ca.crt")))
+
+    def test_createTwice(self) -> None:
+        """
+        Creating a CA over an existing one is an ERROR, not a traceback.
+        """
+        ca = self.mktemp()
+        main(["ca", "create", "--ca-dir", ca, "--netid", "LAB"], io.StringIO(), io.StringIO())
+        err = io.StringIO()
+        self.assertEqual(
+            main(["ca", "create", "--ca-dir", ca, "--netid", "LAB"], io.StringIO(), err), 1
+        )
+        self.assertTrue(err.getvalue().startswith("ERROR: "))
+        self.assertNotIn("Traceback", err.getvalue())
+
+
+class LiveTests(unittest.TestCase):
+    """
+    Commands against a node's real management API.
+    """
+
+    async def _commands(self) -> None:
+        node, service = await startManaged(self)
+        other = makeNode(self, "LAB.BETA")
+        address = await nodeAddress(other)
+        d = service.dataDir
+
+        code, out, err = await runCLI(["--data-dir", d, "connect", address])
+        self.assertEqual(code, 0, err)
+        self.assertIn("LAB.BETA", out)
+
+        code, out, err = await runCLI(["--data-dir", d, "status", "--json"])
+        self.assertEqual(code, 0, err)
+        status = json.loads(out)
+        for key in ("node_id", "name", "role", "listen", "neighbours"):
+            self.assertIn(key, status)
+        self.assertEqual(status["node_id"], node.nodeID)
+        self.assertEqual(
+            {k: status["neighbours"][0][k] for k in ("node_id", "name")},
+            {"node_id": other.nodeID, "name": "LAB.BETA"},
+        )
+        for key in ("address", "rtt_ms"):
+            self.assertIn(key, status["neighbours"][0])
+
+        code, out, err = await runCLI(["--data-dir", d, "status"])
+        self.assertEqual(code, 0, err)
+        self.assertIn(node.nodeID, out)
+        self.assertIn("LAB.BETA", out)
+        self.assertIn("RTT_MS", out)
+
+        code, out, err = await runCLI(["--data-dir", d, "peers"])
+        self.assertIn("LAB.BETA", out)
+        code, out, err = await runCLI(["--data-dir", d, "plugins"])
+        self.assertIn("echo", out)
+        self.assertIn("ping", out)
+        code, out, err = await runCLI(["--data-dir", d, "sessions", "--json"])
+        self.assertEqual(json.loads(out), [])
+
+        code, out, err = await runCLI(
+            ["--data-dir", d, "--json", "echo", "LAB.BETA", "--count", "2", "--size", "10"]
+        )
+        self.assertEqual(code, 0, err)
+        result = json.loads(out)
+        self.assertEqual((result["sent"], result["received"]), (2, 2))
+        self.assertIsInstance(result["rtt_ms_median"], float)
+        code, out, err = await runCLI(["--data-dir", d, "echo", "LAB.BETA"])
+        self.assertIn("5 sent, 5 received", out)
+
+        code, out, err = await runCLI(["--data-dir", d, "echo", "LAB.NOBODY"])
+        self.assertEqual(code, 1)
+        self.assertTrue(err.startswith("ERROR: "), err)
+        self.assertNotIn("Traceback", err)
+
+        code, out, err = await runCLI(["--data-dir", d, "disconnect", "LAB.BETA"])
+        self.assertEqual(code, 0, err)
+        self.assertEqual(node.links, {})
+
+        code, out, err = await runCLI(["--data-dir", d, "connect", "127.0.0.1:1"])
+        self.assertEqual(code, 1)
+        self.assertIn("ERROR: could not link to 127.0.0.1:1", err)
+
+    def test_commands(self) -> Deferred[None]:
+        """
+        connect, status (table and --json contract), peers, plugins, sessions,
+        echo, disconnect; errors from the node are ERROR lines.
+        """
+        return Deferred.fromCoroutine(self._commands())
+
+    async def _wrongToken(self) -> None:
+        node, service = await startManaged(self)
+        with open(os.path.join(service.dataDir, "api-token"), "w") as f:
+            f.write("not-the-token\n")
+        code, out, err = await runCLI(["--data-dir", service.dataDir, "status"])
+        self.assertEqual(code, 1)
+        self.assertIn("ERROR: missing or wrong API token", err)
+
+    def test_wrongToken(self) -> Deferred[None]:
+        """
+        A 401 from the node is an ERROR line.
+        """
+        return Deferred.fromCoroutine(self._wrongToken())
+
+    async def _probe(self) -> Any:
+        node = makeNode(self, "LAB.TARGET")
+        address = await nodeAddress(node)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.getcwd() + os.pathsep + env.get("PYTHONPATH", "")
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-m", "appnpy.cli", "probe", address], env=env, reactor=reactor
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"PASS  echo-inbound", out)
+        self.assertIn(b"all steps passed", out)
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "appnpy.cli", "probe", "--json", "127.0.0.1:1", "--timeout", "3"],
+            env=env,
+            reactor=reactor,
+        )
+        self.assertEqual(code, 1)
+        self.assertFalse(json.loads(out)["ok"])
+
+    def test_probeSubprocess(self) -> Deferred[None]:
+        """
+        `python -m appnpy.cli probe` passes against a node and exits 1 when
+        there is none.
+        """
+        return Deferred.fromCoroutine(self._probe())

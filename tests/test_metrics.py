@@ -1,0 +1,119 @@
+"""
+Per-node Prometheus metrics, driven by the in-memory network.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.trial import unittest
+
+from appnpy.metrics import NodeMetrics, handshakeFailureReason
+from appnpy.testing import MemoryNetwork, resultOf
+
+
+def value(metrics: NodeMetrics, name: str, **labels: str) -> float:
+    v = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if v is None else v
+
+
+class MetricsTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.net = MemoryNetwork()
+        self.a = self.net.addNode("LAB.A")
+        self.b = self.net.addNode("LAB.B")
+        self.metrics = NodeMetrics(self.a)
+        self.addCleanup(self.net.stop)
+
+    def test_linksAndBytes(self) -> None:
+        """
+        The links gauge follows links coming and going; byte counters grow
+        and never fall when a link is lost.
+        """
+        m = self.metrics
+        self.assertEqual(value(m, "appn_links", direction="outbound"), 0)
+        cp = self.net.link(self.a, self.b)
+        self.assertEqual(value(m, "appn_links", direction="outbound"), 1)
+        sent = value(m, "appn_link_bytes_sent_total")
+        self.assertGreater(sent, 0)
+        d = cp.close()
+        self.net.flush()
+        resultOf(d)
+        self.assertEqual(value(m, "appn_links", direction="outbound"), 0)
+        self.assertGreaterEqual(value(m, "appn_link_bytes_sent_total"), sent)
+        self.assertEqual(value(m, "appn_links_lost_total", reason="normal"), 1)
+
+    def test_sessions(self) -> None:
+        """
+        Sessions are counted by plugin while bound, and as started and ended.
+        """
+        m = self.metrics
+        self.net.link(self.a, self.b)
+        d = self.a.openSession("LAB.B", "echo", lambda info: Protocol())
+        self.net.flush()
+        p = resultOf(d)
+        self.assertEqual(value(m, "appn_sessions", plugin="echo"), 1)
+        self.assertEqual(
+            value(m, "appn_sessions_started_total", plugin="echo", direction="outbound"), 1
+        )
+        p.transport.loseConnection()
+        self.net.flush()
+        self.assertEqual(value(m, "appn_sessions", plugin="echo"), 0)
+        self.assertEqual(value(m, "appn_sessions_ended_total", plugin="echo", reason="normal"), 1)
+
+    def test_refusals(self) -> None:
+        """
+        Sessions this node refuses are counted by reason.
+        """
+        bm = NodeMetrics(self.b)
+        cp = self.net.link(self.a, self.b)
+        cp.limits["nothing"] = 1  # make the local side send the BIND anyway
+        d = self.a.openSession("LAB.B", "nothing", lambda info: Protocol())
+        self.net.flush()
+        self.failureResultOf(d)
+        self.assertEqual(value(bm, "appn_session_refusals_total", reason="unknown-plugin"), 1)
+
+    def test_rtt(self) -> None:
+        """
+        Each new RTT measurement is observed once in the histogram.
+        """
+        cp = self.net.link(self.a, self.b)
+        self.assertEqual(value(self.metrics, "appn_link_rtt_seconds_count"), 0)
+        cp.mux.ping()
+        self.net.flush()
+        self.metrics.render()
+        self.metrics.render()
+        self.assertEqual(value(self.metrics, "appn_link_rtt_seconds_count"), 1)
+
+    def test_handshakeFailures(self) -> None:
+        """
+        Refused links logged in the appnpy.link namespace are counted by
+        reason while the metrics observe the logs.
+        """
+        log = Logger(namespace="appnpy.link")
+        self.metrics.startObservingLogs()
+        log.warn("refused link from {peer}: {why}", peer="x", why="TLS handshake failed: bad")
+        self.metrics.stopObservingLogs()
+        log.warn("refused link from {peer}: {why}", peer="x", why="TLS handshake failed: bad")
+        self.assertEqual(value(self.metrics, "appn_handshake_failures_total", reason="tls"), 1)
+        self.flushLoggedErrors()
+
+    def test_reasons(self) -> None:
+        """
+        Free-text handshake failures map to a few stable labels.
+        """
+        self.assertEqual(handshakeFailureReason("not authenticated within 10 s"), "timeout")
+        self.assertEqual(
+            handshakeFailureReason("connection closed before authentication: x"), "closed"
+        )
+        self.assertEqual(handshakeFailureReason("expected node abc"), "peer-rejected")
+
+    def test_ownRegistry(self) -> None:
+        """
+        Each node has its own registry; nothing goes to the global one.
+        """
+        other = NodeMetrics(self.b)
+        self.assertIsNot(other.registry, self.metrics.registry)
+        self.assertIsNone(REGISTRY.get_sample_value("appn_links", {"direction": "outbound"}))
+        self.assertIn(b"appn_sessions", self.metrics.render())
