@@ -41,6 +41,7 @@ from appnpy.messages import (
     SessionOpen,
     SessionRefuse,
     encodeMessage,
+    isToken,
 )
 from appnpy.session import (
     INBOUND,
@@ -250,11 +251,9 @@ class ControlPoint:
     # -- Hello -------------------------------------------------------------
 
     def helloReceived(self, hello: Hello) -> None:
-        why = self._checkHello(hello)
-        if why is not None:
-            self.refuseLink(
-                Reason.BAD_SIGNATURE if "signature" in why else Reason.PROTOCOL_ERROR, why
-            )
+        problem = self._checkHello(hello)
+        if problem is not None:
+            self.refuseLink(*problem)
             return
         ourLow, ourHigh = self.node.protocolVersions
         low = max(ourLow, hello.versions[0])
@@ -278,19 +277,25 @@ class ControlPoint:
             for d in waiters:
                 d.callback(self)
 
-    def _checkHello(self, hello: Hello) -> str | None:
+    def _checkHello(self, hello: Hello) -> tuple[str, str] | None:
+        """
+        Why the peer's Hello is unacceptable, as (reason code, detail).
+        """
+        bad = Reason.PROTOCOL_ERROR
         if hello.node_id != self.peerNodeID:
-            return f"Hello names node {hello.node_id}, but TLS authenticated {self.peerNodeID}"
+            return bad, f"Hello names node {hello.node_id}, but TLS authenticated {self.peerNodeID}"
         if nodeIDFromSPKI(hello.public_key) != hello.node_id:
-            return "the Hello's public key does not match its node ID"
+            return Reason.BAD_SIGNATURE, "the Hello's public key does not match its node ID"
         if not verifySignature(hello.public_key, hello.signature, hello.signedBytes()):
-            return "the Hello's signature does not verify"
+            return Reason.BAD_SIGNATURE, "the Hello's signature does not verify"
         try:
-            validateCPName(hello.name)
+            canonical = validateCPName(hello.name)
         except InvalidCPName:
-            return f"invalid CP name {hello.name!r}"
+            canonical = None
+        if canonical != hello.name:
+            return bad, f"invalid CP name {hello.name!r} (NETID.NAME in upper case)"
         if hello.role not in ("network", "end"):
-            return f"unknown role {hello.role!r}"
+            return bad, f"unknown role {hello.role!r}"
         return None
 
     # -- control messages ------------------------------------------------
@@ -332,6 +337,7 @@ class ControlPoint:
 
     def sendUnbind(self, sessionID: str, reason: str, detail: str) -> None:
         if self.state is not LinkState.CLOSED:
+            reason, detail = _wireReason(reason, detail, Reason.NORMAL)
             self._sendControl(SessionClose(session_id=sessionID, reason=reason, detail=detail))
 
     # -- BIND --------------------------------------------------------------
@@ -409,6 +415,7 @@ class ControlPoint:
         self._refuse(stream, sessionID, reason, detail)
 
     def _refuse(self, stream: Stream, sessionID: str, reason: str, detail: str) -> None:
+        reason, detail = _wireReason(reason, detail, Reason.REFUSED_BY_PLUGIN)
         self.log.info(
             "refused session {sid} from {peer}: {reason} {detail}",
             sid=sessionID,
@@ -434,7 +441,7 @@ class ControlPoint:
         """
         if self.state is not LinkState.ACTIVE:
             return fail(SessionRefused(Reason.LINK_FAILURE.value, "the link is not active"))
-        if plugin not in self.limits:
+        if self.peerHello is None or plugin not in self.peerHello.plugins:
             return fail(SessionRefused(Reason.UNKNOWN_PLUGIN.value, f"the peer has no {plugin!r}"))
         if self.sessionCount(plugin) >= self.limits[plugin]:
             return fail(
@@ -489,7 +496,7 @@ class ControlPoint:
             self.node.sessionEnded(session, why)
         if self.state is LinkState.CLOSING and not self.sessions and self._closeTimer is not None:
             self._cancelCloseTimer()
-            self.link.closeTransport()
+            self._closeGracefully()
 
     def _cancelCloseTimer(self) -> None:
         if self._closeTimer is not None and self._closeTimer.active():
@@ -535,14 +542,24 @@ class ControlPoint:
         if self.sessions:
             # Let the UNBINDs and the data before them drain; the peer's FINs
             # end the sessions, and the last one ends the link.
-            self._closeTimer = self.reactor.callLater(CLOSE_TIMEOUT, self.link.closeTransport)
+            self._closeTimer = self.reactor.callLater(CLOSE_TIMEOUT, self._closeGracefully)
         else:
-            self.link.closeTransport()
+            self._closeGracefully()
         return d
+
+    def _closeGracefully(self) -> None:
+        # Tell the peer why the link ends (e.g. shutting-down), so it does not
+        # see its control stream end as a protocol error.
+        if self._closeReason is not None and self.state is LinkState.CLOSING:
+            reason, detail = self._closeReason
+            self._sendControl(LinkRefused(reason=reason, detail=detail[:512]))
+        self.link.closeTransport()
 
     def linkLost(self, reason: Failure) -> None:
         previous, self.state = self.state, LinkState.CLOSED
         self._cancelCloseTimer()
+        for session in list(self.sessions.values()):
+            session.linkLost()
         for timer in self.pendingInbound.values():
             if timer.active():
                 timer.cancel()
@@ -553,6 +570,18 @@ class ControlPoint:
             d.errback(SessionClosed(*why))
         if previous is not LinkState.HANDSHAKE or self.peerHello is not None:
             self.node.linkLost(self, why)
+
+
+def _wireReason(reason: str, detail: str, fallback: str) -> tuple[str, str]:
+    """
+    A reason code and detail that fit the wire: plugins may pass anything,
+    and an invalid code must not break the message that carries it.
+    """
+    reason = str(reason)
+    if not isToken(reason):
+        detail = f"{reason}: {detail}" if detail else reason
+        reason = str(fallback)
+    return reason, str(detail)[:512]
 
 
 def negotiateLimits(ours: dict[str, int], theirs: dict[str, int]) -> dict[str, int]:
@@ -595,6 +624,8 @@ class LinkProtocol(AuthenticatedProtocol):
         self._authWaiters: list[Deferred[None]] = []
         self.lost = False
         self._lostReason: Failure | None = None
+        #: Why this end refused the link before it came up, if it did.
+        self.refusal: tuple[str, str] | None = None
 
     def addressText(self) -> str:
         if self.address:
@@ -648,7 +679,7 @@ class LinkProtocol(AuthenticatedProtocol):
             self.log.info(
                 "dropped a link to this node itself ({address})", address=self.addressText()
             )
-            self.node.selfDialDetected(self)
+            self.refusal = (Reason.SELF_DIAL.value, "this node dialled its own address")
             self.transport.abortConnection()
             return
         mux = Multiplexer(

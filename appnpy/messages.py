@@ -37,6 +37,15 @@ _LENGTH = struct.Struct(">I")
 _NODE_ID = re.compile(r"[a-z2-7]{52}\Z")
 _SESSION_ID = re.compile(r"[0-9a-f]{32}\Z")
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
+
+
+def isToken(text: object) -> bool:
+    """
+    Whether C{text} is a valid plugin name, role, capability or reason code.
+    """
+    return isinstance(text, str) and _TOKEN.match(text) is not None
+
+
 _MAX_DEPTH = 8
 _MAX_TEXT = 1024
 _MAX_ITEMS = 256
@@ -78,7 +87,8 @@ class Message:
     def toWire(self) -> dict[str, Any]:
         body: dict[str, Any] = {"type": self.typeName}
         for field in attrs.fields(type(self)):  # type: ignore[arg-type]
-            body[field.name] = getattr(self, field.name)
+            if not field.metadata.get("local"):
+                body[field.name] = getattr(self, field.name)
         return body
 
 
@@ -176,7 +186,7 @@ def _walk(value: object, field: attrs.Attribute[Any], depth: int) -> Iterator[No
 nodeID = text(52, _NODE_ID)
 sessionID = text(32, _SESSION_ID)
 token = text(32, _TOKEN)
-reasonCode = text(64, _TOKEN)
+reasonCode = token
 
 
 # -- the messages ------------------------------------------------------------
@@ -200,12 +210,18 @@ class Hello(Message):
     listen: list[str] = attrs.field(validator=listOf(text(300), 16))
     plugins: dict[str, int] = attrs.field(validator=mapOf(token, integer(0, 2**31 - 1), 64))
     signature: bytes = attrs.field(default=b"", validator=blob(128))
+    #: The map as received, unknown fields included: the signature covers
+    #: them too, so a newer peer's Hello verifies.  Not sent.
+    received: dict[str, Any] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False, metadata={"local": True}
+    )
 
     def signedBytes(self) -> bytes:
         """
-        The bytes the signature covers: the message without its signature.
+        The bytes the signature covers: the message as sent (or received),
+        every field but the signature.
         """
-        body = self.toWire()
+        body = dict(self.received) if self.received is not None else self.toWire()
         del body["signature"]
         return encodeBody(body)
 
@@ -320,13 +336,15 @@ def decodeBody(body: bytes) -> Message:
         raise ProtocolError(f"undecodable CBOR: {e}") from None
     if not isinstance(value, dict):
         raise ProtocolError("a message must be a CBOR map")
+    if not all(isinstance(k, str) for k in value):
+        raise ProtocolError("message keys must be text")
     kind = value.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("message has no text 'type'")
     cls = MESSAGE_TYPES.get(kind)
     if cls is None:
         raise UnknownMessage(repr(kind[:64]))
-    known = {f.name for f in attrs.fields(cls)}  # type: ignore[arg-type]
+    known = {f.name for f in attrs.fields(cls) if not f.metadata.get("local")}  # type: ignore[arg-type]
     try:
         msg = cls(**{k: v for k, v in value.items() if k in known})
     except TypeError as e:
@@ -340,6 +358,8 @@ def decodeBody(body: bytes) -> Message:
         raise ProtocolError(f"{kind}: {e}") from None
     if canonical != body:
         raise ProtocolError(f"{kind}: not in deterministic CBOR encoding")
+    if isinstance(msg, Hello):
+        object.__setattr__(msg, "received", value)
     return msg
 
 

@@ -193,7 +193,9 @@ class Node(MultiService):
         try:
             await link.whenAuthenticatedOrLost()
             if link.cp is None:
-                raise SessionClosed(Reason.LINK_FAILURE.value, link.failureReason())
+                raise SessionClosed(
+                    *(link.refusal or (Reason.LINK_FAILURE.value, link.failureReason()))
+                )
             return await link.cp.whenActive()
         except SessionClosed as e:
             if e.reason == Reason.DUPLICATE_LINK and link.peerNodeID in self.links:
@@ -203,14 +205,21 @@ class Node(MultiService):
     def linkActive(self, cp: ControlPoint) -> None:
         existing = self.links.get(cp.peerNodeID)
         if existing is not None and existing is not cp:
-            # Simultaneous dial: keep the link whose dialer has the lower node
-            # ID, so both ends choose the same one.
-            keep, drop = sorted((existing, cp), key=_dialerID)
-            if _dialerID(keep) == _dialerID(drop):
+            # Two links to one neighbour (a simultaneous dial, or a re-dial).
+            # Keep the one whose dialer has the lower node ID, so both ends
+            # choose the same one; but never drop a link carrying sessions
+            # for an idle newcomer.
+            if existing.sessions and not cp.sessions:
                 keep, drop = existing, cp
+            else:
+                keep, drop = sorted((existing, cp), key=_dialerID)
+                if _dialerID(keep) == _dialerID(drop):
+                    keep, drop = existing, cp
             drop.refuseLink(Reason.DUPLICATE_LINK, "a link between these nodes already exists")
             if keep is existing:
                 return
+            del self.links[cp.peerNodeID]
+            self._notify("linkLost", existing, (Reason.DUPLICATE_LINK.value, "replaced"))
         self.links[cp.peerNodeID] = cp
         self.log.info(
             "link up with {peer} ({name}) at {address}, {direction}",
@@ -232,9 +241,6 @@ class Node(MultiService):
                 detail=why[1],
             )
             self._notify("linkLost", cp, why)
-
-    def selfDialDetected(self, link: LinkProtocol) -> None:
-        self._notify("sessionRefused", Reason.SELF_DIAL.value)
 
     def findNeighbour(self, destination: str) -> ControlPoint:
         """

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from appnpy.yamux import Stream
 
 INBOUND = "inbound"
+#: Seconds a session that ended cleanly waits for the peer's UNBIND reason.
+UNBIND_GRACE = 2.0
 OUTBOUND = "outbound"
 
 
@@ -95,6 +98,7 @@ class Session:
         "_closing",
         "disconnecting",
         "since",
+        "_graceTimer",
     )
     log = Logger()
 
@@ -108,6 +112,7 @@ class Session:
         self._closing = False
         self.disconnecting = False
         self.since = cp.reactor.seconds()
+        self._graceTimer: Any = None
 
     # ISessionInfo, flattened for plugin code that reads them off the transport
     sessionID = property(lambda self: self.info.sessionID)
@@ -205,17 +210,48 @@ class Session:
         The peer sent UNBIND: remember why, and close our direction.
         """
         self._peerReason = (reason, detail)
+        if self._graceTimer is not None:
+            self._finish(Failure(ConnectionDone()))
+            return
         if not self._closing:
             self._closing = self.disconnecting = True
             self._stream.loseConnection()
 
     def connectionLost(self, reason: Failure) -> None:
+        if (
+            self._peerReason is None
+            and self._closeReason is None
+            and reason.check(ConnectionDone)
+            and self._graceTimer is None
+        ):
+            # A clean end without UNBIND yet: the peer's FIN can overtake its
+            # UNBIND, which travels on its control stream.  Wait a moment.
+            self._graceTimer = self._cp.reactor.callLater(UNBIND_GRACE, self._finish, reason)
+            return
+        self._finish(reason)
+
+    def linkLost(self) -> None:
+        """
+        The link went down while this session waited for its UNBIND.
+        """
+        if self._graceTimer is not None:
+            self._finish(Failure(ConnectionLost("the link went down")))
+
+    def _finish(self, reason: Failure) -> None:
+        if self._graceTimer is not None:
+            if self._graceTimer.active():
+                self._graceTimer.cancel()
+            self._graceTimer = None
         if self._peerReason is not None:
             why = SessionClosed(*self._peerReason)
         elif self._closeReason is not None:
             why = SessionClosed(*self._closeReason)
         else:
-            why = SessionClosed(Reason.LINK_FAILURE.value, reason.getErrorMessage())
+            why = (
+                SessionClosed(Reason.NORMAL.value, "")
+                if reason.check(ConnectionDone)
+                else SessionClosed(Reason.LINK_FAILURE.value, reason.getErrorMessage())
+            )
         self._cp.sessionEnded(self, why)
         protocol, self.protocol = self.protocol, None
         if protocol is not None:
@@ -305,7 +341,7 @@ class OutboundBind:
             self.cp.sessionStarted(session)
             session.start(protocol, leftover)
             self.deferred.callback(protocol)
-        elif isinstance(answer, SessionRefuse):
+        elif isinstance(answer, SessionRefuse) and answer.session_id == req.session_id:
             self.stream.loseConnection()
             self.deferred.errback(SessionRefused(answer.reason, answer.detail))
         else:
@@ -316,11 +352,12 @@ class OutboundBind:
 
     def _lost(self, reason: Failure) -> None:
         self.cp.bindFinished(self)
-        why = (
-            reason.value.reason
-            if isinstance(reason.value, SessionClosed)
-            else Reason.LINK_FAILURE.value
-        )
+        if isinstance(reason.value, SessionClosed):
+            why = reason.value.reason
+        elif isinstance(reason.value, ProtocolError):
+            why = Reason.PROTOCOL_ERROR.value
+        else:
+            why = Reason.LINK_FAILURE.value
         self.deferred.errback(SessionRefused(why, reason.getErrorMessage()))
 
 

@@ -282,3 +282,31 @@ class FramingTests(SynchronousTestCase):
             listen=[],
             plugins={},
         )
+
+
+class HelloForwardCompatibility(SynchronousTestCase):
+    def test_unknownFieldSigned(self) -> None:
+        """
+        A Hello from a newer peer, with a field this version does not know,
+        still verifies: the signature covers the map as received.
+        """
+        from appnpy.identity import generateIdentity, verifySignature
+
+        ident = generateIdentity()
+        body = {
+            "type": "Hello",
+            "node_id": ident.nodeID,
+            "public_key": ident.publicKeyBytes,
+            "name": "LAB.NEW",
+            "role": "network",
+            "versions": [1, 2],
+            "capabilities": [],
+            "listen": [],
+            "plugins": {},
+            "zz_future": {"x": 1},
+        }
+        body["signature"] = ident.sign(encodeBody(body))
+        hello = decodeBody(encodeBody(body))
+        self.assertIsInstance(hello, Hello)
+        self.assertTrue(verifySignature(hello.public_key, hello.signature, hello.signedBytes()))
+        self.assertNotIn("received", hello.toWire())

@@ -4,6 +4,7 @@ Per-node Prometheus metrics, driven by the in-memory network.
 
 from __future__ import annotations
 
+import attrs
 from prometheus_client import REGISTRY
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -68,7 +69,9 @@ class MetricsTests(unittest.TestCase):
         """
         bm = NodeMetrics(self.b)
         cp = self.net.link(self.a, self.b)
-        cp.limits["nothing"] = 1  # make the local side send the BIND anyway
+        # Make the local side believe the peer has the plugin, so it sends the BIND.
+        cp.peerHello = attrs.evolve(cp.peerHello, plugins={**cp.peerHello.plugins, "nothing": 1})
+        cp.limits["nothing"] = 1
         d = self.a.openSession("LAB.B", "nothing", lambda info: Protocol())
         self.net.flush()
         self.failureResultOf(d)

@@ -309,7 +309,9 @@ class SessionTests(Harness):
         a, b = self.pair()
         e = self.assertRaises(SessionRefused, resultOf, self.open(a, b, plugin="nope"))
         self.assertEqual(e.reason, "unknown-plugin")
-        a.links[b.nodeID].limits["nope"] = 5  # make the opener send it anyway
+        cp = a.links[b.nodeID]  # make the opener believe the peer has it
+        cp.peerHello = attrs.evolve(cp.peerHello, plugins={**cp.peerHello.plugins, "nope": 5})
+        cp.limits["nope"] = 5
         e = self.assertRaises(SessionRefused, resultOf, self.open(a, b, plugin="nope"))
         self.assertEqual(e.reason, "unknown-plugin")
         self.assertClean()
@@ -413,6 +415,31 @@ class SessionTests(Harness):
         self.net.flush()
         self.assertEqual(len(plugin.built[-1].received), len(payload))
         self.assertEqual(plugin.built[-1].lost.value.reason, "normal")
+
+    def test_finOvertakesUnbind(self) -> None:
+        """
+        If the peer's FIN arrives before its UNBIND (they travel on
+        different streams), the session waits briefly for the reason; with
+        none it ends as normal.
+        """
+        a = self.net.addNode("LAB.A", plugins=[RecordingPlugin()])
+        plugin = RecordingPlugin()
+        b = self.net.addNode("LAB.B", plugins=[plugin])
+        self.net.link(a, b)
+        for late, expected in [(("timeout", "late"), "timeout"), (None, "normal")]:
+            p = resultOf(self.open(a, b, plugin="rec"))
+            session = p.transport
+            session._stream.loseConnection()  # FIN with no UNBIND before it
+            self.net.flush()
+            remote = plugin.built[-1]
+            self.assertIsNone(remote.lost)
+            if late is not None:
+                a.links[b.nodeID].sendUnbind(session.sessionID, *late)
+                self.net.flush()
+            else:
+                self.net.flush(advance=3)
+            self.assertEqual(remote.lost.value.reason, expected)
+        self.assertEqual(self.net.clock.getDelayedCalls(), [])
 
     def test_linkCut(self) -> None:
         """
