@@ -1,0 +1,266 @@
+"""
+The node's configuration: defaults, the TOML config file and the command
+line, merged and validated into one L{NodeConfig}.
+
+The file has one C{[node]} table whose keys are the long command-line options
+(C{data-dir}, C{name}, C{listen}, C{peers}, C{max-peers}, C{role}, C{trust},
+C{api}, C{plugins}) and one C{[plugin.<name>]} table per session plugin,
+handed to that plugin's C{configure}.  An unknown key or table is an error
+naming it and the file (Tahoe's C{_common_valid_config}); a value given on the
+command line overrides the file's.  docs/configuration.md documents every key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.testing import MemoryReactor
+
+from appnpy.errors import AddressError, ConfigurationError
+from appnpy.identity import validateCPName
+from appnpy.link import NETWORK, OPEN, parseAddress
+from appnpy.node import ROLES
+
+#: The default port of the node's links.
+DEFAULT_PORT = 7700
+DEFAULT_LISTEN = f"tcp:{DEFAULT_PORT}"
+#: The default endpoint of the management API: loopback only.
+DEFAULT_API = "tcp:7701:interface=127.0.0.1"
+DEFAULT_MAX_PEERS = 8
+MAX_MAX_PEERS = 1000
+#: The value of C{api} that turns the management API off.
+API_OFF = "none"
+
+#: Keys of the C{[node]} table and their TOML types.
+NODE_KEYS: dict[str, tuple[type, ...]] = {
+    "data-dir": (str,),
+    "name": (str,),
+    "listen": (str, list),
+    "peers": (list,),
+    "max-peers": (int,),
+    "role": (str,),
+    "trust": (str,),
+    "api": (str,),
+    "plugins": (list,),
+}
+
+
+def defaultDataDir(environ: Mapping[str, str] | None = None) -> str:
+    """
+    C{$XDG_DATA_HOME/appnpy}, or C{~/.local/share/appnpy} when
+    C{XDG_DATA_HOME} is unset or not absolute (as the XDG spec says).
+    """
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(base):
+        home = env.get("HOME") or os.path.expanduser("~")
+        base = os.path.join(home, ".local", "share")
+    return os.path.join(base, "appnpy")
+
+
+@attrs.frozen
+class NodeConfig:
+    """
+    The effective, validated configuration of one node.
+
+    @ivar plugins: the plugin names to enable, or L{None} for every
+        installed one.
+    @ivar pluginSections: the C{[plugin.<name>]} tables, by plugin name.
+    @ivar api: the management API endpoint, or L{None} when turned off.
+    """
+
+    dataDir: str
+    name: str | None = None
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    peers: tuple[str, ...] = ()
+    maxPeers: int = DEFAULT_MAX_PEERS
+    role: str = "network"
+    trust: str = OPEN
+    api: str | None = DEFAULT_API
+    plugins: tuple[str, ...] | None = None
+    pluginSections: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    configFile: str | None = None
+
+    def asDict(self) -> dict[str, Any]:
+        """
+        The effective configuration in the config file's own key names (for
+        the management API and `appn config`).
+        """
+        return {
+            "node": {
+                "data-dir": self.dataDir,
+                "name": self.name,
+                "listen": list(self.listen),
+                "peers": list(self.peers),
+                "max-peers": self.maxPeers,
+                "role": self.role,
+                "trust": self.trust,
+                "api": self.api if self.api is not None else API_OFF,
+                "plugins": list(self.plugins) if self.plugins is not None else None,
+            },
+            "plugin": {name: dict(section) for name, section in self.pluginSections.items()},
+            "config-file": self.configFile,
+        }
+
+
+def readConfigFile(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """
+    Read a config file: its C{[node]} table and its C{[plugin.<name>]}
+    tables.  Only the shape is checked here; values are checked by
+    L{resolveConfig}.
+
+    @raise ConfigurationError: unreadable file, bad TOML, unknown table or
+        key, or a value of the wrong type, naming the file.
+    """
+    try:
+        with open(path, "rb") as f:
+            document = tomllib.load(f)
+    except OSError as e:
+        raise ConfigurationError(f"cannot read the config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigurationError(f"{path} is not valid TOML: {e}") from None
+    node: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    for table, value in document.items():
+        if table == "node" and isinstance(value, dict):
+            node = value
+        elif table == "plugin" and isinstance(value, dict):
+            for name, section in value.items():
+                if not isinstance(section, dict):
+                    raise ConfigurationError(f"{path}: 'plugin.{name}' must be a table")
+                sections[name] = section
+        else:
+            raise ConfigurationError(
+                f"{path}: unknown section or key {table!r} (expected [node] and [plugin.<name>])"
+            )
+    for key, value in node.items():
+        types = NODE_KEYS.get(key)
+        if types is None:
+            raise ConfigurationError(
+                f"{path}: unknown key {key!r} in [node] (known: {', '.join(NODE_KEYS)})"
+            )
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise ConfigurationError(
+                f"{path}: [node] {key} must be "
+                + " or ".join("a list" if t is list else f"a {t.__name__}" for t in types)
+            )
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise ConfigurationError(f"{path}: [node] {key} must be a list of strings")
+    return node, sections
+
+
+def _checkEndpoint(option: str, description: str) -> str:
+    try:
+        # Parsing builds the endpoint without listening, so a memory reactor
+        # is enough; it catches unknown endpoint types and bad arguments.
+        serverFromString(MemoryReactor(), description)  # type: ignore[no-untyped-call]
+    except Exception as e:
+        raise ConfigurationError(
+            f"{option} {description!r} is not a server endpoint string "
+            f"(for example tcp:{DEFAULT_PORT}:interface=127.0.0.1): {e}"
+        ) from None
+    return description
+
+
+def resolveConfig(
+    commandLine: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> NodeConfig:
+    """
+    Merge defaults, the config file (C{commandLine["config"]}) and the
+    command line, and validate the result.
+
+    @param commandLine: the long option names with the values given on the
+        command line; L{None} (or an empty list) for options not given.
+    @raise ConfigurationError: (or its subclasses L{InvalidCPName},
+        L{AddressError}) naming the bad option or key.
+    """
+    configFile = commandLine.get("config")
+    fileNode: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    if configFile:
+        fileNode, sections = readConfigFile(configFile)
+
+    def pick(key: str) -> tuple[Any, str]:
+        value = commandLine.get(key)
+        if value not in (None, []):
+            return value, f"--{key}"
+        if key in fileNode:
+            return fileNode[key], f"{configFile}: [node] {key}"
+        return None, key
+
+    dataDir, _ = pick("data-dir")
+    dataDir = os.path.abspath(os.path.expanduser(dataDir or defaultDataDir(environ)))
+
+    name, where = pick("name")
+    if name is not None:
+        name = validateCPName(name)
+
+    listen, where = pick("listen")
+    if listen is None:
+        listen = [DEFAULT_LISTEN]
+    elif isinstance(listen, str):
+        listen = [listen]
+    if not listen:
+        raise ConfigurationError(f"{where}: give at least one endpoint to listen on")
+    for description in listen:
+        _checkEndpoint(where, description)
+
+    peers, where = pick("peers")
+    peers = list(peers or [])
+    for peer in peers:
+        try:
+            parseAddress(peer)
+        except AddressError as e:
+            raise AddressError(f"{where}: {e.args[0]}") from None
+
+    maxPeers, where = pick("max-peers")
+    if maxPeers is None:
+        maxPeers = DEFAULT_MAX_PEERS
+    if isinstance(maxPeers, str):
+        try:
+            maxPeers = int(maxPeers)
+        except ValueError:
+            raise ConfigurationError(f"{where} {maxPeers!r} is not a whole number") from None
+    if type(maxPeers) is not int or not 1 <= maxPeers <= MAX_MAX_PEERS:
+        raise ConfigurationError(f"{where} must be between 1 and {MAX_MAX_PEERS}, not {maxPeers}")
+
+    role, where = pick("role")
+    role = role or "network"
+    if role not in ROLES:
+        raise ConfigurationError(f"{where} must be one of {', '.join(ROLES)}, not {role!r}")
+
+    trust, where = pick("trust")
+    trust = trust or OPEN
+    if trust not in (OPEN, NETWORK):
+        raise ConfigurationError(f"{where} must be {OPEN} or {NETWORK}, not {trust!r}")
+
+    api, where = pick("api")
+    if api is None:
+        api = DEFAULT_API
+    if api.lower() == API_OFF:
+        api = None
+    else:
+        _checkEndpoint(where, api)
+
+    plugins, where = pick("plugins")
+    if plugins is not None:
+        plugins = list(dict.fromkeys(plugins))
+
+    return NodeConfig(
+        dataDir=dataDir,
+        name=name,
+        listen=tuple(listen),
+        peers=tuple(peers),
+        maxPeers=maxPeers,
+        role=role,
+        trust=trust,
+        api=api,
+        plugins=tuple(plugins) if plugins is not None else None,
+        pluginSections=sections,
+        configFile=os.path.abspath(configFile) if configFile else None,
+    )

@@ -1,0 +1,718 @@
+"""
+Bootstrap and peer exchange: how a node finds its neighbours and keeps
+C{max-peers} links to them.
+
+The L{PeerManager} dials the configured peers, then learns further nodes
+from its neighbours through the C{PeerAddresses} control message.  Each
+address record is signed by the node it describes, so a neighbour can relay
+records but cannot forge or alter one:
+
+    record = CBOR{node_id, public_key (SPKI DER), addresses, seq, signature}
+
+where C{signature} is the node's Ed25519 signature over the deterministic
+CBOR of the other four fields, C{node_id} must be the node ID of
+C{public_key}, every address must be C{appn://<node_id>@host:port}, and a
+higher C{seq} (milliseconds since the epoch when made) replaces a lower one.
+A record that fails any check is dropped (and counted in one log line); the
+link stays up, since the sender may only be relaying it.
+
+Records flood: a node sends its own record and what it knows to each new
+neighbour, and forwards every record that was new to it to its other
+neighbours (an equal or older C{seq} stops the flood).  Known records are
+kept in C{peers.json} in the data directory (written atomically, on change
+after a short delay, and at stop), so a restarted node rejoins without
+C{--peer}.
+
+When listening on a wildcard address (C{0.0.0.0} or C{::}) a node cannot
+know which of its addresses a neighbour can reach; it advertises to each
+neighbour the local address of the link to that neighbour (the address the
+neighbour reached it at, or the interface it dialled out from).  Behind NAT
+neither is reachable from outside: listen on, and so advertise, the public
+address instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import cbor2
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from appnpy.control import ControlPoint
+from appnpy.errors import AddressError, ProtocolError, Reason
+from appnpy.identity import Identity, _writeAtomically, nodeIDFromSPKI, verifySignature
+from appnpy.link import LinkAddress, parseAddress
+from appnpy.messages import Message, blob, listOf, message
+
+#: Most records in one PeerAddresses message, and most bytes in one record.
+MAX_RECORDS = 64
+MAX_RECORD_SIZE = 2048
+#: Most addresses in one record.
+MAX_RECORD_ADDRESSES = 16
+#: Most records a node keeps (the oldest are forgotten first).
+MAX_KNOWN = 1024
+#: Budget for the records of one message, under the control message limit.
+_MESSAGE_BUDGET = 60 * 1024
+#: Inbound links accepted beyond max-peers before new ones are shed.
+DEFAULT_SLACK = 2
+PEERS_FILE = "peers.json"
+_FILE_VERSION = 1
+_RECORD_KEYS = frozenset({"node_id", "public_key", "addresses", "seq", "signature"})
+_WILDCARDS = frozenset({"0.0.0.0", "::"})
+
+
+class BadAddressRecord(ProtocolError):
+    """
+    A neighbour sent a peer address record that does not verify.
+    """
+
+
+@message("PeerAddresses")
+@attrs.frozen
+class PeerAddresses(Message):
+    """
+    Peer exchange: signed address records (see L{AddressRecord}), each the
+    deterministic CBOR encoding of one record.
+    """
+
+    records: list[bytes] = attrs.field(validator=listOf(blob(MAX_RECORD_SIZE), MAX_RECORDS))
+
+
+def _signedBytes(nodeID: str, publicKey: bytes, addresses: list[str], seq: int) -> bytes:
+    body = {"node_id": nodeID, "public_key": publicKey, "addresses": addresses, "seq": seq}
+    return cbor2.dumps(body, canonical=True)
+
+
+def _refuseTag(decoder: object, tag: object) -> object:
+    raise BadAddressRecord("CBOR tags are not allowed")
+
+
+@attrs.frozen
+class AddressRecord:
+    """
+    Where a node listens, signed by that node.
+
+    @ivar raw: the record's wire form, relayed as is.
+    """
+
+    node_id: str
+    public_key: bytes = attrs.field(repr=False)
+    addresses: tuple[str, ...]
+    seq: int
+    signature: bytes = attrs.field(repr=False)
+    raw: bytes = attrs.field(repr=False, eq=False)
+
+    @classmethod
+    def create(cls, identity: Identity, addresses: Iterable[str], seq: int) -> AddressRecord:
+        """
+        Make and sign this node's own record.
+        """
+        addresses = list(addresses)[:MAX_RECORD_ADDRESSES]
+        signed = _signedBytes(identity.nodeID, identity.publicKeyBytes, addresses, seq)
+        signature = identity.sign(signed)
+        body = {
+            "node_id": identity.nodeID,
+            "public_key": identity.publicKeyBytes,
+            "addresses": addresses,
+            "seq": seq,
+            "signature": signature,
+        }
+        raw = cbor2.dumps(body, canonical=True)
+        return cls(identity.nodeID, identity.publicKeyBytes, tuple(addresses), seq, signature, raw)
+
+    @classmethod
+    def fromBytes(cls, raw: bytes) -> AddressRecord:
+        """
+        Decode and verify a record.
+
+        @raise BadAddressRecord: saying what is wrong.
+        """
+        if len(raw) > MAX_RECORD_SIZE:
+            raise BadAddressRecord(f"record of {len(raw)} bytes is over {MAX_RECORD_SIZE}")
+        try:
+            body = cbor2.loads(
+                raw,
+                tag_hook=_refuseTag,
+                semantic_decoders={},
+                max_depth=4,
+                allow_indefinite=False,
+                allow_duplicate_keys=False,
+            )
+        except BadAddressRecord:
+            raise
+        except Exception as e:
+            raise BadAddressRecord(f"undecodable CBOR: {e}") from None
+        if not isinstance(body, dict) or set(body) != _RECORD_KEYS:
+            raise BadAddressRecord(f"a record is a map of {', '.join(sorted(_RECORD_KEYS))}")
+        nodeID, publicKey = body["node_id"], body["public_key"]
+        addresses, seq, signature = body["addresses"], body["seq"], body["signature"]
+        if not isinstance(nodeID, str) or not isinstance(publicKey, bytes):
+            raise BadAddressRecord("node_id must be text and public_key bytes")
+        if type(seq) is not int or not 0 <= seq < 2**63:
+            raise BadAddressRecord("seq must be an integer in 0..2**63-1")
+        if not isinstance(signature, bytes) or len(signature) > 128:
+            raise BadAddressRecord("signature must be at most 128 bytes")
+        if (
+            not isinstance(addresses, list)
+            or len(addresses) > MAX_RECORD_ADDRESSES
+            or not all(isinstance(a, str) and len(a) <= 300 for a in addresses)
+        ):
+            raise BadAddressRecord(f"addresses must be at most {MAX_RECORD_ADDRESSES} strings")
+        if cbor2.dumps(body, canonical=True) != raw:
+            raise BadAddressRecord("not in deterministic CBOR encoding")
+        try:
+            derived = nodeIDFromSPKI(publicKey)
+        except Exception:
+            raise BadAddressRecord("public_key is not a valid public key") from None
+        if derived != nodeID:
+            raise BadAddressRecord(f"public key is not the key of node {nodeID[:52]}")
+        if not verifySignature(
+            publicKey, signature, _signedBytes(nodeID, publicKey, addresses, seq)
+        ):
+            raise BadAddressRecord(f"signature of node {nodeID} does not verify")
+        for address in addresses:
+            try:
+                parsed = parseAddress(address)
+            except AddressError:
+                raise BadAddressRecord(f"malformed address {address[:300]!r}") from None
+            if parsed.nodeID != nodeID:
+                raise BadAddressRecord(f"address {address!r} is not pinned to node {nodeID}")
+        return cls(nodeID, publicKey, tuple(addresses), seq, signature, raw)
+
+    def linkAddresses(self) -> list[LinkAddress]:
+        return [parseAddress(a) for a in self.addresses]
+
+
+@attrs.define
+class _Backoff:
+    attempts: int = 0
+    notBefore: float = 0.0
+
+
+class PeerManager(Service):
+    """
+    Keeps a node linked to C{maxPeers} neighbours: dials the configured
+    peers, learns others by peer exchange, redials lost links with
+    exponential backoff and jitter, sheds inbound links beyond
+    C{maxPeers + slack}, and remembers known peers in C{peers.json}.
+
+    @param dial: how to dial an address (default C{node.connect}); tests
+        substitute an in-memory dialler.
+    @param addresses: this node's advertised addresses (default
+        C{node.advertisedAddresses}).
+    @param rng: the source of backoff jitter and dial order; seed it in tests.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        node: Any,
+        dataDir: str | None = None,
+        bootstrap: Iterable[str | LinkAddress] = (),
+        maxPeers: int = 8,
+        slack: int = DEFAULT_SLACK,
+        rng: random.Random | None = None,
+        dial: Callable[[LinkAddress], Deferred[ControlPoint]] | None = None,
+        addresses: Callable[[], list[str]] | None = None,
+        backoffBase: float = 1.0,
+        backoffCap: float = 300.0,
+        saveDelay: float = 2.0,
+        tickInterval: float = 30.0,
+        stableAfter: float = 30.0,
+    ) -> None:
+        self.node = node
+        self.reactor = node.reactor
+        self.dataDir = dataDir
+        self.bootstrap = [parseAddress(a) if isinstance(a, str) else a for a in bootstrap]
+        self.maxPeers = maxPeers
+        self.slack = slack
+        self.rng = rng or random.Random()
+        self._dial = dial or node.connect
+        self._addresses = addresses or node.advertisedAddresses
+        self.backoffBase = backoffBase
+        self.backoffCap = backoffCap
+        self.saveDelay = saveDelay
+        self.tickInterval = tickInterval
+        self.stableAfter = stableAfter
+        #: Verified records of other nodes, by node ID.
+        self.records: dict[str, AddressRecord] = {}
+        self._backoff: dict[str, _Backoff] = {}
+        self._dialling: set[str] = set()
+        self._bootstrapIDs: dict[str, str] = {}
+        self._upSince: dict[str, float] = {}
+        self._ownRecords: dict[tuple[str, ...], AddressRecord] = {}
+        self._lastSeq = 0
+        self._tick: IDelayedCall | None = None
+        self._saveTimer: IDelayedCall | None = None
+        self._observing = False
+
+    # -- service -----------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.load()
+        self.node.controlHandlers[PeerAddresses] = self.peerAddressesReceived
+        if not self._observing:
+            self.node.addObserver(self)
+            self._observing = True
+        # The node starts listening after its children start; dial once it
+        # has, so the first neighbours learn our addresses.
+        self._schedule(0)
+
+    def stopService(self) -> None:
+        super().stopService()
+        for timer in (self._tick, self._saveTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._tick = self._saveTimer = None
+        self.node.controlHandlers.pop(PeerAddresses, None)
+        self.save()
+
+    # -- persistence ---------------------------------------------------------
+
+    @property
+    def path(self) -> str | None:
+        return os.path.join(self.dataDir, PEERS_FILE) if self.dataDir else None
+
+    def load(self) -> None:
+        """
+        Read C{peers.json}; every record is verified again, so a damaged or
+        edited file cannot introduce a forged address.
+        """
+        path = self.path
+        if path is None or not os.path.exists(path):
+            return
+        try:
+            with open(path, encoding="utf-8") as f:
+                document = json.load(f)
+            raws = [base64.b64decode(r, validate=True) for r in document["records"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            self.log.warn("ignoring unreadable {path}: {why}", path=path, why=str(e))
+            return
+        bad = 0
+        for raw in raws:
+            try:
+                self._learn(AddressRecord.fromBytes(raw))
+            except BadAddressRecord:
+                bad += 1
+        self.log.info("loaded {count} known peers from {path}", count=len(self.records), path=path)
+        if bad:
+            self.log.warn("ignored {bad} invalid records in {path}", bad=bad, path=path)
+
+    def save(self) -> None:
+        """
+        Write C{peers.json} atomically (temporary file, fsync, rename).
+        """
+        path = self.path
+        if path is None:
+            return
+        if self._saveTimer is not None and self._saveTimer.active():
+            self._saveTimer.cancel()
+        self._saveTimer = None
+        document = {
+            "version": _FILE_VERSION,
+            "records": [
+                base64.b64encode(r.raw).decode("ascii")
+                for r in sorted(self.records.values(), key=lambda r: r.node_id)
+            ],
+        }
+        try:
+            _writeAtomically(path, json.dumps(document, indent=1).encode("utf-8"), 0o600)
+        except OSError as e:
+            self.log.warn("could not save {path}: {why}", path=path, why=str(e))
+            return
+        self.log.info("saved {count} known peers to {path}", count=len(self.records), path=path)
+
+    def _scheduleSave(self) -> None:
+        if self.path is None or not self.running:
+            return
+        if self._saveTimer is None or not self._saveTimer.active():
+            self._saveTimer = self.reactor.callLater(self.saveDelay, self.save)
+
+    # -- records -------------------------------------------------------------
+
+    def ownRecord(self, cp: ControlPoint | None = None) -> AddressRecord | None:
+        """
+        This node's signed record as advertised to the neighbour on C{cp};
+        L{None} when the node listens nowhere.
+        """
+        addresses = []
+        local = _localHost(cp) if cp is not None else None
+        for text in self._addresses():
+            addr = parseAddress(text)
+            if addr.host in _WILDCARDS:
+                if local is None:
+                    continue
+                addr = attrs.evolve(addr, host=local)
+            addresses.append(str(addr))
+        if not addresses:
+            return None
+        key = tuple(addresses)
+        record = self._ownRecords.get(key)
+        if record is None:
+            seq = max(self._lastSeq + 1, int(self.reactor.seconds() * 1000))
+            self._lastSeq = seq
+            record = AddressRecord.create(self.node.identity, addresses, seq)
+            self._ownRecords[key] = record
+        return record
+
+    def _learn(self, record: AddressRecord) -> bool:
+        if record.node_id == self.node.nodeID:
+            return False
+        old = self.records.get(record.node_id)
+        if old is not None and old.seq >= record.seq:
+            return False
+        self.records[record.node_id] = record
+        if len(self.records) > MAX_KNOWN:
+            spare = [r for r in self.records.values() if r.node_id not in self.node.links]
+            oldest = min(spare or self.records.values(), key=lambda r: r.seq)
+            del self.records[oldest.node_id]
+        return True
+
+    def _send(self, cp: ControlPoint, records: list[AddressRecord]) -> None:
+        batch: list[bytes] = []
+        size = 0
+        for record in records:
+            if len(batch) == MAX_RECORDS or size + len(record.raw) > _MESSAGE_BUDGET:
+                cp.send(PeerAddresses(records=batch))
+                batch, size = [], 0
+            batch.append(record.raw)
+            size += len(record.raw) + 3
+        if batch:
+            cp.send(PeerAddresses(records=batch))
+
+    def _recordsFor(self, cp: ControlPoint) -> list[AddressRecord]:
+        own = self.ownRecord(cp)
+        others = sorted(
+            (r for r in self.records.values() if r.node_id != cp.peerNodeID),
+            key=lambda r: r.seq,
+            reverse=True,
+        )
+        return ([own] if own is not None else []) + others[: MAX_RECORDS - 1]
+
+    def peerAddressesReceived(self, cp: ControlPoint, msg: PeerAddresses) -> None:
+        """
+        Verify and learn the records a neighbour sent; forward the new ones.
+        """
+        fresh: list[AddressRecord] = []
+        bad: list[str] = []
+        for raw in msg.records:
+            try:
+                record = AddressRecord.fromBytes(raw)
+            except BadAddressRecord as e:
+                bad.append(str(e.args[0]) if e.args else "invalid")
+                continue
+            if self._learn(record):
+                fresh.append(record)
+        if bad:
+            self.log.warn(
+                "dropped {count} invalid address records from {peer}: {why}",
+                count=len(bad),
+                peer=cp.peerNodeID,
+                why=bad[0],
+            )
+        if not fresh:
+            return
+        self.log.debug(
+            "learned {count} peer addresses from {peer}", count=len(fresh), peer=cp.peerNodeID
+        )
+        for other in list(self.node.links.values()):
+            if other is not cp:
+                self._send(other, [r for r in fresh if r.node_id != other.peerNodeID])
+        self._scheduleSave()
+        if len(self.node.links) < self.maxPeers:
+            self._schedule(0)
+
+    # -- link events (node observer) -------------------------------------------
+
+    def linkActive(self, cp: ControlPoint) -> None:
+        if not self.running:
+            return
+        self._upSince[cp.peerNodeID] = self.reactor.seconds()
+        records = self._recordsFor(cp)
+        if not cp.isDialer and len(self.node.links) > self.maxPeers + self.slack:
+            # Full: the newcomer still learns where else to go.
+            self._send(cp, records)
+            self.log.info(
+                "shedding link from {peer}: {count} links, max-peers {max}",
+                peer=cp.peerNodeID,
+                count=len(self.node.links),
+                max=self.maxPeers,
+            )
+            cp.refuseLink(
+                Reason.BUSY,
+                f"{len(self.node.links) - 1} links (max-peers {self.maxPeers}); "
+                "try the addresses sent",
+            )
+            return
+        self._send(cp, records)
+
+    def linkLost(self, cp: ControlPoint, why: tuple[str, str]) -> None:
+        since = self._upSince.pop(cp.peerNodeID, None)
+        if not self.running or self.node.shuttingDown:
+            return
+        if why[0] == Reason.DUPLICATE_LINK and cp.peerNodeID in self.node.links:
+            return
+        state = self._backoff.setdefault(cp.peerNodeID, _Backoff())
+        if since is not None and self.reactor.seconds() - since >= self.stableAfter:
+            state.attempts = 0
+        delay = self._fail(cp.peerNodeID)
+        if cp.peerNodeID in self.records or self._isBootstrap(cp.peerNodeID):
+            self.log.info(
+                "will redial {peer} in {delay:.1f} s ({reason})",
+                peer=cp.peerNodeID,
+                delay=delay,
+                reason=why[0],
+            )
+        self._schedule(0)
+
+    # -- dialling --------------------------------------------------------------
+
+    def backoffDelay(self, attempts: int) -> float:
+        """
+        The wait before attempt C{attempts + 1}: exponential from
+        C{backoffBase}, capped at C{backoffCap}, with "equal jitter" (a
+        uniform draw from the upper half), so failed peers are not redialled
+        in lockstep.
+        """
+        ceiling = min(self.backoffCap, self.backoffBase * 2 ** max(attempts - 1, 0))
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+    def _fail(self, key: str) -> float:
+        state = self._backoff.setdefault(key, _Backoff())
+        state.attempts += 1
+        delay = self.backoffDelay(state.attempts)
+        state.notBefore = self.reactor.seconds() + delay
+        return delay
+
+    def _isBootstrap(self, nodeID: str) -> bool:
+        return any(
+            a.nodeID == nodeID or self._bootstrapIDs.get(str(a)) == nodeID for a in self.bootstrap
+        )
+
+    def _key(self, address: LinkAddress) -> str:
+        return address.nodeID or self._bootstrapIDs.get(str(address)) or f"addr:{address}"
+
+    def candidates(self) -> list[tuple[str, LinkAddress]]:
+        """
+        Who to dial next, in order: configured peers, then known nodes in
+        random order; never a linked node, one being dialled, or one still
+        backing off.
+        """
+        now = self.reactor.seconds()
+        out: list[tuple[str, LinkAddress]] = []
+        seen: set[str] = set()
+
+        def consider(key: str, address: LinkAddress) -> None:
+            state = self._backoff.get(key)
+            if (
+                key in seen
+                or key == self.node.nodeID
+                or key in self.node.links
+                or key in self._dialling
+                or (state is not None and state.notBefore > now)
+            ):
+                return
+            seen.add(key)
+            out.append((key, address))
+
+        for address in self.bootstrap:
+            consider(self._key(address), address)
+        known = sorted(self.records.values(), key=lambda r: r.node_id)
+        self.rng.shuffle(known)
+        for record in known:
+            if record.addresses:
+                attempts = self._backoff.get(record.node_id, _Backoff()).attempts
+                addresses = record.linkAddresses()
+                consider(record.node_id, addresses[attempts % len(addresses)])
+        return out
+
+    def maintain(self) -> None:
+        """
+        Dial candidates until C{maxPeers} links are up or being made, then
+        plan the next check.
+        """
+        self._tick = None
+        if not self.running:
+            return
+        wanted = self.maxPeers - len(self.node.links) - len(self._dialling)
+        if wanted > 0:
+            for key, address in self.candidates()[:wanted]:
+                self._dialOne(key, address)
+        self._planNext()
+
+    def _planNext(self) -> None:
+        delay = self.tickInterval
+        if len(self.node.links) + len(self._dialling) < self.maxPeers:
+            now = self.reactor.seconds()
+            waits = [s.notBefore - now for s in self._backoff.values() if s.notBefore > now]
+            if waits:
+                delay = min(delay, min(waits) + 0.001)
+        self._schedule(delay)
+
+    def _schedule(self, delay: float) -> None:
+        if not self.running:
+            return
+        due = self.reactor.seconds() + delay
+        if self._tick is not None and self._tick.active():
+            if self._tick.getTime() <= due:
+                return
+            self._tick.cancel()
+        self._tick = self.reactor.callLater(delay, self.maintain)
+
+    def _dialOne(self, key: str, address: LinkAddress) -> None:
+        self._dialling.add(key)
+        self.log.debug("dialling {address}", address=str(address))
+        try:
+            d = self._dial(address)
+        except Exception:
+            d = Deferred()
+            d.errback(Failure())
+        d.addCallbacks(self._dialled, self._dialFailed, (key, address), None, (key, address))
+
+    def _dialled(self, cp: ControlPoint, key: str, address: LinkAddress) -> None:
+        self._dialling.discard(key)
+        if address.nodeID is None:
+            self._bootstrapIDs[str(address)] = cp.peerNodeID
+            if key != cp.peerNodeID:
+                self._backoff.pop(key, None)
+
+    def _dialFailed(self, failure: Failure, key: str, address: LinkAddress) -> None:
+        self._dialling.discard(key)
+        if not self.running:
+            return
+        delay = self._fail(key)
+        self.log.info(
+            "could not link to {address}: {why}; next try in {delay:.1f} s",
+            address=str(address),
+            why=failure.getErrorMessage(),
+            delay=delay,
+        )
+        self._schedule(0)
+
+
+def _localHost(cp: ControlPoint) -> str | None:
+    try:
+        host = cp.link.transport.getHost()
+    except Exception:
+        return None
+    text = getattr(host, "host", None)
+    return text if isinstance(text, str) and text not in _WILDCARDS else None
+
+
+# -- admission control ---------------------------------------------------------
+
+
+class _AdmittingFactory(Factory):
+    def __init__(self, admission: AdmissionControl, wrapped: Any) -> None:
+        self.admission = admission
+        self.wrapped = wrapped
+
+    def doStart(self) -> None:
+        self.wrapped.doStart()
+
+    def doStop(self) -> None:
+        self.wrapped.doStop()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        return self.admission.admit(self.wrapped, addr)
+
+
+class AdmissionControl:
+    """
+    Protects a busy node (a seed) from a flood of connections: at most
+    C{rate} new connections a second (a token bucket of C{burst}), and at
+    most C{maxUnauthenticated} connections still in the TLS handshake.  An
+    excess connection is closed at once; refusals are summarised in at most
+    one log line a second.
+
+    Set as C{node.admission}; the node listens with C{wrap(factory)}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        rate: float = 50.0,
+        burst: int = 100,
+        maxUnauthenticated: int = 64,
+        reportInterval: float = 1.0,
+    ) -> None:
+        self.reactor = reactor
+        self.rate = rate
+        self.burst = burst
+        self.maxUnauthenticated = maxUnauthenticated
+        self.reportInterval = reportInterval
+        self.tokens = float(burst)
+        self._filled = reactor.seconds()
+        self.unauthenticated = 0
+        self.refused = {"rate": 0, "handshakes": 0}
+        self._report: IDelayedCall | None = None
+
+    def wrap(self, factory: Any) -> Factory:
+        return _AdmittingFactory(self, factory)
+
+    def _refill(self) -> None:
+        now = self.reactor.seconds()
+        self.tokens = min(float(self.burst), self.tokens + (now - self._filled) * self.rate)
+        self._filled = now
+
+    def admit(self, factory: Any, addr: Any) -> Any:
+        """
+        The protocol for a new connection, or L{None} (the reactor then
+        closes it at once) when over either limit.
+        """
+        self._refill()
+        if self.unauthenticated >= self.maxUnauthenticated:
+            return self._refuse("handshakes")
+        if self.tokens < 1:
+            return self._refuse("rate")
+        self.tokens -= 1
+        protocol = factory.buildProtocol(addr)
+        link = getattr(protocol, "wrappedProtocol", protocol)
+        whenDone = getattr(link, "whenAuthenticatedOrLost", None)
+        if protocol is not None and whenDone is not None:
+            self.unauthenticated += 1
+            whenDone().addBoth(self._authenticatedOrLost)
+        return protocol
+
+    def _authenticatedOrLost(self, result: object) -> None:
+        self.unauthenticated -= 1
+
+    def _refuse(self, why: str) -> None:
+        self.refused[why] += 1
+        if self._report is None:
+            self._report = self.reactor.callLater(self.reportInterval, self._summarise)
+        return None
+
+    def _summarise(self) -> None:
+        self._report = None
+        rate, handshakes = self.refused["rate"], self.refused["handshakes"]
+        self.refused = {"rate": 0, "handshakes": 0}
+        self.log.warn(
+            "refused {count} inbound connections in the last {interval:g} s: {rate} over "
+            "the accept rate, {handshakes} over {max} unauthenticated",
+            count=rate + handshakes,
+            interval=self.reportInterval,
+            rate=rate,
+            handshakes=handshakes,
+            max=self.maxUnauthenticated,
+        )
+
+    def stop(self) -> None:
+        if self._report is not None and self._report.active():
+            self._report.cancel()
+        self._report = None

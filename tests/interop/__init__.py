@@ -1,0 +1,3 @@
+"""
+Interop tests: real C{twist appnnode} processes on loopback sockets.
+"""

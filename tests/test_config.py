@@ -1,0 +1,196 @@
+"""
+Tests for L{appnpy.config}: defaults, the TOML file, command-line overrides
+and validation errors that name the key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.trial.unittest import TestCase
+
+from appnpy.config import (
+    DEFAULT_API,
+    DEFAULT_LISTEN,
+    DEFAULT_MAX_PEERS,
+    defaultDataDir,
+    resolveConfig,
+)
+from appnpy.errors import AddressError, ConfigurationError, InvalidCPName
+
+NODE_ID = "a" * 52
+
+
+def cli(**given: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "config": None,
+        "data-dir": "/tmp/appn-test",
+        "name": None,
+        "listen": [],
+        "peers": [],
+        "max-peers": None,
+        "role": None,
+        "trust": None,
+        "api": None,
+        "plugins": [],
+    }
+    base.update({k.replace("_", "-"): v for k, v in given.items()})
+    return base
+
+
+class ConfigTests(TestCase):
+    """
+    The effective configuration merges defaults, file and command line.
+    """
+
+    def writeConfig(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_defaults(self) -> None:
+        """
+        With nothing given, the documented defaults apply.
+        """
+        config = resolveConfig(cli())
+        self.assertEqual(config.listen, (DEFAULT_LISTEN,))
+        self.assertEqual(config.listen, ("tcp:7700",))
+        self.assertEqual(config.api, DEFAULT_API)
+        self.assertEqual(config.maxPeers, DEFAULT_MAX_PEERS)
+        self.assertEqual((config.role, config.trust), ("network", "open"))
+        self.assertIsNone(config.plugins)
+        self.assertIsNone(config.name)
+        self.assertEqual(config.peers, ())
+
+    def test_defaultDataDir(self) -> None:
+        """
+        The data directory defaults to $XDG_DATA_HOME/appnpy, else
+        ~/.local/share/appnpy (also when XDG_DATA_HOME is relative).
+        """
+        self.assertEqual(defaultDataDir({"XDG_DATA_HOME": "/x/data"}), "/x/data/appnpy")
+        self.assertEqual(defaultDataDir({"HOME": "/home/u"}), "/home/u/.local/share/appnpy")
+        self.assertEqual(
+            defaultDataDir({"HOME": "/home/u", "XDG_DATA_HOME": "rel"}),
+            "/home/u/.local/share/appnpy",
+        )
+        config = resolveConfig(cli(data_dir=None), environ={"XDG_DATA_HOME": "/x"})
+        self.assertEqual(config.dataDir, "/x/appnpy")
+
+    def test_file(self) -> None:
+        """
+        Every [node] key is read from the file; [plugin.*] tables are kept.
+        """
+        path = self.writeConfig(
+            f"""
+[node]
+data-dir = "/srv/appn"
+name = "lab.alpha"
+listen = "tcp:7800"
+peers = ["192.0.2.1:7700", "appn://{NODE_ID}@host.example:7700"]
+max-peers = 3
+role = "end"
+trust = "open"
+api = "none"
+plugins = ["echo"]
+
+[plugin.echo]
+session-limit = 4
+"""
+        )
+        config = resolveConfig(cli(config=path, data_dir=None))
+        self.assertEqual(config.dataDir, "/srv/appn")
+        self.assertEqual(config.name, "LAB.ALPHA")
+        self.assertEqual(config.listen, ("tcp:7800",))
+        self.assertEqual(len(config.peers), 2)
+        self.assertEqual(config.maxPeers, 3)
+        self.assertEqual(config.role, "end")
+        self.assertIsNone(config.api)
+        self.assertEqual(config.plugins, ("echo",))
+        self.assertEqual(config.pluginSections, {"echo": {"session-limit": 4}})
+        self.assertEqual(config.asDict()["node"]["api"], "none")
+
+    def test_commandLineOverridesFile(self) -> None:
+        """
+        A value on the command line wins over the file's; lists are replaced,
+        not merged.
+        """
+        path = self.writeConfig('[node]\nmax-peers = 3\npeers = ["a.example:1"]\nname = "A.B"\n')
+        config = resolveConfig(cli(config=path, max_peers=5, peers=["b.example:2"]))
+        self.assertEqual(config.maxPeers, 5)
+        self.assertEqual(config.peers, ("b.example:2",))
+        self.assertEqual(config.name, "A.B")
+
+    def test_unknownKey(self) -> None:
+        """
+        An unknown [node] key is an error naming the key and the file.
+        """
+        path = self.writeConfig("[node]\nmax-peer = 3\n")
+        e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=path))
+        self.assertIn("'max-peer'", str(e))
+        self.assertIn(path, str(e))
+
+    def test_unknownSection(self) -> None:
+        """
+        An unknown top-level table or key is an error naming it.
+        """
+        for text, name in [("[nodes]\n", "'nodes'"), ("verbose = true\n", "'verbose'")]:
+            path = self.writeConfig(text)
+            e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=path))
+            self.assertIn(name, str(e))
+            self.assertIn(path, str(e))
+
+    def test_wrongTypes(self) -> None:
+        """
+        A value of the wrong TOML type is an error naming the key.
+        """
+        for text in ['max-peers = "3"', "peers = 'a:1'", "plugins = [1]", "max-peers = true"]:
+            path = self.writeConfig(f"[node]\n{text}\n")
+            e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=path))
+            self.assertIn(text.split()[0], str(e))
+
+    def test_badTOMLAndMissingFile(self) -> None:
+        """
+        Unparseable or unreadable files are configuration errors naming them.
+        """
+        path = self.writeConfig("[node\n")
+        self.assertIn(
+            path, str(self.assertRaises(ConfigurationError, resolveConfig, cli(config=path)))
+        )
+        missing = os.path.join(self.mktemp(), "nope.toml")
+        e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=missing))
+        self.assertIn(missing, str(e))
+
+    def test_validation(self) -> None:
+        """
+        Bad values raise the specific error, naming the option.
+        """
+        self.assertRaises(InvalidCPName, resolveConfig, cli(name="nodot"))
+        e = self.assertRaises(AddressError, resolveConfig, cli(peers=["nope"]))
+        self.assertIn("--peers", str(e))
+        for bad in [0, 1001, "x"]:
+            e = self.assertRaises(ConfigurationError, resolveConfig, cli(max_peers=bad))
+            self.assertIn("--max-peers", str(e))
+        e = self.assertRaises(ConfigurationError, resolveConfig, cli(role="router"))
+        self.assertIn("--role", str(e))
+        self.assertRaises(ConfigurationError, resolveConfig, cli(trust="closed"))
+        e = self.assertRaises(ConfigurationError, resolveConfig, cli(listen=["bogus:1"]))
+        self.assertIn("--listen", str(e))
+        self.assertRaises(ConfigurationError, resolveConfig, cli(api="tcp:notaport"))
+
+    def test_apiOff(self) -> None:
+        """
+        api = none turns the management API off.
+        """
+        self.assertIsNone(resolveConfig(cli(api="none")).api)
+        self.assertEqual(resolveConfig(cli(api="tcp:0")).api, "tcp:0")
+
+    def test_errorTextIsUserText(self) -> None:
+        """
+        str() of a configuration error starts with the user-facing
+        explanation and ends with the specifics.
+        """
+        e = self.assertRaises(ConfigurationError, resolveConfig, cli(role="router"))
+        self.assertTrue(str(e).startswith("The node's configuration is invalid."))
+        self.assertIn("'router'", str(e))
