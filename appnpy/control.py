@@ -193,7 +193,7 @@ class ControlPoint:
             name=self.node.name,
             role=self.node.role,
             versions=list(self.node.protocolVersions),
-            capabilities=list(CAPABILITIES),
+            capabilities=sorted(set(CAPABILITIES) | self.node.capabilities()),
             listen=self.node.advertisedAddresses(),
             plugins={name: p.sessionLimit for name, p in sorted(self.node.plugins.items())},
         )
@@ -324,12 +324,24 @@ class ControlPoint:
             else:
                 handler(self, msg)
 
-    def send(self, msg: Message) -> None:
+    def peerSupports(self, capability: str) -> bool:
         """
-        Send a control message to the neighbour on this node's control stream.
+        Whether the neighbour announced C{capability} in its Hello.
         """
-        if self.state is LinkState.ACTIVE:
-            self._sendControl(msg)
+        return self.peerHello is not None and capability in self.peerHello.capabilities
+
+    def send(self, msg: Message) -> bool:
+        """
+        Send a control message to the neighbour on this node's control
+        stream.  An optional message goes only to a neighbour that announced
+        its capability; returns whether it was sent.
+        """
+        if self.state is not LinkState.ACTIVE:
+            return False
+        if msg.capability is not None and not self.peerSupports(msg.capability):
+            return False
+        self._sendControl(msg)
+        return True
 
     def peerControlStreamLost(self) -> None:
         if self.state is LinkState.ACTIVE:
@@ -343,7 +355,13 @@ class ControlPoint:
     # -- BIND --------------------------------------------------------------
 
     def sessionCount(self, plugin: str, includePending: bool = True) -> int:
-        count = sum(1 for s in self.sessions.values() if s.info.plugin == plugin)
+        # Routed sessions riding this link (their far end is another node)
+        # count against their own limits, not this neighbour's.
+        count = sum(
+            1
+            for s in self.sessions.values()
+            if s.info.plugin == plugin and s.info.peerNodeID == self.peerNodeID
+        )
         if includePending:
             count += sum(1 for b in self.outboundBinds.values() if b.request.plugin == plugin)
         return count

@@ -64,13 +64,18 @@ _T = TypeVar("_T")
 MESSAGE_TYPES: dict[str, type[Message]] = {}
 
 
-def message(name: str) -> Callable[[type[_T]], type[_T]]:
+def message(name: str, capability: str | None = None) -> Callable[[type[_T]], type[_T]]:
     """
     Register an attrs class as the control message with wire type C{name}.
+
+    @param capability: for an optional message, the capability (announced
+        in Hello) a peer must have for the message to be sent to it.  A
+        message with no capability is part of the core protocol.
     """
 
     def register(cls: type[_T]) -> type[_T]:
         cls.typeName = name  # type: ignore[attr-defined]
+        cls.capability = capability  # type: ignore[attr-defined]
         MESSAGE_TYPES[name] = cls  # type: ignore[assignment]
         return cls
 
@@ -83,6 +88,7 @@ class Message:
     """
 
     typeName: ClassVar[str]
+    capability: ClassVar[str | None] = None
 
     def toWire(self) -> dict[str, Any]:
         body: dict[str, Any] = {"type": self.typeName}

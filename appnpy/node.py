@@ -126,6 +126,13 @@ class Node(MultiService):
         checkPlugin(plugin)
         self.plugins[plugin.name] = plugin
 
+    def capabilities(self) -> set[str]:
+        """
+        The optional protocol capabilities this node's services handle,
+        announced in Hello.
+        """
+        return {cls.capability for cls in self.controlHandlers if getattr(cls, "capability", None)}
+
     # -- observers (metrics, management) --------------------------------------
 
     def addObserver(self, observer: Any) -> None:

@@ -78,7 +78,7 @@ class BadAddressRecord(ProtocolError):
     """
 
 
-@message("PeerAddresses")
+@message("PeerAddresses", capability="peer-exchange")
 @attrs.frozen
 class PeerAddresses(Message):
     """

@@ -47,7 +47,7 @@ MAX_RESPONDER_SESSIONS = 2
 NO_SUCH_PLUGIN = "no-such-plugin"
 
 
-@message("ProbeRequest")
+@message("ProbeRequest", capability="probe")
 @attrs.frozen
 class ProbeRequest(Message):
     """

@@ -24,6 +24,16 @@ from appnpy.messages import LinkRefused, SessionAccept
 from appnpy.testing import MemoryNetwork, resultOf
 
 
+@message("TestOptionalNote", capability="test-note")
+@attrs.frozen
+class OptionalNote(Message):
+    """
+    An optional control message, for the capability tests.
+    """
+
+    text: str = attrs.field(validator=text(100))
+
+
 class Recorder(Protocol):
     """
     Records what it receives and how its session ended.
@@ -208,6 +218,27 @@ class LinkTests(Harness):
         self.net.flush()
         self.assertEqual((a.links, b.links), ({}, {}))
         self.net.link(a, b)
+        self.assertIn(b.nodeID, a.links)
+
+    def test_optionalMessagesNeedCapability(self) -> None:
+        """
+        An optional control message is sent only to a neighbour that
+        announced its capability in Hello, so a node without that service
+        keeps its link instead of seeing an unknown message.
+        """
+        received: list[object] = []
+        a = self.net.addNode("LAB.A")
+        b = self.net.addNode("LAB.B")
+        a.controlHandlers[OptionalNote] = lambda cp, msg: received.append(msg)
+        c = self.net.addNode("LAB.C")
+        c.controlHandlers[OptionalNote] = lambda cp, msg: received.append(msg)
+        self.net.link(a, b)
+        self.net.link(a, c)
+        self.assertIn("test-note", a.links[c.nodeID].peerHello.capabilities)
+        self.assertFalse(a.links[b.nodeID].send(OptionalNote(text="hi")))
+        self.assertTrue(a.links[c.nodeID].send(OptionalNote(text="hi")))
+        self.net.flush()
+        self.assertEqual(received, [OptionalNote(text="hi")])
         self.assertIn(b.nodeID, a.links)
 
     def test_linkRefusedMessage(self) -> None:
