@@ -20,7 +20,7 @@ from zope.interface.verify import verifyObject
 from appnpy.api import ISession, ISessionInfo, ISessionPlugin, SessionClosed, SessionRefused
 from appnpy.control import LinkState, negotiateLimits
 from appnpy.errors import NoSuchNode
-from appnpy.messages import LinkRefused, SessionAccept
+from appnpy.messages import LinkRefused, Message, SessionAccept, message, text
 from appnpy.testing import MemoryNetwork, resultOf
 
 
@@ -31,7 +31,7 @@ class OptionalNote(Message):
     An optional control message, for the capability tests.
     """
 
-    text: str = attrs.field(validator=text(100))
+    note: str = attrs.field(validator=text(100))
 
 
 class Recorder(Protocol):
@@ -235,10 +235,10 @@ class LinkTests(Harness):
         self.net.link(a, b)
         self.net.link(a, c)
         self.assertIn("test-note", a.links[c.nodeID].peerHello.capabilities)
-        self.assertFalse(a.links[b.nodeID].send(OptionalNote(text="hi")))
-        self.assertTrue(a.links[c.nodeID].send(OptionalNote(text="hi")))
+        self.assertFalse(a.links[b.nodeID].send(OptionalNote(note="hi")))
+        self.assertTrue(a.links[c.nodeID].send(OptionalNote(note="hi")))
         self.net.flush()
-        self.assertEqual(received, [OptionalNote(text="hi")])
+        self.assertEqual(received, [OptionalNote(note="hi")])
         self.assertIn(b.nodeID, a.links)
 
     def test_linkRefusedMessage(self) -> None:
