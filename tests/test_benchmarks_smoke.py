@@ -1,0 +1,69 @@
+"""
+Smoke tests of the benchmarks: each runs with C{--smoke} (tiny sizes, one
+run) as a real two-process benchmark and ends with one JSON line carrying its
+named figures.  Timings are never asserted: these machines drift too much,
+and the benchmarks report ratios for a person to judge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+EXPECTED = {
+    "bulk": ["appn_GBps", "tls_GBps", "ratio", "goal"],
+    "echo_rtt": ["appn_rtps", "amp_rtps", "ratio", "goal"],
+    "session_open": [
+        "appn_seq_per_s",
+        "tls_seq_per_s",
+        "ratio_seq",
+        "appn_10_per_s",
+        "tls_10_per_s",
+        "ratio_10",
+        "goal",
+    ],
+    "memory": [
+        "session_KiB_dialer",
+        "session_KiB_listener",
+        "link_KiB_dialer",
+        "link_KiB_listener",
+        "tls_conn_KiB_dialer",
+        "tls_conn_KiB_listener",
+    ],
+    "fairness": [
+        "min_MBps",
+        "median_MBps",
+        "max_MBps",
+        "min_max_ratio",
+        "aggregate_GBps",
+        "tls_GBps",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_smoke(name: str) -> None:
+    """
+    C{python benchmarks/NAME.py --smoke} exits 0 and its last stdout line is
+    a JSON object naming the benchmark, with every figure a number.
+    """
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", f"{name}.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.stderr[-2000:]
+    figures = json.loads(lines[-1])
+    assert figures["benchmark"] == name
+    for key in EXPECTED[name]:
+        assert isinstance(figures[key], (int, float)), (key, figures)
