@@ -226,6 +226,9 @@ class LinkContextFactory:
         # peer certificate check on a resumed session.
         ctx.set_options(SSL.OP_NO_TICKET)
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        # Free OpenSSL's read and write buffers while a link is idle: about
+        # 20 KiB per link, at no measured cost to bulk throughput.
+        ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
         if trustPolicy.mode == NETWORK:
             assert trustPolicy.caCertificate is not None
             store = ctx.get_cert_store()

@@ -451,10 +451,12 @@ class SendPathTests(SynchronousTestCase):
         side.mux.dataReceived(frame(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0))
         stream = side.accepted[0]
         writes.clear()
-        stream.write(b"a" * 64 * KiB)
-        self.assertEqual(writes, [encodeHeader(TYPE_DATA, 0, 1, 64 * KiB) + b"a" * 64 * KiB])
-        self.assertEqual(stream.bytesSent, 64 * KiB)
-        self.assertEqual(side.mux.bytesSent, 64 * KiB)
+        size = MuxConfig().maxFramePayload
+        stream.write(b"a" * size)
+        self.assertEqual(writes, [encodeHeader(TYPE_DATA, 0, 1, size) + b"a" * size])
+        self.assertEqual(len(writes[0]), 64 * KiB)  # exactly four 16 KiB TLS records
+        self.assertEqual(stream.bytesSent, size)
+        self.assertEqual(side.mux.bytesSent, size)
 
     def test_largeWriteSplitIntoMaxFrames(self) -> None:
         """
@@ -465,7 +467,8 @@ class SendPathTests(SynchronousTestCase):
         side.transport.clear()
         side.accepted[0].write(b"b" * 150 * KiB)
         lengths = [f[3] for f in parseFrames(side.transport.value())]
-        self.assertEqual(lengths, [64 * KiB, 64 * KiB, 22 * KiB])
+        size = MuxConfig().maxFramePayload
+        self.assertEqual(lengths, [size, size, 150 * KiB - 2 * size])
 
     def test_streamInterfaces(self) -> None:
         """
