@@ -1,0 +1,570 @@
+"""
+Intermediate session routing (APPN ISR): a network node relays a routed
+session between two of its neighbours by splicing two streams.
+
+A BIND (L{SessionOpen}) whose destination is another node arrives on a stream
+from the previous hop.  After checking the route (this node exactly once, the
+previous element is the neighbour that sent it, no loop, not too long, the
+next hop an active neighbour) and the caps (per origin and in total), the relay
+opens a stream to the next hop, forwards the BIND unchanged and relays the
+answer back.  On an accept the two streams are spliced: each one's bytes are
+written to the other, and each stream is registered as the push producer of the
+other, so a slow receiver far away pauses this node's reading, which stops the
+window updates to the previous hop: backpressure travels hop by hop and a
+relay buffers about one window per direction.
+
+The relay never sees plaintext: the two ends run TLS end to end over the
+chain of streams (L{appnpy.routed}).
+
+State per session is one L{RelayEntry} in L{Relay.table}, keyed by session ID.
+It is released when the session ends: UNBIND from either side (forwarded to
+the other side, then the FINs follow through the splice), a reset of either
+stream, or the loss of either link (the surviving side gets UNBIND
+C{link-failure} and a reset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from appnpy.control import LinkState
+from appnpy.errors import GoAwayReceived, Reason, StreamLimitExceeded
+from appnpy.messages import (
+    MAX_ROUTE_NODES,
+    Message,
+    SessionAccept,
+    SessionClose,
+    SessionOpen,
+    SessionRefuse,
+    encodeMessage,
+)
+from appnpy.session import _BindReader
+
+if TYPE_CHECKING:
+    from appnpy.control import ControlPoint
+    from appnpy.node import Node
+    from appnpy.yamux import Stream
+
+__all__ = [
+    "Relay",
+    "RelayEntry",
+    "installRelay",
+    "checkRoute",
+    "MAX_RELAYED_SESSIONS",
+    "MAX_RELAYED_PER_ORIGIN",
+]
+
+#: Relayed sessions one node carries at most, all origins together.
+MAX_RELAYED_SESSIONS = 4096
+#: Relayed sessions one origin node may have through this node at a time.
+MAX_RELAYED_PER_ORIGIN = 256
+#: Seconds the next hop may take to answer a forwarded BIND.
+BIND_TIMEOUT = 30.0
+#: Seconds a session may take to finish closing (FINs through the splice)
+#: after UNBIND or the end of one of its streams; then both are reset.
+LINGER_TIMEOUT = 30.0
+
+IN = 0
+OUT = 1
+
+
+def checkRoute(route: list[str], here: int, maxNodes: int = MAX_ROUTE_NODES) -> str | None:
+    """
+    Structural checks shared by relays and session ends.
+
+    @param here: the index this node must have in C{route}.
+    @return: why the route is malformed, or L{None}.
+    """
+    if len(route) < 3:
+        return f"a routed session needs at least 3 nodes, the route has {len(route)}"
+    if len(route) > maxNodes:
+        return f"the route has {len(route)} nodes, at most {maxNodes} are allowed"
+    if len(set(route)) != len(route):
+        return "the route visits a node twice (loop)"
+    if not 0 <= here < len(route):
+        return "this node is not on the route"
+    return None
+
+
+@implementer(IPushProducer)
+class _Pauser:
+    """
+    One spliced stream as the push producer of the other: pausing stops
+    reading (and so the window updates to the previous hop).  Stopping is
+    handled by the relay, which must send UNBIND before any FIN or reset.
+    """
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+
+    def pauseProducing(self) -> None:
+        self._stream.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._stream.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IHalfCloseableProtocol)
+class _SpliceSide:
+    """
+    The protocol of one spliced stream.  Its C{dataReceived} is set per
+    instance to the forwarder into the other stream (normally that stream's
+    C{write}), so relaying a frame costs no extra Python call.
+    """
+
+    def __init__(self, relay: Relay, entry: RelayEntry, side: int) -> None:
+        self._relay = relay
+        self._entry = entry
+        self._side = side
+        self.transport: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+
+    def dataReceived(self, data: bytes) -> None:  # replaced per instance
+        pass
+
+    def readConnectionLost(self) -> None:
+        self._relay._finReceived(self._entry, self._side)
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._relay._streamLost(self._entry, self._side, reason)
+
+
+class _PendingInbound:
+    """
+    The protocol of the previous hop's stream while the BIND is forwarded:
+    data before the answer breaks the protocol; loss cancels the BIND.
+    """
+
+    def __init__(self, relay: Relay, entry: RelayEntry) -> None:
+        self._relay = relay
+        self._entry = entry
+        self.transport: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+
+    def dataReceived(self, data: bytes) -> None:
+        self._relay._cancelBind(self._entry, Reason.PROTOCOL_ERROR.value, "data before BIND answer")
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._relay._cancelBind(self._entry, Reason.LINK_FAILURE.value, "previous hop went away")
+
+
+@attrs.define(eq=False)
+class RelayEntry:
+    """
+    One relayed session: the stream from the previous hop and the stream to
+    the next, and how far the session has got.
+    """
+
+    sessionID: str
+    origin: str
+    destination: str
+    inCp: ControlPoint
+    inStream: Stream
+    outCp: ControlPoint
+    outStream: Stream
+    since: float
+    #: "binding" until the answer, then "spliced".
+    state: str = "binding"
+    #: Sides whose UNBIND went to the other side already (IN, OUT).
+    unbound: set[int] = attrs.Factory(set)
+    #: Sides whose stream is gone.
+    lost: set[int] = attrs.Factory(set)
+    timer: Any = None
+    freed: bool = False
+
+    def cp(self, side: int) -> ControlPoint:
+        return self.inCp if side == IN else self.outCp
+
+    def stream(self, side: int) -> Stream:
+        return self.inStream if side == IN else self.outStream
+
+    def asDict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.sessionID,
+            "origin": self.origin,
+            "destination": self.destination,
+            "from": self.inCp.peerNodeID,
+            "to": self.outCp.peerNodeID,
+            "state": self.state,
+            "since": self.since,
+            "bytes_forward": self.outStream.bytesSent,
+            "bytes_back": self.inStream.bytesSent,
+        }
+
+
+class Relay:
+    """
+    The intermediate session routing of one network node.
+
+    @ivar table: relayed sessions by session ID (both directions share it).
+    @ivar maxSessions: cap on relayed sessions, all origins.
+    @ivar maxPerOrigin: cap on relayed sessions per origin node.
+    @ivar maxRouteNodes: the longest route relayed.
+    """
+
+    log = Logger()
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.reactor = node.reactor
+        self.table: dict[str, RelayEntry] = {}
+        self.perOrigin: dict[str, int] = {}
+        self.maxSessions = MAX_RELAYED_SESSIONS
+        self.maxPerOrigin = MAX_RELAYED_PER_ORIGIN
+        self.maxRouteNodes = MAX_ROUTE_NODES
+        self.bindTimeout = BIND_TIMEOUT
+        self.lingerTimeout = LINGER_TIMEOUT
+        #: Counters for metrics and management.
+        self.relayed = 0
+        self.refused = 0
+
+    # -- hooks (tests substitute these) -------------------------------------------
+
+    def forwarder(self, entry: RelayEntry, toSide: int) -> Callable[[bytes], None]:
+        """
+        The function that relays bytes into the stream of C{toSide}.
+        """
+        return entry.stream(toSide).write
+
+    # -- BIND ----------------------------------------------------------------------
+
+    def bindReceived(self, cp: ControlPoint, stream: Stream, req: SessionOpen) -> None:
+        """
+        A BIND for another node arrived from neighbour C{cp} on C{stream}.
+        """
+        node = self.node
+        route = list(req.route)
+        me = node.nodeID
+        sid = req.session_id
+        if node.shuttingDown:
+            self._refuse(cp, stream, sid, Reason.SHUTTING_DOWN, "the node is stopping")
+            return
+        if node.role != "network":
+            self._refuse(cp, stream, sid, Reason.NO_ROUTE, "an end node relays nothing")
+            return
+        count = route.count(me)
+        if count != 1:
+            why = "this node is not on the route" if count == 0 else "loop through this node"
+            self._refuse(cp, stream, sid, Reason.PROTOCOL_ERROR, why)
+            return
+        here = route.index(me)
+        why = checkRoute(route, here, self.maxRouteNodes)
+        if why is None:
+            if route[0] != req.origin or route[-1] != req.destination:
+                why = "the route does not run from the origin to the destination"
+            elif here in (0, len(route) - 1):
+                why = "this node is an end of the route"
+            elif route[here - 1] != cp.peerNodeID:
+                why = "the BIND came from a node that is not the previous hop"
+        if why is not None:
+            self._refuse(cp, stream, sid, Reason.PROTOCOL_ERROR, why)
+            return
+        nextHop = route[here + 1]
+        nextCp = node.links.get(nextHop)
+        if nextCp is None or nextCp.state is not LinkState.ACTIVE:
+            self._refuse(cp, stream, sid, Reason.NO_ROUTE, f"no active link to {nextHop}")
+            return
+        if sid in self.table:
+            self._refuse(cp, stream, sid, Reason.PROTOCOL_ERROR, "session ID in use")
+            return
+        if len(self.table) >= self.maxSessions:
+            self._refuse(
+                cp, stream, sid, Reason.LIMIT_REACHED, f"{self.maxSessions} relayed sessions"
+            )
+            return
+        if self.perOrigin.get(req.origin, 0) >= self.maxPerOrigin:
+            self._refuse(
+                cp,
+                stream,
+                sid,
+                Reason.LIMIT_REACHED,
+                f"{self.maxPerOrigin} relayed sessions from this origin",
+            )
+            return
+        try:
+            outStream = nextCp.mux.openStream()
+        except (GoAwayReceived, StreamLimitExceeded) as e:
+            self._refuse(cp, stream, sid, Reason.LIMIT_REACHED, str(e))
+            return
+        entry = RelayEntry(
+            sid, req.origin, req.destination, cp, stream, nextCp, outStream, self.reactor.seconds()
+        )
+        self.table[sid] = entry
+        self.perOrigin[req.origin] = self.perOrigin.get(req.origin, 0) + 1
+        entry.timer = self.reactor.callLater(self.bindTimeout, self._bindTimedOut, entry)
+        stream.attachProtocol(_PendingInbound(self, entry))
+        if entry.freed:
+            return
+        outStream.attachProtocol(
+            _BindReader(
+                lambda msg, leftover: self._answered(entry, msg, leftover),
+                lambda reason: self._nextHopLost(entry, reason),
+            )
+        )
+        outStream.write(encodeMessage(req))
+
+    def _refuse(self, cp: ControlPoint, stream: Stream, sid: str, reason: str, detail: str) -> None:
+        self.refused += 1
+        cp.refuse(stream, sid, str(reason), detail)
+
+    def _answered(self, entry: RelayEntry, answer: Message, leftover: bytes) -> None:
+        if entry.freed:
+            entry.outStream.abortConnection()
+            return
+        self._cancelTimer(entry)
+        sid = entry.sessionID
+        inStream, outStream = entry.inStream, entry.outStream
+        if isinstance(answer, SessionAccept) and answer.session_id == sid:
+            inStream.write(encodeMessage(answer))
+            self._splice(entry, leftover)
+        elif isinstance(answer, SessionRefuse) and answer.session_id == sid:
+            self.log.info(
+                "relayed BIND {sid} refused by {peer}: {reason}",
+                sid=sid,
+                peer=entry.outCp.peerNodeID,
+                reason=answer.reason,
+            )
+            self._free(entry)
+            inStream.protocol = _Ignore()
+            inStream.write(encodeMessage(answer))
+            inStream.loseConnection()
+            outStream.loseConnection()
+        else:
+            self._free(entry)
+            inStream.protocol = _Ignore()
+            outStream.abortConnection()
+            self._refuse(
+                entry.inCp,
+                inStream,
+                sid,
+                Reason.PROTOCOL_ERROR,
+                f"the next hop answered with {answer.typeName}",
+            )
+
+    def _nextHopLost(self, entry: RelayEntry, reason: Failure) -> None:
+        if entry.freed:
+            return
+        self._free(entry)
+        entry.inStream.protocol = _Ignore()
+        self._refuse(
+            entry.inCp,
+            entry.inStream,
+            entry.sessionID,
+            Reason.LINK_FAILURE,
+            f"the next hop {entry.outCp.peerNodeID} went away: {reason.getErrorMessage()}",
+        )
+
+    def _bindTimedOut(self, entry: RelayEntry) -> None:
+        entry.timer = None
+        if entry.freed or entry.state != "binding":
+            return
+        self._free(entry)
+        entry.inStream.protocol = _Ignore()
+        entry.outStream.abortConnection()
+        self._refuse(
+            entry.inCp,
+            entry.inStream,
+            entry.sessionID,
+            Reason.TIMEOUT,
+            f"no answer from {entry.outCp.peerNodeID} within {self.bindTimeout:g} s",
+        )
+
+    def _cancelBind(self, entry: RelayEntry, reason: str, detail: str) -> None:
+        """
+        The previous hop broke or left the BIND exchange: tell the next hop
+        (the destination may already have accepted) and drop both streams.
+        """
+        if entry.freed:
+            return
+        self._free(entry)
+        entry.outCp.sendUnbind(entry.sessionID, reason, detail)
+        entry.outStream.abortConnection()
+        entry.inStream.abortConnection()
+
+    # -- splice ----------------------------------------------------------------------
+
+    def _splice(self, entry: RelayEntry, leftover: bytes) -> None:
+        entry.state = "spliced"
+        self.relayed += 1
+        inStream, outStream = entry.inStream, entry.outStream
+        inSide = _SpliceSide(self, entry, IN)
+        outSide = _SpliceSide(self, entry, OUT)
+        inSide.dataReceived = self.forwarder(entry, OUT)  # type: ignore[method-assign]
+        outSide.dataReceived = self.forwarder(entry, IN)  # type: ignore[method-assign]
+        outStream.registerProducer(_Pauser(inStream), True)
+        inStream.registerProducer(_Pauser(outStream), True)
+        self.log.info(
+            "relaying session {sid} from {origin} via {prev} to {next} for {destination}",
+            sid=entry.sessionID,
+            origin=entry.origin,
+            prev=entry.inCp.peerNodeID,
+            next=entry.outCp.peerNodeID,
+            destination=entry.destination,
+        )
+        if leftover:
+            inSide.dataReceived(leftover)
+        outStream.attachProtocol(outSide)
+        inStream.attachProtocol(inSide)
+
+    def _finReceived(self, entry: RelayEntry, side: int) -> None:
+        # A half-close travels on: FIN the other stream after what is buffered.
+        entry.stream(1 - side).loseConnection()
+        self._linger(entry)
+
+    def _streamLost(self, entry: RelayEntry, side: int, reason: Failure) -> None:
+        if entry.freed:
+            return
+        entry.lost.add(side)
+        other = 1 - side
+        if other in entry.lost:
+            self._free(entry)
+            return
+        if not reason.check(ConnectionDone):
+            # A reset or a lost link: the surviving side learns why first,
+            # then its stream is reset.
+            if side not in entry.unbound:
+                entry.unbound.add(side)
+                entry.cp(other).sendUnbind(
+                    entry.sessionID,
+                    Reason.LINK_FAILURE.value,
+                    f"the session's stream via {entry.cp(side).peerNodeID} failed: "
+                    f"{reason.getErrorMessage()}",
+                )
+            entry.stream(other).abortConnection()
+        else:
+            self._linger(entry)
+
+    def _linger(self, entry: RelayEntry) -> None:
+        if entry.timer is None and not entry.freed:
+            entry.timer = self.reactor.callLater(self.lingerTimeout, self._lingerExpired, entry)
+
+    def _lingerExpired(self, entry: RelayEntry) -> None:
+        entry.timer = None
+        if entry.freed:
+            return
+        self.log.info("relayed session {sid} did not finish closing; reset", sid=entry.sessionID)
+        for side in (IN, OUT):
+            if side not in entry.unbound:
+                entry.unbound.add(side)
+                entry.cp(1 - side).sendUnbind(entry.sessionID, Reason.TIMEOUT.value, "close")
+        entry.inStream.abortConnection()
+        entry.outStream.abortConnection()
+        self._free(entry)
+
+    # -- UNBIND and link events ------------------------------------------------------
+
+    def unbindReceived(self, cp: ControlPoint, msg: SessionClose) -> None:
+        """
+        UNBIND for a session this link does not own: forward it if this node
+        relays that session and C{cp} is one of its two links.
+        """
+        entry = self.table.get(msg.session_id)
+        if entry is None or cp not in (entry.inCp, entry.outCp):
+            self.log.debug("UNBIND for unknown session {sid}", sid=msg.session_id)
+            return
+        side = IN if cp is entry.inCp else OUT
+        other = 1 - side
+        if entry.state == "binding":
+            if side == IN:
+                self._cancelBind(entry, msg.reason, msg.detail)
+            return
+        if side in entry.unbound:
+            return
+        entry.unbound.add(side)
+        entry.cp(other).sendUnbind(msg.session_id, msg.reason, msg.detail)
+        self._linger(entry)
+
+    def linkLost(self, cp: ControlPoint, why: tuple[str, str]) -> None:
+        # The multiplexer ends every stream before the link's loss is
+        # reported, so entries are normally gone already; this is the net
+        # under that.
+        for entry in [e for e in self.table.values() if cp in (e.inCp, e.outCp)]:
+            side = IN if cp is entry.inCp else OUT
+            if entry.state == "binding":
+                if side == IN:
+                    self._cancelBind(entry, Reason.LINK_FAILURE.value, why[1])
+                else:
+                    self._nextHopLost(entry, Failure(ConnectionError(why[1])))
+            else:
+                self._streamLost(entry, side, Failure(ConnectionError(why[1])))
+                if not entry.freed:
+                    self._free(entry)
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _cancelTimer(self, entry: RelayEntry) -> None:
+        if entry.timer is not None and entry.timer.active():
+            entry.timer.cancel()
+        entry.timer = None
+
+    def _free(self, entry: RelayEntry) -> None:
+        if entry.freed:
+            return
+        entry.freed = True
+        self._cancelTimer(entry)
+        if self.table.get(entry.sessionID) is entry:
+            del self.table[entry.sessionID]
+        left = self.perOrigin.get(entry.origin, 0) - 1
+        if left > 0:
+            self.perOrigin[entry.origin] = left
+        else:
+            self.perOrigin.pop(entry.origin, None)
+        if entry.state == "spliced":
+            self.log.info("relayed session {sid} ended", sid=entry.sessionID)
+
+    def asDict(self) -> dict[str, Any]:
+        return {
+            "sessions": [e.asDict() for e in self.table.values()],
+            "relayed": self.relayed,
+            "refused": self.refused,
+            "max_sessions": self.maxSessions,
+            "max_per_origin": self.maxPerOrigin,
+        }
+
+
+class _Ignore:
+    """
+    The protocol of a stream this relay is done with.
+    """
+
+    transport: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        pass
+
+
+def installRelay(node: Node) -> Relay:
+    """
+    Make C{node} relay routed sessions (network nodes only): sets
+    C{node.relay} and observes link losses.
+    """
+    relay = Relay(node)
+    node.relay = relay
+    node.addObserver(relay)
+    return relay

@@ -1,0 +1,672 @@
+"""
+The ends of routed sessions: a BIND that travels through relays
+(L{appnpy.relay}), then TLS 1.3 end to end over the chain of streams.
+
+The origin sends L{SessionOpen} with the route to the first hop, waits for the
+answer, and runs a TLS client over the stream; the destination accepts and
+runs a TLS server.  Both use the node's own TLS context (its certificate and
+trust policy) and each pins the other end's node ID, as a link does, so the
+relays in between carry bytes they can neither read nor alter undetected.
+The plugin's protocol runs on top of that TLS layer, with a L{RoutedSession}
+as its transport: the same L{ISession} an adjacent session offers.
+
+A routed session is registered in the C{sessions} of the control point of the
+link it rides (so UNBIND for it is dispatched there, C{node.sessions()} lists
+it, and a graceful link close UNBINDs it) and in L{RoutedSessions.sessions}
+(which counts routed sessions per plugin and far end against the plugin's
+session limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from OpenSSL import SSL
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
+from twisted.logger import Logger
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from appnpy.control import LinkState
+from appnpy.errors import (
+    GoAwayReceived,
+    PeerAuthenticationError,
+    Reason,
+    SessionClosed,
+    SessionRefused,
+    StreamLimitExceeded,
+)
+from appnpy.interfaces import ISession
+from appnpy.link import checkPeer
+from appnpy.messages import (
+    MAX_ROUTE_NODES,
+    Message,
+    SessionAccept,
+    SessionOpen,
+    SessionRefuse,
+    encodeMessage,
+)
+from appnpy.relay import checkRoute
+from appnpy.session import INBOUND, OUTBOUND, SessionAddress, SessionInfo, _BindReader, newSessionID
+
+if TYPE_CHECKING:
+    from appnpy.control import ControlPoint
+    from appnpy.node import Node
+    from appnpy.yamux import Stream
+
+__all__ = ["RoutedSession", "RoutedSessions", "installRoutedSessions"]
+
+#: Seconds the origin waits for the answer to its BIND.
+BIND_TIMEOUT = 30.0
+
+
+class _Factory:
+    """
+    The smallest wrapped factory C{TLSMemoryBIOFactory} needs.
+    """
+
+    def doStart(self) -> None:
+        pass
+
+    def doStop(self) -> None:
+        pass
+
+    def logPrefix(self) -> str:
+        return "RoutedSession"
+
+
+class _EndToEndTLS(BufferingTLSTransport):
+    """
+    Twisted's TLS layer, telling the session of a TLS failure (a record that
+    does not authenticate, a bad alert) before it closes the stream, so the
+    UNBIND that names the failure goes out ahead of the FIN.
+    """
+
+    def _tlsShutdownFinished(self, reason: Failure | None) -> None:
+        if reason is not None:
+            self.wrappedProtocol._tlsFailed(reason)
+        super()._tlsShutdownFinished(reason)
+
+
+@implementer(IHalfCloseableProtocol)
+class _StreamEnd:
+    """
+    The protocol of the routed stream at an end: hands the TLS records to
+    the TLS layer (C{dataReceived} is that layer's, set per instance) and
+    tells the session when the far end half-closes.
+    """
+
+    def __init__(self, tls: Any, session: RoutedSession) -> None:
+        self.dataReceived = tls.dataReceived
+        self._tls = tls
+        self._session = session
+        self.transport: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+
+    def readConnectionLost(self) -> None:
+        self._session._farEndFinished()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._session._streamGone = True
+        self._tls.connectionLost(reason)
+
+
+@implementer(ISession, IHandshakeListener)
+class RoutedSession:
+    """
+    One end of a routed session: the transport of the plugin's protocol (on
+    top of the end-to-end TLS layer) and the protocol under that layer.
+    """
+
+    log = Logger()
+    routed = True
+
+    def __init__(
+        self,
+        owner: RoutedSessions,
+        cp: ControlPoint,
+        stream: Stream,
+        info: SessionInfo,
+        route: list[str],
+        protocolFactory: Callable[[Any], Any] | None = None,
+        protocol: Any = None,
+        ready: Deferred[Any] | None = None,
+    ) -> None:
+        self.info = info
+        self.route = route
+        self.protocol: Any = None
+        self.since = cp.reactor.seconds()
+        self.disconnecting = False
+        self._owner = owner
+        self._cp = cp
+        self._stream = stream
+        self._factory = protocolFactory
+        self._built = protocol
+        self._ready = ready
+        self._tls: Any = None
+        self._closing = False
+        self._closeReason: tuple[str, str] | None = None
+        self._peerReason: tuple[str, str] | None = None
+        self._producer: Any = None
+        self._handshakeTimer: Any = None
+        self._ended = False
+        self._streamGone = False
+
+    sessionID = property(lambda self: self.info.sessionID)
+    plugin = property(lambda self: self.info.plugin)
+    cos = property(lambda self: self.info.cos)
+    parameters = property(lambda self: self.info.parameters)
+    direction = property(lambda self: self.info.direction)
+    localNodeID = property(lambda self: self.info.localNodeID)
+    peerNodeID = property(lambda self: self.info.peerNodeID)
+    peerName = property(lambda self: self.info.peerName)
+
+    @property
+    def bytesSent(self) -> int:
+        return self._stream.bytesSent
+
+    @property
+    def bytesReceived(self) -> int:
+        return self._stream.bytesReceived
+
+    @property
+    def viaNodeID(self) -> str:
+        """
+        The neighbour this session's stream runs through.
+        """
+        return self._cp.peerNodeID
+
+    # -- start -------------------------------------------------------------------
+
+    def startTLS(self, isClient: bool, leftover: bytes = b"") -> None:
+        node = self._owner.node
+        factory = self._owner.tlsFactory(isClient)
+        tls = _EndToEndTLS(factory, self)
+        self._handshakeTimer = node.reactor.callLater(
+            node.handshakeTimeout, self._handshakeTimedOut
+        )
+        tls.makeConnection(self._stream)
+        end = _StreamEnd(tls, self)
+        self._stream.attachProtocol(end)
+        if leftover:
+            end.dataReceived(leftover)
+
+    def makeConnection(self, transport: Any) -> None:
+        # Called by the TLS layer with itself.
+        self._tls = transport
+
+    def handshakeCompleted(self) -> None:
+        tls = self._tls
+        if tls is None or self._closing or self.protocol is not None:
+            return
+        node = self._owner.node
+        try:
+            checkPeer(tls, self.info.peerNodeID, node.nodeID, trustMode=node.trust.mode)
+        except PeerAuthenticationError as e:
+            self._fail(Reason.PROTOCOL_ERROR.value, f"end-to-end authentication failed: {e}")
+            return
+        self._cancelHandshakeTimer()
+        protocol = self._built
+        self._built = None
+        if protocol is None:
+            assert self._factory is not None
+            try:
+                protocol = self._factory(self.info)
+            except Exception:
+                self.log.failure("protocol factory for session {sid} failed", sid=self.sessionID)
+                self._fail(Reason.ABORTED.value, "protocol factory failed")
+                return
+        self._factory = None
+        self.protocol = protocol
+        # Plaintext goes straight to the plugin from now on.
+        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        protocol.makeConnection(self)
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.callback(protocol)
+
+    def _handshakeTimedOut(self) -> None:
+        self._handshakeTimer = None
+        if self.protocol is None:
+            self._fail(Reason.TIMEOUT.value, "end-to-end TLS handshake timed out")
+
+    def _cancelHandshakeTimer(self) -> None:
+        if self._handshakeTimer is not None and self._handshakeTimer.active():
+            self._handshakeTimer.cancel()
+        self._handshakeTimer = None
+
+    def _tlsFailed(self, reason: Failure) -> None:
+        # Once the stream is gone, the TLS layer reports the missing close
+        # notify as a failure too; that is the link's failure, not TLS's.
+        if not self._closing and not self._streamGone:
+            detail = f"end-to-end TLS failed: {reason.getErrorMessage()}"[:512]
+            self.log.warn(
+                "routed session {sid} with {peer}: {detail}",
+                sid=self.sessionID,
+                peer=self.peerNodeID,
+                detail=detail,
+            )
+            self._closing = self.disconnecting = True
+            self._closeReason = (Reason.PROTOCOL_ERROR.value, detail)
+            self._cp.sendUnbind(self.sessionID, Reason.PROTOCOL_ERROR.value, detail)
+
+    def _fail(self, reason: str, detail: str) -> None:
+        self.log.warn(
+            "routed session {sid} with {peer} failed: {reason} {detail}",
+            sid=self.sessionID,
+            peer=self.peerNodeID,
+            reason=reason,
+            detail=detail,
+        )
+        if not self._closing:
+            self._closing = self.disconnecting = True
+            self._closeReason = (reason, detail)
+            self._cp.sendUnbind(self.sessionID, reason, detail)
+        self._abortStream()
+
+    def _abortStream(self) -> None:
+        # Never reset the stream from inside the TLS layer's own call chain
+        # (a handshake or a record being processed): the stream would end
+        # the TLS layer under it.  The next reactor turn is soon enough;
+        # nothing reaches the plugin meanwhile, as the session is closing.
+        self._owner.node.reactor.callLater(0, self._stream.abortConnection)
+
+    # -- the protocol under TLS ----------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        # Replaced by the plugin's dataReceived once the far end is
+        # authenticated; nothing reaches the plugin before.
+        pass
+
+    def _farEndFinished(self) -> None:
+        # The far end finished sending; sessions close as a whole.
+        if not self._closing:
+            self._closing = self.disconnecting = True
+            self._closeTLS()
+
+    def unbindReceived(self, reason: str, detail: str) -> None:
+        """
+        The far end (or a relay, for a failure on the way) sent UNBIND.
+        """
+        self._peerReason = (reason, detail)
+        if not self._closing:
+            self._closing = self.disconnecting = True
+            self._closeTLS()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._cancelHandshakeTimer()
+        if self._peerReason is not None:
+            why = SessionClosed(*self._peerReason)
+        elif self._closeReason is not None:
+            why = SessionClosed(*self._closeReason)
+        elif isinstance(reason.value, SSL.Error):
+            detail = f"end-to-end TLS failed: {reason.getErrorMessage()}"[:512]
+            why = SessionClosed(Reason.PROTOCOL_ERROR.value, detail)
+            self._cp.sendUnbind(self.sessionID, why.reason, detail)
+        elif reason.check(ConnectionDone):
+            why = SessionClosed(Reason.NORMAL.value, "")
+        else:
+            why = SessionClosed(Reason.LINK_FAILURE.value, reason.getErrorMessage())
+        self._owner.sessionEnded(self, why)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.stopProducing()
+        protocol, self.protocol = self.protocol, None
+        self.dataReceived = RoutedSession.dataReceived.__get__(self)  # type: ignore[method-assign]
+        if protocol is not None:
+            protocol.connectionLost(Failure(why))
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.errback(SessionRefused(why.reason, why.detail))
+
+    # -- ITransport / IConsumer / IPushProducer for the plugin ---------------------
+
+    def write(self, data: bytes) -> None:
+        if not self._closing:
+            self._tls.write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        if not self._closing:
+            self._tls.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        self.loseConnectionWithReason(Reason.NORMAL)
+
+    def loseConnectionWithReason(self, reason: str, detail: str = "") -> None:
+        if self._closing:
+            return
+        self._closing = self.disconnecting = True
+        self._closeReason = (str(reason), detail)
+        self._cp.sendUnbind(self.sessionID, str(reason), detail)
+        self._closeTLS()
+
+    def abortConnection(self) -> None:
+        if not self._closing:
+            self._closing = self.disconnecting = True
+            self._closeReason = (Reason.ABORTED.value, "")
+            self._cp.sendUnbind(self.sessionID, Reason.ABORTED.value, "")
+        self._abortStream()
+
+    def _closeTLS(self) -> None:
+        # Close notify after what is written, then FIN.  A registered
+        # producer would hold the TLS shutdown back; the session is ending,
+        # so it is detached now (and stopped once the session is gone).
+        tls = self._tls
+        if tls is None or self._streamGone or getattr(tls, "_tlsConnection", None) is None:
+            self._stream.loseConnection()
+            return
+        if not tls._handshakeDone:
+            # Nothing can have been written yet; Twisted's TLS layer would
+            # abort from inside its own loseConnection here.
+            self._abortStream()
+            return
+        if self._producer is not None:
+            tls.unregisterProducer()
+        tls.loseConnection()
+
+    def getPeer(self) -> SessionAddress:
+        return SessionAddress(self.info.peerNodeID, self.info.peerName, self.info.sessionID)
+
+    def getHost(self) -> SessionAddress:
+        return SessionAddress(self.info.localNodeID, self._cp.localName, self.info.sessionID)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if self._closing:
+            producer.stopProducing()
+            return
+        self._producer = producer
+        self._tls.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        if self._producer is not None:
+            self._producer = None
+            if self._tls is not None:
+                self._tls.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self._stream.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._stream.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.abortConnection()
+
+
+class RoutedSessions:
+    """
+    The routed-session ends of one node (every node has them).
+
+    @ivar sessions: routed sessions ending here, by session ID.
+    """
+
+    log = Logger()
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.sessions: dict[str, RoutedSession] = {}
+        self.pending: dict[str, Stream] = {}
+        self.bindTimeout = BIND_TIMEOUT
+        self._tlsFactories: dict[bool, TLSMemoryBIOFactory] = {}
+
+    def tlsFactory(self, isClient: bool) -> TLSMemoryBIOFactory:
+        factory = self._tlsFactories.get(isClient)
+        if factory is None:
+            factory = TLSMemoryBIOFactory(
+                self.node._contextFactory, isClient, _Factory(), clock=self.node.reactor
+            )
+            self._tlsFactories[isClient] = factory
+        return factory
+
+    def _peerName(self, nodeID: str) -> str:
+        topology = self.node.topology
+        if topology is not None:
+            try:
+                return topology.nodeName(nodeID) or ""
+            except Exception:
+                return ""
+        return ""
+
+    def count(self, plugin: str, peerNodeID: str) -> int:
+        """
+        Routed sessions of C{plugin} with C{peerNodeID}.
+        """
+        return sum(
+            1
+            for s in self.sessions.values()
+            if s.info.plugin == plugin and s.info.peerNodeID == peerNodeID
+        )
+
+    # -- origin --------------------------------------------------------------------
+
+    def open(
+        self,
+        destination: str,
+        plugin: str,
+        protocolFactory: Callable[[Any], Any],
+        parameters: dict[str, Any] | None = None,
+        cos: str | None = None,
+        route: list[str] | None = None,
+    ) -> Deferred[Any]:
+        """
+        Open a session with C{destination} (a node ID) through relays; fires
+        with the plugin protocol once the far end is authenticated by TLS.
+        """
+        return Deferred.fromCoroutine(
+            self._open(destination, plugin, protocolFactory, parameters, cos, route)
+        )
+
+    async def _open(
+        self,
+        destination: str,
+        plugin: str,
+        protocolFactory: Callable[[Any], Any],
+        parameters: dict[str, Any] | None,
+        cos: str | None,
+        route: list[str] | None,
+    ) -> Any:
+        node = self.node
+        if node.shuttingDown:
+            raise SessionRefused(Reason.SHUTTING_DOWN.value, "this node is stopping")
+        localPlugin = node.plugins.get(plugin)
+        cos = cos or (localPlugin.defaultCOS if localPlugin else "interactive")
+        if route is None:
+            route = list(await node.routeTo(destination, cos))
+        route = list(route)
+        if not route or route[0] != node.nodeID or route[-1] != destination:
+            raise SessionRefused(
+                Reason.NO_ROUTE.value, "the route must run from this node to the destination"
+            )
+        if len(route) == 2:
+            # A neighbour: an ordinary adjacent session.
+            return await node.findNeighbour(destination).openSession(
+                plugin, protocolFactory, parameters, cos
+            )
+        why = checkRoute(route, 0, MAX_ROUTE_NODES)
+        if why is not None:
+            raise SessionRefused(Reason.PROTOCOL_ERROR.value, why)
+        cp = node.links.get(route[1])
+        if cp is None or cp.state is not LinkState.ACTIVE:
+            raise SessionRefused(Reason.NO_ROUTE.value, f"{route[1]} is not a neighbour")
+        try:
+            stream = cp.mux.openStream()
+        except (GoAwayReceived, StreamLimitExceeded) as e:
+            raise SessionRefused(Reason.LIMIT_REACHED.value, str(e)) from None
+        request = SessionOpen(
+            session_id=newSessionID(),
+            origin=node.nodeID,
+            destination=destination,
+            plugin=plugin,
+            cos=cos,
+            window=cp.mux.config.initialWindow,
+            parameters=dict(parameters or {}),
+            route=route,
+        )
+        answered: Deferred[tuple[Message, bytes]] = Deferred()
+        sid = request.session_id
+
+        def onAnswer(msg: Message, leftover: bytes) -> None:
+            answered.callback((msg, leftover))
+
+        def onLost(reason: Failure) -> None:
+            why = (
+                reason.value.reason
+                if isinstance(reason.value, SessionClosed)
+                else Reason.LINK_FAILURE.value
+            )
+            answered.errback(SessionRefused(why, reason.getErrorMessage()))
+
+        def timedOut() -> None:
+            if not answered.called:
+                answered.errback(
+                    SessionRefused(Reason.TIMEOUT.value, f"no answer within {self.bindTimeout:g} s")
+                )
+                cp.sendUnbind(sid, Reason.TIMEOUT.value, "BIND timed out")
+                stream.abortConnection()
+
+        self.pending[sid] = stream
+        timer = node.reactor.callLater(self.bindTimeout, timedOut)
+        stream.attachProtocol(_BindReader(onAnswer, onLost))
+        stream.write(encodeMessage(request))
+        try:
+            answer, leftover = await answered
+        finally:
+            self.pending.pop(sid, None)
+            if timer.active():
+                timer.cancel()
+        if isinstance(answer, SessionRefuse):
+            stream.loseConnection()
+            raise SessionRefused(answer.reason, answer.detail)
+        if not isinstance(answer, SessionAccept) or answer.session_id != sid:
+            stream.abortConnection()
+            raise SessionRefused(Reason.PROTOCOL_ERROR.value, f"unexpected {answer.typeName}")
+        if cp.state is not LinkState.ACTIVE:
+            stream.abortConnection()
+            raise SessionRefused(Reason.LINK_FAILURE.value, "the link went down")
+        info = SessionInfo(
+            sid,
+            plugin,
+            cos,
+            request.parameters,
+            OUTBOUND,
+            node.nodeID,
+            destination,
+            self._peerName(destination),
+        )
+        ready: Deferred[Any] = Deferred()
+        session = RoutedSession(
+            self, cp, stream, info, route, protocolFactory=protocolFactory, ready=ready
+        )
+        self._started(cp, session)
+        session.startTLS(isClient=True, leftover=leftover)
+        return await ready
+
+    # -- destination -------------------------------------------------------------------
+
+    def bindReceived(self, cp: ControlPoint, stream: Stream, req: SessionOpen) -> None:
+        """
+        A BIND for this node that came through relays.
+        """
+        node = self.node
+        sid = req.session_id
+        route = list(req.route)
+        if node.shuttingDown:
+            cp.refuse(stream, sid, Reason.SHUTTING_DOWN, "the node is stopping")
+            return
+        why = checkRoute(route, len(route) - 1, MAX_ROUTE_NODES)
+        if why is None:
+            if route[-1] != node.nodeID or req.destination != node.nodeID:
+                why = "the route does not end at this node"
+            elif route[0] != req.origin:
+                why = "the route does not start at the origin"
+            elif route[-2] != cp.peerNodeID:
+                why = "the BIND came from a node that is not the previous hop"
+        if why is not None:
+            cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, why)
+            return
+        plugin = node.plugins.get(req.plugin)
+        if plugin is None:
+            cp.refuse(stream, sid, Reason.UNKNOWN_PLUGIN, f"no plugin {req.plugin!r}")
+            return
+        if sid in self.sessions or sid in cp.sessions:
+            cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, "session ID in use")
+            return
+        limit = plugin.sessionLimit
+        if self.count(req.plugin, req.origin) >= limit:
+            cp.refuse(
+                stream, sid, Reason.LIMIT_REACHED, f"{limit} {req.plugin} sessions with this node"
+            )
+            return
+        info = SessionInfo(
+            sid,
+            req.plugin,
+            req.cos,
+            req.parameters,
+            INBOUND,
+            node.nodeID,
+            req.origin,
+            self._peerName(req.origin),
+        )
+        try:
+            protocol = plugin.buildProtocol(info)
+        except SessionRefused as e:
+            cp.refuse(stream, sid, e.reason, e.detail)
+            return
+        except Exception:
+            self.log.failure("plugin {plugin} failed to build a protocol", plugin=req.plugin)
+            cp.refuse(stream, sid, Reason.REFUSED_BY_PLUGIN, "plugin error")
+            return
+        if protocol is None:
+            cp.refuse(stream, sid, Reason.REFUSED_BY_PLUGIN, "")
+            return
+        stream.write(encodeMessage(SessionAccept(session_id=sid)))
+        session = RoutedSession(self, cp, stream, info, route, protocol=protocol)
+        self._started(cp, session)
+        session.startTLS(isClient=False)
+
+    # -- registry -----------------------------------------------------------------------
+
+    def _started(self, cp: ControlPoint, session: RoutedSession) -> None:
+        self.sessions[session.sessionID] = session
+        cp.sessionStarted(session)  # type: ignore[arg-type]
+
+    def sessionEnded(self, session: RoutedSession, why: SessionClosed) -> None:
+        if self.sessions.get(session.sessionID) is session:
+            del self.sessions[session.sessionID]
+        session._cp.sessionEnded(session, why)  # type: ignore[arg-type]
+
+    def asDict(self) -> dict[str, Any]:
+        return {
+            "sessions": [
+                {
+                    "session_id": s.sessionID,
+                    "plugin": s.plugin,
+                    "direction": s.direction,
+                    "peer": s.peerNodeID,
+                    "route": s.route,
+                    "since": s.since,
+                }
+                for s in self.sessions.values()
+            ]
+        }
+
+
+def installRoutedSessions(node: Node) -> RoutedSessions:
+    """
+    Give C{node} routed-session ends: sets C{node.routedSessions}.
+    """
+    routed = RoutedSessions(node)
+    node.routedSessions = routed
+    return routed

@@ -1,0 +1,195 @@
+"""
+Bulk transfer through intermediate nodes vs a direct session, real processes.
+
+This process is node A; three child processes run nodes B, C and D, each a
+network node with the relay and routed-session ends installed, listening on
+127.0.0.1.  Links: A-B, B-C, C-D, B-D and A-D.  D runs the sink plugin.  Each
+round sends the same bytes from A to D three ways, alternating:
+
+  direct   an adjacent session on the A-D link (link TLS only)
+  relay1   a routed session A-B-D (one intermediate node; TLS end to end)
+  relay2   a routed session A-B-C-D (two intermediate nodes)
+
+The clock runs from the first write (session authenticated) to D's answer
+C{!} once it has everything.  Medians of the runs; one JSON line at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import _common as C  # noqa: E402
+from twisted.internet.defer import Deferred  # noqa: E402
+from twisted.internet.stdio import StandardIO  # noqa: E402
+from twisted.protocols.basic import LineReceiver  # noqa: E402
+
+from appnpy.relay import installRelay  # noqa: E402
+from appnpy.routed import installRoutedSessions  # noqa: E402
+
+HERE = os.path.abspath(__file__)
+
+if os.environ.get("APPN_BENCH_HIGH_WATER"):
+    # Experiment knob (both processes): the multiplexer's per-stream send
+    # high-water mark, which is also how much a relay buffers before it
+    # pauses reading from the previous hop.
+    import appnpy.yamux as _yamux
+
+    _yamux.SEND_HIGH_WATER = int(os.environ["APPN_BENCH_HIGH_WATER"])
+    _yamux.SEND_LOW_WATER = _yamux.SEND_HIGH_WATER // 2
+
+
+# -- the child processes ------------------------------------------------------------
+
+
+class _ChildCommands(LineReceiver):
+    delimiter = b"\n"
+
+    def __init__(self, node: Any, done: Deferred[None]) -> None:
+        self.node = node
+        self.done = done
+
+    def lineReceived(self, line: bytes) -> None:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "connect":
+            d = self.node.connect(cmd["target"])
+            d.addCallbacks(
+                lambda cp: self.reply({"linked": cp.peerNodeID}),
+                lambda f: self.reply({"error": f.getErrorMessage()}),
+            )
+        elif cmd["cmd"] == "state":
+            self.reply(
+                {
+                    "relay": len(self.node.relay.table),
+                    "sessions": len(self.node.sessions()),
+                }
+            )
+
+    def reply(self, msg: dict[str, Any]) -> None:
+        self.transport.write(json.dumps(msg).encode() + b"\n")
+
+    def connectionLost(self, reason: Any) -> None:
+        if not self.done.called:
+            self.done.callback(None)
+
+
+async def child(reactor: Any) -> None:
+    node = C.makeNode(reactor, listen=[C.LISTEN])
+    installRelay(node)
+    installRoutedSessions(node)
+    node.startService()
+    while not node.ports:
+        d: Deferred[None] = Deferred()
+        reactor.callLater(0, d.callback, None)
+        await d
+    done: Deferred[None] = Deferred()
+    proto = _ChildCommands(node, done)
+    StandardIO(proto, reactor=reactor)
+    proto.reply({"appn": node.advertisedAddresses()[0], "id": node.nodeID, "pid": os.getpid()})
+    await done
+
+
+async def spawnChild(reactor: Any, profile: str | None) -> tuple[C.PeerProcess, dict[str, Any]]:
+    proto = C.PeerProcess()
+    args = [sys.executable, HERE, "--child"]
+    if profile:
+        args += ["--profile", profile]
+    reactor.spawnProcess(
+        proto, sys.executable, args, env=os.environ, childFDs={0: "w", 1: "r", 2: 2}
+    )
+    ready = await proto.ready
+    return proto, ready
+
+
+# -- the measuring process ----------------------------------------------------------------
+
+
+async def run(reactor: Any, node: Any, kind: str, route: list[str], total: int) -> float:
+    if kind == "direct":
+        d = node.openSession(route[-1], "sink", C.SessionClient, {"n": total})
+    else:
+        d = node.routedSessions.open(route[-1], "sink", C.SessionClient, {"n": total}, route=route)
+    proto = await d
+    start = reactor.seconds()
+    answered = proto.answered
+    C.Pusher(proto.transport, total).start()
+    await answered
+    elapsed = reactor.seconds() - start
+    proto.transport.loseConnection()
+    await proto.lost
+    return elapsed
+
+
+async def main(reactor: Any, args: argparse.Namespace) -> None:
+    total = C.pick(args, 512 * C.MIB, 256 * C.MIB, 8 * C.MIB)
+    runs = args.runs or C.pick(args, 5, 3, 1)
+    children = []
+    try:
+        for name in "BCD":
+            prof = f"{args.profile}.{name}" if args.profile and name == "B" else None
+            children.append(await spawnChild(reactor, prof))
+        (pb, b), (pc, c), (pd, d) = children
+        node = C.makeNode(reactor)
+        installRoutedSessions(node)
+        await node.connect(b["appn"])
+        await node.connect(d["appn"])
+        for proc, target in ((pb, c), (pc, d), (pb, d)):
+            answer = await proc.request(cmd="connect", target=target["appn"])
+            if "error" in answer:
+                raise RuntimeError(answer["error"])
+        routes = {
+            "direct": [node.nodeID, d["id"]],
+            "relay1": [node.nodeID, b["id"], d["id"]],
+            "relay2": [node.nodeID, b["id"], c["id"], d["id"]],
+        }
+        results: dict[str, list[float]] = {k: [] for k in routes}
+        for i in range(runs):
+            # Alternate the order every run so no kind always goes first.
+            order = list(routes) if i % 2 == 0 else list(routes)[::-1]
+            for kind in order:
+                t = await run(reactor, node, kind, routes[kind], total)
+                results[kind].append(total / t / 1e9)
+            C.log(
+                f"run {i + 1}/{runs}: "
+                + ", ".join(f"{k} {results[k][-1]:.3f} GB/s" for k in routes)
+            )
+        leftovers = [await p.request(cmd="state") for p, _ in children]
+        for cp in list(node.links.values()):
+            await cp.close()
+    finally:
+        for proc, _ in children:
+            await proc.stop()
+    med = {k: C.median(v) for k, v in results.items()}
+    C.emit(
+        {
+            "benchmark": "routed_bulk",
+            "bytes": total,
+            "runs": runs,
+            "direct_GBps": round(med["direct"], 4),
+            "relay1_GBps": round(med["relay1"], 4),
+            "relay2_GBps": round(med["relay2"], 4),
+            "ratio_relay1": round(med["relay1"] / med["direct"], 3),
+            "ratio_relay2": round(med["relay2"] / med["direct"], 3),
+            "goal_relay1": 0.5,
+            "runs_GBps": {k: [round(x, 4) for x in v] for k, v in results.items()},
+            "leftover_state": leftovers,
+        }
+    )
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:
+        p = argparse.ArgumentParser()
+        p.add_argument("--child", action="store_true")
+        p.add_argument("--profile", default=None)
+        a = p.parse_args()
+        C.runMain(child, a)
+    else:
+        args = C.parseArgs(__doc__.splitlines()[1])
+        C.runMain(lambda reactor: main(reactor, args), args)
