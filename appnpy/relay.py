@@ -94,6 +94,11 @@ def checkRoute(route: list[str], here: int, maxNodes: int = MAX_ROUTE_NODES) -> 
     return None
 
 
+#: Send buffer per direction of a spliced session before the relay stops
+#: reading the other side (see benchmarks/routed_bulk.py).
+RELAY_SEND_HIGH_WATER = 1024 * 1024
+
+
 @implementer(IPushProducer)
 class _Pauser:
     """
@@ -411,6 +416,10 @@ class Relay:
         outSide = _SpliceSide(self, entry, OUT)
         inSide.dataReceived = self.forwarder(entry, OUT)  # type: ignore[method-assign]
         outSide.dataReceived = self.forwarder(entry, IN)  # type: ignore[method-assign]
+        # A deeper send buffer on each spliced stream keeps a chain of hops
+        # streaming instead of stalling every 64 KiB; it bounds what the
+        # relay holds per direction (plus the receive window).
+        inStream.sendHighWater = outStream.sendHighWater = RELAY_SEND_HIGH_WATER
         outStream.registerProducer(_Pauser(inStream), True)
         inStream.registerProducer(_Pauser(outStream), True)
         self.log.info(

@@ -187,6 +187,7 @@ class Stream:
         "_lastUpdate",
         "_recvBuf",
         "_readPaused",
+        "sendHighWater",
         "_readLostDelivered",
         "_lostReason",
         "_lostDelivered",
@@ -219,6 +220,10 @@ class Stream:
         self._lastUpdate = mux._reactor.seconds()
         self._recvBuf: bytearray | None = None
         self._readPaused = False
+        #: Unsent bytes above which a registered push producer is paused
+        #: (resumed at half).  Relays raise it on spliced streams so a chain
+        #: of hops does not stall on every 64 KiB.
+        self.sendHighWater = SEND_HIGH_WATER
         self._readLostDelivered = False
         self._lostReason: Failure | None = None
         self._lostDelivered = False
@@ -432,7 +437,7 @@ class Stream:
             else:
                 self._resumeProducer()
             return False
-        if len(buf) <= SEND_LOW_WATER:
+        if len(buf) <= self.sendHighWater >> 1:
             self._resumeProducer()
         return self._sendWindow > 0 and self._sendBuf is not None
 
@@ -470,7 +475,7 @@ class Stream:
         buf = self._sendBuf
         if (
             buf is not None
-            and len(buf) > SEND_HIGH_WATER
+            and len(buf) > self.sendHighWater
             and self._producer is not None
             and self._streaming
             and not self._producerPaused
@@ -493,7 +498,7 @@ class Stream:
             self._producer is not None
             and not self._streaming
             and self._pullCall is None
-            and (self._sendBuf is None or len(self._sendBuf) <= SEND_LOW_WATER)
+            and (self._sendBuf is None or len(self._sendBuf) <= self.sendHighWater >> 1)
         ):
             self._pullCall = self._mux._reactor.callLater(0, self._pull)
 
@@ -505,7 +510,7 @@ class Stream:
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         """
         Register a producer for the send side: a push producer is paused
-        while more than C{SEND_HIGH_WATER} bytes wait unsent.
+        while more than C{sendHighWater} bytes wait unsent.
         """
         if self._producer is not None:
             raise RuntimeError(

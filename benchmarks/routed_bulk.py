@@ -36,13 +36,11 @@ from appnpy.routed import installRoutedSessions  # noqa: E402
 HERE = os.path.abspath(__file__)
 
 if os.environ.get("APPN_BENCH_HIGH_WATER"):
-    # Experiment knob (both processes): the multiplexer's per-stream send
-    # high-water mark, which is also how much a relay buffers before it
-    # pauses reading from the previous hop.
-    import appnpy.yamux as _yamux
+    # Experiment knob (every process): how much a relay buffers per
+    # direction of a spliced session before it pauses the other side.
+    import appnpy.relay as _relay
 
-    _yamux.SEND_HIGH_WATER = int(os.environ["APPN_BENCH_HIGH_WATER"])
-    _yamux.SEND_LOW_WATER = _yamux.SEND_HIGH_WATER // 2
+    _relay.RELAY_SEND_HIGH_WATER = int(os.environ["APPN_BENCH_HIGH_WATER"])
 
 
 # -- the child processes ------------------------------------------------------------
