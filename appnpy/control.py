@@ -65,6 +65,8 @@ MAX_PENDING_INBOUND = 64
 FIRST_MESSAGE_TIMEOUT = 30.0
 #: Seconds a graceful close waits for sessions to finish before dropping the link.
 CLOSE_TIMEOUT = 5.0
+#: Seconds a refused link may take to finish closing before it is aborted.
+LINGER_TIMEOUT = 2.0
 
 
 class LinkState(enum.Enum):
@@ -543,6 +545,11 @@ class ControlPoint:
         self.state = LinkState.CLOSING
         self.mux.goAway(1 if reason == Reason.PROTOCOL_ERROR else 0)
         self.link.closeTransport()
+        self.node.linkClosing(self, self._closeReason)
+        # A peer that never finishes the TLS shutdown must not hold the
+        # connection open.
+        self._cancelCloseTimer()
+        self._closeTimer = self.reactor.callLater(LINGER_TIMEOUT, self.link.abortTransport)
 
     def close(self, reason: str = Reason.NORMAL, detail: str = "") -> Deferred[None]:
         """
@@ -661,6 +668,10 @@ class LinkProtocol(AuthenticatedProtocol):
             return
         self.transport.unregisterProducer()
         self.transport.loseConnection()
+
+    def abortTransport(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.abortConnection()
 
     def whenLost(self) -> Deferred[None]:
         d: Deferred[None] = Deferred()

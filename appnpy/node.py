@@ -222,11 +222,10 @@ class Node(MultiService):
                 keep, drop = sorted((existing, cp), key=_dialerID)
                 if _dialerID(keep) == _dialerID(drop):
                     keep, drop = existing, cp
+            # Refusing a link also forgets it (and tells the observers).
             drop.refuseLink(Reason.DUPLICATE_LINK, "a link between these nodes already exists")
             if keep is existing:
                 return
-            del self.links[cp.peerNodeID]
-            self._notify("linkLost", existing, (Reason.DUPLICATE_LINK.value, "replaced"))
         self.links[cp.peerNodeID] = cp
         self.log.info(
             "link up with {peer} ({name}) at {address}, {direction}",
@@ -236,6 +235,13 @@ class Node(MultiService):
             direction="dialled" if cp.isDialer else "accepted",
         )
         self._notify("linkActive", cp)
+
+    def linkClosing(self, cp: ControlPoint, why: tuple[str, str]) -> None:
+        """
+        A link was refused and is being torn down: it stops counting as a
+        neighbour now, not when TLS has finished closing.
+        """
+        self.linkLost(cp, why)
 
     def linkLost(self, cp: ControlPoint, why: tuple[str, str]) -> None:
         if self.links.get(cp.peerNodeID) is cp:
@@ -377,7 +383,14 @@ class Node(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        Deferred.fromCoroutine(self._start())
+        # Listen and announce readiness only once the reactor runs, so the
+        # readiness line means the node can already answer (and a signal
+        # sent on seeing it meets the node's own handlers).
+        callWhenRunning = getattr(self.reactor, "callWhenRunning", None)
+        if callWhenRunning is None:
+            Deferred.fromCoroutine(self._start())
+        else:
+            callWhenRunning(lambda: Deferred.fromCoroutine(self._start()))
 
     async def _start(self) -> None:
         for description in self.listenEndpoints:

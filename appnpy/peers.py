@@ -442,7 +442,10 @@ class PeerManager(Service):
             return
         self._upSince[cp.peerNodeID] = self.reactor.seconds()
         records = self._recordsFor(cp)
-        if not cp.isDialer and len(self.node.links) > self.maxPeers + self.slack:
+        if (
+            not cp.isDialer
+            and len(self.node.links) + len(self._dialling) > self.maxPeers + self.slack
+        ):
             # Full: the newcomer still learns where else to go.
             self._send(cp, records)
             self.log.info(
@@ -547,11 +550,26 @@ class PeerManager(Service):
         self._tick = None
         if not self.running:
             return
+        self._trimSurplus()
         wanted = self.maxPeers - len(self.node.links) - len(self._dialling)
         if wanted > 0:
             for key, address in self.candidates()[:wanted]:
                 self._dialOne(key, address)
         self._planNext()
+
+    def _trimSurplus(self) -> None:
+        """
+        Close the newest idle links beyond C{maxPeers + slack} (races of
+        simultaneous dials can overshoot), telling their peers we are busy.
+        """
+        surplus = len(self.node.links) - (self.maxPeers + self.slack)
+        if surplus <= 0:
+            return
+        idle = [cp for cp in self.node.links.values() if not cp.sessions]
+        idle.sort(key=lambda cp: self._upSince.get(cp.peerNodeID, 0.0), reverse=True)
+        for cp in idle[:surplus]:
+            self._send(cp, self._recordsFor(cp))
+            cp.refuseLink(Reason.BUSY, f"over max-peers {self.maxPeers}; try the addresses sent")
 
     def _planNext(self) -> None:
         delay = self.tickInterval
