@@ -442,10 +442,7 @@ class PeerManager(Service):
             return
         self._upSince[cp.peerNodeID] = self.reactor.seconds()
         records = self._recordsFor(cp)
-        if (
-            not cp.isDialer
-            and len(self.node.links) + len(self._dialling) > self.maxPeers + self.slack
-        ):
+        if not cp.isDialer and len(self.node.links) > self.maxPeers + self.slack:
             # Full: the newcomer still learns where else to go.
             self._send(cp, records)
             self.log.info(
