@@ -34,6 +34,7 @@ class Reason(enum.StrEnum):
     ABORTED = "aborted"
     BUSY = "busy"
     NO_ROUTE = "no-route"
+    RATE_LIMITED = "rate-limited"
 
 
 class APPNError(Exception):
