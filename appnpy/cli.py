@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, TextIO
 
@@ -335,6 +336,163 @@ def cmdCASign(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _nameOr(names: dict[str, Any], nodeID: str) -> str:
+    return str(names.get(nodeID) or _short(nodeID))
+
+
+def _path(names: dict[str, Any], hops: list[str]) -> str:
+    return " -> ".join(_nameOr(names, h) for h in hops)
+
+
+def cmdTopology(args: argparse.Namespace, out: TextIO) -> int:
+    topo = APIClient(args.data_dir).call("GET", "topology")
+    if args.json:
+        _json(out, topo)
+        return 0
+    if not topo["has_database"]:
+        server = topo["server"]
+        where = (
+            f"its network-node server is {server['name'] or '-'} ({server['node_id']})"
+            if server
+            else "it has no network-node server now"
+        )
+        out.write(f"{topo['name']} is an end node: it keeps no topology database; {where}\n")
+        return 0
+    names = {n["node_id"]: n["name"] for n in topo["nodes"]}
+    out.write(f"digest    {topo['digest']}\n")
+    out.write(f"records   {topo['records']}\n\n")
+    table(
+        out,
+        ["NAME", "NODE", "ROLE", "RESISTANCE", "LOAD", "CDS", "END_NODES"],
+        [
+            [
+                n["name"],
+                _short(n["node_id"]),
+                n.get("role", "network"),
+                n["resistance"],
+                n["load"],
+                "yes" if n["cds"] else "no",
+                len(n["end_nodes"]),
+            ]
+            for n in topo["nodes"]
+        ],
+    )
+    out.write("\n")
+    table(
+        out,
+        ["FROM", "TO", "RTT_MS", "THROUGHPUT", "COST", "SECURITY", "UP", "ROUTABLE"],
+        [
+            [
+                _nameOr(names, link["owner"]),
+                _nameOr(names, link["peer"]),
+                link["rtt_ms"],
+                link["throughput"],
+                link["cost"],
+                link["security"],
+                "yes" if link["up"] else "no",
+                "yes" if link["routable"] else "no",
+            ]
+            for link in topo["links"]
+        ],
+    )
+    return 0
+
+
+def cmdResources(args: argparse.Namespace, out: TextIO) -> int:
+    res = APIClient(args.data_dir).call("GET", "resources")
+    if args.json:
+        _json(out, res)
+        return 0
+    if res["role"] == "end":
+        server = res.get("server")
+        where = f"{res.get('server_name') or '-'} ({server})" if server else "none"
+        out.write(f"server    {where}\n\n")
+    out.write("local resources:\n")
+    for name in res["local"]:
+        out.write(f"  {name}\n")
+    if not res["local"]:
+        out.write("  (none)\n")
+    if res["role"] == "network":
+        out.write("\nregistered by end nodes:\n")
+        table(
+            out,
+            ["RESOURCE", "OWNER", "NODE", "EXPIRES_S"],
+            [
+                [name, e.get("owner_name"), _short(e["owner"]), e["expires_in"]]
+                for name, owners in res["registered"].items()
+                for e in owners
+            ],
+        )
+    return 0
+
+
+def cmdLocate(args: argparse.Namespace, out: TextIO) -> int:
+    found = APIClient(args.data_dir).call(
+        "GET", "locate?" + urllib.parse.urlencode({"name": args.name})
+    )
+    if args.json:
+        _json(out, found)
+        return 0
+    names = found.get("names", {})
+    out.write(f"{found['name']} is offered by {found['owner_name'] or '-'} ({found['owner']})\n")
+    record = found["record"]
+    out.write(f"record    seq {record.get('seq')}, ttl {record.get('ttl')} s\n")
+    route = found.get("route")
+    out.write(f"route     {_path(names, route) if route else '-'}\n")
+    return 0
+
+
+def cmdRoute(args: argparse.Namespace, out: TextIO) -> int:
+    query = {"destination": args.destination}
+    if args.cos:
+        query["cos"] = args.cos
+    explanation = APIClient(args.data_dir).call("GET", "route?" + urllib.parse.urlencode(query))
+    if args.json:
+        _json(out, explanation)
+        return 0
+    names = explanation.get("names", {})
+    route = explanation["route"]
+    weights = route.get("hopWeights")
+    chooser = explanation.get("computed_by")
+    out.write(
+        f"route to {_nameOr(names, explanation['destination'])} for class of service "
+        f"{explanation['cos']}"
+        + (
+            f" (chosen by {_nameOr(names, chooser)})"
+            if chooser not in (None, explanation["origin"])
+            else ""
+        )
+        + ":\n"
+    )
+    rows = []
+    for i, hop in enumerate(route["hops"]):
+        # A hop's weight is what entering it adds: its link, and the node if intermediate.
+        weight = None if i == 0 or weights is None else weights[i - 1]
+        rows.append([i, names.get(hop), _short(hop), weight])
+    table(out, ["HOP", "NAME", "NODE", "WEIGHT"], rows)
+    total = route.get("weight")
+    out.write(f"total     {'-' if total is None else _cell(float(total))}\n")
+    alternatives = explanation.get("alternatives") or []
+    if alternatives:
+        out.write("alternatives:\n")
+        for alt in alternatives:
+            out.write(
+                f"  {_path(names, alt['hops'])}  total {_cell(float(alt['weight']))}"
+                f"  ({alt.get('why') or 'not chosen'})\n"
+            )
+    rejected = explanation.get("rejected") or []
+    if rejected:
+        out.write("excluded by the class of service:\n")
+        for r in rejected:
+            why = "; ".join(
+                (_path(names, e["link"]) if "link" in e else _nameOr(names, e["node"]))
+                + f": {e['why']}"
+                for e in r["excludedBy"]
+            )
+            out.write(f"  {_path(names, r['hops'])}  ({why})\n")
+    return 0
+
+
 def _json(out: TextIO, value: Any) -> None:
     out.write(json.dumps(value, indent=2) + "\n")
 
@@ -384,6 +542,14 @@ def buildParser() -> argparse.ArgumentParser:
     echo.add_argument("node", help="node ID, unique prefix or CP name")
     echo.add_argument("--count", type=int, default=5)
     echo.add_argument("--size", type=int, default=64)
+    add("topology", cmdTopology, "the topology database (network nodes)")
+    add("resources", cmdResources, "local and registered resources")
+    add("locate", cmdLocate, "find the node offering a resource").add_argument(
+        "name", help="resource name <kind>:<name>, e.g. files:music"
+    )
+    route = add("route", cmdRoute, "explain the route to a node")
+    route.add_argument("destination", help="node ID, unique prefix or CP name")
+    route.add_argument("--cos", default=None, help="class of service (default interactive)")
     probe = add("probe", cmdProbe, "check a node against the protocol (no node needed)")
     probe.add_argument("address", help="host:port or appn://<nodeid>@host:port")
     probe.add_argument("--timeout", type=float, default=10.0)

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 import appnpy
-from appnpy.errors import APPNError, NoSuchNode, SessionError
+from appnpy.errors import APPNError, NoRoute, NoSuchNode, ResourceNotFound, SessionError
 from appnpy.identity import _writeAtomically
 from appnpy.link import parseAddress
 from appnpy.metrics import CONTENT_TYPE, NodeMetrics
@@ -51,14 +51,19 @@ _COOKIE = b"appn_token"
 
 class APIError(Exception):
     """
-    An error answered as C{{"error": message, "code": code}} with C{status}.
+    An error answered as C{{"error": message, "code": code}} with C{status};
+    C{extra} adds fields to that object (e.g. the explanation of a failed
+    route selection).
     """
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, extra: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.extra = extra or {}
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -117,6 +122,22 @@ def describePlugin(plugin: Any) -> dict[str, Any]:
     }
 
 
+def _nodesIn(explanation: dict[str, Any]) -> list[str]:
+    """
+    Every node ID a route explanation mentions.
+    """
+    found = [explanation["origin"], explanation["destination"]]
+    if explanation.get("computed_by"):
+        found.append(explanation["computed_by"])
+    if explanation.get("route"):
+        found += explanation["route"]["hops"]
+    for alternative in explanation.get("alternatives", []) + explanation.get("rejected", []):
+        found += alternative["hops"]
+    for element in explanation.get("excluded", []):
+        found += element.get("link") or [element["node"]]
+    return found
+
+
 def _isLoopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -144,6 +165,10 @@ class ManagementResource(resource.Resource):
             (b"GET", b"plugins"): self.getPlugins,
             (b"GET", b"config"): self.getConfig,
             (b"GET", b"status"): self.getStatus,
+            (b"GET", b"topology"): self.getTopology,
+            (b"GET", b"resources"): self.getResources,
+            (b"GET", b"locate"): self.getLocate,
+            (b"GET", b"route"): self.getRoute,
             (b"POST", b"connect"): self.postConnect,
             (b"POST", b"disconnect"): self.postDisconnect,
             (b"POST", b"echo"): self.postEcho,
@@ -183,7 +208,7 @@ class ManagementResource(resource.Resource):
         except CancelledError:
             return
         except APIError as e:
-            self._finish(request, e.status, {"error": e.message, "code": e.code})
+            self._finish(request, e.status, {**e.extra, "error": e.message, "code": e.code})
         except Exception:
             self.log.failure("management request {path} failed", path=request.path.decode())
             self._finish(request, 500, {"error": "internal error", "code": "internal"})
@@ -232,6 +257,51 @@ class ManagementResource(resource.Resource):
             raise APIError(400, "bad-field", f"field {name!r} must be a {kind.__name__}")
         return value
 
+    @staticmethod
+    def query(request: Any, name: str, required: bool = True) -> str | None:
+        """
+        The query parameter C{name} as text (its first value).
+        """
+        values = request.args.get(name.encode("ascii"))
+        if not values or not values[0]:
+            if required:
+                raise APIError(400, "missing-field", f"query parameter {name!r} is required")
+            return None
+        try:
+            return str(values[0].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise APIError(400, "bad-field", f"query parameter {name!r} is not UTF-8") from None
+
+    def nameOf(self, nodeID: str) -> str | None:
+        """
+        The CP name of C{nodeID} if this node knows it: itself, a neighbour,
+        or a node of the topology database.
+        """
+        if nodeID == self.node.nodeID:
+            return str(self.node.name)
+        cp = self.node.links.get(nodeID)
+        if cp is not None and cp.peerName:
+            return str(cp.peerName)
+        if self.node.topology is not None:
+            name = self.node.topology.nodeName(nodeID)
+            if name:
+                return str(name)
+        return None
+
+    def names(self, nodeIDs: Any) -> dict[str, str | None]:
+        return {n: self.nameOf(n) for n in sorted(set(nodeIDs))}
+
+    def directory(self) -> Any:
+        if self.node.directory is None:
+            raise APIError(404, "no-directory", "this node runs no directory services")
+        return self.node.directory
+
+    def resolve(self, destination: str) -> str:
+        try:
+            return str(self.node.resolveNode(destination))
+        except NoSuchNode as e:
+            raise APIError(404, "no-such-node", str(e)) from None
+
     def neighbour(self, destination: str) -> Any:
         try:
             return self.node.findNeighbour(destination)
@@ -260,6 +330,120 @@ class ManagementResource(resource.Resource):
         status["neighbours"] = await self.getNeighbours(request)
         status["sessions"] = len(self.node.sessions())
         return status
+
+    async def getTopology(self, request: Any) -> Any:
+        node = self.node
+        base: dict[str, Any] = {"node_id": node.nodeID, "name": node.name, "role": node.role}
+        if node.topology is None:
+            server = node.directory.serverNodeID if node.directory is not None else None
+            return {
+                **base,
+                "has_database": False,
+                "server": None
+                if server is None
+                else {"node_id": server, "name": self.nameOf(server)},
+                "digest": None,
+                "nodes": [],
+                "links": [],
+            }
+        database = node.topology.asDict()
+        for n in database["nodes"]:
+            # The database holds node records of network nodes only.
+            n.setdefault("role", "network")
+        return {**database, **base, "has_database": True, "server": None}
+
+    async def getResources(self, request: Any) -> Any:
+        resources = self.directory().asDict()
+        for owners in resources.get("registered", {}).values():
+            for entry in owners:
+                entry["owner_name"] = self.nameOf(entry["owner"])
+        server = resources.get("server")
+        return {
+            "node_id": self.node.nodeID,
+            "name": self.node.name,
+            **resources,
+            "server_name": None if server is None else self.nameOf(server),
+        }
+
+    async def getLocate(self, request: Any) -> Any:
+        from appnpy.directory import validResourceName
+
+        name = self.query(request, "name")
+        assert name is not None
+        if not validResourceName(name):
+            raise APIError(400, "bad-field", f"{name!r} is not a resource name (<kind>:<name>)")
+        directory = self.directory()
+        reactor = self.service.reactor
+        try:
+            found = await Deferred.fromCoroutine(directory.locate(name)).addTimeout(
+                ACTION_TIMEOUT, reactor
+            )
+        except ResourceNotFound as e:
+            raise APIError(404, "resource-not-found", str(e)) from None
+        except TimeoutError:
+            raise APIError(502, "timeout", f"no answer for {name} in time") from None
+        route = list(found.route) if found.route else None
+        if route is None and found.owner != self.node.nodeID and self.node.topology is not None:
+            # A network node's locate carries no route: choose one as a BIND would.
+            try:
+                route = list(self.node.topology.selectRoute(self.node.nodeID, found.owner).hops)
+            except NoRoute:
+                route = None
+        return {
+            "name": found.name,
+            "owner": found.owner,
+            "owner_name": self.nameOf(found.owner),
+            "record": found.record,
+            "route": route,
+            "names": self.names((route or []) + [found.owner]),
+        }
+
+    async def getRoute(self, request: Any) -> Any:
+        destination = self.query(request, "destination")
+        assert destination is not None
+        cos = self.query(request, "cos", required=False) or "interactive"
+        target = self.resolve(destination)
+        node = self.node
+        if node.topology is not None:
+            if cos not in node.topology.cosTables:
+                raise APIError(
+                    400,
+                    "unknown-cos",
+                    f"no class of service {cos!r}; known: {', '.join(sorted(node.topology.cosTables))}",
+                )
+            explanation = node.topology.explainRoute(node.nodeID, target, cos).asDict()
+            explanation["computed_by"] = node.nodeID
+        else:
+            try:
+                hops = await node.routeTo(target, cos).addTimeout(
+                    ACTION_TIMEOUT, self.service.reactor
+                )
+            except NoRoute as e:
+                raise APIError(404, "no-route", str(e)) from None
+            except TimeoutError:
+                raise APIError(502, "timeout", "no route answer in time") from None
+            server = node.directory.serverNodeID if node.directory is not None else None
+            explanation = {
+                "origin": node.nodeID,
+                "destination": target,
+                "cos": cos,
+                # The server chose it; weights are known there only.
+                "route": {"hops": list(hops), "weight": None, "hopWeights": None, "cos": cos},
+                "alternatives": [],
+                "rejected": [],
+                "excluded": [],
+                "reason": "",
+                "computed_by": server,
+            }
+        explanation["names"] = self.names(_nodesIn(explanation))
+        if explanation["route"] is None:
+            raise APIError(
+                404,
+                "no-route",
+                explanation["reason"] or f"no route to {destination} for {cos}",
+                {"explanation": explanation},
+            )
+        return explanation
 
     # -- POST --------------------------------------------------------------------
 
@@ -300,14 +484,27 @@ class ManagementResource(resource.Resource):
             raise APIError(400, "bad-field", f"count must be 1..{MAX_ECHO_COUNT}")
         if not 1 <= size <= MAX_ECHO_SIZE:
             raise APIError(400, "bad-field", f"size must be 1..{MAX_ECHO_SIZE}")
-        cp = self.neighbour(destination)
         reactor = self.service.reactor
+        infos: list[Any] = []
+
+        def build(info: Any) -> EchoClient:
+            infos.append(info)
+            return EchoClient(reactor)
+
+        # Any node of the network, or a resource (echo:<CP name>): adjacent
+        # or routed through relays, as the node decides.
         try:
-            client = await cp.openSession("echo", lambda info: EchoClient(reactor)).addTimeout(
+            client = await self.node.openSession(destination, "echo", build).addTimeout(
                 ACTION_TIMEOUT, reactor
             )
         except TimeoutError:
             raise APIError(502, "timeout", "the echo session was not bound in time") from None
+        except NoSuchNode as e:
+            raise APIError(404, "no-such-node", str(e)) from None
+        except ResourceNotFound as e:
+            raise APIError(404, "resource-not-found", str(e)) from None
+        except NoRoute as e:
+            raise APIError(502, "no-route", str(e)) from None
         except SessionError as e:
             raise APIError(502, str(getattr(e, "reason", "session-refused")), str(e)) from None
         deadline = reactor.seconds() + ACTION_TIMEOUT
@@ -337,8 +534,9 @@ class ManagementResource(resource.Resource):
                 client.transport.loseConnection()
             else:
                 client.transport.abortConnection()
+        info = infos[0] if infos else None
         result: dict[str, Any] = {
-            "node_id": cp.peerNodeID,
+            "node_id": info.peerNodeID if info is not None else None,
             "sent": sent,
             "received": received,
             "size": size,

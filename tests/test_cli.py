@@ -18,7 +18,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
 from appnpy.cli import buildParser, main
-from tests.test_management import makeNode, nodeAddress, startManaged
+from tests.test_management import makeNode, nodeAddress, startLab, startManaged, until
 
 
 async def runCLI(argv: list[str]) -> tuple[int, str, str]:
@@ -246,3 +246,120 @@ class LiveTests(unittest.TestCase):
         there is none.
         """
         return Deferred.fromCoroutine(self._probe())
+
+
+class NetworkServicesCLITests(unittest.TestCase):
+    """
+    topology, resources, locate and route against nodes with the network
+    services installed (tests.test_management.startLab).
+    """
+
+    async def _commands(self) -> None:
+        lab = await startLab(self)
+        d1, dE = lab.api1.dataDir, lab.apiE.dataDir
+        n1, n2, n3, n4 = (x.nodeID for x in (lab.n1, lab.n2, lab.n3, lab.n4))
+
+        code, out, err = await runCLI(["--data-dir", d1, "topology"])
+        self.assertEqual(code, 0, err)
+        self.assertIn(f"digest    {lab.n1.topology.digest()}", out)
+        for header in ("RESISTANCE", "END_NODES", "RTT_MS", "COST", "ROUTABLE"):
+            self.assertIn(header, out)
+        self.assertRegex(out, r"LAB\.N1 +LAB\.N4 +\d+ +\d+ +200 ")
+        code, out, err = await runCLI(["--data-dir", d1, "topology", "--json"])
+        topo = json.loads(out)
+        self.assertEqual(len(topo["nodes"]), 4)
+        self.assertEqual(topo["digest"], lab.n1.topology.digest())
+        code, out, err = await runCLI(["--data-dir", dE, "topology"])
+        self.assertEqual(code, 0, err)
+        self.assertEqual(
+            out,
+            "LAB.E is an end node: it keeps no topology database; its network-node "
+            f"server is LAB.N1 ({n1})\n",
+        )
+
+        code, out, err = await runCLI(["--data-dir", d1, "resources"])
+        self.assertEqual(code, 0, err)
+        self.assertIn("  echo:LAB.N1\n", out)
+        self.assertRegex(out, rf"chat:lobby +LAB\.E +{lab.e.nodeID[:12]} ")
+        code, out, err = await runCLI(["--data-dir", dE, "resources", "--json"])
+        res = json.loads(out)
+        self.assertEqual((res["server"], res["role"]), (n1, "end"))
+        self.assertIn("chat:lobby", res["local"])
+        code, out, err = await runCLI(["--data-dir", dE, "resources"])
+        self.assertIn(f"server    LAB.N1 ({n1})", out)
+
+        code, out, err = await runCLI(["--data-dir", d1, "locate", "files:music"])
+        self.assertEqual(code, 0, err)
+        self.assertIn(f"files:music is offered by LAB.N3 ({n3})\n", out)
+        self.assertIn("route     LAB.N1 -> LAB.N2 -> LAB.N3\n", out)
+        code, out, err = await runCLI(["--data-dir", dE, "--json", "locate", "files:music"])
+        found = json.loads(out)
+        self.assertEqual(found["route"], [lab.e.nodeID, n1, n2, n3])
+        code, out, err = await runCLI(["--data-dir", d1, "locate", "files:none"])
+        self.assertEqual(code, 1)
+        self.assertTrue(err.startswith("ERROR: "), err)
+
+        code, out, err = await runCLI(["--data-dir", d1, "route", "LAB.N3"])
+        self.assertEqual(code, 0, err)
+        route = lab.n1.topology.explainRoute(n1, n3, "interactive")
+        lines = out.splitlines()
+        self.assertEqual(lines[0], "route to LAB.N3 for class of service interactive:")
+        self.assertEqual(lines[1].split(), ["HOP", "NAME", "NODE", "WEIGHT"])
+        self.assertEqual(lines[2].split(), ["0", "LAB.N1", n1[:12], "-"])
+        self.assertEqual(
+            lines[3].split(), ["1", "LAB.N2", n2[:12], f"{route.route.hopWeights[0]:.2f}"]
+        )
+        self.assertEqual(
+            lines[4].split(), ["2", "LAB.N3", n3[:12], f"{route.route.hopWeights[1]:.2f}"]
+        )
+        self.assertEqual(lines[5], f"total     {route.route.weight:.2f}")
+        self.assertEqual(lines[6], "alternatives:")
+        alt = route.alternatives[0]
+        self.assertEqual(
+            lines[7],
+            f"  LAB.N1 -> LAB.N4 -> LAB.N3  total {alt['weight']:.2f}  ({alt['why']})",
+        )
+        self.assertIn("more", alt["why"])
+        code, out, err = await runCLI(
+            ["--data-dir", d1, "route", "LAB.N3", "--cos", "batch", "--json"]
+        )
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["cos"], "batch")
+        code, out, err = await runCLI(["--data-dir", dE, "route", n3])
+        self.assertEqual(code, 0, err)
+        self.assertIn("(chosen by LAB.N1)", out)
+        self.assertIn("total     -", out)
+        code, out, err = await runCLI(["--data-dir", d1, "route", "LAB.NOBODY"])
+        self.assertEqual(code, 1)
+        self.assertTrue(err.startswith("ERROR: "), err)
+        self.assertNotIn("Traceback", err)
+        code, out, err = await runCLI(["--data-dir", d1, "route", "LAB.N3", "--cos", "nope"])
+        self.assertEqual(code, 1)
+        self.assertIn("no class of service 'nope'", err)
+
+        code, out, err = await runCLI(["--data-dir", dE, "echo", n3, "--count", "2"])
+        self.assertEqual(code, 0, err)
+        self.assertIn("2 sent, 2 received", out)
+
+        # A link below the secure class's security floor: the shorter path is excluded.
+        lab.n1.topology.setLinkCharacteristics(n2, security=0)
+        await until(lambda: lab.n1.topology.explainRoute(n1, n3, "secure").rejected != [], [lab.n1])
+        code, out, err = await runCLI(["--data-dir", d1, "route", "LAB.N3", "--cos", "secure"])
+        self.assertEqual(code, 0, err)
+        self.assertIn("1    LAB.N4  ", out)
+        why = lab.n1.topology.explainRoute(n1, n3, "secure").rejected[0]["excludedBy"][0]["why"]
+        self.assertIn("security 0 not in 128..inf", why)
+        self.assertIn(
+            f"excluded by the class of service:\n  LAB.N1 -> LAB.N2 -> LAB.N3  "
+            f"(LAB.N1 -> LAB.N2: {why})\n",
+            out,
+        )
+
+    def test_commands(self) -> Deferred[None]:
+        """
+        topology (database tables; an end node names its server), resources,
+        locate (owner and route), route (hop table with per-hop weights, the
+        total, alternatives and why they lost), each with --json; echo to a
+        non-adjacent node; errors are ERROR lines.
+        """
+        return Deferred.fromCoroutine(self._commands())

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from typing import Any
 
+import attrs
 from appnpy_echo import Echo, Pong, SimplePlugin
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -23,16 +25,42 @@ from appnpy.node import Node
 TIMEOUT = 20.0
 
 
-def makeNode(testCase: unittest.TestCase, name: str) -> Node:
+def makeNode(
+    testCase: unittest.TestCase, name: str, role: str = "network", services: bool = False
+) -> Node:
     """
-    A started node with real-reactor loopback listening, stopped at cleanup.
+    A started node with real-reactor loopback listening, stopped at cleanup;
+    with C{services}, the network services of its role installed.
     """
-    node = Node(reactor, generateIdentity(), name=name, listen=["tcp:0:interface=127.0.0.1"])
+    node = Node(
+        reactor, generateIdentity(), name=name, role=role, listen=["tcp:0:interface=127.0.0.1"]
+    )
     node.addSessionPlugin(SimplePlugin("echo", Echo))
     node.addSessionPlugin(SimplePlugin("ping", Pong, sessionLimit=3))
     node.startService()
     testCase.addCleanup(node.stopService)
+    if services:
+        installServices(node)
     return node
+
+
+def installServices(node: Node) -> None:
+    """
+    Network nodes get topology, directory, relay and routed sessions; end
+    nodes directory and routed sessions.  Topology changes are flooded
+    without damping, so a test waits for convergence only as long as the
+    links take.
+    """
+    from appnpy.directory import installDirectory
+    from appnpy.relay import installRelay
+    from appnpy.routed import installRoutedSessions
+    from appnpy.topology import installTopology
+
+    if node.role == "network":
+        installTopology(node, damping=0.0)
+        installRelay(node)
+    installDirectory(node)
+    installRoutedSessions(node)
 
 
 async def nodeAddress(node: Node) -> str:
@@ -49,8 +77,13 @@ def _later(seconds: float) -> Deferred[None]:
     return deferLater(reactor, seconds, lambda: None)
 
 
-async def startManaged(testCase: unittest.TestCase, name: str = "LAB.ALPHA") -> Any:
-    node = makeNode(testCase, name)
+async def startManaged(
+    testCase: unittest.TestCase,
+    name: str = "LAB.ALPHA",
+    role: str = "network",
+    services: bool = False,
+) -> Any:
+    node = makeNode(testCase, name, role, services)
     dataDir = testCase.mktemp()
     service = ManagementService(
         node, "tcp:0:interface=127.0.0.1", dataDir, {"name": name, "listen": ["x"]}, reactor=reactor
@@ -90,6 +123,74 @@ async def http(
     ctype = response.headers.getRawHeaders(b"content-type", [b""])[0]
     value: Any = json.loads(data) if ctype.startswith(b"application/json") else data
     return response.code, value, response.headers
+
+
+async def until(condition: Callable[[], bool], nodes: list[Node]) -> None:
+    """
+    Wait until C{condition()} holds, checking whenever a topology database of
+    C{nodes} changes (no polling).
+    """
+    if condition():
+        return
+    done: Deferred[None] = Deferred()
+
+    def check() -> None:
+        if not done.called and condition():
+            done.callback(None)
+
+    for node in nodes:
+        if node.topology is not None:
+            node.topology.addObserver(check)
+    await done.addTimeout(TIMEOUT, reactor)
+
+
+@attrs.frozen
+class Lab:
+    """
+    N1 (managed) linked to N2 and N4, both linked to N3; the end node E
+    (managed) linked to N1, its server.  N1's link to N4 is announced with a
+    high cost, so interactive routes from N1 to N3 go through N2 and the
+    route through N4 is the alternative.  N3 offers C{files:music}; E
+    registers C{chat:lobby} with N1.
+    """
+
+    n1: Node
+    n2: Node
+    n3: Node
+    n4: Node
+    e: Node
+    api1: ManagementService
+    apiE: ManagementService
+
+
+async def startLab(testCase: unittest.TestCase) -> Lab:
+    n1, api1 = await startManaged(testCase, "LAB.N1", services=True)
+    n2, n3, n4 = (makeNode(testCase, f"LAB.N{i}", services=True) for i in (2, 3, 4))
+    e, apiE = await startManaged(testCase, "LAB.E", role="end", services=True)
+    n1.topology.setLinkCharacteristics(n4.nodeID, cost=200)
+    n3.directory.register("files:music")
+    e.directory.register("chat:lobby")
+    network = [n1, n2, n3, n4]
+    for a, b in ((n1, n2), (n1, n4), (n2, n3), (n4, n3), (e, n1)):
+        await a.connect(await nodeAddress(b))
+
+    def converged() -> bool:
+        dbs = [n.topology for n in network]
+        routable = sum(1 for link in n1.topology.asDict()["links"] if link["routable"])
+        return (
+            len({db.digest() for db in dbs}) == 1
+            and len(n1.topology.networkNodes()) == 4
+            and routable == 8  # four links, announced from both ends
+            and all(db.servingNode(e.nodeID) == n1.nodeID for db in dbs)
+            and any(
+                link["cost"] == 200
+                for link in n4.topology.asDict()["links"]
+                if link["owner"] == n1.nodeID
+            )
+        )
+
+    await until(converged, network)
+    return Lab(n1, n2, n3, n4, e, api1, apiE)
 
 
 class FilesTests(unittest.TestCase):
@@ -330,6 +431,183 @@ class APITests(unittest.TestCase):
         The HTML page accepts ?token= and sets an HTTP-only same-site cookie.
         """
         return self.run_(self._pageCookie())
+
+
+class NetworkServicesTests(unittest.TestCase):
+    """
+    topology, resources, locate, route and routed echo, on a network node
+    and an end node with the network services installed.
+    """
+
+    def run_(self, coro: Any) -> Deferred[None]:
+        return Deferred.fromCoroutine(coro)
+
+    async def _topology(self) -> None:
+        lab = await startLab(self)
+        code, topo, _ = await http(lab.api1, b"GET", "/api/v1/topology")
+        self.assertEqual(code, 200, topo)
+        self.assertEqual((topo["node_id"], topo["role"]), (lab.n1.nodeID, "network"))
+        self.assertTrue(topo["has_database"])
+        self.assertEqual(topo["digest"], lab.n3.topology.digest())
+        nodes = {n["node_id"]: n for n in topo["nodes"]}
+        self.assertEqual(
+            {nid: (n["name"], n["role"]) for nid, n in nodes.items()},
+            {n.nodeID: (n.name, "network") for n in (lab.n1, lab.n2, lab.n3, lab.n4)},
+        )
+        self.assertEqual(nodes[lab.n1.nodeID]["end_nodes"], [lab.e.nodeID])
+        for key in ("resistance", "load", "cds"):
+            self.assertIn(key, nodes[lab.n2.nodeID])
+        toN4 = [
+            link
+            for link in topo["links"]
+            if (link["owner"], link["peer"]) == (lab.n1.nodeID, lab.n4.nodeID)
+        ]
+        self.assertEqual(len(toN4), 1)
+        self.assertEqual(toN4[0]["cost"], 200)
+        for key in ("rtt_ms", "throughput", "security", "up", "routable"):
+            self.assertIn(key, toN4[0])
+
+        code, topo, _ = await http(lab.apiE, b"GET", "/api/v1/topology")
+        self.assertEqual(code, 200, topo)
+        self.assertEqual(
+            (topo["role"], topo["has_database"], topo["digest"], topo["nodes"], topo["links"]),
+            ("end", False, None, [], []),
+        )
+        self.assertEqual(topo["server"], {"node_id": lab.n1.nodeID, "name": "LAB.N1"})
+
+    def test_topology(self) -> Deferred[None]:
+        """
+        A network node answers its topology database: every node with name,
+        role and characteristics, links with theirs, the digest (equal to
+        the other nodes'); an end node says it has none and names its
+        network-node server.
+        """
+        return self.run_(self._topology())
+
+    async def _resources(self) -> None:
+        lab = await startLab(self)
+        code, res, _ = await http(lab.api1, b"GET", "/api/v1/resources")
+        self.assertEqual(code, 200, res)
+        self.assertIn("echo:LAB.N1", res["local"])
+        self.assertEqual(
+            res["registered"]["chat:lobby"][0]["owner"], lab.e.nodeID, res["registered"]
+        )
+        self.assertEqual(res["registered"]["chat:lobby"][0]["owner_name"], "LAB.E")
+        self.assertEqual(res["attached_end_nodes"], [lab.e.nodeID])
+        code, res, _ = await http(lab.apiE, b"GET", "/api/v1/resources")
+        self.assertEqual(code, 200, res)
+        self.assertIn("chat:lobby", res["local"])
+        self.assertEqual((res["server"], res["server_name"]), (lab.n1.nodeID, "LAB.N1"))
+
+        code, found, _ = await http(lab.apiE, b"GET", "/api/v1/locate?name=files:music")
+        self.assertEqual(code, 200, found)
+        # An end node keeps no topology database: it knows its neighbours' names only.
+        self.assertEqual((found["owner"], found["owner_name"]), (lab.n3.nodeID, None))
+        self.assertEqual(found["record"]["name"], "files:music")
+        self.assertEqual(
+            found["route"], [lab.e.nodeID, lab.n1.nodeID, lab.n2.nodeID, lab.n3.nodeID]
+        )
+        code, found, _ = await http(lab.api1, b"GET", "/api/v1/locate?name=chat:lobby")
+        self.assertEqual(code, 200, found)
+        self.assertEqual(found["owner"], lab.e.nodeID)
+        self.assertEqual(found["route"], [lab.n1.nodeID, lab.e.nodeID])
+        self.assertEqual(found["names"][lab.e.nodeID], "LAB.E")
+        code, found, _ = await http(lab.api1, b"GET", "/api/v1/locate?name=files:music")
+        self.assertEqual((code, found["owner_name"]), (200, "LAB.N3"))
+        self.assertEqual(found["route"], [lab.n1.nodeID, lab.n2.nodeID, lab.n3.nodeID])
+
+        code, body, _ = await http(lab.api1, b"GET", "/api/v1/locate?name=files:nothing")
+        self.assertEqual((code, body["code"]), (404, "resource-not-found"))
+        code, body, _ = await http(lab.api1, b"GET", "/api/v1/locate?name=no-colon")
+        self.assertEqual((code, body["code"]), (400, "bad-field"))
+        code, body, _ = await http(lab.api1, b"GET", "/api/v1/locate")
+        self.assertEqual((code, body["code"]), (400, "missing-field"))
+
+    def test_resourcesAndLocate(self) -> Deferred[None]:
+        """
+        resources lists local resources and, at a network node, what its end
+        nodes registered; locate answers the owner, its name, the record and
+        the route (the server's for an end node), and 404
+        resource-not-found for a name nobody offers.
+        """
+        return self.run_(self._resources())
+
+    async def _route(self) -> None:
+        lab = await startLab(self)
+        n1, n2, n3, n4 = (x.nodeID for x in (lab.n1, lab.n2, lab.n3, lab.n4))
+        code, route, _ = await http(lab.api1, b"GET", "/api/v1/route?destination=LAB.N3")
+        self.assertEqual(code, 200, route)
+        self.assertEqual(route["cos"], "interactive")
+        self.assertEqual(route["route"]["hops"], [n1, n2, n3])
+        self.assertEqual(len(route["route"]["hopWeights"]), 2)
+        self.assertEqual(route["route"]["weight"], sum(route["route"]["hopWeights"]))
+        alternatives = route["alternatives"]
+        self.assertEqual(alternatives[0]["hops"], [n1, n4, n3])
+        self.assertGreater(alternatives[0]["lostBy"], 0)
+        self.assertEqual(route["names"][n2], "LAB.N2")
+
+        code, route, _ = await http(
+            lab.api1, b"GET", f"/api/v1/route?destination={n3[:12]}&cos=batch"
+        )
+        self.assertEqual((code, route["cos"], route["route"]["hops"][-1]), (200, "batch", n3))
+
+        # An end node asks its server; the weights are known there only.
+        code, route, _ = await http(lab.apiE, b"GET", f"/api/v1/route?destination={n3}")
+        self.assertEqual(code, 200, route)
+        self.assertEqual(route["route"]["hops"], [lab.e.nodeID, n1, n2, n3])
+        self.assertEqual(route["computed_by"], n1)
+
+        code, body, _ = await http(lab.api1, b"GET", "/api/v1/route?destination=LAB.NOBODY")
+        self.assertEqual((code, body["code"]), (404, "no-such-node"))
+        unknown = generateIdentity().nodeID
+        code, body, _ = await http(lab.api1, b"GET", f"/api/v1/route?destination={unknown}")
+        self.assertEqual((code, body["code"]), (404, "no-route"))
+        self.assertIsNone(body["explanation"]["route"])
+        code, body, _ = await http(lab.apiE, b"GET", f"/api/v1/route?destination={unknown}")
+        self.assertEqual((code, body["code"]), (404, "no-route"))
+        code, body, _ = await http(lab.api1, b"GET", "/api/v1/route?destination=LAB.N3&cos=x")
+        self.assertEqual((code, body["code"]), (400, "unknown-cos"))
+        code, body, _ = await http(lab.api1, b"GET", "/api/v1/route")
+        self.assertEqual((code, body["code"]), (400, "missing-field"))
+
+    def test_route(self) -> Deferred[None]:
+        """
+        route explains the selection for a CP name or node ID prefix and a
+        class of service: hops, per-hop weights, alternatives and by how
+        much they lost; an end node answers its server's route; unknown
+        nodes are 404 no-such-node, unreachable ones 404 no-route.
+        """
+        return self.run_(self._route())
+
+    async def _echo(self) -> None:
+        lab = await startLab(self)
+        code, echo, _ = await http(
+            lab.api1, b"POST", "/api/v1/echo", body={"node": "LAB.N3", "count": 2}
+        )
+        self.assertEqual(code, 200, echo)
+        self.assertEqual((echo["node_id"], echo["sent"], echo["received"]), (lab.n3.nodeID, 2, 2))
+        code, echo, _ = await http(
+            lab.apiE, b"POST", "/api/v1/echo", body={"node": lab.n3.nodeID, "count": 2}
+        )
+        self.assertEqual(code, 200, echo)
+        self.assertEqual((echo["node_id"], echo["received"]), (lab.n3.nodeID, 2))
+        code, echo, _ = await http(
+            lab.apiE, b"POST", "/api/v1/echo", body={"node": "echo:LAB.N4", "count": 1}
+        )
+        self.assertEqual(code, 200, echo)
+        self.assertEqual((echo["node_id"], echo["received"]), (lab.n4.nodeID, 1))
+        code, body, _ = await http(
+            lab.api1, b"POST", "/api/v1/echo", body={"node": "echo:LAB.NOBODY"}
+        )
+        self.assertEqual((code, body["code"]), (404, "resource-not-found"))
+
+    def test_echoRouted(self) -> Deferred[None]:
+        """
+        echo reaches non-adjacent nodes through relays: from a network node
+        by CP name, from an end node by node ID (the route from its server)
+        and by resource name.
+        """
+        return self.run_(self._echo())
 
 
 class PageTests(unittest.TestCase):
