@@ -4,8 +4,10 @@ line, merged and validated into one L{NodeConfig}.
 
 The file has one C{[node]} table whose keys are the long command-line options
 (C{data-dir}, C{name}, C{listen}, C{peers}, C{max-peers}, C{role}, C{trust},
-C{api}, C{plugins}) and one C{[plugin.<name>]} table per session plugin,
-handed to that plugin's C{configure}.  An unknown key or table is an error
+C{api}, C{plugins}) plus file-only tuning keys (C{keepalive-interval},
+C{keepalive-timeout}, C{cds}, C{cds-node}), one C{[plugin.<name>]} table per
+session plugin, handed to that plugin's C{configure}, and one C{[cos.<name>]}
+table per class of service defined or redefined here.  An unknown key or table is an error
 naming it and the file (Tahoe's C{_common_valid_config}); a value given on the
 command line overrides the file's.  docs/configuration.md documents every key.
 """
@@ -47,6 +49,10 @@ NODE_KEYS: dict[str, tuple[type, ...]] = {
     "trust": (str,),
     "api": (str,),
     "plugins": (list,),
+    "keepalive-interval": (int, float),
+    "keepalive-timeout": (int, float),
+    "cds": (bool,),
+    "cds-node": (str,),
 }
 
 
@@ -85,6 +91,14 @@ class NodeConfig:
     plugins: tuple[str, ...] | None = None
     pluginSections: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     configFile: str | None = None
+    keepaliveInterval: float = 15.0
+    keepaliveTimeout: float = 60.0
+    #: Whether this network node is a central directory server.
+    cds: bool = False
+    #: The node ID or CP name of the central directory server to use.
+    cdsNode: str | None = None
+    #: The C{[cos.<name>]} tables, by class-of-service name.
+    cosSections: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
     def asDict(self) -> dict[str, Any]:
         """
@@ -102,16 +116,23 @@ class NodeConfig:
                 "trust": self.trust,
                 "api": self.api if self.api is not None else API_OFF,
                 "plugins": list(self.plugins) if self.plugins is not None else None,
+                "keepalive-interval": self.keepaliveInterval,
+                "keepalive-timeout": self.keepaliveTimeout,
+                "cds": self.cds,
+                "cds-node": self.cdsNode,
             },
             "plugin": {name: dict(section) for name, section in self.pluginSections.items()},
+            "cos": {name: dict(section) for name, section in self.cosSections.items()},
             "config-file": self.configFile,
         }
 
 
-def readConfigFile(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def readConfigFile(
+    path: str,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """
-    Read a config file: its C{[node]} table and its C{[plugin.<name>]}
-    tables.  Only the shape is checked here; values are checked by
+    Read a config file: its C{[node]} table, its C{[plugin.<name>]} tables
+    and its C{[cos.<name>]} tables.  Only the shape is checked here; values are checked by
     L{resolveConfig}.
 
     @raise ConfigurationError: unreadable file, bad TOML, unknown table or
@@ -126,6 +147,7 @@ def readConfigFile(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]
         raise ConfigurationError(f"{path} is not valid TOML: {e}") from None
     node: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {}
+    cosSections: dict[str, dict[str, Any]] = {}
     for table, value in document.items():
         if table == "node" and isinstance(value, dict):
             node = value
@@ -134,9 +156,15 @@ def readConfigFile(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]
                 if not isinstance(section, dict):
                     raise ConfigurationError(f"{path}: 'plugin.{name}' must be a table")
                 sections[name] = section
+        elif table == "cos" and isinstance(value, dict):
+            for name, section in value.items():
+                if not isinstance(section, dict):
+                    raise ConfigurationError(f"{path}: 'cos.{name}' must be a table")
+                cosSections[name] = section
         else:
             raise ConfigurationError(
-                f"{path}: unknown section or key {table!r} (expected [node] and [plugin.<name>])"
+                f"{path}: unknown section or key {table!r} "
+                "(expected [node], [plugin.<name>] and [cos.<name>])"
             )
     for key, value in node.items():
         types = NODE_KEYS.get(key)
@@ -144,14 +172,14 @@ def readConfigFile(path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]
             raise ConfigurationError(
                 f"{path}: unknown key {key!r} in [node] (known: {', '.join(NODE_KEYS)})"
             )
-        if not isinstance(value, types) or isinstance(value, bool):
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise ConfigurationError(
                 f"{path}: [node] {key} must be "
                 + " or ".join("a list" if t is list else f"a {t.__name__}" for t in types)
             )
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise ConfigurationError(f"{path}: [node] {key} must be a list of strings")
-    return node, sections
+    return node, sections, cosSections
 
 
 def _checkEndpoint(option: str, description: str) -> str:
@@ -182,8 +210,9 @@ def resolveConfig(
     configFile = commandLine.get("config")
     fileNode: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {}
+    cosSections: dict[str, dict[str, Any]] = {}
     if configFile:
-        fileNode, sections = readConfigFile(configFile)
+        fileNode, sections, cosSections = readConfigFile(configFile)
 
     def pick(key: str) -> tuple[Any, str]:
         value = commandLine.get(key)
@@ -251,6 +280,22 @@ def resolveConfig(
     if plugins is not None:
         plugins = list(dict.fromkeys(plugins))
 
+    interval = float(fileNode.get("keepalive-interval", 15.0))
+    timeout = float(fileNode.get("keepalive-timeout", 60.0))
+    if interval < 0 or timeout < 0 or (timeout and interval >= timeout):
+        raise ConfigurationError(
+            f"{configFile}: [node] keepalive-interval ({interval:g} s) must be shorter than "
+            f"keepalive-timeout ({timeout:g} s), and neither negative"
+        )
+    cds = bool(fileNode.get("cds", False))
+    if cds and role != "network":
+        raise ConfigurationError(f"{configFile}: [node] cds = true needs role network")
+    if cosSections:
+        from appnpy.routing import parseCOS
+
+        for cosName, section in cosSections.items():
+            parseCOS(cosName, dict(section))  # raises ConfigurationError naming the key
+
     return NodeConfig(
         dataDir=dataDir,
         name=name,
@@ -263,4 +308,9 @@ def resolveConfig(
         plugins=tuple(plugins) if plugins is not None else None,
         pluginSections=sections,
         configFile=os.path.abspath(configFile) if configFile else None,
+        keepaliveInterval=interval,
+        keepaliveTimeout=timeout,
+        cds=cds,
+        cdsNode=fileNode.get("cds-node"),
+        cosSections=cosSections,
     )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -310,6 +311,9 @@ class ControlPoint:
             elif self.node.relay is not None:
                 self.node.relay.unbindReceived(self, msg)
         elif isinstance(msg, LinkRefused):
+            if self.state is not LinkState.ACTIVE:
+                # Both ends are refusing (a duplicate-link race): already closing.
+                return
             self.log.warn(
                 "link to {peer} refused by the peer: {reason} {detail}",
                 peer=self.peerNodeID,
@@ -348,6 +352,23 @@ class ControlPoint:
     def peerControlStreamLost(self) -> None:
         if self.state is LinkState.ACTIVE:
             self.protocolError("the peer closed its control stream")
+
+    def multiplexerClosed(self, reason: Failure) -> None:
+        """
+        The link's multiplexer stopped: keep its reason as the link's.
+        """
+        if self.state in (LinkState.CLOSING, LinkState.CLOSED):
+            return
+        self.state = LinkState.CLOSING
+        if reason.check(ConnectionDone, ConnectionLost):
+            return  # the connection itself ended: linkLost reports it
+        if reason.check(ProtocolError):
+            self._closeReason = (Reason.PROTOCOL_ERROR.value, reason.getErrorMessage())
+        else:
+            self._closeReason = (Reason.LINK_FAILURE.value, reason.getErrorMessage())
+        # The link is unusable now; do not wait for TLS to finish closing
+        # (a peer that stopped answering never will).
+        self.node.linkClosing(self, self._closeReason)
 
     def sendUnbind(self, sessionID: str, reason: str, detail: str) -> None:
         if self.state is not LinkState.CLOSED:
@@ -651,6 +672,7 @@ class LinkProtocol(AuthenticatedProtocol):
         self._lostReason: Failure | None = None
         #: Why this end refused the link before it came up, if it did.
         self.refusal: tuple[str, str] | None = None
+        self._lingerCall: Any = None
 
     def addressText(self) -> str:
         if self.address:
@@ -668,6 +690,15 @@ class LinkProtocol(AuthenticatedProtocol):
             return
         self.transport.unregisterProducer()
         self.transport.loseConnection()
+
+    def dropUnauthenticated(self) -> None:
+        """
+        Close a connection still in its handshake (the node is stopping):
+        the TCP connection is closed under TLS, which has nothing to flush.
+        """
+        if self.transport is not None and not self.lost:
+            tcp = getattr(self.transport, "transport", None) or self.transport
+            tcp.loseConnection()
 
     def abortTransport(self) -> None:
         if self.transport is not None and not self.lost:
@@ -703,7 +734,12 @@ class LinkProtocol(AuthenticatedProtocol):
         for d in waiters:
             d.callback(None)
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.node.pendingLinks.add(self)
+
     def linkAuthenticated(self, peerNodeID: str) -> None:
+        self.node.pendingLinks.discard(self)
         if peerNodeID == self.node.nodeID:
             self.log.info(
                 "dropped a link to this node itself ({address})", address=self.addressText()
@@ -730,9 +766,15 @@ class LinkProtocol(AuthenticatedProtocol):
         assert self.cp is not None
         self.cp.streamAccepted(stream)
 
-    def _muxClosed(self, reason: Any) -> None:
+    def _muxClosed(self, reason: Failure) -> None:
+        # The multiplexer failed (protocol error, keepalive timeout) or the
+        # connection is gone.  Record the real cause before the streams end,
+        # then close so that a GoAway already written still goes out.
+        if self.cp is not None:
+            self.cp.multiplexerClosed(reason)
         if self.transport is not None and not self.lost:
-            self.transport.abortConnection()
+            self.closeTransport()
+            self._lingerCall = self.node.reactor.callLater(LINGER_TIMEOUT, self.abortTransport)
 
     def authenticatedDataReceived(self, data: bytes) -> None:
         assert self.mux is not None
@@ -740,8 +782,11 @@ class LinkProtocol(AuthenticatedProtocol):
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         super().connectionLost(reason)
+        self.node.pendingLinks.discard(self)
         self.lost = True
         self._lostReason = reason
+        if self._lingerCall is not None and self._lingerCall.active():
+            self._lingerCall.cancel()
         if self.mux is not None:
             self.mux.connectionLost(reason)
         if self.cp is not None:

@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN
@@ -102,6 +103,10 @@ class Node(MultiService):
         self.startedAt = reactor.seconds()
         self._contextFactory = LinkContextFactory(identity, self.trust)
         self._observers: list[Any] = []
+        self._startWaiters: list[Deferred[None]] | None = []
+        self._startResult: object = None
+        #: Connections accepted or dialled that have not authenticated yet.
+        self.pendingLinks: set[LinkProtocol] = set()
         #: Handlers of control messages by class, for the node's services
         #: (peer exchange, topology, directory): C{handler(cp, message)}.
         self.controlHandlers: dict[type[Any], Callable[[ControlPoint, Any], None]] = {}
@@ -388,9 +393,45 @@ class Node(MultiService):
         # sent on seeing it meets the node's own handlers).
         callWhenRunning = getattr(self.reactor, "callWhenRunning", None)
         if callWhenRunning is None:
-            Deferred.fromCoroutine(self._start())
+            self._begin()
         else:
-            callWhenRunning(lambda: Deferred.fromCoroutine(self._start()))
+            callWhenRunning(self._begin)
+
+    def _begin(self) -> None:
+        d = Deferred.fromCoroutine(self._start())
+        d.addErrback(self._startFailed)
+        d.addBoth(self._fireStarted)
+
+    def _startFailed(self, failure: Failure) -> Failure:
+        self.log.critical(
+            "node {node_id} could not start: {why}",
+            node_id=self.nodeID,
+            why=failure.getErrorMessage(),
+        )
+        return failure
+
+    def _fireStarted(self, result: object) -> None:
+        waiters, self._startWaiters = self._startWaiters, None
+        for d in waiters or []:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(None)
+        self._startResult = result
+
+    def whenStarted(self) -> Deferred[None]:
+        """
+        Fires once the node listens on every endpoint and has announced
+        readiness, or fails with why it could not (a port in use, ...).
+        """
+        d: Deferred[None] = Deferred()
+        if self._startWaiters is not None:
+            self._startWaiters.append(d)
+        elif isinstance(self._startResult, Failure):
+            d.errback(self._startResult)
+        else:
+            d.callback(None)
+        return d
 
     async def _start(self) -> None:
         for description in self.listenEndpoints:
@@ -422,6 +463,8 @@ class Node(MultiService):
         self.shuttingDown = True
         await DeferredList([Deferred.fromCoroutine(_stopPort(p)) for p in self.ports])
         self.ports.clear()
+        for pending in list(self.pendingLinks):
+            pending.dropUnauthenticated()
         closing = [
             cp.close(Reason.SHUTTING_DOWN, "the node is stopping") for cp in self.links.values()
         ]

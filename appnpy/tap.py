@@ -6,7 +6,9 @@ Only this module (and the CLI) touches the global reactor.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
@@ -23,9 +25,11 @@ from appnpy.errors import APPNError, ConfigurationError
 from appnpy.identity import loadOrCreateIdentity
 from appnpy.link import loadTrustPolicy
 from appnpy.lockfile import DataDirectoryLock, lockDataDirectory
+from appnpy.network import installNetworkServices
 from appnpy.node import Node
 from appnpy.peers import AdmissionControl, PeerManager
 from appnpy.plugins import availablePlugins, loadPlugin
+from appnpy.yamux import MuxConfig
 
 log = Logger(namespace="appnpy.tap")
 
@@ -168,9 +172,20 @@ def buildService(config: NodeConfig, reactor: Any) -> MultiService:
             role=config.role,
             trust=trust,
             listen=config.listen,
+            muxConfig=MuxConfig(
+                keepaliveInterval=config.keepaliveInterval,
+                keepaliveTimeout=config.keepaliveTimeout,
+            ),
         )
         for plugin in plugins:
             node.addSessionPlugin(plugin)
+        installNetworkServices(
+            node,
+            stateDir=config.dataDir,
+            cds=config.cds,
+            cdsNode=config.cdsNode,
+            cosSections=config.cosSections,
+        )
         admission = AdmissionControl(reactor)
         node.admission = admission
         peers = PeerManager(
@@ -233,4 +248,25 @@ def makeService(options: Options) -> MultiService:
     except APPNError as e:
         raise SystemExit(f"ERROR: {e}") from None
     reactor.addSystemEventTrigger("after", "startup", _exitCleanlyOnSignals, reactor)
+    service.node.whenStarted().addErrback(_startFailed, reactor)  # type: ignore[attr-defined]
     return service
+
+
+def _startFailed(failure: Any, reactor: Any) -> None:
+    # The node could not listen (a port in use, no permission...): say so in
+    # one line and end the process with a failure status, not run on idle.
+    # twist redirects sys.stderr into the log; the operator's terminal is
+    # the process's real standard error.
+    print(
+        f"ERROR: the node could not start: {failure.getErrorMessage()}. "
+        "Free the port or choose another with --listen.",
+        file=sys.__stderr__,
+        flush=True,
+    )
+
+    def exitFailed() -> None:
+        sys.stdout.flush()
+        os._exit(1)
+
+    reactor.addSystemEventTrigger("after", "shutdown", exitFailed)
+    reactor.stop()

@@ -60,9 +60,23 @@ class MemoryNetwork:
     N nodes in one process, linked by in-memory pumps and one clock.
     """
 
-    def __init__(self, clock: Clock | None = None, muxConfig: MuxConfig | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        muxConfig: MuxConfig | None = None,
+        services: bool = False,
+    ) -> None:
+        """
+        @param services: give every node its network services (topology
+            database and relaying on network nodes, directory and routed
+            sessions on all), as C{twist appnnode} does; without them nodes
+            only reach their neighbours.
+        """
         self.clock = clock or Clock()
-        self.muxConfig = muxConfig or MuxConfig(keepaliveInterval=0)
+        # No keepalive pings (they would keep the pumps busy forever), and
+        # no keepalive timeout either: simulated time can jump far ahead.
+        self.muxConfig = muxConfig or MuxConfig(keepaliveInterval=0, keepaliveTimeout=0)
+        self.services = services
         self.nodes: list[Node] = []
         self.links: list[MemoryLink] = []
         self._ports = itertools.count(40000)
@@ -94,6 +108,10 @@ class MemoryNetwork:
             plugins = [SimplePlugin("echo", Echo), SimplePlugin("ping", Pong)]
         for plugin in plugins:
             node.addSessionPlugin(plugin)
+        if self.services:
+            from appnpy.network import installNetworkServices
+
+            installNetworkServices(node)
         node.startService()
         self.nodes.append(node)
         return node

@@ -872,6 +872,13 @@ class Multiplexer:
         """
         The link is gone: every open stream's protocol gets C{reason}.
         """
+        if not self._closed and (self._header or self._payloadRemaining):
+            self._log.warn(
+                "link ended inside a frame: {missing} bytes missing",
+                missing=(HEADER_SIZE - len(self._header))
+                if self._header
+                else self._payloadRemaining,
+            )
         self._teardown(reason if isinstance(reason, Failure) else Failure(reason))
 
     # -- sending: link backpressure and fairness ------------------------------
@@ -987,7 +994,10 @@ class Multiplexer:
         self._goAwaySent = True
         self.transport.write(_pack(VERSION, TYPE_GO_AWAY, 0, 0, code))
         self._teardown(reason)
-        self.transport.abortConnection()
+        # The owner (told through onClose) may already be closing the
+        # transport so that the GoAway gets out; otherwise drop it now.
+        if not self.transport.disconnecting:
+            self.transport.abortConnection()
 
     def _teardown(self, reason: Failure) -> None:
         if self._closed:
@@ -1000,12 +1010,14 @@ class Multiplexer:
         self._keepaliveCall = self._timeoutCall = None
         self._ready.clear()
         self._payloadStream = None
+        # The owner hears why first, before the streams' protocols see them
+        # end, so the real cause is what gets reported.
+        if self._onClose is not None:
+            onClose, self._onClose = self._onClose, None
+            onClose(reason)
         for stream in list(self.streams.values()):
             stream._finish(reason, clean=False)
         pings, self._pings = self._pings, {}
         for _, waiters in pings.values():
             for d in waiters:
                 d.errback(reason)
-        if self._onClose is not None:
-            onClose, self._onClose = self._onClose, None
-            onClose(reason)

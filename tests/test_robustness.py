@@ -598,12 +598,6 @@ class PreAuthenticationTests(NodeFaultTestCase):
         self.assertLess(reactor.seconds() - start, 1.0)
         await self.stopAndCheck(node)
 
-    test_stopDropsPendingHandshakes.skip = (  # type: ignore[attr-defined]
-        "bug: Node._stop (appnpy/node.py) closes only self.links; connections "
-        "still in the TLS handshake keep their socket and deadline timer until "
-        "handshakeTimeout (nothing tracks them)"
-    )
-
     async def assertDroppedWithOneLine(self, node: Node, payload: bytes, why: str) -> None:
         """
         A plain client sending C{payload} is dropped; the node logs exactly
@@ -765,14 +759,6 @@ class FramingFaultTests(NodeFaultTestCase):
         self.assertIn((TYPE_GO_AWAY, 0, 0, GOAWAY_PROTOCOL_ERROR), peer.frames)
         await self.stopAndCheck(node)
 
-    test_protocolErrorReported.skip = (  # type: ignore[attr-defined]
-        "bug: Multiplexer._teardown (appnpy/yamux.py) ends the peer's control "
-        "stream before onClose, so ControlPoint.peerControlStreamLost "
-        "(appnpy/control.py) logs a second, false warning and sets the link-down "
-        "reason to 'the peer closed its control stream'; and _abortWith aborts "
-        "the TLS transport right after writing GoAway(1), so it is never sent"
-    )
-
 
 class LivenessTests(NodeFaultTestCase):
     """
@@ -825,12 +811,6 @@ class LivenessTests(NodeFaultTestCase):
         self.assertEqual(self.warnings(mark), [])
         await withTimeout(peer.lost, 1.0)
         await self.stopAndCheck(node)
-
-    test_keepaliveReasonLogged.skip = (  # type: ignore[attr-defined]
-        "bug: same cause as test_protocolErrorReported: a keepalive abort is "
-        "logged as a warning and a protocol-error ('the peer closed its control "
-        "stream'), and the keepalive reason is lost"
-    )
 
     async def test_simultaneousDial(self) -> None:
         """
