@@ -181,9 +181,10 @@ class NoSuchNode(SessionError):
 
 class NoRoute(SessionError):
     """
-    No route to the destination qualifies for the class of service.  Check
-    `appn topology` and `appn route DEST --cos NAME` to see which links and
-    nodes the class of service excludes.
+    There is no route to the destination: no path of active links reaches
+    it, or every path crosses a link or node the class of service excludes.
+    `appn topology` shows what this node can reach, and `appn route DEST
+    --cos NAME` what the class of service excludes.
     """
 
 

@@ -106,6 +106,10 @@ NODE, LINK = "node", "link"
 Key = tuple[str, str, str]
 
 
+#: Seconds of quiet after a change before the database logs its summary.
+SUMMARY_DELAY = 1.0
+
+
 class BadRecord(Exception):
     """
     A topology record that cannot be used; C{counter} names the statistic.
@@ -597,11 +601,34 @@ class TopologyDatabase(Service):
 
     def _changed(self) -> None:
         self._graph = None
+        if self.running and "summary" not in self._timers:
+            self._timers["summary"] = self.reactor.callLater(SUMMARY_DELAY, self._summarise)
         for observer in list(self._observers):
             try:
                 observer()
             except Exception:
                 self.log.failure("topology observer failed")
+
+    def _summarise(self) -> None:
+        # One line per burst of changes: what this node now knows, and the
+        # digest operators compare across nodes to see convergence.
+        del self._timers["summary"]
+        graph = self.graph()
+        reachable = {self.node.nodeID}
+        frontier = [self.node.nodeID]
+        while frontier:
+            for peer in graph.adjacency.get(frontier.pop(), {}):
+                if peer not in reachable:
+                    reachable.add(peer)
+                    frontier.append(peer)
+        self.log.info(
+            "topology: {nodes} network nodes ({reachable} reachable), {links} routable links, "
+            "digest {digest}",
+            nodes=len(self.networkNodes()),
+            reachable=len(reachable),
+            links=sum(len(peers) for peers in graph.adjacency.values()) // 2,
+            digest=self.digest(),
+        )
 
     # -- link events (node observer) ------------------------------------------
 
@@ -767,9 +794,7 @@ class TopologyDatabase(Service):
                     "security": 0,
                     "up": False,
                 }
-            record = TopologyRecord.create(
-                self.node.identity, kind, subject, self._nextRSN(), body
-            )
+            record = TopologyRecord.create(self.node.identity, kind, subject, self._nextRSN(), body)
             entries.append(self._apply(record, None, now))
             self.stats["originated"] += 1
         if entries:
@@ -1000,9 +1025,7 @@ class TopologyDatabase(Service):
         peer = cp.peerNodeID
         if msg.epoch == self.epoch and msg.frsn <= self.frsn:
             since = msg.frsn
-            entries = [
-                e for e in self._records.values() if e.frsn > since and e.source != peer
-            ]
+            entries = [e for e in self._records.values() if e.frsn > since and e.source != peer]
         else:
             since = 0
             entries = list(self._records.values())
@@ -1217,7 +1240,9 @@ class TopologyDatabase(Service):
                         "rsn": r.rsn,
                         "age": age,
                         "routable": subject in g.adjacency.get(owner, {}),
-                        **{k: r.body[k] for k in ("rtt_ms", "throughput", "cost", "security", "up")},
+                        **{
+                            k: r.body[k] for k in ("rtt_ms", "throughput", "cost", "security", "up")
+                        },
                     }
                 )
         return {
