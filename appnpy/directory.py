@@ -63,7 +63,6 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-import cbor2
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import LoopingCall
@@ -76,6 +75,7 @@ from appnpy.messages import (
     MAX_ROUTE_NODES,
     Message,
     blob,
+    decodeCBOR,
     encodeBody,
     integer,
     listOf,
@@ -162,10 +162,6 @@ class InvalidRecord(ProtocolError):
     """
 
 
-def _refuseTag(decoder: object, tag: object) -> object:
-    raise InvalidRecord("CBOR tags are not allowed")
-
-
 @attrs.frozen
 class ResourceRecord:
     """
@@ -209,18 +205,9 @@ class ResourceRecord:
         if not isinstance(raw, bytes) or len(raw) > MAX_RECORD_SIZE:
             raise InvalidRecord("not bytes, or too long")
         try:
-            value = cbor2.loads(
-                raw,
-                tag_hook=_refuseTag,
-                semantic_decoders={},
-                max_depth=2,
-                allow_indefinite=False,
-                allow_duplicate_keys=False,
-            )
-        except InvalidRecord:
-            raise
-        except Exception as e:
-            raise InvalidRecord(f"undecodable: {e}") from None
+            value = decodeCBOR(raw, 2)
+        except ProtocolError as e:
+            raise InvalidRecord(str(e)) from None
         fields = {"name", "owner", "public_key", "seq", "ttl", "signature"}
         if not isinstance(value, dict) or set(value) != fields:
             raise InvalidRecord("wrong fields")

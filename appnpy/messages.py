@@ -321,18 +321,21 @@ def _refuseTag(decoder: object, tag: object) -> object:
     raise ProtocolError("CBOR tags are not allowed")
 
 
-def decodeBody(body: bytes) -> Message:
+def decodeCBOR(data: bytes, maxDepth: int) -> Any:
     """
-    Decode one message body (without its length prefix).
+    Decode one CBOR item from a peer, strictly: no tags (so no dates,
+    bignums or other semantic types), no indefinite lengths, no duplicate
+    map keys, nesting at most C{maxDepth} deep.  Used for messages and for
+    the signed records they carry.
 
-    @raise ProtocolError: with the reason, for anything but a valid message.
+    @raise ProtocolError: saying why the bytes were refused.
     """
     try:
-        value = cbor2.loads(
-            body,
+        return cbor2.loads(
+            data,
             tag_hook=_refuseTag,
             semantic_decoders={},
-            max_depth=_MAX_DEPTH + 4,
+            max_depth=maxDepth,
             allow_indefinite=False,
             allow_duplicate_keys=False,
         )
@@ -340,6 +343,15 @@ def decodeBody(body: bytes) -> Message:
         raise
     except Exception as e:
         raise ProtocolError(f"undecodable CBOR: {e}") from None
+
+
+def decodeBody(body: bytes) -> Message:
+    """
+    Decode one message body (without its length prefix).
+
+    @raise ProtocolError: with the reason, for anything but a valid message.
+    """
+    value = decodeCBOR(body, _MAX_DEPTH + 4)
     if not isinstance(value, dict):
         raise ProtocolError("a message must be a CBOR map")
     if not all(isinstance(k, str) for k in value):

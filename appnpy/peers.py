@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
-import cbor2
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
@@ -53,7 +52,7 @@ from appnpy.control import ControlPoint
 from appnpy.errors import AddressError, ProtocolError, Reason
 from appnpy.identity import Identity, _writeAtomically, nodeIDFromSPKI, verifySignature
 from appnpy.link import LinkAddress, parseAddress
-from appnpy.messages import Message, blob, listOf, message
+from appnpy.messages import Message, blob, decodeCBOR, encodeBody, listOf, message
 
 #: Most records in one PeerAddresses message, and most bytes in one record.
 MAX_RECORDS = 64
@@ -91,11 +90,7 @@ class PeerAddresses(Message):
 
 def _signedBytes(nodeID: str, publicKey: bytes, addresses: list[str], seq: int) -> bytes:
     body = {"node_id": nodeID, "public_key": publicKey, "addresses": addresses, "seq": seq}
-    return cbor2.dumps(body, canonical=True)
-
-
-def _refuseTag(decoder: object, tag: object) -> object:
-    raise BadAddressRecord("CBOR tags are not allowed")
+    return encodeBody(body)
 
 
 @attrs.frozen
@@ -128,7 +123,7 @@ class AddressRecord:
             "seq": seq,
             "signature": signature,
         }
-        raw = cbor2.dumps(body, canonical=True)
+        raw = encodeBody(body)
         return cls(identity.nodeID, identity.publicKeyBytes, tuple(addresses), seq, signature, raw)
 
     @classmethod
@@ -141,18 +136,9 @@ class AddressRecord:
         if len(raw) > MAX_RECORD_SIZE:
             raise BadAddressRecord(f"record of {len(raw)} bytes is over {MAX_RECORD_SIZE}")
         try:
-            body = cbor2.loads(
-                raw,
-                tag_hook=_refuseTag,
-                semantic_decoders={},
-                max_depth=4,
-                allow_indefinite=False,
-                allow_duplicate_keys=False,
-            )
-        except BadAddressRecord:
-            raise
-        except Exception as e:
-            raise BadAddressRecord(f"undecodable CBOR: {e}") from None
+            body = decodeCBOR(raw, 4)
+        except ProtocolError as e:
+            raise BadAddressRecord(str(e)) from None
         if not isinstance(body, dict) or set(body) != _RECORD_KEYS:
             raise BadAddressRecord(f"a record is a map of {', '.join(sorted(_RECORD_KEYS))}")
         nodeID, publicKey = body["node_id"], body["public_key"]
@@ -169,7 +155,7 @@ class AddressRecord:
             or not all(isinstance(a, str) and len(a) <= 300 for a in addresses)
         ):
             raise BadAddressRecord(f"addresses must be at most {MAX_RECORD_ADDRESSES} strings")
-        if cbor2.dumps(body, canonical=True) != raw:
+        if encodeBody(body) != raw:
             raise BadAddressRecord("not in deterministic CBOR encoding")
         try:
             derived = nodeIDFromSPKI(publicKey)

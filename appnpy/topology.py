@@ -41,16 +41,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
-import cbor2
 from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 
-from appnpy.errors import ConfigurationError, NoRoute, Reason
+from appnpy.errors import ConfigurationError, NoRoute, ProtocolError, Reason
 from appnpy.identity import Identity, isNodeID, nodeIDFromSPKI, validateCPName, verifySignature
 from appnpy.messages import (
     MAX_MESSAGE_SIZE,
     Message,
     blob,
+    decodeCBOR,
     encodeBody,
     integer,
     listOf,
@@ -159,10 +159,6 @@ class TopologySync(Message):
 # -- records ----------------------------------------------------------------------
 
 
-def _refuseTag(decoder: object, tag: object) -> object:
-    raise BadRecord("malformed", "CBOR tags are not allowed")
-
-
 def _int(body: dict[str, Any], key: str, lo: int, hi: int) -> int:
     v = body.get(key)
     if type(v) is not int or not lo <= v <= hi:
@@ -265,18 +261,9 @@ class TopologyRecord:
         if not isinstance(raw, bytes) or len(raw) > MAX_RECORD_BYTES:
             raise BadRecord("oversized", f"record over {MAX_RECORD_BYTES} bytes")
         try:
-            value = cbor2.loads(
-                raw,
-                tag_hook=_refuseTag,
-                semantic_decoders={},
-                max_depth=6,
-                allow_indefinite=False,
-                allow_duplicate_keys=False,
-            )
-        except BadRecord:
-            raise
-        except Exception as e:
-            raise BadRecord("malformed", f"undecodable CBOR: {e}") from None
+            value = decodeCBOR(raw, 6)
+        except ProtocolError as e:
+            raise BadRecord("malformed", str(e)) from None
         if not isinstance(value, dict) or set(value) != _RECORD_KEYS:
             raise BadRecord("malformed", "not a topology record")
         kind, owner, subject, rsn = value["kind"], value["owner"], value["subject"], value["rsn"]
