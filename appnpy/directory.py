@@ -251,7 +251,7 @@ class LocateResult:
 # -- control messages ----------------------------------------------------------
 
 
-@message("RegisterResources")
+@message("RegisterResources", capability="directory")
 @attrs.frozen
 class RegisterResources(Message):
     """
@@ -267,7 +267,7 @@ class RegisterResources(Message):
     target: str = attrs.field(default="", validator=_optionalNodeID)
 
 
-@message("LocateRequest")
+@message("LocateRequest", capability="directory")
 @attrs.frozen
 class LocateRequest(Message):
     """
@@ -284,7 +284,7 @@ class LocateRequest(Message):
     cos: str = attrs.field(default="interactive", validator=token)
 
 
-@message("LocateReply")
+@message("LocateReply", capability="directory")
 @attrs.frozen
 class LocateReply(Message):
     """
@@ -303,7 +303,7 @@ class LocateReply(Message):
     reason: str = attrs.field(default="", validator=_optionalReason)
 
 
-@message("SearchRequest")
+@message("SearchRequest", capability="directory")
 @attrs.frozen
 class SearchRequest(Message):
     """
@@ -318,7 +318,7 @@ class SearchRequest(Message):
     max_results: int = attrs.field(default=100, validator=integer(1, MAX_SEARCH_RESULTS))
 
 
-@message("SearchReply")
+@message("SearchReply", capability="directory")
 @attrs.frozen
 class SearchReply(Message):
     """
@@ -332,7 +332,7 @@ class SearchReply(Message):
     final: bool = attrs.field(default=True, validator=_boolean)
 
 
-@message("RouteRequest")
+@message("RouteRequest", capability="directory")
 @attrs.frozen
 class RouteRequest(Message):
     """
@@ -344,7 +344,7 @@ class RouteRequest(Message):
     cos: str = attrs.field(default="interactive", validator=token)
 
 
-@message("RouteReply")
+@message("RouteReply", capability="directory")
 @attrs.frozen
 class RouteReply(Message):
     """
@@ -513,7 +513,7 @@ class Directory(Service):
     # -- service ------------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         self._loop = LoopingCall(self._tick)
         self._loop.clock = self.reactor
         self._loop.start(self.tickInterval, now=False)
@@ -531,7 +531,7 @@ class Directory(Service):
             self._finishOrigin(entry)
         for pending in list(self._routes.values()):
             self._failRoute(pending, "the node is stopping")
-        return super().stopService()
+        return super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
 
     def _tick(self) -> None:
         now = self.reactor.seconds()
@@ -1511,5 +1511,5 @@ def installDirectory(
     }
     node.controlHandlers.update(handlers)
     node.addObserver(directory)
-    directory.setServiceParent(node)
+    directory.setServiceParent(node)  # type: ignore[no-untyped-call]  # unannotated Twisted method
     return directory

@@ -6,12 +6,12 @@ and plugins, as a Twisted C{MultiService}.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.endpoints import clientFromString, serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, ITCPTransport
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -78,7 +78,7 @@ class Node(MultiService):
         muxConfig: MuxConfig | None = None,
         handshakeTimeout: float = 10.0,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         if role not in ROLES:
             from appnpy.errors import ConfigurationError
 
@@ -173,7 +173,8 @@ class Node(MultiService):
     def advertisedAddresses(self) -> list[str]:
         out = []
         for port in self.ports:
-            host = port.getHost()
+            # Any: IAddress declares no host/port; the hasattr below guards them.
+            host: Any = port.getHost()
             if hasattr(host, "port"):
                 out.append(f"appn://{self.nodeID}@{_hostText(host.host)}:{host.port}")
         return out
@@ -284,7 +285,7 @@ class Node(MultiService):
 
     # -- sessions ---------------------------------------------------------------
 
-    def openSession(
+    def openSession(  # type: ignore[override]  # INode declares protocolFactory as object
         self,
         destination: str,
         plugin: str,
@@ -317,7 +318,10 @@ class Node(MultiService):
         if isResourceName(destination):
             if self.directory is None:
                 raise ResourceNotFound(f"{destination} (this node has no directory)")
-            found = await self.directory.locate(destination)
+            localPlugin = self.plugins.get(plugin)
+            cos = cos or (localPlugin.defaultCOS if localPlugin else "interactive")
+            # The route an end node's server returns is chosen for this COS.
+            found = await self.directory.locate(destination, cos)
             if found.owner == self.nodeID:
                 raise SessionRefused(Reason.NO_ROUTE.value, f"{destination} is on this node")
             destination, route = found.owner, found.route
@@ -387,7 +391,7 @@ class Node(MultiService):
     # -- service -----------------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         # Listen and announce readiness only once the reactor runs, so the
         # readiness line means the node can already answer (and a signal
         # sent on seeing it meets the node's own handlers).
@@ -473,15 +477,16 @@ class Node(MultiService):
             await DeferredList(closing)
             if timeout.active():
                 timeout.cancel()
-        await super().stopService()
+        await super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
 
     def _abortAll(self) -> None:
         for cp in list(self.links.values()):
-            cp.link.transport.abortConnection()
+            cast(ITCPTransport, cp.link.transport).abortConnection()
 
 
 async def _stopPort(port: IListeningPort) -> None:
-    await port.stopListening()
+    # Twisted types the result as optional; real ports return a Deferred.
+    await cast("Deferred[None]", port.stopListening())
 
 
 def isResourceName(text: str) -> bool:

@@ -125,7 +125,7 @@ class BadRecord(Exception):
 _EPOCH = text(32)
 
 
-@message("TopologyUpdate")
+@message("TopologyUpdate", capability="topology")
 @attrs.frozen
 class TopologyUpdate(Message):
     """
@@ -144,7 +144,7 @@ class TopologyUpdate(Message):
     )
 
 
-@message("TopologySync")
+@message("TopologySync", capability="topology")
 @attrs.frozen
 class TopologySync(Message):
     """
@@ -547,7 +547,7 @@ class TopologyDatabase(Service):
     # -- service ------------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         node = self.node
         node.controlHandlers[TopologyUpdate] = self.updateReceived
         node.controlHandlers[TopologySync] = self.syncReceived
@@ -561,7 +561,7 @@ class TopologyDatabase(Service):
         self._announce()
 
     def stopService(self) -> Any:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         for timer in [*self._timers.values(), self._announceCall]:
             if timer is not None and timer.active():
                 timer.cancel()
@@ -1284,7 +1284,7 @@ def installTopology(
     node.topology = db
     node.addObserver(db)
     if isinstance(node, MultiService):
-        db.setServiceParent(node)
+        db.setServiceParent(node)  # type: ignore[no-untyped-call]  # unannotated Twisted method
     else:
         db.startService()
     return db

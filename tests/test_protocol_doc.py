@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -50,12 +51,62 @@ DOC = os.path.join(
 # examples (signatures included: Ed25519 is deterministic) never change.
 SEED_A = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
 SEED_B = bytes.fromhex("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb")
+# RFC 8032 section 7.1, TEST 3: "node C", the end node of the service examples.
+SEED_C = bytes.fromhex("c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7")
 KEY_A = Ed25519PrivateKey.from_private_bytes(SEED_A)
 KEY_B = Ed25519PrivateKey.from_private_bytes(SEED_B)
+KEY_C = Ed25519PrivateKey.from_private_bytes(SEED_C)
 SPKI_A = _spki(KEY_A.public_key())
+SPKI_B = _spki(KEY_B.public_key())
+SPKI_C = _spki(KEY_C.public_key())
 NODE_A = nodeIDFromSPKI(SPKI_A)
-NODE_B = nodeIDFromSPKI(_spki(KEY_B.public_key()))
+NODE_B = nodeIDFromSPKI(SPKI_B)
+NODE_C = nodeIDFromSPKI(SPKI_C)
 SESSION = "00112233445566778899aabbccddeeff"
+SEARCH = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+REQUEST = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5"
+#: 2025-11-30T00:00:00Z in milliseconds: the seq of the example records.
+SEQ = 1764460800000
+
+
+@attrs.frozen
+class _FixedIdentity:
+    """
+    The part of L{appnpy.identity.Identity} the record encoders use, for a
+    fixed RFC 8032 key.
+    """
+
+    key: Ed25519PrivateKey
+
+    @property
+    def publicKeyBytes(self) -> bytes:
+        return _spki(self.key.public_key())
+
+    @property
+    def nodeID(self) -> str:
+        return nodeIDFromSPKI(self.publicKeyBytes)
+
+    def sign(self, data: bytes) -> bytes:
+        return self.key.sign(data)
+
+
+ID_A, ID_B, ID_C = _FixedIdentity(KEY_A), _FixedIdentity(KEY_B), _FixedIdentity(KEY_C)
+
+
+def _importServices() -> None:
+    """
+    Import every module that registers control messages.
+    """
+    import appnpy.directory
+    import appnpy.network
+    import appnpy.peers
+    import appnpy.probe
+    import appnpy.relay
+    import appnpy.routed
+    import appnpy.topology  # noqa: F401
+
+
+_importServices()
 
 
 def _exampleHello() -> Hello:
@@ -73,9 +124,206 @@ def _exampleHello() -> Hello:
 
 
 def _probeRequest() -> Message:
-    from appnpy.probe import ProbeRequest  # type: ignore[import-not-found]
+    from appnpy.probe import ProbeRequest
 
-    return ProbeRequest(nonce="0123456789abcdef")  # type: ignore[no-any-return]
+    return ProbeRequest(nonce="0123456789abcdef")
+
+
+# -- the network services' records and messages ---------------------------------
+
+
+def _addressRecord() -> Any:
+    from appnpy.peers import AddressRecord
+
+    return AddressRecord.create(ID_A, [f"appn://{NODE_A}@192.0.2.1:7700"], SEQ)  # type: ignore[arg-type]
+
+
+def _topologyNodeRecord() -> Any:
+    from appnpy.topology import NODE, TopologyRecord
+
+    body = {
+        "name": "LAB.ALPHA",
+        "role": "network",
+        "public_key": SPKI_A,
+        "resistance": 0,
+        "load": 0,
+        "cds": False,
+        "end_nodes": [],
+    }
+    return TopologyRecord.create(ID_A, NODE, "", 1002, body)  # type: ignore[arg-type]
+
+
+def _topologyLinkRecord() -> Any:
+    from appnpy.topology import LINK, TopologyRecord
+
+    body = {"rtt_ms": 12, "throughput": 1000000, "cost": 0, "security": 128, "up": True}
+    return TopologyRecord.create(ID_A, LINK, NODE_B, 1004, body)  # type: ignore[arg-type]
+
+
+def _resourceRecord() -> Any:
+    from appnpy.directory import ResourceRecord
+
+    return ResourceRecord.create(ID_C, "files:music", SEQ, 300)
+
+
+#: name -> (a function building the record, what its raw bytes are called)
+RECORD_EXAMPLES: dict[str, Callable[[], Any]] = {
+    "peer address record": _addressRecord,
+    "topology node record": _topologyNodeRecord,
+    "topology link record": _topologyLinkRecord,
+    "resource record": _resourceRecord,
+}
+
+
+def _recordBytes(record: Any) -> bytes:
+    return record.toBlob() if hasattr(record, "toBlob") else record.raw  # type: ignore[no-any-return]
+
+
+def _recordSignedBytes(name: str) -> bytes:
+    record = RECORD_EXAMPLES[name]()
+    if name == "peer address record":
+        from appnpy.peers import _signedBytes
+
+        return _signedBytes(record.node_id, record.public_key, list(record.addresses), record.seq)
+    if name.startswith("topology"):
+        return record.signedBytes(  # type: ignore[no-any-return]
+            record.kind, record.owner, record.subject, record.rsn, record.body
+        )
+    return record.signedBytes()  # type: ignore[no-any-return]
+
+
+def _decodeRecord(name: str, raw: bytes) -> Any:
+    """
+    Decode an example record with the code's decoder, signature checked.
+    """
+    if name == "peer address record":
+        from appnpy.peers import AddressRecord
+
+        return AddressRecord.fromBytes(raw)
+    if name.startswith("topology"):
+        from appnpy.topology import TopologyRecord
+
+        record = TopologyRecord.decode(raw)
+        if not record.verify({NODE_A: SPKI_A, NODE_B: SPKI_B}[record.owner]):
+            raise AssertionError(f"{name}: signature does not verify")
+        return record
+    from appnpy.directory import ResourceRecord
+
+    return ResourceRecord.fromBlob(raw)
+
+
+def _peerAddresses() -> Message:
+    from appnpy.peers import PeerAddresses
+
+    return PeerAddresses(records=[_addressRecord().raw])
+
+
+def _topologyUpdate() -> Message:
+    from appnpy.topology import TopologyUpdate
+
+    return TopologyUpdate(
+        epoch="0123456789abcdef",
+        frsn_from=0,
+        frsn_to=2,
+        records=[_topologyNodeRecord().raw, _topologyLinkRecord().raw],
+    )
+
+
+def _topologySync() -> Message:
+    from appnpy.topology import TopologySync
+
+    return TopologySync(epoch="fedcba9876543210", frsn=41)
+
+
+def _registerResources() -> Message:
+    from appnpy.directory import RegisterResources
+
+    return RegisterResources(records=[_resourceRecord().toBlob()])
+
+
+def _locateRequest() -> Message:
+    from appnpy.directory import LocateRequest
+
+    return LocateRequest(
+        search_id=SEARCH, origin=NODE_A, name="files:music", hops_left=16, cos="interactive"
+    )
+
+
+def _locateReply() -> Message:
+    from appnpy.directory import LocateReply
+
+    return LocateReply(search_id=SEARCH, records=[_resourceRecord().toBlob()], final=True)
+
+
+def _searchRequest() -> Message:
+    from appnpy.directory import SearchRequest
+
+    return SearchRequest(
+        search_id=SEARCH, origin=NODE_A, kind="files", keywords=["jazz"], hops_left=16
+    )
+
+
+def _searchReply() -> Message:
+    from appnpy.directory import SearchReply
+
+    return SearchReply(
+        search_id=SEARCH,
+        results=[{"name": "files:music", "title": "So What", "node": NODE_C}],
+        final=False,
+    )
+
+
+def _routeRequest() -> Message:
+    from appnpy.directory import RouteRequest
+
+    return RouteRequest(request_id=REQUEST, destination=NODE_A, cos="batch")
+
+
+def _routeReply() -> Message:
+    from appnpy.directory import RouteReply
+
+    return RouteReply(request_id=REQUEST, route=[NODE_C, NODE_B, NODE_A])
+
+
+def _routedSessionOpen() -> Message:
+    return SessionOpen(
+        session_id=SESSION,
+        origin=NODE_A,
+        destination=NODE_C,
+        plugin="echo",
+        cos="interactive",
+        window=262144,
+        parameters={},
+        route=[NODE_A, NODE_B, NODE_C],
+    )
+
+
+def _topologyDigest() -> str:
+    """
+    The digest L{TopologyDatabase.digest} computes over the two example records.
+    """
+    from twisted.internet.task import Clock
+
+    from appnpy.topology import TopologyDatabase
+
+    class _Node:
+        reactor = Clock()
+        nodeID = NODE_B
+
+    db = TopologyDatabase(_Node())
+    for record in (_topologyNodeRecord(), _topologyLinkRecord()):
+        db._apply(record, NODE_A, 0.0)
+    return db.digest()
+
+
+def _digestLines() -> list[str]:
+    return [
+        f"{r.kind} {r.owner} {r.subject} {r.rsn}"
+        for r in sorted(
+            (_topologyNodeRecord(), _topologyLinkRecord()),
+            key=lambda r: (r.kind, r.owner, r.subject, r.rsn),
+        )
+    ]
 
 
 #: name -> ("frame", (type, flags, streamID, length), payload)
@@ -118,7 +366,21 @@ MESSAGE_EXAMPLES: dict[str, Callable[[], Message]] = {
     ),
     "SessionClose": lambda: SessionClose(session_id=SESSION, reason=Reason.NORMAL.value, detail=""),
     "ProbeRequest": _probeRequest,
+    "SessionOpen routed": _routedSessionOpen,
+    "PeerAddresses": _peerAddresses,
+    "TopologyUpdate": _topologyUpdate,
+    "TopologySync": _topologySync,
+    "RegisterResources": _registerResources,
+    "LocateRequest": _locateRequest,
+    "LocateReply": _locateReply,
+    "SearchRequest": _searchRequest,
+    "SearchReply": _searchReply,
+    "RouteRequest": _routeRequest,
+    "RouteReply": _routeReply,
 }
+
+#: Messages registered only by the test suite (never sent by a node).
+TEST_ONLY_MODULE_PREFIX = "tests."
 
 #: Names of the constants block in the doc -> their value in the code.
 CONSTANTS: dict[str, Callable[[], object]] = {
@@ -143,6 +405,47 @@ CONSTANTS: dict[str, Callable[[], object]] = {
 }
 
 
+def _mod(name: str) -> Any:
+    return __import__(f"appnpy.{name}", fromlist=["x"])
+
+
+#: The second constants block (C{<!-- constants: services -->}): the limits
+#: of the network services (section 9.2).
+SERVICE_CONSTANTS: dict[str, Callable[[], object]] = {
+    "messages.MAX_ROUTE_NODES": lambda: messages.MAX_ROUTE_NODES,
+    "peers.MAX_RECORDS": lambda: _mod("peers").MAX_RECORDS,
+    "peers.MAX_RECORD_SIZE": lambda: _mod("peers").MAX_RECORD_SIZE,
+    "peers.MAX_RECORD_ADDRESSES": lambda: _mod("peers").MAX_RECORD_ADDRESSES,
+    "peers.MAX_KNOWN": lambda: _mod("peers").MAX_KNOWN,
+    "probe.MAX_RESPONDER_SESSIONS": lambda: _mod("probe").MAX_RESPONDER_SESSIONS,
+    "probe.RESPONDER_TIMEOUT": lambda: _mod("probe").RESPONDER_TIMEOUT,
+    "topology.MAX_RECORD_BYTES": lambda: _mod("topology").MAX_RECORD_BYTES,
+    "topology.MAX_RECORDS_PER_MESSAGE": lambda: _mod("topology").MAX_RECORDS_PER_MESSAGE,
+    "topology.MAX_LINKS_PER_ORIGIN": lambda: _mod("topology").MAX_LINKS_PER_ORIGIN,
+    "topology.MAX_END_NODES": lambda: _mod("topology").MAX_END_NODES,
+    "topology.MAX_NODES": lambda: _mod("topology").MAX_NODES,
+    "topology.MAX_RSN": lambda: _mod("topology").MAX_RSN,
+    "topology.RSN_RESERVE": lambda: _mod("topology").RSN_RESERVE,
+    "topology.DEFAULT_RTT_MS": lambda: _mod("topology").DEFAULT_RTT_MS,
+    "topology.DEFAULT_THROUGHPUT": lambda: _mod("topology").DEFAULT_THROUGHPUT,
+    "routing.TLS_SECURITY": lambda: _mod("routing").TLS_SECURITY,
+    "routing.SECURE_FLOOR": lambda: _mod("routing").SECURE_FLOOR,
+    "directory.MAX_RECORD_SIZE": lambda: _mod("directory").MAX_RECORD_SIZE,
+    "directory.MAX_TTL": lambda: _mod("directory").MAX_TTL,
+    "directory.MAX_RECORDS_PER_MESSAGE": lambda: _mod("directory").MAX_RECORDS_PER_MESSAGE,
+    "directory.MAX_RECORDS_PER_ANSWER": lambda: _mod("directory").MAX_RECORDS_PER_ANSWER,
+    "directory.MAX_RECORDS_PER_REGISTRANT": lambda: _mod("directory").MAX_RECORDS_PER_REGISTRANT,
+    "directory.MAX_REGISTRY": lambda: _mod("directory").MAX_REGISTRY,
+    "directory.MAX_SEARCH_RESULTS": lambda: _mod("directory").MAX_SEARCH_RESULTS,
+    "directory.MAX_SEARCH_BYTES": lambda: _mod("directory").MAX_SEARCH_BYTES,
+    "directory.MAX_RESULT_SIZE": lambda: _mod("directory").MAX_RESULT_SIZE,
+    "relay.MAX_RELAYED_SESSIONS": lambda: _mod("relay").MAX_RELAYED_SESSIONS,
+    "relay.MAX_RELAYED_PER_ORIGIN": lambda: _mod("relay").MAX_RELAYED_PER_ORIGIN,
+    "relay.BIND_TIMEOUT": lambda: _mod("relay").BIND_TIMEOUT,
+    "relay.LINGER_TIMEOUT": lambda: _mod("relay").LINGER_TIMEOUT,
+    "routed.BIND_TIMEOUT": lambda: _mod("routed").BIND_TIMEOUT,
+}
+
 # -- parsing the doc ------------------------------------------------------------
 
 _BLOCK = re.compile(
@@ -159,11 +462,14 @@ def readDoc() -> str:
 def exampleBlocks(doc: str) -> dict[str, tuple[str, str]]:
     """
     Every marked block of C{doc}: C{{name: (language, body)}}; the constants
-    block is named C{"constants"}.
+    blocks are named C{"constants"} and C{"constants: NAME"}.
     """
     blocks: dict[str, tuple[str, str]] = {}
     for m in _BLOCK.finditer(doc):
-        name = m.group("name") if m.group(1) == "example" else "constants"
+        if m.group(1) == "example":
+            name = m.group("name")
+        else:
+            name = "constants" + (f": {m.group('name')}" if m.group("name") else "")
         if name in blocks:
             raise AssertionError(f"example {name!r} appears twice in docs/protocol.md")
         blocks[name] = (m.group("lang"), m.group("body"))
@@ -214,6 +520,17 @@ def renderExamples() -> str:
         msg = _messageAvailable(name)
         if msg is not None:
             out.append(f"<!-- example: {name} -->\n```hex\n{formatHex(encodeMessage(msg))}\n```")
+    for name, build in RECORD_EXAMPLES.items():
+        out.append(f"<!-- example: {name} -->\n```hex\n{formatHex(_recordBytes(build()))}\n```")
+        out.append(
+            f"<!-- example: {name} signed bytes -->\n```hex\n"
+            f"{formatHex(_recordSignedBytes(name))}\n```"
+        )
+    out.append(
+        "<!-- example: topology digest -->\n```text\n"
+        + "\n".join(_digestLines())
+        + f"\ndigest: {_topologyDigest()}\n```"
+    )
     hello = _exampleHello()
     out.append(
         f"<!-- example: Hello signed bytes -->\n```hex\n{formatHex(hello.signedBytes())}\n```"
@@ -251,7 +568,9 @@ class ExampleBlockTests(SynchronousTestCase):
         Every example block in the doc is one this test checks.
         """
         known = set(YAMUX_EXAMPLES) | set(MESSAGE_EXAMPLES)
-        known |= {"Hello signed bytes", "node-id", "constants"}
+        known |= set(RECORD_EXAMPLES) | {f"{n} signed bytes" for n in RECORD_EXAMPLES}
+        known |= {"Hello signed bytes", "node-id", "constants", "constants: services"}
+        known |= {"topology digest", "route selection"}
         self.assertEqual(set(self.blocks) - known, set())
 
     def test_yamuxHeaders(self) -> None:
@@ -300,18 +619,120 @@ class ExampleBlockTests(SynchronousTestCase):
             self.assertEqual(decodeBody(data[4:]), expected, name)
             self.assertEqual(encodeMessage(expected), data, name)
 
-    def test_everyCoreMessageHasAnExample(self) -> None:
+    def test_everyMessageHasAnExample(self) -> None:
         """
-        Every message type defined in L{appnpy.messages} (and every other
-        registered one) has an example in the doc.
+        Every registered message type (L{messages.MESSAGE_TYPES} with every
+        service module imported), except those the test suite registers for
+        itself, has an example in the doc and is in L{MESSAGE_EXAMPLES}.
         """
-        missing = [
+        registered = {
             typeName
             for typeName, cls in messages.MESSAGE_TYPES.items()
-            if typeName not in self.blocks
-            and (cls.__module__ == "appnpy.messages" or typeName in MESSAGE_EXAMPLES)
-        ]
-        self.assertEqual(missing, [])
+            if not cls.__module__.startswith(TEST_ONLY_MODULE_PREFIX)
+        }
+        self.assertEqual(sorted(registered - set(self.blocks)), [])
+        self.assertEqual(sorted(registered - set(MESSAGE_EXAMPLES)), [])
+        for name in MESSAGE_EXAMPLES:
+            self.assertIsNotNone(_messageAvailable(name), name)
+
+    def test_records(self) -> None:
+        """
+        Each signed record example decodes with the code's decoder (which
+        verifies its signature), equals the record the encoder makes, and
+        its "signed bytes" example is what the signature covers.
+        """
+        for name, build in RECORD_EXAMPLES.items():
+            lang, body = self.block(name)
+            self.assertEqual(lang, "hex", name)
+            raw = hexBytes(body)
+            expected = build()
+            self.assertEqual(raw, _recordBytes(expected), name)
+            decoded = _decodeRecord(name, raw)
+            self.assertEqual(decoded, expected, name)
+            signed = hexBytes(self.block(f"{name} signed bytes")[1])
+            self.assertEqual(signed, _recordSignedBytes(name), name)
+            key = decoded.public_key if hasattr(decoded, "public_key") else SPKI_A
+            self.assertTrue(verifySignature(key, decoded.signature, signed), name)
+
+    def test_recordsInMessages(self) -> None:
+        """
+        The records inside the message examples are the record examples.
+        """
+        records = {_recordBytes(build()) for build in RECORD_EXAMPLES.values()}
+        for name in ("PeerAddresses", "TopologyUpdate", "RegisterResources", "LocateReply"):
+            msg = MessageReader().feed(hexBytes(self.block(name)[1]))[0]
+            self.assertTrue(set(msg.records) <= records, name)  # type: ignore[attr-defined]
+
+    def test_topologyDigest(self) -> None:
+        """
+        The digest example: the lines hashed, and the digest the topology
+        database computes over the two example records.
+        """
+        lang, body = self.block("topology digest")
+        lines = body.splitlines()
+        self.assertEqual(lines[:-1], _digestLines())
+        digest = hashlib.sha256("".join(line + "\n" for line in lines[:-1]).encode()).hexdigest()
+        self.assertEqual(lines[-1], f"digest: {digest}")
+        self.assertEqual(digest, _topologyDigest())
+
+    def test_routeSelection(self) -> None:
+        """
+        The worked route-selection example: the route and weights the doc
+        gives are what L{appnpy.routing.leastWeightRoute} and the built-in
+        classes of service compute for the topology it describes.
+        """
+        from appnpy.routing import (
+            BUILTIN_COS,
+            LinkCharacteristics,
+            NodeCharacteristics,
+            TopologyGraph,
+            leastWeightRoute,
+        )
+
+        lang, body = self.block("route selection")
+        graph = TopologyGraph()
+        expected = []
+        for line in body.splitlines():
+            words = line.split()
+            if not words or words[0].startswith("#"):
+                continue
+            if words[0] == "node":
+                values = dict(w.split("=") for w in words[2:])
+                graph.addNode(
+                    words[1], NodeCharacteristics(int(values["resistance"]), int(values["load"]))
+                )
+            elif words[0] == "link":
+                values = dict(w.split("=") for w in words[3:])
+                graph.addLink(
+                    words[1],
+                    words[2],
+                    LinkCharacteristics(
+                        int(values["rtt_ms"]),
+                        int(values["throughput"]),
+                        int(values["cost"]),
+                        int(values["security"]),
+                    ),
+                )
+            elif words[0] == "route":
+                # route COS ORIGIN DESTINATION -> HOP HOP ... weight W (w1 w2 ...)
+                arrow = words.index("->")
+                wi = words.index("weight")
+                expected.append(
+                    (
+                        words[1],
+                        words[2],
+                        words[3],
+                        words[arrow + 1 : wi],
+                        float(words[wi + 1]),
+                        [float(x) for x in " ".join(words[wi + 2 :]).strip("()").split()],
+                    )
+                )
+        self.assertTrue(expected)
+        for cos, origin, destination, hops, weight, hopWeights in expected:
+            route = leastWeightRoute(graph, origin, destination, BUILTIN_COS[cos])
+            self.assertEqual(
+                (route.hops, route.weight, route.hopWeights), (hops, weight, hopWeights), cos
+            )
 
     def test_helloSignature(self) -> None:
         """
@@ -362,10 +783,15 @@ class DocumentedValuesTests(SynchronousTestCase):
         Every entry of the doc's constants block equals the code's value, and
         every constant this test knows is in the block.
         """
-        values = keyValues(self.blocks["constants"][1].replace("=", ":"))
-        self.assertEqual(set(values), set(CONSTANTS))
-        for name, get in CONSTANTS.items():
-            self.assertEqual(float(values[name]), float(get()), name)  # type: ignore[arg-type]
+        for block, constants in (
+            ("constants", CONSTANTS),
+            ("constants: services", SERVICE_CONSTANTS),
+        ):
+            self.assertIn(block, self.blocks)
+            values = keyValues(self.blocks[block][1].replace("=", ":"))
+            self.assertEqual(set(values), set(constants), block)
+            for name, get in constants.items():
+                self.assertEqual(float(values[name]), float(get()), name)  # type: ignore[arg-type]
 
     def test_reasonCodes(self) -> None:
         """
@@ -385,13 +811,10 @@ class DocumentedValuesTests(SynchronousTestCase):
         Each message section's field table names exactly the attrs fields of
         its class (the wire keys), in order.
         """
-        for typeName in (
-            "Hello",
-            "LinkRefused",
-            "SessionOpen",
-            "SessionAccept",
-            "SessionRefuse",
-            "SessionClose",
+        for typeName in sorted(
+            name
+            for name, cls in messages.MESSAGE_TYPES.items()
+            if not cls.__module__.startswith(TEST_ONLY_MODULE_PREFIX)
         ):
             cls = messages.MESSAGE_TYPES[typeName]
             m = re.search(
@@ -404,6 +827,56 @@ class DocumentedValuesTests(SynchronousTestCase):
             rows = re.findall(r"^\| `([a-z_]+)` \|", m.group("table"), re.MULTILINE)
             wire = [f.name for f in attrs.fields(cls) if not f.metadata.get("local")]  # type: ignore[arg-type]
             self.assertEqual(rows, ["type"] + wire, typeName)
+
+
+class CapabilityTests(SynchronousTestCase):
+    """
+    The capability table of section 9.1 names every optional message with
+    the capability the code gives it.
+    """
+
+    def setUp(self) -> None:
+        doc = readDoc()
+        m = re.search(r"^### 9\.1 .*?\n(?P<section>.*?)(?=^### )", doc, re.MULTILINE | re.DOTALL)
+        assert m is not None, "no section 9.1"
+        self.table = dict(
+            re.findall(r"^\| `([A-Za-z]+)` \| `([a-z0-9-]+)` \|", m.group("section"), re.MULTILINE)
+        )
+
+    def _optional(self) -> dict[str, type[Message]]:
+        return {
+            name: cls
+            for name, cls in messages.MESSAGE_TYPES.items()
+            if cls.__module__ != "appnpy.messages"
+            and not cls.__module__.startswith(TEST_ONLY_MODULE_PREFIX)
+        }
+
+    def test_everyOptionalMessageListed(self) -> None:
+        """
+        Every message outside the core protocol is in the table.
+        """
+        self.assertEqual(sorted(self.table), sorted(self._optional()))
+
+    def test_capabilitiesAgreeWithCode(self) -> None:
+        """
+        Where the code gives a message a capability, it is the doc's.
+        """
+        for name, cls in self._optional().items():
+            if cls.capability is not None:
+                self.assertEqual(self.table.get(name), cls.capability, name)
+
+    def test_everyOptionalMessageHasItsCapability(self) -> None:
+        """
+        Every optional message carries the capability the doc assigns it,
+        so it is never sent to a neighbour that did not announce it.
+        """
+        missing = {
+            name: self.table.get(name)
+            for name, cls in self._optional().items()
+            if cls.capability != self.table.get(name)
+        }
+        self.assertEqual(missing, {})
+
 
 
 if __name__ == "__main__":
