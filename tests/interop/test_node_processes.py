@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from typing import Any
 
 from twisted.internet import reactor
@@ -109,3 +110,44 @@ class NodeProcessTests(TestCase):
         self.assertIn("ERROR: Another node is already running on this data directory", message)
         self.assertNotIn("Traceback", message)
         self.assertIsNone(twin.nodeID)
+
+
+class SecretsTests(TestCase):
+    """
+    What a node writes to its log.
+    """
+
+    timeout = 60
+
+    def test_secretsNeverLogged(self) -> None:
+        """
+        After the management API has been used, neither the API token nor
+        any part of the node's private key appears in the node's log.
+        """
+        return run(self._secretsNeverLogged())
+
+    async def _secretsNeverLogged(self) -> None:
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        harness = NodeHarness(self, reactor)
+        node = await harness.startReady("quiet")
+        for args in (["status"], ["peers"], ["sessions"], ["connect", "127.0.0.1:1"]):
+            await getProcessOutputAndValue(
+                sys.executable,
+                ["-m", "appnpy.cli", "--data-dir", node.dataDir, *args],
+                env=dict(os.environ),
+            )
+        with open(os.path.join(node.dataDir, "api-token")) as f:
+            token = f.read().strip()
+        with open(os.path.join(node.dataDir, "node.key")) as f:
+            keyLines = [line.strip() for line in f if line.strip() and not line.startswith("-----")]
+        self.assertTrue(token)
+        self.assertTrue(keyLines)
+        node.signal(signal.SIGTERM)
+        await node.whenExited(timeout=10)
+        with open(os.path.join(harness.root, "quiet.log"), encoding="utf-8", errors="replace") as f:
+            log = f.read()
+        self.assertIn("ready", log)
+        self.assertNotIn(token, log)
+        for line in keyLines:
+            self.assertNotIn(line, log)
