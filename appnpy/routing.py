@@ -283,7 +283,7 @@ def _parseBound(cosName: str, where: str, key: str, value: object) -> Bound:
     ):
         raise ConfigurationError(
             f"cos {cosName!r} {where}: {key!r} must be [low, high] with numbers >= 0 "
-            "(high may be omitted as \"inf\")"
+            "(high may be TOML's inf)"
         )
     lo = float(value[0] or 0)
     hi = math.inf if value[1] is None else float(value[1])
@@ -292,7 +292,9 @@ def _parseBound(cosName: str, where: str, key: str, value: object) -> Bound:
     return (lo, hi)
 
 
-def _parseRows(cosName: str, kind: str, rows: object, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+def _parseRows(
+    cosName: str, kind: str, rows: object, fields: tuple[str, ...]
+) -> list[dict[str, Any]]:
     if not isinstance(rows, list) or not rows:
         raise ConfigurationError(f"cos {cosName!r}: {kind!r} must be a non-empty list of rows")
     out = []
@@ -328,7 +330,7 @@ def parseCOS(name: str, section: Mapping[str, Any]) -> ClassOfService:
 
         [cos.bulk]
         priority = "low"
-        link = [ {weight = 10, throughput = [10000000, "inf"], security = [128, 255]},
+        link = [ {weight = 10, throughput = [10000000, inf], security = [128, 255]},
                  {weight = 50, rtt-ms = [0, 500]} ]
         node = [ {weight = 5, load = [0, 200]} ]
 
@@ -447,6 +449,7 @@ class _Weights:
         self.cos = cos
         self.node: dict[str, float] = {}
         self.excludedNodes: dict[str, str] = {}
+        c: NodeCharacteristics | LinkCharacteristics  # reused by both loops below
         for n, c in graph.nodes.items():
             w, why = cos.nodeWeight(c)
             if w is None:
@@ -557,9 +560,7 @@ def _noRouteDetail(graph: TopologyGraph, origin: str, destination: str, cos: str
     return f"no route from {origin} to {destination} qualifies for class of service {cos!r}"
 
 
-def _yen(
-    w: _Weights, origin: str, destination: str, k: int
-) -> list[tuple[float, list[str]]]:
+def _yen(w: _Weights, origin: str, destination: str, k: int) -> list[tuple[float, list[str]]]:
     """
     Yen's algorithm: the C{k} least-weight loop-free paths, best first.
     """
@@ -580,9 +581,7 @@ def _yen(
                     bannedLinks.add((p[i], p[i + 1]))
             if i > 0 and w.node.get(spur) is None:
                 continue  # the spur node is excluded as an intermediate
-            sub = _dijkstra(
-                w, spur, destination, frozenset(root[:-1]), frozenset(bannedLinks)
-            )
+            sub = _dijkstra(w, spur, destination, frozenset(root[:-1]), frozenset(bannedLinks))
             if sub is None:
                 continue
             path = tuple(root[:-1]) + tuple(sub[1])
@@ -684,9 +683,9 @@ def explainRoute(
                 rejected.append({"hops": hops, "excludedBy": failed})
                 if len(rejected) >= alternatives:
                     break
-    excluded = [
-        {"link": [a, b], "why": why} for (a, b), why in sorted(w.excludedLinks.items())
-    ] + [{"node": n, "why": why} for n, why in sorted(w.excludedNodes.items())]
+    excluded = [{"link": [a, b], "why": why} for (a, b), why in sorted(w.excludedLinks.items())] + [
+        {"node": n, "why": why} for n, why in sorted(w.excludedNodes.items())
+    ]
     reason = ""
     if route is None:
         reason = _noRouteDetail(graph, origin, destination, cos.name)
