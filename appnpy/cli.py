@@ -36,9 +36,9 @@ def _ownDefaultDataDir() -> str:
 
 
 try:  # the node's own default, when the configuration module provides it
-    from appnpy.config import defaultDataDir  # type: ignore[attr-defined]
+    from appnpy.config import defaultDataDir
 except ImportError:
-    defaultDataDir = _ownDefaultDataDir
+    defaultDataDir = _ownDefaultDataDir  # type: ignore[assignment]  # called with no arguments only
 
 
 class NoNodeRunning(APPNError):
@@ -524,7 +524,7 @@ def buildParser() -> argparse.ArgumentParser:
     commands.required = True
 
     def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help, parents=[common])
+        p = commands.add_parser(name, help=help, parents=[common])  # type: ignore[list-item]  # typeshed: parents must be parser_class
         p.set_defaults(func=func)
         return p
 
@@ -553,14 +553,14 @@ def buildParser() -> argparse.ArgumentParser:
     probe = add("probe", cmdProbe, "check a node against the protocol (no node needed)")
     probe.add_argument("address", help="host:port or appn://<nodeid>@host:port")
     probe.add_argument("--timeout", type=float, default=10.0)
-    ca = commands.add_parser("ca", help="network CA tools", parents=[common])
+    ca = commands.add_parser("ca", help="network CA tools", parents=[common])  # type: ignore[list-item]  # typeshed: parents must be parser_class
     caCommands = ca.add_subparsers(dest="ca_command", metavar="CA_COMMAND", parser_class=_Parser)
     caCommands.required = True
-    create = caCommands.add_parser("create", help="create a network CA", parents=[common])
+    create = caCommands.add_parser("create", help="create a network CA", parents=[common])  # type: ignore[list-item]  # typeshed: parents must be parser_class
     create.set_defaults(func=cmdCACreate)
     create.add_argument("--ca-dir", required=True)
     create.add_argument("--netid", required=True)
-    sign = caCommands.add_parser("sign", help="sign a node's certificate", parents=[common])
+    sign = caCommands.add_parser("sign", help="sign a node's certificate", parents=[common])  # type: ignore[list-item]  # typeshed: parents must be parser_class
     sign.set_defaults(func=cmdCASign)
     sign.add_argument("--ca-dir", required=True)
     sign.add_argument("--data-dir", default=argparse.SUPPRESS, help="the node's data directory")

@@ -186,7 +186,7 @@ def _checkEndpoint(option: str, description: str) -> str:
     try:
         # Parsing builds the endpoint without listening, so a memory reactor
         # is enough; it catches unknown endpoint types and bad arguments.
-        serverFromString(MemoryReactor(), description)  # type: ignore[no-untyped-call]
+        serverFromString(MemoryReactor(), description)
     except Exception as e:
         raise ConfigurationError(
             f"{option} {description!r} is not a server endpoint string "

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IConsumer, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -677,7 +678,8 @@ class LinkProtocol(AuthenticatedProtocol):
     def addressText(self) -> str:
         if self.address:
             return self.address
-        peer = self.transport.getPeer() if self.transport else None
+        # Any: IAddress declares no host/port; the hasattr below guards them.
+        peer: Any = self.transport.getPeer() if self.transport else None
         return f"{peer.host}:{peer.port}" if peer is not None and hasattr(peer, "host") else ""
 
     def closeTransport(self) -> None:
@@ -688,7 +690,7 @@ class LinkProtocol(AuthenticatedProtocol):
         """
         if self.transport is None or self.lost:
             return
-        self.transport.unregisterProducer()
+        cast(IConsumer, self.transport).unregisterProducer()
         self.transport.loseConnection()
 
     def dropUnauthenticated(self) -> None:
@@ -702,7 +704,7 @@ class LinkProtocol(AuthenticatedProtocol):
 
     def abortTransport(self) -> None:
         if self.transport is not None and not self.lost:
-            self.transport.abortConnection()
+            cast(ITCPTransport, self.transport).abortConnection()
 
     def whenLost(self) -> Deferred[None]:
         d: Deferred[None] = Deferred()
@@ -745,7 +747,7 @@ class LinkProtocol(AuthenticatedProtocol):
                 "dropped a link to this node itself ({address})", address=self.addressText()
             )
             self.refusal = (Reason.SELF_DIAL.value, "this node dialled its own address")
-            self.transport.abortConnection()
+            cast(ITCPTransport, self.transport).abortConnection()
             return
         mux = Multiplexer(
             self.transport,

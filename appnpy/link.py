@@ -25,7 +25,7 @@ import ipaddress
 import os
 import re
 import weakref
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from cryptography import x509
@@ -37,6 +37,7 @@ from twisted.internet.interfaces import (
     IHandshakeListener,
     IOpenSSLContextFactory,
     IReactorTime,
+    ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -392,7 +393,7 @@ class AuthenticatedProtocol(Protocol):
             )
         self._cancelDeadline()
         if self.transport is not None:
-            self.transport.abortConnection()
+            cast(ITCPTransport, self.transport).abortConnection()
 
     def _handshakeTimedOut(self) -> None:
         self._deadline = None
@@ -489,7 +490,7 @@ class LinkAddress:
         """
         A Twisted client endpoint string for this address.
         """
-        host = quoteStringArgument(self.host)  # type: ignore[no-untyped-call]
+        host = quoteStringArgument(self.host)
         return f"tcp:host={host}:port={self.port}"
 
 

@@ -155,7 +155,7 @@ class ManagementResource(resource.Resource):
     log = Logger(namespace="appnpy.management")
 
     def __init__(self, service: ManagementService) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         self.service = service
         self.node = service.node
         self.routes: dict[tuple[bytes, bytes], Callable[[Any], Awaitable[Any]]] = {
@@ -712,7 +712,7 @@ class ManagementService(Service):
         return scheme.lower() == b"bearer" and self.checkToken(value.strip())
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         self._starting = Deferred.fromCoroutine(self._start())
         self._starting.addErrback(self._startFailed)
 
@@ -756,7 +756,7 @@ class ManagementService(Service):
         self.log.failure("the management API could not start", failure)
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:

@@ -179,7 +179,7 @@ def _walk(value: object, field: attrs.Attribute[Any], depth: int) -> Iterator[No
         for v in value:
             yield from _walk(v, field, depth + 1)
     elif type(value) is int:
-        _check(-(2**63) <= value <= 2**64 - 1, field, "integer out of 64-bit range")  # type: ignore[operator]
+        _check(-(2**63) <= value <= 2**64 - 1, field, "integer out of 64-bit range")
     else:
         _check(
             value is None or type(value) in (str, bytes, float, bool),

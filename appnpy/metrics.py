@@ -16,12 +16,12 @@ these counts are per process, not per node.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 
 #: Bucket bounds, in seconds, of the link RTT histogram.
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -146,12 +146,12 @@ class NodeMetrics:
         Count handshake failures from the C{appnpy.link} log events.
         """
         if not self._logObserving:
-            globalLogPublisher.addObserver(self._logEvent)
+            globalLogPublisher.addObserver(cast(ILogObserver, self._logEvent))
             self._logObserving = True
 
     def stopObservingLogs(self) -> None:
         if self._logObserving:
-            globalLogPublisher.removeObserver(self._logEvent)
+            globalLogPublisher.removeObserver(cast(ILogObserver, self._logEvent))
             self._logObserving = False
 
     def _logEvent(self, event: dict[str, Any]) -> None:

@@ -247,7 +247,7 @@ class PeerManager(Service):
     # -- service -----------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         self.load()
         self.node.controlHandlers[PeerAddresses] = self.peerAddressesReceived
         if not self._observing:
@@ -258,7 +258,7 @@ class PeerManager(Service):
         self._schedule(0)
 
     def stopService(self) -> None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         for timer in (self._tick, self._saveTimer):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -473,7 +473,7 @@ class PeerManager(Service):
         uniform draw from the upper half), so failed peers are not redialled
         in lockstep.
         """
-        ceiling = min(self.backoffCap, self.backoffBase * 2 ** max(attempts - 1, 0))
+        ceiling: float = min(self.backoffCap, self.backoffBase * 2 ** max(attempts - 1, 0))
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
     def _fail(self, key: str) -> float:
@@ -581,7 +581,7 @@ class PeerManager(Service):
         except Exception:
             d = Deferred()
             d.errback(Failure())
-        d.addCallbacks(self._dialled, self._dialFailed, (key, address), None, (key, address))
+        d.addCallbacks(self._dialled, self._dialFailed, (key, address), {}, (key, address))
 
     def _dialled(self, cp: ControlPoint, key: str, address: LinkAddress) -> None:
         self._dialling.discard(key)
@@ -606,7 +606,8 @@ class PeerManager(Service):
 
 def _localHost(cp: ControlPoint) -> str | None:
     try:
-        host = cp.link.transport.getHost()
+        # No transport (None) lands in the except below.
+        host = cp.link.transport.getHost()  # type: ignore[union-attr]
     except Exception:
         return None
     text = getattr(host, "host", None)

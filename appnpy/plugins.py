@@ -66,7 +66,7 @@ def loadPlugin(name: str) -> ISessionPlugin:
         known = ", ".join(sorted(availablePlugins())) or "none"
         raise PluginError(f"no session plugin {name!r} is installed (installed: {known})")
     try:
-        plugin = ep.load()
+        plugin: ISessionPlugin = ep.load()
     except Exception as e:
         raise PluginError(f"plugin {name!r} from {_origin(ep)} failed to load: {e!r}") from None
     checkPlugin(plugin, _origin(ep))

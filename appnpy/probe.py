@@ -17,10 +17,11 @@ docs/interop.md describes the steps and what each one checks.
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import ITCPTransport, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -90,7 +91,7 @@ class EchoClient(Protocol):
         self._expected = len(payload)
         self._started = self.reactor.seconds()
         self._waiter = d
-        self.transport.write(payload)
+        cast(ITransport, self.transport).write(payload)
         return d
 
     def dataReceived(self, data: bytes) -> None:
@@ -105,7 +106,7 @@ class EchoClient(Protocol):
         """
         d: Deferred[BaseException] = Deferred()
         if self.lostReason is not None:
-            d.callback(self.lostReason.value)
+            d.callback(cast(BaseException, self.lostReason.value))
         else:
             self._closed.append(d)
         return d
@@ -117,7 +118,7 @@ class EchoClient(Protocol):
             d.errback(reason)
         waiters, self._closed = self._closed, []
         for w in waiters:
-            w.callback(reason.value)
+            w.callback(cast(BaseException, reason.value))
 
 
 def closeReason(reason: BaseException) -> str:
@@ -144,17 +145,19 @@ class _ProbeResponse(Protocol):
         self._timer: Any = None
 
     def connectionMade(self) -> None:
-        self._timer = self.reactor.callLater(RESPONDER_TIMEOUT, self.transport.abortConnection)
-        self.transport.write(self.nonce)
+        transport = cast(ITCPTransport, self.transport)
+        self._timer = self.reactor.callLater(RESPONDER_TIMEOUT, transport.abortConnection)
+        transport.write(self.nonce)
 
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data
         if len(self.buffer) >= len(self.nonce):
             if self.buffer[: len(self.nonce)] != self.nonce:
                 log.warn("probe echo from {peer} came back altered", peer=self.peer)
+            assert self.transport is not None  # set by makeConnection before any data
             self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]  # Twisted gives reason a default; callers always pass one
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
 
@@ -261,7 +264,7 @@ class _RefusalReader(Protocol):
         if messages:
             self.answer.callback(messages[0])
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]  # Twisted gives reason a default; callers always pass one
         if not self.answer.called:
             self.answer.errback(reason)
 

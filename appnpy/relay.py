@@ -268,6 +268,7 @@ class Relay:
             self._refuse(cp, stream, sid, Reason.NO_ROUTE, "an end node relays nothing")
             return
         count = route.count(me)
+        why: str | None
         if count != 1:
             why = "this node is not on the route" if count == 0 else "loop through this node"
             self._refuse(cp, stream, sid, Reason.PROTOCOL_ERROR, why)
@@ -414,8 +415,8 @@ class Relay:
         inStream, outStream = entry.inStream, entry.outStream
         inSide = _SpliceSide(self, entry, IN)
         outSide = _SpliceSide(self, entry, OUT)
-        inSide.dataReceived = self.forwarder(entry, OUT)  # type: ignore[method-assign]
-        outSide.dataReceived = self.forwarder(entry, IN)  # type: ignore[method-assign]
+        inSide.dataReceived = self.forwarder(entry, OUT)  # type: ignore[method-assign,assignment]
+        outSide.dataReceived = self.forwarder(entry, IN)  # type: ignore[method-assign,assignment]
         # A deeper send buffer on each spliced stream keeps a chain of hops
         # streaming instead of stalling every 64 KiB; it bounds what the
         # relay holds per direction (plus the receive window).

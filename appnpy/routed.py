@@ -20,12 +20,17 @@ session limit).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IProtocol,
+    IProtocolFactory,
+)
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -88,8 +93,8 @@ class _EndToEndTLS(BufferingTLSTransport):
 
     def _tlsShutdownFinished(self, reason: Failure | None) -> None:
         if reason is not None:
-            self.wrappedProtocol._tlsFailed(reason)
-        super()._tlsShutdownFinished(reason)
+            cast("RoutedSession", self.wrappedProtocol)._tlsFailed(reason)
+        super()._tlsShutdownFinished(reason)  # type: ignore[no-untyped-call]  # unannotated Twisted method
 
 
 @implementer(IHalfCloseableProtocol)
@@ -190,11 +195,11 @@ class RoutedSession:
     def startTLS(self, isClient: bool, leftover: bytes = b"") -> None:
         node = self._owner.node
         factory = self._owner.tlsFactory(isClient)
-        tls = _EndToEndTLS(factory, self)
+        tls = _EndToEndTLS(factory, cast(IProtocol, self))  # provides it without declaring it
         self._handshakeTimer = node.reactor.callLater(
             node.handshakeTimeout, self._handshakeTimedOut
         )
-        tls.makeConnection(self._stream)
+        tls.makeConnection(self._stream)  # type: ignore[no-untyped-call]  # unannotated Twisted method
         end = _StreamEnd(tls, self)
         self._stream.attachProtocol(end)
         if leftover:
@@ -425,7 +430,10 @@ class RoutedSessions:
         factory = self._tlsFactories.get(isClient)
         if factory is None:
             factory = TLSMemoryBIOFactory(
-                self.node._contextFactory, isClient, _Factory(), clock=self.node.reactor
+                self.node._contextFactory,
+                isClient,
+                cast(IProtocolFactory, _Factory()),  # all of it TLSMemoryBIOFactory uses
+                clock=self.node.reactor,
             )
             self._tlsFactories[isClient] = factory
         return factory

@@ -56,7 +56,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         self["listen"] = []
         self["peers"] = []
         self["plugins"] = []
@@ -119,7 +119,7 @@ class _DataDirectoryLockService(Service):
         self.lock = lock
 
     def stopService(self) -> None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         self.lock.release()
 
 
@@ -128,7 +128,7 @@ class _AdmissionService(Service):
         self.admission = admission
 
     def stopService(self) -> None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         self.admission.stop()
 
 
@@ -191,8 +191,8 @@ def buildService(config: NodeConfig, reactor: Any) -> MultiService:
         peers = PeerManager(
             node, dataDir=config.dataDir, bootstrap=config.peers, maxPeers=config.maxPeers
         )
-        peers.setName("peers")
-        peers.setServiceParent(node)
+        peers.setName("peers")  # type: ignore[no-untyped-call]  # unannotated Twisted method
+        peers.setServiceParent(node)  # type: ignore[no-untyped-call]  # unannotated Twisted method
         node.peerManager = peers  # type: ignore[attr-defined]
         if config.api is not None:
             management = _managementService(node, config)
@@ -207,19 +207,20 @@ def buildService(config: NodeConfig, reactor: Any) -> MultiService:
     top.node = node  # type: ignore[attr-defined]
     # Children stop in reverse order: the node first, the lock last.
     lockService = _DataDirectoryLockService(lock)
-    lockService.setName("lock")
-    lockService.setServiceParent(top)
-    _AdmissionService(admission).setServiceParent(top)
-    node.setServiceParent(top)
+    lockService.setName("lock")  # type: ignore[no-untyped-call]  # unannotated Twisted method
+    lockService.setServiceParent(top)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+    _AdmissionService(admission).setServiceParent(top)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+    node.setServiceParent(top)  # type: ignore[no-untyped-call]  # unannotated Twisted method
     return top
 
 
 def _managementService(node: Node, config: NodeConfig) -> IService | None:
     try:
-        from appnpy.management import ManagementService  # type: ignore[import-not-found]
+        from appnpy.management import ManagementService
     except ImportError:
         log.info("no management API in this installation (appnpy.management is missing)")
         return None
+    assert config.api is not None  # the only caller checks it
     service: IService = ManagementService(node, config.api, config.dataDir, config.asDict())
     return service
 

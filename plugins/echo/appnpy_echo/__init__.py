@@ -26,6 +26,7 @@ class Echo(Protocol):
     """
 
     def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None  # set by makeConnection before any data
         self.transport.write(data)
 
 
@@ -40,9 +41,9 @@ class Pong(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         if line.startswith(b"PING "):
-            self.sendLine(b"PONG " + line[5:])
+            self.sendLine(b"PONG " + line[5:])  # type: ignore[no-untyped-call]  # unannotated Twisted method
         else:
-            self.sendLine(b"ERROR expected PING <token>")
+            self.sendLine(b"ERROR expected PING <token>")  # type: ignore[no-untyped-call]  # unannotated Twisted method
 
 
 @implementer(ISessionPlugin)
