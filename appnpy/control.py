@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import attrs
+from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IConsumer, ITCPTransport
@@ -53,11 +54,12 @@ from appnpy.session import (
     inboundBindReader,
     newSessionID,
 )
-from appnpy.yamux import Multiplexer
+
+# Stream is needed at run time: Automat evaluates the input annotations.
+from appnpy.yamux import Multiplexer, Stream
 
 if TYPE_CHECKING:
     from appnpy.node import Node
-    from appnpy.yamux import Stream
 
 #: Capabilities this implementation announces; unknown ones are ignored.
 CAPABILITIES = ["sessions"]
@@ -72,6 +74,11 @@ LINGER_TIMEOUT = 2.0
 
 
 class LinkState(enum.Enum):
+    """
+    Where a link is in its lifecycle: the state of its L{ControlPoint}'s
+    lifecycle machine, for readers (see docs/state-machines.md).
+    """
+
     HANDSHAKE = "handshake"
     ACTIVE = "active"
     CLOSING = "closing"
@@ -151,7 +158,7 @@ class ControlPoint:
         self.localName = node.name
         self.isDialer = linkProtocol.isClient
         self.address = linkProtocol.addressText()
-        self.state = LinkState.HANDSHAKE
+        self._linkState = LinkState.HANDSHAKE
         self.peerHello: Hello | None = None
         self.version: int | None = None
         self.limits: dict[str, int] = {}
@@ -164,6 +171,24 @@ class ControlPoint:
         self._whenActive: Deferred[ControlPoint] = Deferred()
         self._closeReason: tuple[str, str] | None = None
         self._closeTimer: Any = None
+        self._waiters: list[Deferred[ControlPoint]] = []
+        self._lifecycle: _LinkInputs = _LinkMachine(self)
+
+    @property
+    def state(self) -> LinkState:
+        """
+        Where the link is in its lifecycle; only the lifecycle machine
+        changes it.
+        """
+        return self._linkState
+
+    @property
+    def isActive(self) -> bool:
+        """
+        Whether the Hello exchange is done and the link is not closing:
+        sessions and control messages may use it.
+        """
+        return self._linkState is LinkState.ACTIVE
 
     @property
     def peerName(self) -> str:
@@ -175,20 +200,12 @@ class ControlPoint:
         fails with why the link did not come up.
         """
         d: Deferred[ControlPoint] = Deferred()
-        if self.state is LinkState.ACTIVE:
-            d.callback(self)
-        elif self.state is LinkState.CLOSED:
-            d.errback(SessionClosed(*(self._closeReason or (Reason.LINK_FAILURE.value, ""))))
-        else:
-            self._waiters.append(d)
+        self._lifecycle.awaitActive(d)
         return d
-
-    _waiters: list[Deferred[ControlPoint]]
 
     # -- start ---------------------------------------------------------------
 
     def start(self) -> None:
-        self._waiters = []
         self._control = self.mux.openStream()
         self._control.attachProtocol(_OwnControl(self))
         hello = Hello(
@@ -211,10 +228,10 @@ class ControlPoint:
     # -- streams the peer opens -------------------------------------------
 
     def streamAccepted(self, stream: Stream) -> None:
-        if len(self.pendingInbound) >= MAX_PENDING_INBOUND or self.state in (
-            LinkState.CLOSING,
-            LinkState.CLOSED,
-        ):
+        self._lifecycle.streamAccepted(stream)
+
+    def _admitStream(self, stream: Stream) -> None:
+        if len(self.pendingInbound) >= MAX_PENDING_INBOUND:
             stream.abortConnection()
             return
         timer = self.reactor.callLater(FIRST_MESSAGE_TIMEOUT, stream.abortConnection)
@@ -240,14 +257,7 @@ class ControlPoint:
             if leftover:
                 reader.dataReceived(leftover)
         elif isinstance(msg, SessionOpen):
-            if self.state is not LinkState.ACTIVE:
-                self._refuse(stream, msg.session_id, Reason.PROTOCOL_ERROR, "BIND before Hello")
-            elif leftover:
-                self._refuse(
-                    stream, msg.session_id, Reason.PROTOCOL_ERROR, "data before BIND answer"
-                )
-            else:
-                self.bindReceived(stream, msg)
+            self._lifecycle.bindArrived(stream, msg, leftover)
         else:
             stream.abortConnection()
             self.protocolError(f"{msg.typeName} as the first message of a stream")
@@ -269,17 +279,15 @@ class ControlPoint:
                 f"the peer {hello.versions[0]}..{hello.versions[1]}",
             )
             return
-        self.peerHello = hello
-        self.version = high
-        self.limits = negotiateLimits(
+        limits = negotiateLimits(
             {name: p.sessionLimit for name, p in self.node.plugins.items()}, hello.plugins
         )
-        self.state = LinkState.ACTIVE
-        self.node.linkActive(self)
-        if self.state is LinkState.ACTIVE:
-            waiters, self._waiters = self._waiters, []
-            for d in waiters:
-                d.callback(self)
+        if self._lifecycle.helloAccepted(hello, high, limits):
+            # Outside the machine's outputs: the node and its observers may
+            # refuse this link (a duplicate, over max-peers) right away, and
+            # then its waiters must not hear that it came up.
+            self.node.linkActive(self)
+            self._lifecycle.announced()
 
     def _checkHello(self, hello: Hello) -> tuple[str, str] | None:
         """
@@ -312,18 +320,7 @@ class ControlPoint:
             elif self.node.relay is not None:
                 self.node.relay.unbindReceived(self, msg)
         elif isinstance(msg, LinkRefused):
-            if self.state is not LinkState.ACTIVE:
-                # Both ends are refusing (a duplicate-link race): already closing.
-                return
-            self.log.warn(
-                "link to {peer} refused by the peer: {reason} {detail}",
-                peer=self.peerNodeID,
-                reason=msg.reason,
-                detail=msg.detail,
-            )
-            self._closeReason = (msg.reason, msg.detail)
-            self.state = LinkState.CLOSING
-            self.link.closeTransport()
+            self._lifecycle.peerRefused(msg.reason, msg.detail)
         else:
             handler = self.node.controlHandlers.get(type(msg))
             if handler is None:
@@ -343,7 +340,7 @@ class ControlPoint:
         stream.  An optional message goes only to a neighbour that announced
         its capability; returns whether it was sent.
         """
-        if self.state is not LinkState.ACTIVE:
+        if not self.isActive:
             return False
         if msg.capability is not None and not self.peerSupports(msg.capability):
             return False
@@ -351,30 +348,18 @@ class ControlPoint:
         return True
 
     def peerControlStreamLost(self) -> None:
-        if self.state is LinkState.ACTIVE:
-            self.protocolError("the peer closed its control stream")
+        self._lifecycle.peerControlStreamLost()
 
     def multiplexerClosed(self, reason: Failure) -> None:
         """
         The link's multiplexer stopped: keep its reason as the link's.
         """
-        if self.state in (LinkState.CLOSING, LinkState.CLOSED):
-            return
-        self.state = LinkState.CLOSING
-        if reason.check(ConnectionDone, ConnectionLost):
-            return  # the connection itself ended: linkLost reports it
-        if reason.check(ProtocolError):
-            self._closeReason = (Reason.PROTOCOL_ERROR.value, reason.getErrorMessage())
-        else:
-            self._closeReason = (Reason.LINK_FAILURE.value, reason.getErrorMessage())
-        # The link is unusable now; do not wait for TLS to finish closing
-        # (a peer that stopped answering never will).
-        self.node.linkClosing(self, self._closeReason)
+        self._lifecycle.multiplexerClosed(reason)
 
     def sendUnbind(self, sessionID: str, reason: str, detail: str) -> None:
-        if self.state is not LinkState.CLOSED:
-            reason, detail = _wireReason(reason, detail, Reason.NORMAL)
-            self._sendControl(SessionClose(session_id=sessionID, reason=reason, detail=detail))
+        # Once the link is closed there is no control stream to send on.
+        reason, detail = _wireReason(reason, detail, Reason.NORMAL)
+        self._sendControl(SessionClose(session_id=sessionID, reason=reason, detail=detail))
 
     # -- BIND --------------------------------------------------------------
 
@@ -481,7 +466,7 @@ class ControlPoint:
         """
         BIND a session with the neighbour; see L{appnpy.interfaces.INode.openSession}.
         """
-        if self.state is not LinkState.ACTIVE:
+        if not self.isActive:
             return fail(SessionRefused(Reason.LINK_FAILURE.value, "the link is not active"))
         if self.peerHello is None or plugin not in self.peerHello.plugins:
             return fail(SessionRefused(Reason.UNKNOWN_PLUGIN.value, f"the peer has no {plugin!r}"))
@@ -536,9 +521,8 @@ class ControlPoint:
                 reason=why.reason,
             )
             self.node.sessionEnded(session, why)
-        if self.state is LinkState.CLOSING and not self.sessions and self._closeTimer is not None:
-            self._cancelCloseTimer()
-            self._closeGracefully()
+        if not self.sessions:
+            self._lifecycle.sessionsDrained()
 
     def _cancelCloseTimer(self) -> None:
         if self._closeTimer is not None and self._closeTimer.active():
@@ -554,24 +538,7 @@ class ControlPoint:
         """
         Tell the peer why, and close the link.
         """
-        if self.state in (LinkState.CLOSING, LinkState.CLOSED):
-            return
-        self.log.warn(
-            "closing link with {peer}: {reason} {detail}",
-            peer=self.peerNodeID,
-            reason=str(reason),
-            detail=detail,
-        )
-        self._closeReason = (str(reason), detail)
-        self._sendControl(LinkRefused(reason=str(reason), detail=detail[:512]))
-        self.state = LinkState.CLOSING
-        self.mux.goAway(1 if reason == Reason.PROTOCOL_ERROR else 0)
-        self.link.closeTransport()
-        self.node.linkClosing(self, self._closeReason)
-        # A peer that never finishes the TLS shutdown must not hold the
-        # connection open.
-        self._cancelCloseTimer()
-        self._closeTimer = self.reactor.callLater(LINGER_TIMEOUT, self.link.abortTransport)
+        self._lifecycle.refuseLink(str(reason), detail)
 
     def close(self, reason: str = Reason.NORMAL, detail: str = "") -> Deferred[None]:
         """
@@ -579,44 +546,294 @@ class ControlPoint:
         and drop the link once the sessions are done.
         """
         d = self.link.whenLost()
-        if self.state in (LinkState.CLOSING, LinkState.CLOSED):
-            return d
-        self._closeReason = (str(reason), detail)
-        self.state = LinkState.CLOSING
-        for session in list(self.sessions.values()):
-            session.loseConnectionWithReason(reason, detail)
-        self.mux.goAway(0)
-        if self.sessions:
-            # Let the UNBINDs and the data before them drain; the peer's FINs
-            # end the sessions, and the last one ends the link.
-            self._closeTimer = self.reactor.callLater(CLOSE_TIMEOUT, self._closeGracefully)
-        else:
-            self._closeGracefully()
+        self._lifecycle.close(str(reason), detail)
         return d
 
     def _closeGracefully(self) -> None:
         # Tell the peer why the link ends (e.g. shutting-down), so it does not
         # see its control stream end as a protocol error.
-        if self._closeReason is not None and self.state is LinkState.CLOSING:
+        if self._closeReason is not None:
             reason, detail = self._closeReason
             self._sendControl(LinkRefused(reason=reason, detail=detail[:512]))
         self.link.closeTransport()
 
     def linkLost(self, reason: Failure) -> None:
-        previous, self.state = self.state, LinkState.CLOSED
-        self._cancelCloseTimer()
-        for session in list(self.sessions.values()):
+        self._lifecycle.connectionLost(reason)
+
+
+class _LinkInputs(Protocol):
+    """
+    The inputs of a link's lifecycle machine; docs/state-machines.md has its
+    diagram.  The machine's core is the L{ControlPoint}.  Only lifecycle
+    events are inputs: data frames never reach it.
+    """
+
+    def helloAccepted(self, hello: Hello, version: int, limits: dict[str, int]) -> bool:
+        """
+        The peer's Hello verified and a version agreed: whether the link
+        came up (a link already closing stays closing).
+        """
+
+    def announced(self) -> None:
+        """
+        The node has heard that the link is up (L{Node.linkActive}).
+        """
+
+    def awaitActive(self, d: Deferred[ControlPoint]) -> None:
+        """
+        Fire C{d} once the link is active, or fail it once it is closed.
+        """
+
+    def streamAccepted(self, stream: Stream) -> None:
+        """
+        The peer opened a stream.
+        """
+
+    def bindArrived(self, stream: Stream, msg: SessionOpen, leftover: bytes) -> None:
+        """
+        A peer-opened stream began with a BIND.
+        """
+
+    def refuseLink(self, reason: str, detail: str) -> None:
+        """
+        This node refuses the link: tell the peer why and close.
+        """
+
+    def peerRefused(self, reason: str, detail: str) -> None:
+        """
+        The peer sent C{LinkRefused}.
+        """
+
+    def peerControlStreamLost(self) -> None:
+        """
+        The peer's control stream ended.
+        """
+
+    def close(self, reason: str, detail: str) -> None:
+        """
+        Close gracefully: UNBIND the sessions, go-away, then drop the link.
+        """
+
+    def multiplexerClosed(self, reason: Failure) -> None:
+        """
+        The multiplexer stopped (protocol error, keepalive, connection gone).
+        """
+
+    def sessionsDrained(self) -> None:
+        """
+        The last session riding the link has ended.
+        """
+
+    def closeTimedOut(self) -> None:
+        """
+        A graceful close waited L{CLOSE_TIMEOUT} for the sessions.
+        """
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The TLS connection is gone.
+        """
+
+
+def _buildLinkMachine() -> Callable[[ControlPoint], _LinkInputs]:
+    machine = TypeMachineBuilder(_LinkInputs, ControlPoint)
+    Handshake = machine.state("Handshake")
+    Active = machine.state("Active")
+    Closing = machine.state("Closing")
+    Closed = machine.state("Closed")
+    I = _LinkInputs  # noqa: E741
+
+    def ignore(states: list[Any], *inputs: Callable[..., None]) -> None:
+        for state in states:
+            for input in inputs:
+                state.upon(input).loop().returns(None)
+
+    # -- Handshake ---------------------------------------------------------
+
+    @Handshake.upon(I.helloAccepted).to(Active)
+    def activate(
+        m: _LinkInputs, cp: ControlPoint, hello: Hello, version: int, limits: dict[str, int]
+    ) -> bool:
+        cp._linkState = LinkState.ACTIVE
+        cp.peerHello = hello
+        cp.version = version
+        cp.limits = limits
+        return True
+
+    for state in (Active, Closing, Closed):
+        state.upon(I.helloAccepted).loop().returns(False)
+
+    @Active.upon(I.announced).loop()
+    def fireWaiters(m: _LinkInputs, cp: ControlPoint) -> None:
+        waiters, cp._waiters = cp._waiters, []
+        for d in waiters:
+            d.callback(cp)
+
+    ignore([Handshake, Closing, Closed], I.announced)
+
+    @Handshake.upon(I.awaitActive).loop()
+    @Closing.upon(I.awaitActive).loop()
+    def addWaiter(m: _LinkInputs, cp: ControlPoint, d: Deferred[ControlPoint]) -> None:
+        cp._waiters.append(d)
+
+    @Active.upon(I.awaitActive).loop()
+    def alreadyActive(m: _LinkInputs, cp: ControlPoint, d: Deferred[ControlPoint]) -> None:
+        d.callback(cp)
+
+    @Closed.upon(I.awaitActive).loop()
+    def neverActive(m: _LinkInputs, cp: ControlPoint, d: Deferred[ControlPoint]) -> None:
+        d.errback(SessionClosed(*(cp._closeReason or (Reason.LINK_FAILURE.value, ""))))
+
+    # -- streams the peer opens ------------------------------------------
+
+    @Handshake.upon(I.streamAccepted).loop()
+    @Active.upon(I.streamAccepted).loop()
+    def admitStream(m: _LinkInputs, cp: ControlPoint, stream: Stream) -> None:
+        cp._admitStream(stream)
+
+    @Closing.upon(I.streamAccepted).loop()
+    @Closed.upon(I.streamAccepted).loop()
+    def resetStream(m: _LinkInputs, cp: ControlPoint, stream: Stream) -> None:
+        stream.abortConnection()
+
+    @Active.upon(I.bindArrived).loop()
+    def bind(
+        m: _LinkInputs, cp: ControlPoint, stream: Stream, msg: SessionOpen, leftover: bytes
+    ) -> None:
+        if leftover:
+            cp._refuse(stream, msg.session_id, Reason.PROTOCOL_ERROR, "data before BIND answer")
+        else:
+            cp.bindReceived(stream, msg)
+
+    @Handshake.upon(I.bindArrived).loop()
+    @Closing.upon(I.bindArrived).loop()
+    @Closed.upon(I.bindArrived).loop()
+    def refuseBind(
+        m: _LinkInputs, cp: ControlPoint, stream: Stream, msg: SessionOpen, leftover: bytes
+    ) -> None:
+        cp._refuse(stream, msg.session_id, Reason.PROTOCOL_ERROR, "BIND before Hello")
+
+    # -- into Closing --------------------------------------------------------
+
+    @Handshake.upon(I.refuseLink).to(Closing)
+    @Active.upon(I.refuseLink).to(Closing)
+    def sendRefusal(m: _LinkInputs, cp: ControlPoint, reason: str, detail: str) -> None:
+        cp._linkState = LinkState.CLOSING
+        cp.log.warn(
+            "closing link with {peer}: {reason} {detail}",
+            peer=cp.peerNodeID,
+            reason=reason,
+            detail=detail,
+        )
+        cp._closeReason = (reason, detail)
+        cp._sendControl(LinkRefused(reason=reason, detail=detail[:512]))
+        cp.mux.goAway(1 if reason == Reason.PROTOCOL_ERROR else 0)
+        cp.link.closeTransport()
+        cp.node.linkClosing(cp, cp._closeReason)
+        # A peer that never finishes the TLS shutdown must not hold the
+        # connection open.
+        cp._cancelCloseTimer()
+        cp._closeTimer = cp.reactor.callLater(LINGER_TIMEOUT, cp.link.abortTransport)
+
+    @Active.upon(I.peerControlStreamLost).to(Closing)
+    def controlStreamLost(m: _LinkInputs, cp: ControlPoint) -> None:
+        sendRefusal(m, cp, Reason.PROTOCOL_ERROR.value, "the peer closed its control stream")
+
+    @Active.upon(I.peerRefused).to(Closing)
+    def refusedByPeer(m: _LinkInputs, cp: ControlPoint, reason: str, detail: str) -> None:
+        cp._linkState = LinkState.CLOSING
+        cp.log.warn(
+            "link to {peer} refused by the peer: {reason} {detail}",
+            peer=cp.peerNodeID,
+            reason=reason,
+            detail=detail,
+        )
+        cp._closeReason = (reason, detail)
+        cp.link.closeTransport()
+
+    @Handshake.upon(I.close).to(Closing)
+    @Active.upon(I.close).to(Closing)
+    def unbindAll(m: _LinkInputs, cp: ControlPoint, reason: str, detail: str) -> None:
+        cp._linkState = LinkState.CLOSING
+        cp._closeReason = (reason, detail)
+        for session in list(cp.sessions.values()):
+            session.loseConnectionWithReason(reason, detail)
+        cp.mux.goAway(0)
+        if cp.sessions:
+            # Let the UNBINDs and the data before them drain; the peer's FINs
+            # end the sessions, and the last one ends the link.
+            cp._closeTimer = cp.reactor.callLater(CLOSE_TIMEOUT, m.closeTimedOut)
+        else:
+            cp._closeGracefully()
+
+    @Handshake.upon(I.multiplexerClosed).to(Closing)
+    @Active.upon(I.multiplexerClosed).to(Closing)
+    def linkUnusable(m: _LinkInputs, cp: ControlPoint, reason: Failure) -> None:
+        cp._linkState = LinkState.CLOSING
+        if reason.check(ConnectionDone, ConnectionLost):
+            return  # the connection itself ended: connectionLost reports it
+        if reason.check(ProtocolError):
+            cp._closeReason = (Reason.PROTOCOL_ERROR.value, reason.getErrorMessage())
+        else:
+            cp._closeReason = (Reason.LINK_FAILURE.value, reason.getErrorMessage())
+        # The link is unusable now; do not wait for TLS to finish closing
+        # (a peer that stopped answering never will).
+        cp.node.linkClosing(cp, cp._closeReason)
+
+    # A LinkRefused before this end has verified the Hello is one end of a
+    # refusal race: this end is already closing, or about to.
+    ignore([Handshake, Closing, Closed], I.peerRefused)
+    ignore([Handshake, Closing, Closed], I.peerControlStreamLost)
+    ignore([Closing, Closed], I.refuseLink, I.close, I.multiplexerClosed)
+
+    # -- Closing -------------------------------------------------------------
+
+    @Closing.upon(I.sessionsDrained).loop()
+    def lastSessionEnded(m: _LinkInputs, cp: ControlPoint) -> None:
+        if cp._closeTimer is not None:
+            cp._cancelCloseTimer()
+            cp._closeGracefully()
+
+    @Closing.upon(I.closeTimedOut).loop()
+    def closeAnyway(m: _LinkInputs, cp: ControlPoint) -> None:
+        cp._closeGracefully()
+
+    ignore([Handshake, Active, Closed], I.sessionsDrained, I.closeTimedOut)
+
+    # -- into Closed ---------------------------------------------------------
+
+    def tearDown(cp: ControlPoint, reason: Failure) -> tuple[str, str]:
+        cp._linkState = LinkState.CLOSED
+        cp._control = None  # nothing more goes out on it
+        cp._cancelCloseTimer()
+        for session in list(cp.sessions.values()):
             session.linkLost()
-        for timer in self.pendingInbound.values():
+        for timer in cp.pendingInbound.values():
             if timer.active():
                 timer.cancel()
-        self.pendingInbound.clear()
-        why = self._closeReason or (Reason.LINK_FAILURE.value, reason.getErrorMessage())
-        waiters, self._waiters = getattr(self, "_waiters", []), []
+        cp.pendingInbound.clear()
+        why = cp._closeReason or (Reason.LINK_FAILURE.value, reason.getErrorMessage())
+        waiters, cp._waiters = cp._waiters, []
         for d in waiters:
             d.errback(SessionClosed(*why))
-        if previous is not LinkState.HANDSHAKE or self.peerHello is not None:
-            self.node.linkLost(self, why)
+        return why
+
+    @Handshake.upon(I.connectionLost).to(Closed)
+    def lostBeforeHello(m: _LinkInputs, cp: ControlPoint, reason: Failure) -> None:
+        # The node never heard of this link.
+        tearDown(cp, reason)
+
+    @Active.upon(I.connectionLost).to(Closed)
+    @Closing.upon(I.connectionLost).to(Closed)
+    def lost(m: _LinkInputs, cp: ControlPoint, reason: Failure) -> None:
+        cp.node.linkLost(cp, tearDown(cp, reason))
+
+    ignore([Closed], I.connectionLost)
+
+    return machine.build()
+
+
+_LinkMachine = _buildLinkMachine()
 
 
 def _wireReason(reason: str, detail: str, fallback: str) -> tuple[str, str]:

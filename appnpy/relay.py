@@ -26,16 +26,16 @@ C{link-failure} and a reset).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
+from automat import TypeMachineBuilder
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from appnpy.control import LinkState
 from appnpy.errors import GoAwayReceived, Reason, StreamLimitExceeded
 from appnpy.messages import (
     MAX_ROUTE_NODES,
@@ -143,13 +143,13 @@ class _SpliceSide:
         pass
 
     def readConnectionLost(self) -> None:
-        self._relay._finReceived(self._entry, self._side)
+        self._entry.lifecycle.finReceived(self._side)
 
     def writeConnectionLost(self) -> None:
         pass
 
     def connectionLost(self, reason: Failure) -> None:
-        self._relay._streamLost(self._entry, self._side, reason)
+        self._entry.lifecycle.streamLost(self._side, reason)
 
 
 class _PendingInbound:
@@ -167,10 +167,10 @@ class _PendingInbound:
         self.transport = transport
 
     def dataReceived(self, data: bytes) -> None:
-        self._relay._cancelBind(self._entry, Reason.PROTOCOL_ERROR.value, "data before BIND answer")
+        self._entry.lifecycle.cancelBind(Reason.PROTOCOL_ERROR.value, "data before BIND answer")
 
     def connectionLost(self, reason: Failure) -> None:
-        self._relay._cancelBind(self._entry, Reason.LINK_FAILURE.value, "previous hop went away")
+        self._entry.lifecycle.cancelBind(Reason.LINK_FAILURE.value, "previous hop went away")
 
 
 @attrs.define(eq=False)
@@ -188,14 +188,27 @@ class RelayEntry:
     outCp: ControlPoint
     outStream: Stream
     since: float
-    #: "binding" until the answer, then "spliced".
-    state: str = "binding"
+    relay: Relay = attrs.field(kw_only=True)
     #: Sides whose UNBIND went to the other side already (IN, OUT).
     unbound: set[int] = attrs.Factory(set)
     #: Sides whose stream is gone.
     lost: set[int] = attrs.Factory(set)
     timer: Any = None
-    freed: bool = False
+    #: The entry's lifecycle (docs/state-machines.md, "Relay").
+    lifecycle: _RelayInputs = attrs.field(init=False)
+    #: The lifecycle's state, for readers; only the machine sets it.
+    _state: str = attrs.field(default="binding", init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.lifecycle = _RelayMachine(self)
+
+    @property
+    def state(self) -> str:
+        """
+        C{binding} until the next hop answers, then C{spliced}; C{released}
+        once the entry has left the relay table.
+        """
+        return self._state
 
     def cp(self, side: int) -> ControlPoint:
         return self.inCp if side == IN else self.outCp
@@ -287,7 +300,7 @@ class Relay:
             return
         nextHop = route[here + 1]
         nextCp = node.links.get(nextHop)
-        if nextCp is None or nextCp.state is not LinkState.ACTIVE:
+        if nextCp is None or not nextCp.isActive:
             self._refuse(cp, stream, sid, Reason.NO_ROUTE, f"no active link to {nextHop}")
             return
         if sid in self.table:
@@ -313,104 +326,39 @@ class Relay:
             self._refuse(cp, stream, sid, Reason.LIMIT_REACHED, str(e))
             return
         entry = RelayEntry(
-            sid, req.origin, req.destination, cp, stream, nextCp, outStream, self.reactor.seconds()
+            sid,
+            req.origin,
+            req.destination,
+            cp,
+            stream,
+            nextCp,
+            outStream,
+            self.reactor.seconds(),
+            relay=self,
         )
         self.table[sid] = entry
         self.perOrigin[req.origin] = self.perOrigin.get(req.origin, 0) + 1
-        entry.timer = self.reactor.callLater(self.bindTimeout, self._bindTimedOut, entry)
+        entry.timer = self.reactor.callLater(self.bindTimeout, entry.lifecycle.bindTimedOut)
+        # Data the previous hop already sent may cancel the BIND right here.
         stream.attachProtocol(_PendingInbound(self, entry))
-        if entry.freed:
-            return
-        outStream.attachProtocol(
-            _BindReader(
-                lambda msg, leftover: self._answered(entry, msg, leftover),
-                lambda reason: self._nextHopLost(entry, reason),
-            )
-        )
-        outStream.write(encodeMessage(req))
+        entry.lifecycle.forwardBind(req)
 
     def _refuse(self, cp: ControlPoint, stream: Stream, sid: str, reason: str, detail: str) -> None:
         self.refused += 1
         cp.refuse(stream, sid, str(reason), detail)
 
     def _answered(self, entry: RelayEntry, answer: Message, leftover: bytes) -> None:
-        if entry.freed:
-            entry.outStream.abortConnection()
-            return
-        self._cancelTimer(entry)
         sid = entry.sessionID
-        inStream, outStream = entry.inStream, entry.outStream
         if isinstance(answer, SessionAccept) and answer.session_id == sid:
-            inStream.write(encodeMessage(answer))
-            self._splice(entry, leftover)
+            entry.lifecycle.accepted(answer, leftover)
         elif isinstance(answer, SessionRefuse) and answer.session_id == sid:
-            self.log.info(
-                "relayed BIND {sid} refused by {peer}: {reason}",
-                sid=sid,
-                peer=entry.outCp.peerNodeID,
-                reason=answer.reason,
-            )
-            self._free(entry)
-            inStream.protocol = _Ignore()
-            inStream.write(encodeMessage(answer))
-            inStream.loseConnection()
-            outStream.loseConnection()
+            entry.lifecycle.refused(answer)
         else:
-            self._free(entry)
-            inStream.protocol = _Ignore()
-            outStream.abortConnection()
-            self._refuse(
-                entry.inCp,
-                inStream,
-                sid,
-                Reason.PROTOCOL_ERROR,
-                f"the next hop answered with {answer.typeName}",
-            )
-
-    def _nextHopLost(self, entry: RelayEntry, reason: Failure) -> None:
-        if entry.freed:
-            return
-        self._free(entry)
-        entry.inStream.protocol = _Ignore()
-        self._refuse(
-            entry.inCp,
-            entry.inStream,
-            entry.sessionID,
-            Reason.LINK_FAILURE,
-            f"the next hop {entry.outCp.peerNodeID} went away: {reason.getErrorMessage()}",
-        )
-
-    def _bindTimedOut(self, entry: RelayEntry) -> None:
-        entry.timer = None
-        if entry.freed or entry.state != "binding":
-            return
-        self._free(entry)
-        entry.inStream.protocol = _Ignore()
-        entry.outStream.abortConnection()
-        self._refuse(
-            entry.inCp,
-            entry.inStream,
-            entry.sessionID,
-            Reason.TIMEOUT,
-            f"no answer from {entry.outCp.peerNodeID} within {self.bindTimeout:g} s",
-        )
-
-    def _cancelBind(self, entry: RelayEntry, reason: str, detail: str) -> None:
-        """
-        The previous hop broke or left the BIND exchange: tell the next hop
-        (the destination may already have accepted) and drop both streams.
-        """
-        if entry.freed:
-            return
-        self._free(entry)
-        entry.outCp.sendUnbind(entry.sessionID, reason, detail)
-        entry.outStream.abortConnection()
-        entry.inStream.abortConnection()
+            entry.lifecycle.badAnswer(answer)
 
     # -- splice ----------------------------------------------------------------------
 
     def _splice(self, entry: RelayEntry, leftover: bytes) -> None:
-        entry.state = "spliced"
         self.relayed += 1
         inStream, outStream = entry.inStream, entry.outStream
         inSide = _SpliceSide(self, entry, IN)
@@ -436,50 +384,9 @@ class Relay:
         outStream.attachProtocol(outSide)
         inStream.attachProtocol(inSide)
 
-    def _finReceived(self, entry: RelayEntry, side: int) -> None:
-        # A half-close travels on: FIN the other stream after what is buffered.
-        entry.stream(1 - side).loseConnection()
-        self._linger(entry)
-
-    def _streamLost(self, entry: RelayEntry, side: int, reason: Failure) -> None:
-        if entry.freed:
-            return
-        entry.lost.add(side)
-        other = 1 - side
-        if other in entry.lost:
-            self._free(entry)
-            return
-        if not reason.check(ConnectionDone):
-            # A reset or a lost link: the surviving side learns why first,
-            # then its stream is reset.
-            if side not in entry.unbound:
-                entry.unbound.add(side)
-                entry.cp(other).sendUnbind(
-                    entry.sessionID,
-                    Reason.LINK_FAILURE.value,
-                    f"the session's stream via {entry.cp(side).peerNodeID} failed: "
-                    f"{reason.getErrorMessage()}",
-                )
-            entry.stream(other).abortConnection()
-        else:
-            self._linger(entry)
-
     def _linger(self, entry: RelayEntry) -> None:
-        if entry.timer is None and not entry.freed:
-            entry.timer = self.reactor.callLater(self.lingerTimeout, self._lingerExpired, entry)
-
-    def _lingerExpired(self, entry: RelayEntry) -> None:
-        entry.timer = None
-        if entry.freed:
-            return
-        self.log.info("relayed session {sid} did not finish closing; reset", sid=entry.sessionID)
-        for side in (IN, OUT):
-            if side not in entry.unbound:
-                entry.unbound.add(side)
-                entry.cp(1 - side).sendUnbind(entry.sessionID, Reason.TIMEOUT.value, "close")
-        entry.inStream.abortConnection()
-        entry.outStream.abortConnection()
-        self._free(entry)
+        if entry.timer is None:
+            entry.timer = self.reactor.callLater(self.lingerTimeout, entry.lifecycle.lingerExpired)
 
     # -- UNBIND and link events ------------------------------------------------------
 
@@ -493,16 +400,7 @@ class Relay:
             self.log.debug("UNBIND for unknown session {sid}", sid=msg.session_id)
             return
         side = IN if cp is entry.inCp else OUT
-        other = 1 - side
-        if entry.state == "binding":
-            if side == IN:
-                self._cancelBind(entry, msg.reason, msg.detail)
-            return
-        if side in entry.unbound:
-            return
-        entry.unbound.add(side)
-        entry.cp(other).sendUnbind(msg.session_id, msg.reason, msg.detail)
-        self._linger(entry)
+        entry.lifecycle.unbindReceived(side, msg.reason, msg.detail)
 
     def linkLost(self, cp: ControlPoint, why: tuple[str, str]) -> None:
         # The multiplexer ends every stream before the link's loss is
@@ -510,15 +408,7 @@ class Relay:
         # under that.
         for entry in [e for e in self.table.values() if cp in (e.inCp, e.outCp)]:
             side = IN if cp is entry.inCp else OUT
-            if entry.state == "binding":
-                if side == IN:
-                    self._cancelBind(entry, Reason.LINK_FAILURE.value, why[1])
-                else:
-                    self._nextHopLost(entry, Failure(ConnectionError(why[1])))
-            else:
-                self._streamLost(entry, side, Failure(ConnectionError(why[1])))
-                if not entry.freed:
-                    self._free(entry)
+            entry.lifecycle.linkLost(side, Failure(ConnectionError(why[1])))
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -528,9 +418,7 @@ class Relay:
         entry.timer = None
 
     def _free(self, entry: RelayEntry) -> None:
-        if entry.freed:
-            return
-        entry.freed = True
+        # Only on entering Released, so exactly once per entry.
         self._cancelTimer(entry)
         if self.table.get(entry.sessionID) is entry:
             del self.table[entry.sessionID]
@@ -539,8 +427,6 @@ class Relay:
             self.perOrigin[entry.origin] = left
         else:
             self.perOrigin.pop(entry.origin, None)
-        if entry.state == "spliced":
-            self.log.info("relayed session {sid} ended", sid=entry.sessionID)
 
     def asDict(self) -> dict[str, Any]:
         return {
@@ -567,6 +453,309 @@ class _Ignore:
 
     def connectionLost(self, reason: Failure) -> None:
         pass
+
+
+class _RelayInputs(Protocol):
+    """
+    The inputs of one relayed session's lifecycle machine (its core is the
+    L{RelayEntry}); docs/state-machines.md has its diagram.  Relayed bytes
+    never reach it: the splice writes them straight into the other stream.
+    """
+
+    def forwardBind(self, req: SessionOpen) -> None:
+        """
+        Send the checked BIND on to the next hop.
+        """
+
+    def accepted(self, answer: SessionAccept, leftover: bytes) -> None:
+        """
+        The next hop accepted the BIND.
+        """
+
+    def refused(self, answer: SessionRefuse) -> None:
+        """
+        The next hop refused the BIND.
+        """
+
+    def badAnswer(self, answer: Message) -> None:
+        """
+        The next hop answered the BIND with something else.
+        """
+
+    def nextHopLost(self, reason: Failure) -> None:
+        """
+        The stream to the next hop ended before its answer.
+        """
+
+    def bindTimedOut(self) -> None:
+        """
+        The next hop did not answer within L{Relay.bindTimeout}.
+        """
+
+    def cancelBind(self, reason: str, detail: str) -> None:
+        """
+        The previous hop broke or left the BIND exchange (data before the
+        answer, its stream lost).
+        """
+
+    def unbindReceived(self, side: int, reason: str, detail: str) -> None:
+        """
+        An UNBIND for this session arrived from C{side}.
+        """
+
+    def finReceived(self, side: int) -> None:
+        """
+        C{side}'s stream half-closed.
+        """
+
+    def streamLost(self, side: int, reason: Failure) -> None:
+        """
+        C{side}'s stream ended.
+        """
+
+    def lingerExpired(self) -> None:
+        """
+        The session did not finish closing within L{Relay.lingerTimeout}.
+        """
+
+    def linkLost(self, side: int, reason: Failure) -> None:
+        """
+        The link of C{side} is gone (normally its streams have ended first).
+        """
+
+    def bothStreamsEnded(self) -> None:
+        """
+        Neither stream is left: the session is over.
+        """
+
+
+def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
+    machine = TypeMachineBuilder(_RelayInputs, RelayEntry)
+    Binding = machine.state("Binding")
+    Spliced = machine.state("Spliced")
+    Released = machine.state("Released")
+    I = _RelayInputs  # noqa: E741
+
+    def ignore(states: list[Any], *inputs: Callable[..., None]) -> None:
+        for state in states:
+            for input in inputs:
+                state.upon(input).loop().returns(None)
+
+    def release(e: RelayEntry) -> Relay:
+        e._state = "released"
+        e.relay._free(e)
+        return e.relay
+
+    # -- Binding -------------------------------------------------------------
+
+    @Binding.upon(I.forwardBind).loop()
+    def forward(m: _RelayInputs, e: RelayEntry, req: SessionOpen) -> None:
+        relay = e.relay
+        e.outStream.attachProtocol(
+            _BindReader(
+                lambda msg, leftover: relay._answered(e, msg, leftover),
+                m.nextHopLost,
+            )
+        )
+        e.outStream.write(encodeMessage(req))
+
+    @Binding.upon(I.accepted).to(Spliced)
+    def splice(m: _RelayInputs, e: RelayEntry, answer: SessionAccept, leftover: bytes) -> None:
+        e._state = "spliced"
+        e.relay._cancelTimer(e)
+        e.inStream.write(encodeMessage(answer))
+        e.relay._splice(e, leftover)
+
+    @Binding.upon(I.refused).to(Released)
+    def passRefusalBack(m: _RelayInputs, e: RelayEntry, answer: SessionRefuse) -> None:
+        e.relay.log.info(
+            "relayed BIND {sid} refused by {peer}: {reason}",
+            sid=e.sessionID,
+            peer=e.outCp.peerNodeID,
+            reason=answer.reason,
+        )
+        release(e)
+        e.inStream.protocol = _Ignore()
+        e.inStream.write(encodeMessage(answer))
+        e.inStream.loseConnection()
+        e.outStream.loseConnection()
+
+    @Binding.upon(I.badAnswer).to(Released)
+    def refuseBadAnswer(m: _RelayInputs, e: RelayEntry, answer: Message) -> None:
+        release(e)
+        e.inStream.protocol = _Ignore()
+        e.outStream.abortConnection()
+        e.relay._refuse(
+            e.inCp,
+            e.inStream,
+            e.sessionID,
+            Reason.PROTOCOL_ERROR,
+            f"the next hop answered with {answer.typeName}",
+        )
+
+    @Binding.upon(I.nextHopLost).to(Released)
+    def refuseNextHopLost(m: _RelayInputs, e: RelayEntry, reason: Failure) -> None:
+        release(e)
+        e.inStream.protocol = _Ignore()
+        e.relay._refuse(
+            e.inCp,
+            e.inStream,
+            e.sessionID,
+            Reason.LINK_FAILURE,
+            f"the next hop {e.outCp.peerNodeID} went away: {reason.getErrorMessage()}",
+        )
+
+    @Binding.upon(I.bindTimedOut).to(Released)
+    def refuseTimedOut(m: _RelayInputs, e: RelayEntry) -> None:
+        e.timer = None
+        release(e)
+        e.inStream.protocol = _Ignore()
+        e.outStream.abortConnection()
+        e.relay._refuse(
+            e.inCp,
+            e.inStream,
+            e.sessionID,
+            Reason.TIMEOUT,
+            f"no answer from {e.outCp.peerNodeID} within {e.relay.bindTimeout:g} s",
+        )
+
+    @Binding.upon(I.cancelBind).to(Released)
+    def cancel(m: _RelayInputs, e: RelayEntry, reason: str, detail: str) -> None:
+        # The destination may already have accepted: tell the next hop.
+        release(e)
+        e.outCp.sendUnbind(e.sessionID, reason, detail)
+        e.outStream.abortConnection()
+        e.inStream.abortConnection()
+
+    @Binding.upon(I.unbindReceived).loop()
+    def unbindWhileBinding(
+        m: _RelayInputs, e: RelayEntry, side: int, reason: str, detail: str
+    ) -> None:
+        # From the previous hop it cancels the BIND; the next hop answers
+        # a BIND, it does not UNBIND it.
+        if side == IN:
+            m.cancelBind(reason, detail)
+
+    @Binding.upon(I.linkLost).loop()
+    def linkLostWhileBinding(m: _RelayInputs, e: RelayEntry, side: int, reason: Failure) -> None:
+        if side == IN:
+            m.cancelBind(Reason.LINK_FAILURE.value, reason.getErrorMessage())
+        else:
+            m.nextHopLost(reason)
+
+    # Only a spliced stream reports FIN or loss this way.
+    ignore([Binding], I.finReceived, I.streamLost, I.lingerExpired, I.bothStreamsEnded)
+
+    # -- Spliced -------------------------------------------------------------
+
+    @Spliced.upon(I.unbindReceived).loop()
+    def passUnbindOn(m: _RelayInputs, e: RelayEntry, side: int, reason: str, detail: str) -> None:
+        if side in e.unbound:
+            return
+        e.unbound.add(side)
+        e.cp(1 - side).sendUnbind(e.sessionID, reason, detail)
+        e.relay._linger(e)
+
+    @Spliced.upon(I.finReceived).loop()
+    def passFinOn(m: _RelayInputs, e: RelayEntry, side: int) -> None:
+        # A half-close travels on: FIN the other stream after what is buffered.
+        e.stream(1 - side).loseConnection()
+        e.relay._linger(e)
+
+    def sideLost(m: _RelayInputs, e: RelayEntry, side: int, reason: Failure) -> None:
+        e.lost.add(side)
+        other = 1 - side
+        if other in e.lost:
+            m.bothStreamsEnded()
+        elif not reason.check(ConnectionDone):
+            # A reset or a lost link: the surviving side learns why first,
+            # then its stream is reset.
+            if side not in e.unbound:
+                e.unbound.add(side)
+                e.cp(other).sendUnbind(
+                    e.sessionID,
+                    Reason.LINK_FAILURE.value,
+                    f"the session's stream via {e.cp(side).peerNodeID} failed: "
+                    f"{reason.getErrorMessage()}",
+                )
+            e.stream(other).abortConnection()
+        else:
+            e.relay._linger(e)
+
+    Spliced.upon(I.streamLost).loop()(sideLost)
+
+    @Spliced.upon(I.bothStreamsEnded).to(Released)
+    def ended(m: _RelayInputs, e: RelayEntry) -> None:
+        release(e).log.info("relayed session {sid} ended", sid=e.sessionID)
+
+    @Spliced.upon(I.linkLost).to(Released)
+    def spliceLinkLost(m: _RelayInputs, e: RelayEntry, side: int, reason: Failure) -> None:
+        sideLost(m, e, side, reason)
+        release(e).log.info("relayed session {sid} ended", sid=e.sessionID)
+
+    @Spliced.upon(I.lingerExpired).to(Released)
+    def resetBoth(m: _RelayInputs, e: RelayEntry) -> None:
+        e.timer = None
+        relay = release(e)
+        relay.log.info("relayed session {sid} did not finish closing; reset", sid=e.sessionID)
+        for side in (IN, OUT):
+            if side not in e.unbound:
+                e.unbound.add(side)
+                e.cp(1 - side).sendUnbind(e.sessionID, Reason.TIMEOUT.value, "close")
+        e.inStream.abortConnection()
+        e.outStream.abortConnection()
+        relay.log.info("relayed session {sid} ended", sid=e.sessionID)
+
+    # The BIND exchange is over once spliced; its late events change nothing.
+    ignore(
+        [Spliced],
+        I.forwardBind,
+        I.accepted,
+        I.refused,
+        I.badAnswer,
+        I.nextHopLost,
+        I.bindTimedOut,
+        I.cancelBind,
+    )
+
+    # -- Released ------------------------------------------------------------
+
+    # An answer after the BIND was given up: drop the next hop's stream.
+    @Released.upon(I.accepted).loop()
+    def dropLateAccept(
+        m: _RelayInputs, e: RelayEntry, answer: SessionAccept, leftover: bytes
+    ) -> None:
+        e.outStream.abortConnection()
+
+    @Released.upon(I.refused).loop()
+    def dropLateRefusal(m: _RelayInputs, e: RelayEntry, answer: SessionRefuse) -> None:
+        e.outStream.abortConnection()
+
+    @Released.upon(I.badAnswer).loop()
+    def dropLateAnswer(m: _RelayInputs, e: RelayEntry, answer: Message) -> None:
+        e.outStream.abortConnection()
+
+    @Released.upon(I.finReceived).loop()
+    def passLateFinOn(m: _RelayInputs, e: RelayEntry, side: int) -> None:
+        e.stream(1 - side).loseConnection()
+
+    ignore(
+        [Released],
+        I.forwardBind,
+        I.nextHopLost,
+        I.bindTimedOut,
+        I.cancelBind,
+        I.unbindReceived,
+        I.streamLost,
+        I.lingerExpired,
+        I.linkLost,
+        I.bothStreamsEnded,
+    )
+
+    return machine.build()
+
+
+_RelayMachine = _buildRelayMachine()
 
 
 def installRelay(node: Node) -> Relay:

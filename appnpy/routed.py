@@ -36,7 +36,6 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from appnpy.control import LinkState
 from appnpy.errors import (
     GoAwayReceived,
     PeerAuthenticationError,
@@ -506,7 +505,7 @@ class RoutedSessions:
         if why is not None:
             raise SessionRefused(Reason.PROTOCOL_ERROR.value, why)
         cp = node.links.get(route[1])
-        if cp is None or cp.state is not LinkState.ACTIVE:
+        if cp is None or not cp.isActive:
             raise SessionRefused(Reason.NO_ROUTE.value, f"{route[1]} is not a neighbour")
         try:
             stream = cp.mux.openStream()
@@ -560,7 +559,7 @@ class RoutedSessions:
         if not isinstance(answer, SessionAccept) or answer.session_id != sid:
             stream.abortConnection()
             raise SessionRefused(Reason.PROTOCOL_ERROR.value, f"unexpected {answer.typeName}")
-        if cp.state is not LinkState.ACTIVE:
+        if not cp.isActive:
             stream.abortConnection()
             raise SessionRefused(Reason.LINK_FAILURE.value, "the link went down")
         info = SessionInfo(
