@@ -55,7 +55,15 @@ from appnpy.messages import (
     encodeMessage,
 )
 from appnpy.relay import checkRoute
-from appnpy.session import INBOUND, OUTBOUND, SessionAddress, SessionInfo, _BindReader, newSessionID
+from appnpy.session import (
+    INBOUND,
+    OUTBOUND,
+    SessionAddress,
+    SessionFields,
+    SessionInfo,
+    _BindReader,
+    newSessionID,
+)
 
 if TYPE_CHECKING:
     from appnpy.control import ControlPoint
@@ -125,7 +133,7 @@ class _StreamEnd:
 
 
 @implementer(ISession, IHandshakeListener)
-class RoutedSession:
+class RoutedSession(SessionFields):
     """
     One end of a routed session: the transport of the plugin's protocol (on
     top of the end-to-end TLS layer) and the protocol under that layer.
@@ -164,23 +172,6 @@ class RoutedSession:
         self._handshakeTimer: Any = None
         self._ended = False
         self._streamGone = False
-
-    sessionID = property(lambda self: self.info.sessionID)
-    plugin = property(lambda self: self.info.plugin)
-    cos = property(lambda self: self.info.cos)
-    parameters = property(lambda self: self.info.parameters)
-    direction = property(lambda self: self.info.direction)
-    localNodeID = property(lambda self: self.info.localNodeID)
-    peerNodeID = property(lambda self: self.info.peerNodeID)
-    peerName = property(lambda self: self.info.peerName)
-
-    @property
-    def bytesSent(self) -> int:
-        return self._stream.bytesSent
-
-    @property
-    def bytesReceived(self) -> int:
-        return self._stream.bytesReceived
 
     @property
     def viaNodeID(self) -> str:

@@ -81,8 +81,37 @@ class SessionInfo:
     peerName: str
 
 
+class SessionFields:
+    """
+    The L{ISessionInfo} attributes of a session, read off its C{info}, and
+    its byte counts, read off its stream: what plugin code finds on its
+    transport, adjacent or routed.
+    """
+
+    __slots__ = ()
+    info: SessionInfo
+    _stream: Stream
+
+    sessionID = property(lambda self: self.info.sessionID)
+    plugin = property(lambda self: self.info.plugin)
+    cos = property(lambda self: self.info.cos)
+    parameters = property(lambda self: self.info.parameters)
+    direction = property(lambda self: self.info.direction)
+    localNodeID = property(lambda self: self.info.localNodeID)
+    peerNodeID = property(lambda self: self.info.peerNodeID)
+    peerName = property(lambda self: self.info.peerName)
+
+    @property
+    def bytesSent(self) -> int:
+        return self._stream.bytesSent
+
+    @property
+    def bytesReceived(self) -> int:
+        return self._stream.bytesReceived
+
+
 @implementer(ISession, IHalfCloseableProtocol)
-class Session:
+class Session(SessionFields):
     """
     A bound session: the transport its plugin protocol writes to, and the
     protocol of the stream underneath.
@@ -113,24 +142,6 @@ class Session:
         self.disconnecting = False
         self.since = cp.reactor.seconds()
         self._graceTimer: Any = None
-
-    # ISessionInfo, flattened for plugin code that reads them off the transport
-    sessionID = property(lambda self: self.info.sessionID)
-    plugin = property(lambda self: self.info.plugin)
-    cos = property(lambda self: self.info.cos)
-    parameters = property(lambda self: self.info.parameters)
-    direction = property(lambda self: self.info.direction)
-    localNodeID = property(lambda self: self.info.localNodeID)
-    peerNodeID = property(lambda self: self.info.peerNodeID)
-    peerName = property(lambda self: self.info.peerName)
-
-    @property
-    def bytesSent(self) -> int:
-        return self._stream.bytesSent
-
-    @property
-    def bytesReceived(self) -> int:
-        return self._stream.bytesReceived
 
     def start(self, protocol: Any, leftover: bytes = b"") -> None:
         self.protocol = protocol
