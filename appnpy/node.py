@@ -21,6 +21,7 @@ from zope.interface import implementer
 from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN
 from appnpy.control import ControlPoint, LinkProtocol
 from appnpy.errors import (
+    ConfigurationError,
     NoRoute,
     NoSuchNode,
     Reason,
@@ -80,8 +81,6 @@ class Node(MultiService):
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         if role not in ROLES:
-            from appnpy.errors import ConfigurationError
-
             raise ConfigurationError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         self.reactor = reactor
         self.identity = identity
