@@ -17,6 +17,7 @@ import hmac
 import html
 import ipaddress
 import json
+import math
 import os
 import secrets
 import statistics
@@ -591,6 +592,68 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _topologySection(node: Any) -> str:
+    """
+    The topology database as a drawing (network nodes on a circle, routable
+    links as lines) and a table of links; nothing on an end node.
+    """
+    topology = getattr(node, "topology", None)
+    if topology is None:
+        return ""
+    e = html.escape
+    info = topology.asDict()
+    names = {n["node_id"]: n["name"] or n["node_id"][:12] for n in info["nodes"]}
+    order = sorted(names, key=lambda nid: names[nid])
+    size, radius = 360, 140
+    where = {
+        nid: (
+            size / 2 + radius * math.cos(2 * math.pi * i / max(len(order), 1)),
+            size / 2 + radius * math.sin(2 * math.pi * i / max(len(order), 1)),
+        )
+        for i, nid in enumerate(order)
+    }
+    routable = {
+        tuple(sorted((link["owner"], link["peer"])))
+        for link in info["links"]
+        if link.get("routable") and link["owner"] in where and link["peer"] in where
+    }
+    lines = "".join(
+        f'<line x1="{where[a][0]:.0f}" y1="{where[a][1]:.0f}" '
+        f'x2="{where[b][0]:.0f}" y2="{where[b][1]:.0f}" stroke="#888"/>'
+        for a, b in sorted(routable)
+    )
+    dots = "".join(
+        f'<circle cx="{x:.0f}" cy="{y:.0f}" r="6" '
+        f'fill="{"#c33" if nid == node.nodeID else "#36c"}"/>'
+        f'<text x="{x + 9:.0f}" y="{y + 4:.0f}" font-size="12">{e(names[nid])}</text>'
+        for nid, (x, y) in where.items()
+    )
+    svg = (
+        f'<svg width="{size + 120}" height="{size}" role="img" '
+        f'aria-label="topology graph">{lines}{dots}</svg>'
+    )
+    return (
+        f"<h2>Topology</h2><p>digest {e(str(info['digest']))}, "
+        f"{len(order)} network nodes, {len(routable)} routable links</p>"
+        + svg
+        + _table(
+            ["from", "to", "RTT (ms)", "throughput", "cost", "security", "routable"],
+            [
+                [
+                    names.get(link["owner"], link["owner"][:12]),
+                    names.get(link["peer"], link["peer"][:12]),
+                    link["rtt_ms"],
+                    link["throughput"],
+                    link["cost"],
+                    link["security"],
+                    "yes" if link.get("routable") else "no",
+                ]
+                for link in info["links"]
+            ],
+        )
+    )
+
+
 def renderStatusPage(node: Any) -> str:
     """
     The HTML status page: node, neighbours, sessions; every value escaped.
@@ -644,6 +707,7 @@ def renderStatusPage(node: Any) -> str:
                 for n in neighbours
             ],
         )
+        + _topologySection(node)
         + "<h2>Sessions</h2>"
         + _table(
             ["session ID", "plugin", "peer", "direction", "bytes in", "bytes out"],

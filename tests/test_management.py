@@ -625,3 +625,35 @@ class PageTests(unittest.TestCase):
         self.assertNotIn("<script>", page)
         self.assertIn("&lt;script&gt;", page)
         net.stop()
+
+
+class StatusPageTopologyTests(unittest.SynchronousTestCase):
+    def test_topologyDrawn(self) -> None:
+        """
+        On a network node the status page draws the topology: one circle per
+        network node, one line per routable link, and the digest.
+        """
+        from appnpy.management import renderStatusPage
+        from appnpy.testing import MemoryNetwork
+
+        net = MemoryNetwork(services=True)
+        a, b, c = (net.addNode(f"LAB.{x}") for x in "ABC")
+        net.link(a, b)
+        net.link(b, c)
+        net.flush(advance=10)
+        page = renderStatusPage(a)
+        self.assertIn("<h2>Topology</h2>", page)
+        self.assertIn(a.topology.digest(), page)
+        self.assertEqual(page.count("<circle"), 3)
+        self.assertEqual(page.count("<line"), 2)
+        net.stop()
+
+    def test_noTopologyOnPlainNode(self) -> None:
+        """
+        A node without a topology database shows no topology section.
+        """
+        from appnpy.management import renderStatusPage
+        from appnpy.testing import MemoryNetwork
+
+        a = MemoryNetwork().addNode("LAB.A")
+        self.assertNotIn("Topology", renderStatusPage(a))
