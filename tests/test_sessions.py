@@ -490,6 +490,41 @@ class SessionTests(Harness):
         self.assertEqual((a.links, b.links), ({}, {}))
         self.assertClean()
 
+    def test_bitFlipOnTheWire(self) -> None:
+        """
+        A bit flipped in a TLS record in transit fails the record's
+        integrity check: the link is dropped on both ends, the session ends
+        with link-failure, no corrupted byte reaches the plugin, and the
+        nodes link again afterwards.
+        """
+        a = self.net.addNode("LAB.A", plugins=[RecordingPlugin()])
+        plugin = RecordingPlugin()
+        b = self.net.addNode("LAB.B", plugins=[plugin])
+        self.net.link(a, b)
+        p = resultOf(self.open(a, b, plugin="rec"))
+        clientIO = self.net.links[0].pump.clientIO
+        original = clientIO.getOutBuffer
+
+        def corruptOnce() -> bytes:
+            data = original()
+            if data:
+                clientIO.getOutBuffer = original  # type: ignore[method-assign]
+                middle = len(data) // 2
+                data = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+            return data
+
+        clientIO.getOutBuffer = corruptOnce  # type: ignore[method-assign]
+        p.transport.write(b"x" * 10000)
+        self.net.flush()
+        remote = plugin.built[-1]
+        self.assertEqual(remote.received.strip(b"x"), b"")  # nothing altered arrived
+        self.assertEqual(remote.lost.value.reason, "link-failure")
+        self.assertEqual(p.lost.value.reason, "link-failure")
+        self.assertEqual((a.links, b.links), ({}, {}))
+        self.flushLoggedErrors()
+        self.net.link(a, b)
+        self.assertIn(b.nodeID, a.links)
+
     def test_shutdownReason(self) -> None:
         """
         A stopping node closes its sessions with reason shutting-down, which
