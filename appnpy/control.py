@@ -228,7 +228,13 @@ class ControlPoint:
     # -- streams the peer opens -------------------------------------------
 
     def streamAccepted(self, stream: Stream) -> None:
-        self._lifecycle.streamAccepted(stream)
+        # Every session the peer opens comes through here: on an active link
+        # take the machine's Active transition directly (dispatching an input
+        # costs a scan of the transition table, per session).
+        if self._linkState is LinkState.ACTIVE:
+            self._admitStream(stream)
+        else:
+            self._lifecycle.streamAccepted(stream)
 
     def _admitStream(self, stream: Stream) -> None:
         if len(self.pendingInbound) >= MAX_PENDING_INBOUND:
@@ -257,7 +263,14 @@ class ControlPoint:
             if leftover:
                 reader.dataReceived(leftover)
         elif isinstance(msg, SessionOpen):
-            self._lifecycle.bindArrived(stream, msg, leftover)
+            if self._linkState is not LinkState.ACTIVE:
+                self._lifecycle.bindArrived(stream, msg, leftover)
+            elif leftover:  # the Active transition of bindArrived, inline (per session)
+                self._refuse(
+                    stream, msg.session_id, Reason.PROTOCOL_ERROR, "data before BIND answer"
+                )
+            else:
+                self.bindReceived(stream, msg)
         else:
             stream.abortConnection()
             self.protocolError(f"{msg.typeName} as the first message of a stream")
@@ -521,7 +534,8 @@ class ControlPoint:
                 reason=why.reason,
             )
             self.node.sessionEnded(session, why)
-        if not self.sessions:
+        if not self.sessions and self._linkState is LinkState.CLOSING:
+            # Only a closing link waits for its sessions to drain.
             self._lifecycle.sessionsDrained()
 
     def _cancelCloseTimer(self) -> None:
