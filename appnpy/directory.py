@@ -570,10 +570,12 @@ class Directory(Service):
 
     def localResources(self) -> list[str]:
         """
-        The resources this node offers: registered names, its plugins'
-        C{resources()}, and C{echo:<CP name>} with the echo plugin.
+        The resources this node offers: C{node:<CP name>} (so any node can
+        find another by name, end nodes included), registered names, its
+        plugins' C{resources()}, and C{echo:<CP name>} with the echo plugin.
         """
         names = set(self._registered)
+        names.add(f"node:{self.node.name}")
         for plugin in self.node.plugins.values():
             try:
                 offered = list(plugin.resources())

@@ -297,9 +297,9 @@ class ManagementResource(resource.Resource):
             raise APIError(404, "no-directory", "this node runs no directory services")
         return self.node.directory
 
-    def resolve(self, destination: str) -> str:
+    async def resolve(self, destination: str) -> str:
         try:
-            return str(self.node.resolveNode(destination))
+            return str(await self.node.locateNode(destination))
         except NoSuchNode as e:
             raise APIError(404, "no-such-node", str(e)) from None
 
@@ -403,7 +403,7 @@ class ManagementResource(resource.Resource):
         destination = self.query(request, "destination")
         assert destination is not None
         cos = self.query(request, "cos", required=False) or "interactive"
-        target = self.resolve(destination)
+        target = await self.resolve(destination)
         node = self.node
         if node.topology is not None:
             if cos not in node.topology.cosTables:

@@ -329,7 +329,7 @@ class Node(MultiService):
         except NoSuchNode:
             if self.routedSessions is None:
                 raise
-            target = self.resolveNode(destination)
+            target = await self.locateNode(destination)
             return await self.routedSessions.open(
                 target, plugin, protocolFactory, parameters, cos, route=route
             )
@@ -359,6 +359,23 @@ class Node(MultiService):
         if len(matches) == 1:
             return matches[0]
         raise NoSuchNode(repr(name) if not matches else f"{name!r} matches {len(matches)} nodes")
+
+    async def locateNode(self, name: str) -> str:
+        """
+        Like L{resolveNode}, but a CP name this node does not know (an end
+        node has no topology database) is located in the directory as the
+        resource C{node:<CP name>}, which every node offers.
+        """
+        try:
+            return self.resolveNode(name)
+        except NoSuchNode:
+            if self.directory is None or "." not in name:
+                raise
+        try:
+            found = await self.directory.locate(f"node:{name.upper()}")
+        except ResourceNotFound:
+            raise NoSuchNode(repr(name)) from None
+        return str(found.owner)
 
     def routeTo(self, destination: str, cos: str | None = None) -> Deferred[list[str]]:
         """

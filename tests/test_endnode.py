@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.directory import (
     LocateRequest,
@@ -168,3 +169,43 @@ def _run(lab: Any, coroutine: Any) -> Deferred[Any]:
 def _run_d(lab: Any, d: Deferred[Any]) -> Deferred[Any]:
     lab.net.flush()
     return d
+
+
+class EndNodeNamesTests(SynchronousTestCase):
+    def test_openByCPName(self) -> None:
+        """
+        An end node, which has no topology database, opens a session to a
+        non-adjacent node by its CP name: the name is located in the
+        directory as the resource node:<CP name>.
+        """
+        from twisted.internet.protocol import Protocol
+
+        from appnpy.testing import MemoryNetwork, resultOf
+
+        class Greeter(Protocol):
+            received = b""
+
+            def connectionMade(self) -> None:
+                self.transport.write(b"hello")
+
+            def dataReceived(self, data: bytes) -> None:
+                self.received += data
+
+        net = MemoryNetwork(services=True)
+        n1 = net.addNode("LAB.N1")
+        n2 = net.addNode("LAB.N2")
+        en = net.addNode("LAB.EN", role="end")
+        net.link(n1, n2)
+        net.link(en, n1)
+        net.flush(advance=10)
+        self.assertIn("node:LAB.N2", n2.directory.localResources())
+        d = en.openSession("LAB.N2", "echo", lambda info: Greeter())
+        net.flush(advance=5)
+        greeter = resultOf(d)
+        self.assertEqual(greeter.received, b"hello")
+        self.assertEqual(greeter.transport.peerNodeID, n2.nodeID)
+        d = en.openSession("LAB.NOBODY", "echo", lambda info: Greeter())
+        net.flush(advance=30)
+        from appnpy.errors import NoSuchNode
+
+        self.assertRaises(NoSuchNode, resultOf, d)
