@@ -971,6 +971,9 @@ class LinkProtocol(AuthenticatedProtocol):
         super().connectionMade()
         self.node.pendingLinks.add(self)
 
+    def authenticationFailed(self, why: str) -> None:
+        self.node.handshakeFailed(why)
+
     def linkAuthenticated(self, peerNodeID: str) -> None:
         self.node.pendingLinks.discard(self)
         if peerNodeID == self.node.nodeID:

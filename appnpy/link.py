@@ -385,12 +385,19 @@ class AuthenticatedProtocol(Protocol):
             self._deadline.cancel()
         self._deadline = None
 
+    def authenticationFailed(self, why: str) -> None:
+        """
+        The link was refused before the peer was authenticated (a hook for
+        subclasses; the refusal is already logged).
+        """
+
     def _refuse(self, why: str) -> None:
         if not self._refused:
             self._refused = True
             _log.warn(
                 "refused link from {peer}: {why}", peer=_describePeer(self.transport), why=why
             )
+            self.authenticationFailed(why)
         self._cancelDeadline()
         if self.transport is not None:
             cast(ITCPTransport, self.transport).abortConnection()
@@ -439,6 +446,7 @@ class AuthenticatedProtocol(Protocol):
             _log.warn(
                 "refused link from {peer}: {why}", peer=_describePeer(self.transport), why=why
             )
+            self.authenticationFailed(why)
 
 
 # -- addresses -----------------------------------------------------------------

@@ -802,7 +802,6 @@ class ManagementService(Service):
         os.makedirs(self.dataDir, mode=0o700, exist_ok=True)
         self.token = secrets.token_urlsafe(32)
         _writeAtomically(self.tokenPath, self.token.encode("ascii") + b"\n", 0o600)
-        self.metrics.startObservingLogs()
         site = server.Site(ManagementResource(self))
         site.displayTracebacks = False
         self.port = await serverFromString(self.reactor, self.endpoint).listen(site)
@@ -824,7 +823,6 @@ class ManagementService(Service):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        self.metrics.stopObservingLogs()
         if self.port is not None:
             port, self.port = self.port, None
             await port.stopListening()

@@ -16,12 +16,11 @@ these counts are per process, not per node.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from twisted.logger import ILogObserver, globalLogPublisher
 
 #: Bucket bounds, in seconds, of the link RTT histogram.
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -125,7 +124,7 @@ class NodeMetrics:
         )
         self.handshakeFailures = Counter(
             "appn_handshake_failures",
-            "Link handshakes refused or failed in this process, by reason",
+            "Link handshakes refused or failed at this node, by reason",
             ["reason"],
             registry=self.registry,
         )
@@ -137,29 +136,11 @@ class NodeMetrics:
         )
         self.registry.register(_LiveCollector(self))
         node.addObserver(self)
-        self._logObserving = False
-
-    # -- lifecycle -----------------------------------------------------------
-
-    def startObservingLogs(self) -> None:
-        """
-        Count handshake failures from the C{appnpy.link} log events.
-        """
-        if not self._logObserving:
-            globalLogPublisher.addObserver(cast(ILogObserver, self._logEvent))
-            self._logObserving = True
-
-    def stopObservingLogs(self) -> None:
-        if self._logObserving:
-            globalLogPublisher.removeObserver(cast(ILogObserver, self._logEvent))
-            self._logObserving = False
-
-    def _logEvent(self, event: dict[str, Any]) -> None:
-        if event.get("log_namespace") == "appnpy.link" and "why" in event:
-            if str(event.get("log_format", "")).startswith("refused link"):
-                self.handshakeFailures.labels(handshakeFailureReason(str(event["why"]))).inc()
 
     # -- node observer -------------------------------------------------------
+
+    def handshakeFailed(self, why: str) -> None:
+        self.handshakeFailures.labels(handshakeFailureReason(why)).inc()
 
     def linkActive(self, cp: Any) -> None:
         pass

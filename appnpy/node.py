@@ -143,8 +143,8 @@ class Node(MultiService):
         """
         Register an object told of link and session events through optional
         methods C{linkActive(cp)}, C{linkLost(cp, reason)},
-        C{sessionStarted(session)}, C{sessionEnded(session, why)} and
-        C{sessionRefused(reason)}.
+        C{sessionStarted(session)}, C{sessionEnded(session, why)},
+        C{sessionRefused(reason)} and C{handshakeFailed(why)}.
         """
         self._observers.append(observer)
 
@@ -403,6 +403,12 @@ class Node(MultiService):
 
     def sessionRefused(self, reason: str) -> None:
         self._notify("sessionRefused", reason)
+
+    def handshakeFailed(self, why: str) -> None:
+        """
+        A connection to or from this node failed before authentication.
+        """
+        self._notify("handshakeFailed", why)
 
     # -- service -----------------------------------------------------------------
 

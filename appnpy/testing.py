@@ -116,15 +116,21 @@ class MemoryNetwork:
         self.nodes.append(node)
         return node
 
-    def connect(self, dialer: Node, listener: Node, pin: bool = True) -> MemoryLink:
+    def connect(
+        self, dialer: Node, listener: Node, pin: bool = True, expect: str | None = None
+    ) -> MemoryLink:
         """
         Open an in-memory TCP connection from C{dialer} to C{listener} and run
         TLS and the Hello exchange over it.
+
+        @param pin: the dialer pins the listener's node ID (as
+            C{appn://<id>@host:port} does); with C{False} it accepts any.
+        @param expect: pin this node ID instead (to test a wrong pin).
         """
         port = next(self._ports)
         serverAddr = IPv4Address("TCP", "127.0.0.1", port)
         clientAddr = IPv4Address("TCP", "127.0.0.1", next(self._ports))
-        expected = listener.nodeID if pin else None
+        expected = expect or (listener.nodeID if pin else None)
         server = listener.serverFactory().buildProtocol(clientAddr)
         client = dialer.clientFactory(LinkAddress("127.0.0.1", port, expected)).buildProtocol(
             serverAddr

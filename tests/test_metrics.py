@@ -7,7 +7,6 @@ from __future__ import annotations
 import attrs
 from prometheus_client import REGISTRY
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.trial import unittest
 
 from appnpy.metrics import NodeMetrics, handshakeFailureReason
@@ -91,15 +90,18 @@ class MetricsTests(unittest.TestCase):
 
     def test_handshakeFailures(self) -> None:
         """
-        Refused links logged in the appnpy.link namespace are counted by
-        reason while the metrics observe the logs.
+        A link refused before authentication is counted by reason at the
+        node that refused or lost it, and at no other node in the process.
         """
-        log = Logger(namespace="appnpy.link")
-        self.metrics.startObservingLogs()
-        log.warn("refused link from {peer}: {why}", peer="x", why="TLS handshake failed: bad")
-        self.metrics.stopObservingLogs()
-        log.warn("refused link from {peer}: {why}", peer="x", why="TLS handshake failed: bad")
-        self.assertEqual(value(self.metrics, "appn_handshake_failures_total", reason="tls"), 1)
+        from appnpy.identity import generateIdentity
+
+        bystander = self.net.addNode("LAB.C")
+        cm = NodeMetrics(bystander)
+        self.net.connect(self.a, self.b, expect=generateIdentity().nodeID)
+        self.assertEqual(
+            value(self.metrics, "appn_handshake_failures_total", reason="peer-rejected"), 1
+        )
+        self.assertEqual(value(cm, "appn_handshake_failures_total", reason="peer-rejected"), 0)
         self.flushLoggedErrors()
 
     def test_reasons(self) -> None:
