@@ -19,7 +19,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -234,14 +234,23 @@ class NodeHarness:
         maxPeers: int | None = None,
         dataDir: str | None = None,
         extra: Iterable[str] = (),
+        wrap: Sequence[str] = (),
+        listen: str = "tcp:0:interface=127.0.0.1",
     ) -> NodeProcess:
         """
         Spawn C{twist appnnode} for a node labelled C{label} (its data
         directory defaults to C{<root>/<label>}).
+
+        @param wrap: a command line that runs the node's command line, e.g.
+            C{["ip", "netns", "exec", "NS"]} to run it in a network
+            namespace; its first word is looked up on C{PATH}.  The wrapper
+            must exec the node (so signals reach the node itself).
+        @param listen: the endpoint for links.
         """
         dataDir = dataDir or self.dataDir(label)
         os.makedirs(dataDir, mode=0o700, exist_ok=True)
         args = [
+            *wrap,
             sys.executable,
             "-c",
             _TWIST,
@@ -250,7 +259,7 @@ class NodeHarness:
             "--data-dir",
             dataDir,
             "--listen",
-            "tcp:0:interface=127.0.0.1",
+            listen,
             "--api",
             "tcp:0:interface=127.0.0.1",
         ]
@@ -260,7 +269,8 @@ class NodeHarness:
             args += ["--max-peers", str(maxPeers)]
         args += list(extra)
         process = NodeProcess(self.reactor, label, dataDir, os.path.join(self.root, f"{label}.log"))
-        self.reactor.spawnProcess(process, sys.executable, args, env=dict(os.environ))
+        executable = (shutil.which(wrap[0]) or wrap[0]) if wrap else sys.executable
+        self.reactor.spawnProcess(process, executable, args, env=dict(os.environ))
         self.processes.append(process)
         return process
 
