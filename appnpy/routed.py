@@ -59,7 +59,7 @@ from appnpy.session import (
     INBOUND,
     OUTBOUND,
     SessionAddress,
-    SessionFields,
+    SessionBase,
     SessionInfo,
     _BindReader,
     newSessionID,
@@ -133,7 +133,7 @@ class _StreamEnd:
 
 
 @implementer(ISession, IHandshakeListener)
-class RoutedSession(SessionFields):
+class RoutedSession(SessionBase):
     """
     One end of a routed session: the transport of the plugin's protocol (on
     top of the end-to-end TLS layer) and the protocol under that layer.
@@ -389,15 +389,6 @@ class RoutedSession(SessionFields):
             self._producer = None
             if self._tls is not None:
                 self._tls.unregisterProducer()
-
-    def pauseProducing(self) -> None:
-        self._stream.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._stream.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.abortConnection()
 
 
 class RoutedSessions:

@@ -81,11 +81,11 @@ class SessionInfo:
     peerName: str
 
 
-class SessionFields:
+class SessionBase:
     """
-    The L{ISessionInfo} attributes of a session, read off its C{info}, and
-    its byte counts, read off its stream: what plugin code finds on its
-    transport, adjacent or routed.
+    What adjacent and routed sessions share: the L{ISessionInfo} attributes,
+    read off C{info}; the byte counts and the receive side's push-producer
+    control, both on the session's stream.
     """
 
     __slots__ = ()
@@ -109,9 +109,21 @@ class SessionFields:
     def bytesReceived(self) -> int:
         return self._stream.bytesReceived
 
+    def pauseProducing(self) -> None:
+        self._stream.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._stream.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.abortConnection()
+
+    def abortConnection(self) -> None:
+        raise NotImplementedError
+
 
 @implementer(ISession, IHalfCloseableProtocol)
-class Session(SessionFields):
+class Session(SessionBase):
     """
     A bound session: the transport its plugin protocol writes to, and the
     protocol of the stream underneath.
@@ -189,15 +201,6 @@ class Session(SessionFields):
 
     def unregisterProducer(self) -> None:
         self._stream.unregisterProducer()
-
-    def pauseProducing(self) -> None:
-        self._stream.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._stream.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.abortConnection()
 
     # -- the stream's protocol ------------------------------------------------
 

@@ -9,72 +9,20 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from appnpy.api import ISession, ISessionInfo, ISessionPlugin, SessionClosed, SessionRefused
+from appnpy.api import ISession, SessionClosed, SessionRefused
 from appnpy.node import Node
 from appnpy.relay import RELAY_SEND_HIGH_WATER, installRelay
 from appnpy.routed import RoutedSession, installRoutedSessions
 from appnpy.testing import MemoryNetwork, resultOf
 from appnpy.yamux import MuxConfig
-
-
-class Recorder(Protocol):
-    """
-    Records what it receives and how its session ended.
-    """
-
-    def __init__(self, greeting: bytes = b"") -> None:
-        self.greeting = greeting
-        self.received = bytearray()
-        self.lost: Failure | None = None
-
-    def connectionMade(self) -> None:
-        if self.greeting:
-            self.transport.write(self.greeting)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.lost = reason
-
-
-@implementer(ISessionPlugin)
-@attrs.define
-class RecordingPlugin:
-    """
-    A plugin that keeps the protocols it builds; C{answer} may refuse.
-    """
-
-    name: str = "rec"
-    version: str = "1"
-    defaultCOS: str = "batch"
-    sessionLimit: int = 8
-    answer: Any = None
-    built: list[Recorder] = attrs.Factory(list)
-    infos: list[Any] = attrs.Factory(list)
-
-    def configure(self, section: dict[str, object]) -> None:
-        pass
-
-    def resources(self) -> list[str]:
-        return []
-
-    def buildProtocol(self, session: ISessionInfo) -> Any:
-        self.infos.append(session)
-        if self.answer is not None:
-            return self.answer(session)
-        p = Recorder()
-        self.built.append(p)
-        return p
+from tests.test_sessions import Recorder, RecordingPlugin
 
 
 @implementer(IPushProducer)

@@ -41,7 +41,7 @@ class Recorder(Protocol):
 
     def __init__(self, greeting: bytes = b"") -> None:
         self.greeting = greeting
-        self.received = b""
+        self.received = bytearray()
         self.lost: Failure | None = None
 
     def connectionMade(self) -> None:
@@ -68,6 +68,7 @@ class RecordingPlugin:
     sessionLimit: int = 8
     answer: Any = None
     built: list[Recorder] = attrs.Factory(list)
+    infos: list[Any] = attrs.Factory(list)
 
     def configure(self, section: dict[str, object]) -> None:
         pass
@@ -76,6 +77,7 @@ class RecordingPlugin:
         return []
 
     def buildProtocol(self, session: ISessionInfo) -> Any:
+        self.infos.append(session)
         if self.answer is not None:
             return self.answer(session)
         p = Recorder()
