@@ -92,10 +92,24 @@ class Message:
 
     def toWire(self) -> dict[str, Any]:
         body: dict[str, Any] = {"type": self.typeName}
-        for field in attrs.fields(type(self)):  # type: ignore[arg-type]
-            if not field.metadata.get("local"):
-                body[field.name] = getattr(self, field.name)
+        for name in wireFields(type(self)):
+            body[name] = getattr(self, name)
         return body
+
+
+_WIRE_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def wireFields(cls: type) -> tuple[str, ...]:
+    """
+    The names of a message class's fields that go on the wire (computed
+    once per class: every message sent or received needs them).
+    """
+    names = _WIRE_FIELDS.get(cls)
+    if names is None:
+        names = tuple(f.name for f in attrs.fields(cls) if not f.metadata.get("local"))
+        _WIRE_FIELDS[cls] = names
+    return names
 
 
 # -- validators: limits checked per field, before the object exists -----------
@@ -362,7 +376,7 @@ def decodeBody(body: bytes) -> Message:
     cls = MESSAGE_TYPES.get(kind)
     if cls is None:
         raise UnknownMessage(repr(kind[:64]))
-    known = {f.name for f in attrs.fields(cls) if not f.metadata.get("local")}  # type: ignore[arg-type]
+    known = wireFields(cls)
     try:
         msg = cls(**{k: v for k, v in value.items() if k in known})
     except TypeError as e:
