@@ -120,54 +120,69 @@ def _check(ok: bool, field: attrs.Attribute[Any], why: str) -> None:
         raise ProtocolError(f"field {field.name!r}: {why}")
 
 
+def _refuse(field: attrs.Attribute[Any], why: str) -> None:
+    raise ProtocolError(f"field {field.name!r}: {why}")
+
+
+# The validators run on every message sent and received: each checks with
+# plain conditions and builds its error text only when a check fails.
+
+
 def text(maxLength: int = _MAX_TEXT, pattern: re.Pattern[str] | None = None) -> Any:
     def validate(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-        _check(isinstance(value, str), field, "must be text")
-        assert isinstance(value, str)
-        _check(len(value) <= maxLength, field, f"longer than {maxLength}")
-        if pattern is not None:
-            _check(pattern.match(value) is not None, field, "malformed")
+        if not isinstance(value, str):
+            _refuse(field, "must be text")
+        elif len(value) > maxLength:
+            _refuse(field, f"longer than {maxLength}")
+        elif pattern is not None and pattern.match(value) is None:
+            _refuse(field, "malformed")
 
     return validate
 
 
 def integer(minimum: int = 0, maximum: int = 2**63 - 1) -> Any:
     def validate(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-        _check(type(value) is int, field, "must be an integer")
-        assert isinstance(value, int)
-        _check(minimum <= value <= maximum, field, f"outside {minimum}..{maximum}")
+        if type(value) is not int:
+            _refuse(field, "must be an integer")
+        elif not minimum <= value <= maximum:
+            _refuse(field, f"outside {minimum}..{maximum}")
 
     return validate
 
 
 def blob(maxLength: int) -> Any:
     def validate(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-        _check(isinstance(value, bytes), field, "must be bytes")
-        assert isinstance(value, bytes)
-        _check(len(value) <= maxLength, field, f"longer than {maxLength} bytes")
+        if not isinstance(value, bytes):
+            _refuse(field, "must be bytes")
+        elif len(value) > maxLength:
+            _refuse(field, f"longer than {maxLength} bytes")
 
     return validate
 
 
 def listOf(item: Any, maxItems: int = _MAX_ITEMS) -> Any:
     def validate(inst: object, field: attrs.Attribute[Any], value: object) -> None:
-        _check(isinstance(value, list), field, "must be a list")
-        assert isinstance(value, list)
-        _check(len(value) <= maxItems, field, f"more than {maxItems} items")
-        for v in value:
-            item(inst, field, v)
+        if not isinstance(value, list):
+            _refuse(field, "must be a list")
+        elif len(value) > maxItems:
+            _refuse(field, f"more than {maxItems} items")
+        else:
+            for v in value:
+                item(inst, field, v)
 
     return validate
 
 
 def mapOf(key: Any, value: Any, maxItems: int = _MAX_ITEMS) -> Any:
     def validate(inst: object, field: attrs.Attribute[Any], mapping: object) -> None:
-        _check(isinstance(mapping, dict), field, "must be a map")
-        assert isinstance(mapping, dict)
-        _check(len(mapping) <= maxItems, field, f"more than {maxItems} entries")
-        for k, v in mapping.items():
-            key(inst, field, k)
-            value(inst, field, v)
+        if not isinstance(mapping, dict):
+            _refuse(field, "must be a map")
+        elif len(mapping) > maxItems:
+            _refuse(field, f"more than {maxItems} entries")
+        else:
+            for k, v in mapping.items():
+                key(inst, field, k)
+                value(inst, field, v)
 
     return validate
 
