@@ -15,6 +15,19 @@ handshakes and the harness's pump loop, not in topology (tests/test_topology.py
 runs 50 nodes over full TLS).
 
     python benchmarks/topology_convergence.py [--quick] [--nodes 200,1000]
+        [--seed-databases | --no-seed-databases] [--compare-flood]
+
+The initial flood costs every node one signature check per record per
+neighbour (~20M at 1,000 nodes), so above SEED_ABOVE nodes the databases are
+seeded instead (C{--seed-databases}, reported as C{"initial": {"seeded":
+true}}): the network is built with message delivery suppressed, so each node
+only originates its own node and link records; every record is decoded and
+signature-checked once, then applied to every other database through
+C{TopologyDatabase._apply} (the same call C{updateReceived} ends in), and the
+per-neighbour FRSN state is set to what a sync of identical databases leaves.
+The link down / link up measurements then run through the real flooding code
+exactly as in flood mode.  C{--compare-flood} first runs the real flood with
+the same keys and graph and reports whether the seeded digest equals it.
 
 The last line of output is one JSON object.
 """
@@ -37,9 +50,11 @@ sys.path.insert(0, ".")
 
 from appnpy.identity import nodeIDFromSPKI  # noqa: E402
 from appnpy.messages import decodeBody, encodeMessage  # noqa: E402
-from appnpy.topology import installTopology  # noqa: E402
+from appnpy.topology import NODE, TopologyRecord, installTopology  # noqa: E402
 
 LATENCY = 0.005  # one-way, seconds
+#: Sizes above this are seeded by default (see the module docstring).
+SEED_ABOVE = 300
 
 
 class _Call:
@@ -132,6 +147,8 @@ class Wire:
         self.messages = 0
         self.bytes = 0
         self.lastDelivery = 0.0
+        #: While set, messages are dropped uncounted (building a seeded network).
+        self.suppressed = False
 
 
 class SimCP:
@@ -143,7 +160,7 @@ class SimCP:
         self.up = True
 
     def send(self, msg: Any) -> None:
-        if not self.up:
+        if not self.up or self.wire.suppressed:
             return
         data = encodeMessage(msg)
         self.wire.messages += 1
@@ -165,10 +182,10 @@ class SimCP:
 class SimNode(MultiService):
     role = "network"
 
-    def __init__(self, clock: HeapClock, index: int) -> None:
+    def __init__(self, clock: HeapClock, index: int, key: Key | None = None) -> None:
         super().__init__()
         self.reactor = clock
-        self.identity = Key()
+        self.identity = key if key is not None else Key()
         self.nodeID = self.identity.nodeID
         self.name = f"SIM.N{index}"
         self.links: dict[str, SimCP] = {}
@@ -235,27 +252,128 @@ def measure(wire: Wire, nodes: list[SimNode], change: Any) -> dict[str, Any]:
     }
 
 
-def run(n: int, seed: int = 1) -> dict[str, Any]:
+def seedDatabases(clock: HeapClock, nodes: list[SimNode], edges: list[tuple[int, int]]) -> int:
+    """
+    Give every database every other node's own records, as the initial flood
+    would, and the per-neighbour state a sync of identical databases leaves.
+    Returns the number of signature checks made (one per record).
+
+    Relies on TopologyDatabase internals: C{_records} (reading each node's
+    own entries, C{source is None}), C{_apply} (to store), C{_changed}
+    (to drop the cached graph, as after a flood), and the
+    per-neighbour C{_neighbours[peer]} fields C{epoch}, C{lastFRSN},
+    C{sentUpTo}.
+    """
+    now = clock.seconds()
+    n = len(nodes)
+    adj: list[list[int]] = [[] for _ in range(n)]
+    for a, b in edges:
+        adj[a].append(b)
+        adj[b].append(a)
+    # Every owner's own records, decoded from their wire form (as a receiver
+    # would) and signature-checked once.
+    own: list[list[TopologyRecord]] = []
+    checks = 0
+    for node in nodes:
+        pk = node.identity.publicKeyBytes
+        recs = []
+        for e in node.topology._records.values():
+            assert e.source is None and e.record.owner == node.nodeID
+            rec = TopologyRecord.decode(e.record.raw)
+            checks += 1
+            if not rec.verify(pk):
+                raise AssertionError("own record does not verify")
+            recs.append(rec)
+        # Node records first, as updateReceived applies them.
+        recs.sort(key=lambda r: (r.kind != NODE, r.subject))
+        own.append(recs)
+    # The source a flood would record: the neighbour on a shortest path
+    # back towards the owner (BFS from each owner; ties are resolved
+    # arbitrarily, as latency ties are in a flood).
+    sources: list[list[int]] = []
+    for root in range(n):
+        parent = [-1] * n
+        parent[root] = root
+        frontier = [root]
+        while frontier:
+            nxt = []
+            for u in frontier:
+                for v in adj[u]:
+                    if parent[v] < 0:
+                        parent[v] = u
+                        nxt.append(v)
+            frontier = nxt
+        sources.append(parent)
+    for y, node in enumerate(nodes):
+        db = node.topology
+        for x in range(n):
+            if x == y:
+                continue
+            src = nodes[sources[x][y]].nodeID
+            for rec in own[x]:
+                db._apply(rec, src, now)
+        db._changed()
+    # Every link as after a sync between identical databases: each side
+    # holds the other's changes up to its FRSN and has sent it all of its own.
+    for a, b in edges:
+        for x, y in ((a, b), (b, a)):
+            ns = nodes[x].topology._neighbours[nodes[y].nodeID]
+            ns.epoch = nodes[y].topology.epoch
+            ns.lastFRSN = nodes[y].topology.frsn
+            ns.sentUpTo = nodes[x].topology.frsn
+    return checks
+
+
+def run(
+    n: int,
+    seed: int = 1,
+    seeded: bool = False,
+    keys: list[Key] | None = None,
+    floodDigest: str | None = None,
+) -> dict[str, Any]:
     rng = random.Random(seed)
     clock = HeapClock()
     clock.advance(1000)
     wire = Wire(clock)
-    nodes = [SimNode(clock, i) for i in range(n)]
+    nodes = [SimNode(clock, i, keys[i] if keys else None) for i in range(n)]
     for node in nodes:
         # Refresh and measuring are off: the benchmark measures one change.
         installTopology(node, refreshInterval=10**7, measureInterval=0, damping=5.0)
         node.startService()
     edges = randomGraph(n, rng)
     built = time.process_time()
-    for a, b in edges:
-        connect(wire, nodes[a], nodes[b])
-    runUntilQuiet(clock)
-    initial = {
-        "converged": len({x.topology.digest() for x in nodes}) == 1,
-        "messages": wire.messages,
-        "cpu_seconds": round(time.process_time() - built, 3),
-        "records_per_node": len(nodes[0].topology),
-    }
+    if seeded:
+        # Build with delivery suppressed: each node originates only its own
+        # node and link records (the announcement after damping), then copy.
+        wire.suppressed = True
+        for a, b in edges:
+            connect(wire, nodes[a], nodes[b])
+        runUntilQuiet(clock)
+        wire.suppressed = False
+        checks = seedDatabases(clock, nodes, edges)
+        digests = {x.topology.digest() for x in nodes}
+        initial = {
+            "seeded": True,
+            "converged": len(digests) == 1,
+            "messages": wire.messages,
+            "signature_checks": checks,
+            "cpu_seconds": round(time.process_time() - built, 3),
+            "records_per_node": len(nodes[0].topology),
+        }
+        if floodDigest is not None:
+            initial["digest_equals_flood"] = digests == {floodDigest}
+    else:
+        for a, b in edges:
+            connect(wire, nodes[a], nodes[b])
+        runUntilQuiet(clock)
+        initial = {
+            "converged": len({x.topology.digest() for x in nodes}) == 1,
+            "messages": wire.messages,
+            "cpu_seconds": round(time.process_time() - built, 3),
+            "records_per_node": len(nodes[0].topology),
+        }
+        if keys is not None:
+            initial["digest"] = nodes[0].topology.digest()
     clock.advance(10)  # past the damping period of the initial announcements
     a, b = edges[rng.randrange(len(edges))]
     cut = measure(wire, nodes, lambda: disconnect(nodes[a], nodes[b]))
@@ -281,23 +399,46 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--quick", action="store_true", help="50 and 200 nodes only")
     p.add_argument("--nodes", default=None, help="comma-separated sizes (default 200,1000)")
+    p.add_argument(
+        "--seed-databases",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"seed the databases instead of the initial flood (default: above {SEED_ABOVE} nodes)",
+    )
+    p.add_argument(
+        "--compare-flood",
+        action="store_true",
+        help="before each seeded run, run the real flood with the same keys and graph "
+        "and report both (slow: the flood is O(N^2) signature checks)",
+    )
     args = p.parse_args()
     sizes = [int(x) for x in args.nodes.split(",")] if args.nodes else (
         [50, 200] if args.quick else [200, 1000]
     )
     results = []
     for n in sizes:
-        r = run(n)
-        results.append(r)
-        print(
-            f"{n:5d} nodes {r['links']:5d} links | initial {r['initial']['messages']} msgs "
-            f"{r['initial']['cpu_seconds']}s cpu | link down: {r['link_down']['messages']} msgs "
-            f"{r['link_down']['records_sent']} records {r['link_down']['simulated_seconds']}s sim | "
-            f"link up: {r['link_up']['messages']} msgs {r['link_up']['records_sent']} records "
-            f"{r['link_up']['simulated_seconds']}s sim | converged "
-            f"{r['link_down']['converged'] and r['link_up']['converged']}",
-            file=sys.stderr,
-        )
+        seeded = args.seed_databases if args.seed_databases is not None else n > SEED_ABOVE
+        runs = []
+        if seeded and args.compare_flood:
+            keys = [Key() for _ in range(n)]
+            flood = run(n, keys=keys)
+            runs.append(flood)
+            runs.append(run(n, seeded=True, keys=keys, floodDigest=flood["initial"].pop("digest")))
+        else:
+            runs.append(run(n, seeded=seeded))
+        for r in runs:
+            results.append(r)
+            tag = " seeded" if r["initial"].get("seeded") else ""
+            print(
+                f"{n:5d} nodes{tag} {r['links']:5d} links | initial {r['initial']['messages']} "
+                f"msgs {r['initial']['cpu_seconds']}s cpu | link down: "
+                f"{r['link_down']['messages']} msgs {r['link_down']['records_sent']} records "
+                f"{r['link_down']['simulated_seconds']}s sim | link up: "
+                f"{r['link_up']['messages']} msgs {r['link_up']['records_sent']} records "
+                f"{r['link_up']['simulated_seconds']}s sim | converged "
+                f"{r['link_down']['converged'] and r['link_up']['converged']}",
+                file=sys.stderr,
+            )
     print(
         json.dumps(
             {
