@@ -75,7 +75,6 @@ class Node(MultiService):
         role: str = "network",
         trust: TrustPolicy | None = None,
         listen: Iterable[str] = (),
-        peers: Iterable[str] = (),
         muxConfig: MuxConfig | None = None,
         handshakeTimeout: float = 10.0,
     ) -> None:
@@ -89,7 +88,6 @@ class Node(MultiService):
         self.role = role
         self.trust = trust or TrustPolicy.open()
         self.listenEndpoints = list(listen)
-        self.initialPeers = [parseAddress(p) for p in peers]
         self.muxConfig = muxConfig or MuxConfig()
         self.handshakeTimeout = handshakeTimeout
         #: The protocol versions this node speaks, lowest and highest.
@@ -478,13 +476,6 @@ class Node(MultiService):
             name=self.name,
             role=self.role,
             addresses=" ".join(self.advertisedAddresses()),
-        )
-        for addr in self.initialPeers:
-            self.connect(addr).addErrback(self._dialFailed, addr)
-
-    def _dialFailed(self, failure: Any, addr: LinkAddress) -> None:
-        self.log.warn(
-            "could not link to {address}: {why}", address=str(addr), why=failure.getErrorMessage()
         )
 
     def stopService(self) -> Deferred[None]:
