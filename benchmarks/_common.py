@@ -412,3 +412,31 @@ def runMain(main: Callable[[Any], Any], args: argparse.Namespace) -> None:
     else:
         react(start)
     del reactor
+
+
+async def timedPush(reactor: Any, proto: Any, total: int, header: bytes = b"") -> float:
+    """
+    Push C{total} bytes through C{proto}'s transport with a L{Pusher} (after
+    C{header}, if any) and return the seconds until the receiver reports it
+    has them all; then close and wait for the close.
+    """
+    start = reactor.seconds()
+    answered = proto.answered
+    if header:
+        proto.transport.write(header)
+    Pusher(proto.transport, total).start()
+    await answered
+    elapsed: float = reactor.seconds() - start
+    proto.transport.loseConnection()
+    await proto.lost
+    return elapsed
+
+
+async def tlsBulkRun(reactor: Any, ctx: Any, port: int, total: int) -> float:
+    """
+    The raw-TLS baseline: seconds to push C{total} bytes to the peer's TLS
+    sink over a new mutual TLS 1.3 connection (handshake not timed).
+    """
+    proto = await connectTLS(reactor, ctx, port, Factory.forProtocol(HandshakeWaiter))
+    await proto.ready
+    return await timedPush(reactor, proto, total, b"S" + struct.pack(">Q", total))

@@ -13,40 +13,17 @@ set up once.
 from __future__ import annotations
 
 import os
-import struct
 import sys
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
-from twisted.internet.protocol import Factory  # noqa: E402
 
 
 async def appnRun(reactor: Any, node: Any, peerID: str, total: int) -> float:
     proto = await node.openSession(peerID, "sink", C.SessionClient, {"n": total})
-    start = reactor.seconds()
-    answered = proto.answered
-    C.Pusher(proto.transport, total).start()
-    await answered
-    elapsed = reactor.seconds() - start
-    proto.transport.loseConnection()
-    await proto.lost
-    return elapsed
-
-
-async def tlsRun(reactor: Any, ctx: Any, port: int, total: int) -> float:
-    proto = await C.connectTLS(reactor, ctx, port, Factory.forProtocol(C.HandshakeWaiter))
-    await proto.ready
-    start = reactor.seconds()
-    answered = proto.answered
-    proto.transport.write(b"S" + struct.pack(">Q", total))
-    C.Pusher(proto.transport, total).start()
-    await answered
-    elapsed = reactor.seconds() - start
-    proto.transport.loseConnection()
-    await proto.lost
-    return elapsed
+    return await C.timedPush(reactor, proto, total)
 
 
 async def main(reactor: Any, args: Any) -> None:
@@ -65,7 +42,7 @@ async def main(reactor: Any, args: Any) -> None:
         for i in range(runs):
             for name, out, run in (
                 ("appn", appn, lambda: appnRun(reactor, node, cp.peerNodeID, total)),
-                ("tls", tls, lambda: tlsRun(reactor, ctx, ready["tls"], total)),
+                ("tls", tls, lambda: C.tlsBulkRun(reactor, ctx, ready["tls"], total)),
             ):
                 s0, r0 = C.cpuSeconds(), C.cpuSeconds(pid)
                 t = await run()

@@ -13,7 +13,6 @@ carrying the same total (same context, writes and producer), runs alternating.
 from __future__ import annotations
 
 import os
-import struct
 import sys
 from typing import Any
 
@@ -21,7 +20,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
 from twisted.internet.defer import gatherResults  # noqa: E402
-from twisted.internet.protocol import Factory  # noqa: E402
 
 SESSIONS = 100
 
@@ -48,20 +46,6 @@ async def appnRun(reactor: Any, node: Any, peerID: str, each: int) -> tuple[list
     return rates, aggregate
 
 
-async def tlsRun(reactor: Any, ctx: Any, port: int, total: int) -> float:
-    proto = await C.connectTLS(reactor, ctx, port, Factory.forProtocol(C.HandshakeWaiter))
-    await proto.ready
-    start = reactor.seconds()
-    answered = proto.answered
-    proto.transport.write(b"S" + struct.pack(">Q", total))
-    C.Pusher(proto.transport, total).start()
-    await answered
-    elapsed = reactor.seconds() - start
-    proto.transport.loseConnection()
-    await proto.lost
-    return total / elapsed / 1e9
-
-
 async def main(reactor: Any, args: Any) -> None:
     each = C.pick(args, 8 * C.MIB, 2 * C.MIB, 256 * 1024)
     runs = args.runs or C.pick(args, 5, 3, 1)
@@ -78,7 +62,8 @@ async def main(reactor: Any, args: Any) -> None:
             maxs.append(max(rates))
             fair.append(min(rates) / max(rates))
             agg.append(aggregate)
-            tls.append(await tlsRun(reactor, ctx, ready["tls"], each * SESSIONS))
+            total = each * SESSIONS
+            tls.append(total / await C.tlsBulkRun(reactor, ctx, ready["tls"], total) / 1e9)
             C.log(
                 f"run {i + 1}/{runs}: per-session MB/s min {mins[-1]:.1f} "
                 f"median {meds[-1]:.1f} max {maxs[-1]:.1f}, min/max {fair[-1]:.3f}, "

@@ -113,15 +113,7 @@ async def run(reactor: Any, node: Any, kind: str, route: list[str], total: int) 
         d = node.openSession(route[-1], "sink", C.SessionClient, {"n": total})
     else:
         d = node.routedSessions.open(route[-1], "sink", C.SessionClient, {"n": total}, route=route)
-    proto = await d
-    start = reactor.seconds()
-    answered = proto.answered
-    C.Pusher(proto.transport, total).start()
-    await answered
-    elapsed = reactor.seconds() - start
-    proto.transport.loseConnection()
-    await proto.lost
-    return elapsed
+    return await C.timedPush(reactor, await d, total)
 
 
 async def main(reactor: Any, args: argparse.Namespace) -> None:
