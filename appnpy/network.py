@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from appnpy.directory import installDirectory
+from appnpy.net.directory import installDirectory
 from appnpy.node import Node
-from appnpy.relay import installRelay
-from appnpy.routed import installRoutedSessions
-from appnpy.routing import parseCOS
-from appnpy.topology import installTopology
+from appnpy.net.relay import installRelay
+from appnpy.session.routed import installRoutedSessions
+from appnpy.net.routing import parseCOS
+from appnpy.net.topology import installTopology
 
 
 def installNetworkServices(

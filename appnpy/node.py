@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN
-from appnpy.control import ControlPoint, LinkProtocol
+from appnpy.cp.controlpoint import ControlPoint, LinkProtocol
 from appnpy.errors import (
     ConfigurationError,
     NoRoute,
@@ -29,12 +29,12 @@ from appnpy.errors import (
     SessionClosed,
     SessionRefused,
 )
-from appnpy.identity import Identity, defaultCPName, isNodeID, validateCPName
+from appnpy.link.identity import Identity, defaultCPName, isNodeID, validateCPName
 from appnpy.interfaces import INode, ISessionPlugin
-from appnpy.link import LinkAddress, LinkContextFactory, TrustPolicy, parseAddress
-from appnpy.plugins import checkPlugin
-from appnpy.session import Session
-from appnpy.yamux import MuxConfig
+from appnpy.link.tls import LinkAddress, LinkContextFactory, TrustPolicy, parseAddress
+from appnpy.session.plugins import checkPlugin
+from appnpy.session.adjacent import Session
+from appnpy.link.yamux import MuxConfig
 
 ROLES = ("network", "end")
 #: How long a graceful stop waits for sessions to close before dropping links.
@@ -117,8 +117,8 @@ class Node(MultiService):
         self.directory: Any = None
         self.relay: Any = None
         self.routedSessions: Any = None
-        # Every node answers the interop probe (appnpy.probe imports this module).
-        from appnpy.probe import installProbeResponder
+        # Every node answers the interop probe (appnpy.ops.probe imports this module).
+        from appnpy.ops.probe import installProbeResponder
 
         installProbeResponder(self)
 

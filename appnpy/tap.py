@@ -15,21 +15,21 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.logger import Logger
 from twisted.python import usage
 
-from appnpy.config import (
+from appnpy.ops.config import (
     DEFAULT_API,
     DEFAULT_MAX_PEERS,
     NodeConfig,
     resolveConfig,
 )
 from appnpy.errors import APPNError, ConfigurationError
-from appnpy.identity import loadOrCreateIdentity
-from appnpy.link import loadTrustPolicy
-from appnpy.lockfile import DataDirectoryLock, lockDataDirectory
+from appnpy.link.identity import loadOrCreateIdentity
+from appnpy.link.tls import loadTrustPolicy
+from appnpy.ops.lockfile import DataDirectoryLock, lockDataDirectory
 from appnpy.network import installNetworkServices
 from appnpy.node import Node
-from appnpy.peers import AdmissionControl, PeerManager
-from appnpy.plugins import availablePlugins, loadPlugin
-from appnpy.yamux import MuxConfig
+from appnpy.net.peers import AdmissionControl, PeerManager
+from appnpy.session.plugins import availablePlugins, loadPlugin
+from appnpy.link.yamux import MuxConfig
 
 log = Logger(namespace="appnpy.tap")
 
@@ -216,9 +216,9 @@ def buildService(config: NodeConfig, reactor: Any) -> MultiService:
 
 def _managementService(node: Node, config: NodeConfig) -> IService | None:
     try:
-        from appnpy.management import ManagementService
+        from appnpy.ops.management import ManagementService
     except ImportError:
-        log.info("no management API in this installation (appnpy.management is missing)")
+        log.info("no management API in this installation (appnpy.ops.management is missing)")
         return None
     assert config.api is not None  # the only caller checks it
     service: IService = ManagementService(node, config.api, config.dataDir, config.asDict())

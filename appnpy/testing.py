@@ -25,12 +25,12 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
-from appnpy.control import ControlPoint
-from appnpy.identity import Identity, generateIdentity
+from appnpy.cp.controlpoint import ControlPoint
+from appnpy.link.identity import Identity, generateIdentity
 from appnpy.interfaces import ISessionPlugin
-from appnpy.link import LinkAddress
+from appnpy.link.tls import LinkAddress
 from appnpy.node import Node
-from appnpy.yamux import MuxConfig
+from appnpy.link.yamux import MuxConfig
 
 __all__ = ["MemoryNetwork", "MemoryLink", "resultOf"]
 

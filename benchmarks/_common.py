@@ -30,10 +30,10 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from appnpy.api import ISessionInfo, ISessionPlugin
-from appnpy.identity import generateIdentity
-from appnpy.link import LinkContextFactory, TrustPolicy
+from appnpy.link.identity import generateIdentity
+from appnpy.link.tls import LinkContextFactory, TrustPolicy
 from appnpy.node import Node
-from appnpy.yamux import MuxConfig
+from appnpy.link.yamux import MuxConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "_peer.py")

@@ -66,9 +66,9 @@ _TWIST_INLINE = (
 )
 _IMPORT_ONLY = (
     "import twisted.application.twist._twist, appnpy.tap, appnpy.node, "
-    "appnpy.management, appnpy.plugins, time, sys; sys.stdout.write(repr(time.time()))"
+    "appnpy.ops.management, appnpy.session.plugins, time, sys; sys.stdout.write(repr(time.time()))"
 )
-#: Longer than the link handshake timeout (appnpy.link.DEFAULT_HANDSHAKE_TIMEOUT).
+#: Longer than the link handshake timeout (appnpy.link.tls.DEFAULT_HANDSHAKE_TIMEOUT).
 DIAL_GRACE = 15.0
 STOP_GRACE = 15.0
 CPU_SAMPLE = 0.25

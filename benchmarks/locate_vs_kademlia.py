@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from twisted.internet.defer import Deferred  # noqa: E402
 from twisted.logger import globalLogBeginner  # noqa: E402
 
-from appnpy.directory import installDirectory  # noqa: E402
+from appnpy.net.directory import installDirectory  # noqa: E402
 from appnpy.testing import MemoryNetwork, resultOf  # noqa: E402
 
 

@@ -30,15 +30,15 @@ from twisted.internet.defer import Deferred  # noqa: E402
 from twisted.internet.stdio import StandardIO  # noqa: E402
 from twisted.protocols.basic import LineReceiver  # noqa: E402
 
-from appnpy.relay import installRelay  # noqa: E402
-from appnpy.routed import installRoutedSessions  # noqa: E402
+from appnpy.net.relay import installRelay  # noqa: E402
+from appnpy.session.routed import installRoutedSessions  # noqa: E402
 
 HERE = os.path.abspath(__file__)
 
 if os.environ.get("APPN_BENCH_HIGH_WATER"):
     # Experiment knob (every process): how much a relay buffers per
     # direction of a spliced session before it pauses the other side.
-    import appnpy.relay as _relay
+    import appnpy.net.relay as _relay
 
     _relay.RELAY_SEND_HIGH_WATER = int(os.environ["APPN_BENCH_HIGH_WATER"])
 

@@ -7,7 +7,7 @@ the initial flood settle, then cuts one link (and later restores it) and
 counts what the flooding costs until every database has the same digest.
 
 Links are TLS-free and in memory, at the topology-message level: each node is
-a real L{appnpy.topology.TopologyDatabase} with a real Ed25519 key, every
+a real L{appnpy.net.topology.TopologyDatabase} with a real Ed25519 key, every
 control message is CBOR-encoded and strictly decoded as on the wire, and
 delivered after a simulated one-way latency on one Clock.  TLS and yamux are
 left out because 1,000 full TLS nodes in one process spend their time in
@@ -48,9 +48,9 @@ from twisted.application.service import MultiService
 
 sys.path.insert(0, ".")
 
-from appnpy.identity import nodeIDFromSPKI  # noqa: E402
-from appnpy.messages import decodeBody, encodeMessage  # noqa: E402
-from appnpy.topology import NODE, TopologyRecord, installTopology  # noqa: E402
+from appnpy.link.identity import nodeIDFromSPKI  # noqa: E402
+from appnpy.cp.messages import decodeBody, encodeMessage  # noqa: E402
+from appnpy.net.topology import NODE, TopologyRecord, installTopology  # noqa: E402
 
 LATENCY = 0.005  # one-way, seconds
 #: Sizes above this are seeded by default (see the module docstring).

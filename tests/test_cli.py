@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
-from appnpy.cli import buildParser, main
+from appnpy.ops.cli import buildParser, main
 from tests.test_management import makeNode, nodeAddress, startLab, startManaged, until
 
 
@@ -92,7 +92,7 @@ class NoNodeTests(unittest.TestCase):
         """
         The default data directory follows XDG_DATA_HOME.
         """
-        from appnpy.cli import _ownDefaultDataDir
+        from appnpy.ops.cli import _ownDefaultDataDir
 
         self.patch(os, "environ", {"XDG_DATA_HOME": "/x/data", "HOME": "/home/u"})
         self.assertEqual(_ownDefaultDataDir(), "/x/data/appnpy")
@@ -103,7 +103,7 @@ class CATests(unittest.TestCase):
         """
         ca create makes a CA; ca sign issues the node's certificate with it.
         """
-        from appnpy.identity import loadOrCreateIdentity
+        from appnpy.link.identity import loadOrCreateIdentity
 
         ca, nodeDir = self.mktemp(), self.mktemp()
         out, err = io.StringIO(), io.StringIO()
@@ -226,14 +226,14 @@ class LiveTests(unittest.TestCase):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.getcwd() + os.pathsep + env.get("PYTHONPATH", "")
         out, err, code = await getProcessOutputAndValue(
-            sys.executable, ["-m", "appnpy.cli", "probe", address], env=env, reactor=reactor
+            sys.executable, ["-m", "appnpy.ops.cli", "probe", address], env=env, reactor=reactor
         )
         self.assertEqual(code, 0, err)
         self.assertIn(b"PASS  echo-inbound", out)
         self.assertIn(b"all steps passed", out)
         out, err, code = await getProcessOutputAndValue(
             sys.executable,
-            ["-m", "appnpy.cli", "probe", "--json", "127.0.0.1:1", "--timeout", "3"],
+            ["-m", "appnpy.ops.cli", "probe", "--json", "127.0.0.1:1", "--timeout", "3"],
             env=env,
             reactor=reactor,
         )
@@ -242,7 +242,7 @@ class LiveTests(unittest.TestCase):
 
     def test_probeSubprocess(self) -> Deferred[None]:
         """
-        `python -m appnpy.cli probe` passes against a node and exits 1 when
+        `python -m appnpy.ops.cli probe` passes against a node and exits 1 when
         there is none.
         """
         return Deferred.fromCoroutine(self._probe())

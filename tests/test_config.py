@@ -1,5 +1,5 @@
 """
-Tests for L{appnpy.config}: defaults, the TOML file, command-line overrides
+Tests for L{appnpy.ops.config}: defaults, the TOML file, command-line overrides
 and validation errors that name the key and the file.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from appnpy.config import (
+from appnpy.ops.config import (
     DEFAULT_API,
     DEFAULT_LISTEN,
     DEFAULT_MAX_PEERS,

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from appnpy.directory import (
+from appnpy.net.directory import (
     InvalidRecord,
     LocateReply,
     LocateRequest,
@@ -26,7 +26,7 @@ from appnpy.directory import (
     newSearchID,
 )
 from appnpy.errors import NoRoute, ResourceNotFound
-from appnpy.messages import MessageReader, encodeMessage
+from appnpy.cp.messages import MessageReader, encodeMessage
 from appnpy.node import Node
 from appnpy.testing import MemoryNetwork, resultOf
 
@@ -150,7 +150,7 @@ class RecordTests(TestCase):
         A record verifies; a changed field, a swapped owner or a
         non-canonical encoding does not.
         """
-        from appnpy.identity import generateIdentity
+        from appnpy.link.identity import generateIdentity
 
         alice, bob = generateIdentity(), generateIdentity()
         record = ResourceRecord.create(alice, "chat:lobby", 1, 300)

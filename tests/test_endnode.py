@@ -10,7 +10,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from appnpy.directory import (
+from appnpy.net.directory import (
     LocateRequest,
     RegisterResources,
     ResourceRecord,

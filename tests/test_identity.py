@@ -1,5 +1,5 @@
 """
-Tests for L{appnpy.identity}: node IDs, the key and certificate files, CP
+Tests for L{appnpy.link.identity}: node IDs, the key and certificate files, CP
 names, signatures and the network CA.
 """
 
@@ -26,7 +26,7 @@ from appnpy.errors import (
     KeyPermissionsError,
     MissingKeyError,
 )
-from appnpy.identity import (
+from appnpy.link.identity import (
     Identity,
     createNetworkCA,
     defaultCPName,

@@ -1,5 +1,5 @@
 """
-Tests for L{appnpy.link}: mutually authenticated TLS 1.3 links over real
+Tests for L{appnpy.link.tls}: mutually authenticated TLS 1.3 links over real
 loopback sockets, and link addresses.
 """
 
@@ -33,14 +33,14 @@ from appnpy.errors import (
     IdentityError,
     PeerAuthenticationError,
 )
-from appnpy.identity import (
+from appnpy.link.identity import (
     Identity,
     createNetworkCA,
     loadOrCreateIdentity,
     nodeIDFromPublicKey,
     signNodeCertificate,
 )
-from appnpy.link import (
+from appnpy.link.tls import (
     AuthenticatedProtocol,
     LinkAddress,
     LinkContextFactory,
@@ -244,7 +244,7 @@ class LinkTests(TestCase):
         """
         The link refusal lines logged so far.
         """
-        return [e for e in self.events if e.get("log_namespace") == "appnpy.link"]
+        return [e for e in self.events if e.get("log_namespace") == "appnpy.link.tls"]
 
     def assertNoErrorsLogged(self) -> None:
         errors = [e for e in self.events if "log_failure" in e]
@@ -761,7 +761,7 @@ class AuthenticatedProtocolUnitTests(TestCase):
         self.peer = makeIdentity()
 
     def lines(self) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("log_namespace") == "appnpy.link"]
+        return [e for e in self.events if e.get("log_namespace") == "appnpy.link.tls"]
 
     def connect(
         self, expectedNodeID: str | None = None

@@ -18,8 +18,8 @@ from twisted.trial import unittest
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
-from appnpy.identity import generateIdentity
-from appnpy.management import ManagementService, renderStatusPage
+from appnpy.link.identity import generateIdentity
+from appnpy.ops.management import ManagementService, renderStatusPage
 from appnpy.node import Node
 
 TIMEOUT = 20.0
@@ -51,10 +51,10 @@ def installServices(node: Node) -> None:
     without damping, so a test waits for convergence only as long as the
     links take.
     """
-    from appnpy.directory import installDirectory
-    from appnpy.relay import installRelay
-    from appnpy.routed import installRoutedSessions
-    from appnpy.topology import installTopology
+    from appnpy.net.directory import installDirectory
+    from appnpy.net.relay import installRelay
+    from appnpy.session.routed import installRoutedSessions
+    from appnpy.net.topology import installTopology
 
     if node.role == "network":
         installTopology(node, damping=0.0)
@@ -360,7 +360,7 @@ class APITests(unittest.TestCase):
         self.assertGreater(echo["rtt_ms_median"], 0)
 
         # A session in progress is listed.
-        from appnpy.probe import EchoClient
+        from appnpy.ops.probe import EchoClient
 
         client = await other.openSession(node.nodeID, "echo", lambda info: EchoClient(reactor))
         code, sessions, _ = await http(service, b"GET", "/api/v1/sessions")
@@ -633,7 +633,7 @@ class StatusPageTopologyTests(unittest.SynchronousTestCase):
         On a network node the status page draws the topology: one circle per
         network node, one line per routable link, and the digest.
         """
-        from appnpy.management import renderStatusPage
+        from appnpy.ops.management import renderStatusPage
         from appnpy.testing import MemoryNetwork
 
         net = MemoryNetwork(services=True)
@@ -652,7 +652,7 @@ class StatusPageTopologyTests(unittest.SynchronousTestCase):
         """
         A node without a topology database shows no topology section.
         """
-        from appnpy.management import renderStatusPage
+        from appnpy.ops.management import renderStatusPage
         from appnpy.testing import MemoryNetwork
 
         a = MemoryNetwork().addNode("LAB.A")

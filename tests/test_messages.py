@@ -1,5 +1,5 @@
 """
-Tests for L{appnpy.messages}: framing, deterministic CBOR, strict decoding.
+Tests for L{appnpy.cp.messages}: framing, deterministic CBOR, strict decoding.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.errors import ProtocolError
-from appnpy.messages import (
+from appnpy.cp.messages import (
     MAX_MESSAGE_SIZE,
     Hello,
     LinkRefused,
@@ -290,7 +290,7 @@ class HelloForwardCompatibility(SynchronousTestCase):
         A Hello from a newer peer, with a field this version does not know,
         still verifies: the signature covers the map as received.
         """
-        from appnpy.identity import generateIdentity, verifySignature
+        from appnpy.link.identity import generateIdentity, verifySignature
 
         ident = generateIdentity()
         body = {

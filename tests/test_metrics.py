@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 
-from appnpy.metrics import NodeMetrics, handshakeFailureReason
+from appnpy.ops.metrics import NodeMetrics, handshakeFailureReason
 from appnpy.testing import MemoryNetwork, resultOf
 
 
@@ -93,7 +93,7 @@ class MetricsTests(unittest.TestCase):
         A link refused before authentication is counted by reason at the
         node that refused or lost it, and at no other node in the process.
         """
-        from appnpy.identity import generateIdentity
+        from appnpy.link.identity import generateIdentity
 
         bystander = self.net.addNode("LAB.C")
         cm = NodeMetrics(bystander)

@@ -1,5 +1,5 @@
 """
-Tests for L{appnpy.peers}: signed address records, peer exchange, keeping
+Tests for L{appnpy.net.peers}: signed address records, peer exchange, keeping
 max-peers links, backoff, shedding, persistence and admission control, on
 the in-memory network harness driven by one Clock.
 """
@@ -23,11 +23,11 @@ from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import TestCase
 
 from appnpy.errors import Reason
-from appnpy.identity import generateIdentity
-from appnpy.link import LinkAddress
-from appnpy.messages import decodeBody, encodeMessage
+from appnpy.link.identity import generateIdentity
+from appnpy.link.tls import LinkAddress
+from appnpy.cp.messages import decodeBody, encodeMessage
 from appnpy.node import Node
-from appnpy.peers import (
+from appnpy.net.peers import (
     MAX_RECORD_SIZE,
     PEERS_FILE,
     AddressRecord,

@@ -14,7 +14,7 @@ from twisted.plugin import IPlugin, getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from appnpy import plugins
+from appnpy.session import plugins
 from appnpy.errors import PluginError
 from appnpy.interfaces import ISessionPlugin
 

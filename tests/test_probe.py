@@ -13,7 +13,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
-from appnpy.probe import ProbeRequest, installProbeResponder, probe
+from appnpy.ops.probe import ProbeRequest, installProbeResponder, probe
 from appnpy.testing import MemoryNetwork
 from tests.test_management import makeNode, nodeAddress
 

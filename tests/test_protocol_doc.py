@@ -27,10 +27,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.trial.unittest import SynchronousTestCase
 
 import appnpy
-from appnpy import control, messages, yamux
+from appnpy.cp import controlpoint as control
+from appnpy.cp import messages
+from appnpy.link import yamux
 from appnpy.errors import Reason
-from appnpy.identity import _spki, nodeIDFromSPKI, verifySignature
-from appnpy.messages import (
+from appnpy.link.identity import _spki, nodeIDFromSPKI, verifySignature
+from appnpy.cp.messages import (
     Hello,
     LinkRefused,
     Message,
@@ -72,7 +74,7 @@ SEQ = 1764460800000
 @attrs.frozen
 class _FixedIdentity:
     """
-    The part of L{appnpy.identity.Identity} the record encoders use, for a
+    The part of L{appnpy.link.identity.Identity} the record encoders use, for a
     fixed RFC 8032 key.
     """
 
@@ -97,13 +99,13 @@ def _importServices() -> None:
     """
     Import every module that registers control messages.
     """
-    import appnpy.directory
+    import appnpy.net.directory
     import appnpy.network
-    import appnpy.peers
-    import appnpy.probe
-    import appnpy.relay
-    import appnpy.routed
-    import appnpy.topology  # noqa: F401
+    import appnpy.net.peers
+    import appnpy.ops.probe
+    import appnpy.net.relay
+    import appnpy.session.routed
+    import appnpy.net.topology  # noqa: F401
 
 
 _importServices()
@@ -124,7 +126,7 @@ def _exampleHello() -> Hello:
 
 
 def _probeRequest() -> Message:
-    from appnpy.probe import ProbeRequest
+    from appnpy.ops.probe import ProbeRequest
 
     return ProbeRequest(nonce="0123456789abcdef")
 
@@ -133,13 +135,13 @@ def _probeRequest() -> Message:
 
 
 def _addressRecord() -> Any:
-    from appnpy.peers import AddressRecord
+    from appnpy.net.peers import AddressRecord
 
     return AddressRecord.create(ID_A, [f"appn://{NODE_A}@192.0.2.1:7700"], SEQ)  # type: ignore[arg-type]
 
 
 def _topologyNodeRecord() -> Any:
-    from appnpy.topology import NODE, TopologyRecord
+    from appnpy.net.topology import NODE, TopologyRecord
 
     body = {
         "name": "LAB.ALPHA",
@@ -154,14 +156,14 @@ def _topologyNodeRecord() -> Any:
 
 
 def _topologyLinkRecord() -> Any:
-    from appnpy.topology import LINK, TopologyRecord
+    from appnpy.net.topology import LINK, TopologyRecord
 
     body = {"rtt_ms": 12, "throughput": 1000000, "cost": 0, "security": 128, "up": True}
     return TopologyRecord.create(ID_A, LINK, NODE_B, 1004, body)  # type: ignore[arg-type]
 
 
 def _resourceRecord() -> Any:
-    from appnpy.directory import ResourceRecord
+    from appnpy.net.directory import ResourceRecord
 
     return ResourceRecord.create(ID_C, "files:music", SEQ, 300)
 
@@ -182,7 +184,7 @@ def _recordBytes(record: Any) -> bytes:
 def _recordSignedBytes(name: str) -> bytes:
     record = RECORD_EXAMPLES[name]()
     if name == "peer address record":
-        from appnpy.peers import _signedBytes
+        from appnpy.net.peers import _signedBytes
 
         return _signedBytes(record.node_id, record.public_key, list(record.addresses), record.seq)
     if name.startswith("topology"):
@@ -197,29 +199,29 @@ def _decodeRecord(name: str, raw: bytes) -> Any:
     Decode an example record with the code's decoder, signature checked.
     """
     if name == "peer address record":
-        from appnpy.peers import AddressRecord
+        from appnpy.net.peers import AddressRecord
 
         return AddressRecord.fromBytes(raw)
     if name.startswith("topology"):
-        from appnpy.topology import TopologyRecord
+        from appnpy.net.topology import TopologyRecord
 
         record = TopologyRecord.decode(raw)
         if not record.verify({NODE_A: SPKI_A, NODE_B: SPKI_B}[record.owner]):
             raise AssertionError(f"{name}: signature does not verify")
         return record
-    from appnpy.directory import ResourceRecord
+    from appnpy.net.directory import ResourceRecord
 
     return ResourceRecord.fromBlob(raw)
 
 
 def _peerAddresses() -> Message:
-    from appnpy.peers import PeerAddresses
+    from appnpy.net.peers import PeerAddresses
 
     return PeerAddresses(records=[_addressRecord().raw])
 
 
 def _topologyUpdate() -> Message:
-    from appnpy.topology import TopologyUpdate
+    from appnpy.net.topology import TopologyUpdate
 
     return TopologyUpdate(
         epoch="0123456789abcdef",
@@ -230,19 +232,19 @@ def _topologyUpdate() -> Message:
 
 
 def _topologySync() -> Message:
-    from appnpy.topology import TopologySync
+    from appnpy.net.topology import TopologySync
 
     return TopologySync(epoch="fedcba9876543210", frsn=41)
 
 
 def _registerResources() -> Message:
-    from appnpy.directory import RegisterResources
+    from appnpy.net.directory import RegisterResources
 
     return RegisterResources(records=[_resourceRecord().toBlob()])
 
 
 def _locateRequest() -> Message:
-    from appnpy.directory import LocateRequest
+    from appnpy.net.directory import LocateRequest
 
     return LocateRequest(
         search_id=SEARCH, origin=NODE_A, name="files:music", hops_left=16, cos="interactive"
@@ -250,13 +252,13 @@ def _locateRequest() -> Message:
 
 
 def _locateReply() -> Message:
-    from appnpy.directory import LocateReply
+    from appnpy.net.directory import LocateReply
 
     return LocateReply(search_id=SEARCH, records=[_resourceRecord().toBlob()], final=True)
 
 
 def _searchRequest() -> Message:
-    from appnpy.directory import SearchRequest
+    from appnpy.net.directory import SearchRequest
 
     return SearchRequest(
         search_id=SEARCH, origin=NODE_A, kind="files", keywords=["jazz"], hops_left=16
@@ -264,7 +266,7 @@ def _searchRequest() -> Message:
 
 
 def _searchReply() -> Message:
-    from appnpy.directory import SearchReply
+    from appnpy.net.directory import SearchReply
 
     return SearchReply(
         search_id=SEARCH,
@@ -274,13 +276,13 @@ def _searchReply() -> Message:
 
 
 def _routeRequest() -> Message:
-    from appnpy.directory import RouteRequest
+    from appnpy.net.directory import RouteRequest
 
     return RouteRequest(request_id=REQUEST, destination=NODE_A, cos="batch")
 
 
 def _routeReply() -> Message:
-    from appnpy.directory import RouteReply
+    from appnpy.net.directory import RouteReply
 
     return RouteReply(request_id=REQUEST, route=[NODE_C, NODE_B, NODE_A])
 
@@ -304,7 +306,7 @@ def _topologyDigest() -> str:
     """
     from twisted.internet.task import Clock
 
-    from appnpy.topology import TopologyDatabase
+    from appnpy.net.topology import TopologyDatabase
 
     class _Node:
         reactor = Clock()
@@ -400,13 +402,25 @@ CONSTANTS: dict[str, Callable[[], object]] = {
     "control.FIRST_MESSAGE_TIMEOUT": lambda: control.FIRST_MESSAGE_TIMEOUT,
     "control.CLOSE_TIMEOUT": lambda: control.CLOSE_TIMEOUT,
     "link.DEFAULT_HANDSHAKE_TIMEOUT": lambda: (
-        __import__("appnpy.link", fromlist=["x"]).DEFAULT_HANDSHAKE_TIMEOUT
+        __import__("appnpy.link.tls", fromlist=["x"]).DEFAULT_HANDSHAKE_TIMEOUT
     ),
 }
 
 
+#: Where each short module name of the constants blocks lives.
+_MODULES = {
+    "peers": "appnpy.net.peers",
+    "probe": "appnpy.ops.probe",
+    "topology": "appnpy.net.topology",
+    "routing": "appnpy.net.routing",
+    "directory": "appnpy.net.directory",
+    "relay": "appnpy.net.relay",
+    "routed": "appnpy.session.routed",
+}
+
+
 def _mod(name: str) -> Any:
-    return __import__(f"appnpy.{name}", fromlist=["x"])
+    return __import__(_MODULES[name], fromlist=["x"])
 
 
 #: The second constants block (C{<!-- constants: services -->}): the limits
@@ -678,10 +692,10 @@ class ExampleBlockTests(SynchronousTestCase):
     def test_routeSelection(self) -> None:
         """
         The worked route-selection example: the route and weights the doc
-        gives are what L{appnpy.routing.leastWeightRoute} and the built-in
+        gives are what L{appnpy.net.routing.leastWeightRoute} and the built-in
         classes of service compute for the topology it describes.
         """
-        from appnpy.routing import (
+        from appnpy.net.routing import (
             BUILTIN_COS,
             LinkCharacteristics,
             NodeCharacteristics,
@@ -847,7 +861,7 @@ class CapabilityTests(SynchronousTestCase):
         return {
             name: cls
             for name, cls in messages.MESSAGE_TYPES.items()
-            if cls.__module__ != "appnpy.messages"
+            if cls.__module__ != "appnpy.cp.messages"
             and not cls.__module__.startswith(TEST_ONLY_MODULE_PREFIX)
         }
 

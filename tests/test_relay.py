@@ -11,8 +11,8 @@ from typing import Any
 from twisted.python.failure import Failure
 
 from appnpy.api import SessionRefused
-from appnpy.messages import Message, SessionOpen, encodeMessage
-from appnpy.session import _BindReader, newSessionID
+from appnpy.cp.messages import Message, SessionOpen, encodeMessage
+from appnpy.session.adjacent import _BindReader, newSessionID
 from appnpy.testing import resultOf
 from tests.test_routed import Recorder, RecordingPlugin, RoutedHarness
 

@@ -33,13 +33,13 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN
-from appnpy.control import LinkProtocol, LinkState
-from appnpy.identity import Identity, defaultCPName, generateIdentity
-from appnpy.link import LinkContextFactory, TrustPolicy
-from appnpy.messages import Hello, encodeMessage
+from appnpy.cp.controlpoint import LinkProtocol, LinkState
+from appnpy.link.identity import Identity, defaultCPName, generateIdentity
+from appnpy.link.tls import LinkContextFactory, TrustPolicy
+from appnpy.cp.messages import Hello, encodeMessage
 from appnpy.node import Node, _LinkFactory
-from appnpy.peers import AdmissionControl
-from appnpy.yamux import (
+from appnpy.net.peers import AdmissionControl
+from appnpy.link.yamux import (
     FLAG_SYN,
     GOAWAY_PROTOCOL_ERROR,
     TYPE_DATA,

@@ -18,10 +18,10 @@ from zope.interface.verify import verifyObject
 
 from appnpy.api import ISession, SessionClosed, SessionRefused
 from appnpy.node import Node
-from appnpy.relay import RELAY_SEND_HIGH_WATER, installRelay
-from appnpy.routed import RoutedSession, installRoutedSessions
+from appnpy.net.relay import RELAY_SEND_HIGH_WATER, installRelay
+from appnpy.session.routed import RoutedSession, installRoutedSessions
 from appnpy.testing import MemoryNetwork, resultOf
-from appnpy.yamux import MuxConfig
+from appnpy.link.yamux import MuxConfig
 from tests.test_sessions import Recorder, RecordingPlugin
 
 

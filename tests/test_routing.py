@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.errors import ConfigurationError, NoRoute
-from appnpy.routing import (
+from appnpy.net.routing import (
     BUILTIN_COS,
     SECURE_FLOOR,
     ClassOfService,

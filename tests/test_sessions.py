@@ -18,9 +18,9 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from appnpy.api import ISession, ISessionInfo, ISessionPlugin, SessionClosed, SessionRefused
-from appnpy.control import LinkState, negotiateLimits
+from appnpy.cp.controlpoint import LinkState, negotiateLimits
 from appnpy.errors import NoSuchNode
-from appnpy.messages import LinkRefused, Message, SessionAccept, message, text
+from appnpy.cp.messages import LinkRefused, Message, SessionAccept, message, text
 from appnpy.testing import MemoryNetwork, resultOf
 
 

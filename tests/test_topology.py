@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from twisted.trial.unittest import SynchronousTestCase
 
-from appnpy.control import LinkState
+from appnpy.cp.controlpoint import LinkState
 from appnpy.errors import NoRoute
-from appnpy.identity import nodeIDFromSPKI
+from appnpy.link.identity import nodeIDFromSPKI
 from appnpy.node import Node
 from appnpy.testing import MemoryLink, MemoryNetwork
-from appnpy.topology import (
+from appnpy.net.topology import (
     MAX_LINKS_PER_ORIGIN,
     MAX_RECORD_BYTES,
     TopologyDatabase,
@@ -29,7 +29,7 @@ from appnpy.topology import (
     TopologyUpdate,
     installTopology,
 )
-from appnpy.yamux import MuxConfig
+from appnpy.link.yamux import MuxConfig
 
 DAMPING = 1.0
 
@@ -627,7 +627,7 @@ class ServiceTests(SynchronousTestCase):
 
 
 def _raw(kind: str, owner: str, subject: str, rsn: int, body: dict[str, Any], sig: bytes) -> bytes:
-    from appnpy.messages import encodeBody
+    from appnpy.cp.messages import encodeBody
 
     return encodeBody(
         {"kind": kind, "owner": owner, "subject": subject, "rsn": rsn, "body": body, "sig": sig}

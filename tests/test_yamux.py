@@ -1,5 +1,5 @@
 """
-Tests for L{appnpy.yamux}: the codec, the parser, flow control, fairness,
+Tests for L{appnpy.link.yamux}: the codec, the parser, flow control, fairness,
 limits, keepalive and GoAway, mostly with two multiplexers joined in memory.
 """
 
@@ -27,7 +27,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from appnpy.errors import GoAwayReceived, LinkError, ProtocolError, StreamLimitExceeded
-from appnpy.yamux import (
+from appnpy.link.yamux import (
     FLAG_ACK,
     FLAG_FIN,
     FLAG_RST,

@@ -25,7 +25,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from appnpy.config import NODE_KEYS
+from appnpy.ops.config import NODE_KEYS
 from tests.interop.harness import Event, NodeHarness, NodeProcess, exitedCleanly
 from tests.test_robustness import clientHello
 

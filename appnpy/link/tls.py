@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from appnpy.errors import AddressError, ConfigurationError, IdentityError, PeerAuthenticationError
-from appnpy.identity import (
+from appnpy.link.identity import (
     NETWORK_CA_FILE,
     Identity,
     _isSelfSigned,
@@ -59,7 +59,7 @@ NETWORK = "network"
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
 # One namespace for every link refusal line, whatever the protocol subclass.
-_log = Logger(namespace="appnpy.link")
+_log = Logger(namespace="appnpy.link.tls")
 
 # X.509 verification results we name in log lines (OpenSSL's X509_V_ERR_*).
 _X509_ERRORS = {

@@ -68,10 +68,10 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from appnpy.control import ControlPoint
+from appnpy.cp.controlpoint import ControlPoint
 from appnpy.errors import NoRoute, ProtocolError, Reason, ResourceNotFound
-from appnpy.identity import nodeIDFromSPKI, verifySignature
-from appnpy.messages import (
+from appnpy.link.identity import nodeIDFromSPKI, verifySignature
+from appnpy.cp.messages import (
     MAX_ROUTE_NODES,
     Message,
     blob,

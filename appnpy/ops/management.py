@@ -33,10 +33,10 @@ from twisted.web import resource, server
 
 import appnpy
 from appnpy.errors import APPNError, NoRoute, NoSuchNode, ResourceNotFound, SessionError
-from appnpy.identity import _writeAtomically
-from appnpy.link import parseAddress
-from appnpy.metrics import CONTENT_TYPE, NodeMetrics
-from appnpy.probe import EchoClient
+from appnpy.link.identity import _writeAtomically
+from appnpy.link.tls import parseAddress
+from appnpy.ops.metrics import CONTENT_TYPE, NodeMetrics
+from appnpy.ops.probe import EchoClient
 
 API_PREFIX = b"/api/v1/"
 TOKEN_FILE = "api-token"
@@ -153,7 +153,7 @@ class ManagementResource(resource.Resource):
     """
 
     isLeaf = True
-    log = Logger(namespace="appnpy.management")
+    log = Logger(namespace="appnpy.ops.management")
 
     def __init__(self, service: ManagementService) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # unannotated Twisted method
@@ -367,7 +367,7 @@ class ManagementResource(resource.Resource):
         }
 
     async def getLocate(self, request: Any) -> Any:
-        from appnpy.directory import validResourceName
+        from appnpy.net.directory import validResourceName
 
         name = self.query(request, "name")
         assert name is not None
@@ -733,7 +733,7 @@ class ManagementService(Service):
     C{dataDir} (C{api.json}, C{api-token}).
     """
 
-    log = Logger(namespace="appnpy.management")
+    log = Logger(namespace="appnpy.ops.management")
 
     def __init__(
         self,

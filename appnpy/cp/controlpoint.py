@@ -32,9 +32,9 @@ from appnpy.errors import (
     SessionRefused,
     StreamLimitExceeded,
 )
-from appnpy.identity import nodeIDFromSPKI, validateCPName, verifySignature
-from appnpy.link import AuthenticatedProtocol
-from appnpy.messages import (
+from appnpy.link.identity import nodeIDFromSPKI, validateCPName, verifySignature
+from appnpy.link.tls import AuthenticatedProtocol
+from appnpy.cp.messages import (
     Hello,
     LinkRefused,
     Message,
@@ -46,7 +46,7 @@ from appnpy.messages import (
     encodeMessage,
     isToken,
 )
-from appnpy.session import (
+from appnpy.session.adjacent import (
     INBOUND,
     OutboundBind,
     Session,
@@ -56,7 +56,7 @@ from appnpy.session import (
 )
 
 # Stream is needed at run time: Automat evaluates the input annotations.
-from appnpy.yamux import Multiplexer, Stream
+from appnpy.link.yamux import Multiplexer, Stream
 
 if TYPE_CHECKING:
     from appnpy.node import Node

@@ -36,7 +36,7 @@ def _ownDefaultDataDir() -> str:
 
 
 try:  # the node's own default, when the configuration module provides it
-    from appnpy.config import defaultDataDir
+    from appnpy.ops.config import defaultDataDir
 except ImportError:
     defaultDataDir = _ownDefaultDataDir  # type: ignore[assignment]  # called with no arguments only
 
@@ -286,7 +286,7 @@ def cmdProbe(args: argparse.Namespace, out: TextIO) -> int:
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
 
-    from appnpy.probe import probe
+    from appnpy.ops.probe import probe
 
     async def run(reactor: Any) -> None:
         steps = await probe(reactor, args.address, timeout=args.timeout)
@@ -310,7 +310,7 @@ def cmdProbe(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmdCACreate(args: argparse.Namespace, out: TextIO) -> int:
-    from appnpy.identity import createNetworkCA
+    from appnpy.link.identity import createNetworkCA
 
     createNetworkCA(args.ca_dir, args.netid)
     result = {"ca_dir": os.path.abspath(args.ca_dir), "netid": args.netid.upper()}
@@ -322,7 +322,7 @@ def cmdCACreate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmdCASign(args: argparse.Namespace, out: TextIO) -> int:
-    from appnpy.identity import signNodeCertificate
+    from appnpy.link.identity import signNodeCertificate
 
     signNodeCertificate(args.ca_dir, args.data_dir)
     result = {"ca_dir": os.path.abspath(args.ca_dir), "data_dir": os.path.abspath(args.data_dir)}

@@ -48,11 +48,11 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from appnpy.control import ControlPoint
+from appnpy.cp.controlpoint import ControlPoint
 from appnpy.errors import AddressError, ProtocolError, Reason
-from appnpy.identity import Identity, _writeAtomically, nodeIDFromSPKI, verifySignature
-from appnpy.link import LinkAddress, parseAddress
-from appnpy.messages import Message, blob, decodeCBOR, encodeBody, listOf, message
+from appnpy.link.identity import Identity, _writeAtomically, nodeIDFromSPKI, verifySignature
+from appnpy.link.tls import LinkAddress, parseAddress
+from appnpy.cp.messages import Message, blob, decodeCBOR, encodeBody, listOf, message
 
 #: Most records in one PeerAddresses message, and most bytes in one record.
 MAX_RECORDS = 64

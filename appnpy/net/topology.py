@@ -45,8 +45,8 @@ from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 
 from appnpy.errors import ConfigurationError, NoRoute, ProtocolError, Reason
-from appnpy.identity import Identity, isNodeID, nodeIDFromSPKI, validateCPName, verifySignature
-from appnpy.messages import (
+from appnpy.link.identity import Identity, isNodeID, nodeIDFromSPKI, validateCPName, verifySignature
+from appnpy.cp.messages import (
     MAX_MESSAGE_SIZE,
     Message,
     blob,
@@ -57,7 +57,7 @@ from appnpy.messages import (
     message,
     text,
 )
-from appnpy.routing import (
+from appnpy.net.routing import (
     BUILTIN_COS,
     TLS_SECURITY,
     ClassOfService,

@@ -24,8 +24,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 
 from appnpy.errors import AddressError, ConfigurationError
-from appnpy.identity import validateCPName
-from appnpy.link import NETWORK, OPEN, parseAddress
+from appnpy.link.identity import validateCPName
+from appnpy.link.tls import NETWORK, OPEN, parseAddress
 from appnpy.node import ROLES
 
 #: The default port of the node's links.
@@ -291,7 +291,7 @@ def resolveConfig(
     if cds and role != "network":
         raise ConfigurationError(f"{configFile}: [node] cds = true needs role network")
     if cosSections:
-        from appnpy.routing import parseCOS
+        from appnpy.net.routing import parseCOS
 
         for cosName, section in cosSections.items():
             parseCOS(cosName, dict(section))  # raises ConfigurationError naming the key

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from appnpy.errors import APPNError, Reason
-from appnpy.messages import (
+from appnpy.cp.messages import (
     Message,
     MessageReader,
     SessionOpen,
@@ -36,9 +36,9 @@ from appnpy.messages import (
     message,
     text,
 )
-from appnpy.session import newSessionID
+from appnpy.session.adjacent import newSessionID
 
-log = Logger(namespace="appnpy.probe")
+log = Logger(namespace="appnpy.ops.probe")
 
 #: Seconds a responder's echo session may take before it is aborted.
 RESPONDER_TIMEOUT = 30.0
@@ -309,7 +309,7 @@ async def probe(
     Check the node at C{address} step by step from a throwaway node.
 
     @param address: C{host:port} or C{appn://<nodeid>@host:port}.
-    @param identity: the prober's L{appnpy.identity.Identity}; a fresh
+    @param identity: the prober's L{appnpy.link.identity.Identity}; a fresh
         in-memory one if not given.
     @param timeout: seconds each step may take.
     @return: the steps run, in order; a failed step ends the probe unless the
@@ -317,8 +317,8 @@ async def probe(
     """
     from appnpy_echo import SimplePlugin
 
-    from appnpy.identity import generateIdentity
-    from appnpy.link import parseAddress
+    from appnpy.link.identity import generateIdentity
+    from appnpy.link.tls import parseAddress
     from appnpy.node import Node
 
     steps: list[Step] = []

@@ -9,7 +9,7 @@ process, in tests and embeddings), fed two ways:
     link round-trip times.
 
 Handshake failures happen before a link knows its node, so they are counted
-from the C{appnpy.link} log events (C{refused link from ...}, field C{why});
+from the C{appnpy.link.tls} log events (C{refused link from ...}, field C{why});
 these counts are per process, not per node.
 """
 

@@ -1,6 +1,6 @@
 """
 The ends of routed sessions: a BIND that travels through relays
-(L{appnpy.relay}), then TLS 1.3 end to end over the chain of streams.
+(L{appnpy.net.relay}), then TLS 1.3 end to end over the chain of streams.
 
 The origin sends L{SessionOpen} with the route to the first hop, waits for the
 answer, and runs a TLS client over the stream; the destination accepts and
@@ -45,8 +45,8 @@ from appnpy.errors import (
     StreamLimitExceeded,
 )
 from appnpy.interfaces import ISession
-from appnpy.link import checkPeer
-from appnpy.messages import (
+from appnpy.link.tls import checkPeer
+from appnpy.cp.messages import (
     MAX_ROUTE_NODES,
     Message,
     SessionAccept,
@@ -54,8 +54,8 @@ from appnpy.messages import (
     SessionRefuse,
     encodeMessage,
 )
-from appnpy.relay import checkRoute
-from appnpy.session import (
+from appnpy.net.relay import checkRoute
+from appnpy.session.adjacent import (
     INBOUND,
     OUTBOUND,
     SessionAddress,
@@ -66,9 +66,9 @@ from appnpy.session import (
 )
 
 if TYPE_CHECKING:
-    from appnpy.control import ControlPoint
+    from appnpy.cp.controlpoint import ControlPoint
     from appnpy.node import Node
-    from appnpy.yamux import Stream
+    from appnpy.link.yamux import Stream
 
 __all__ = ["RoutedSession", "RoutedSessions", "installRoutedSessions"]
 

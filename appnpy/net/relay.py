@@ -14,7 +14,7 @@ window updates to the previous hop: backpressure travels hop by hop and a
 relay buffers about one window per direction.
 
 The relay never sees plaintext: the two ends run TLS end to end over the
-chain of streams (L{appnpy.routed}).
+chain of streams (L{appnpy.session.routed}).
 
 State per session is one L{RelayEntry} in L{Relay.table}, keyed by session ID.
 It is released when the session ends: UNBIND from either side (forwarded to
@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from appnpy.errors import GoAwayReceived, Reason, StreamLimitExceeded
-from appnpy.messages import (
+from appnpy.cp.messages import (
     MAX_ROUTE_NODES,
     Message,
     SessionAccept,
@@ -46,12 +46,12 @@ from appnpy.messages import (
     SessionRefuse,
     encodeMessage,
 )
-from appnpy.session import _BindReader
+from appnpy.session.adjacent import _BindReader
 
 if TYPE_CHECKING:
-    from appnpy.control import ControlPoint
+    from appnpy.cp.controlpoint import ControlPoint
     from appnpy.node import Node
-    from appnpy.yamux import Stream
+    from appnpy.link.yamux import Stream
 
 __all__ = [
     "Relay",

@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from appnpy.errors import ProtocolError, Reason, SessionClosed, SessionRefused
 from appnpy.interfaces import ISession, ISessionInfo
-from appnpy.messages import (
+from appnpy.cp.messages import (
     Message,
     MessageReader,
     SessionAccept,
@@ -35,8 +35,8 @@ from appnpy.messages import (
 )
 
 if TYPE_CHECKING:
-    from appnpy.control import ControlPoint
-    from appnpy.yamux import Stream
+    from appnpy.cp.controlpoint import ControlPoint
+    from appnpy.link.yamux import Stream
 
 INBOUND = "inbound"
 #: Seconds a session that ended cleanly waits for the peer's UNBIND reason.
