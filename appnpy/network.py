@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from appnpy.net.directory import installDirectory
-from appnpy.node import Node
 from appnpy.net.relay import installRelay
-from appnpy.session.routed import installRoutedSessions
 from appnpy.net.routing import parseCOS
 from appnpy.net.topology import installTopology
+from appnpy.node import Node
+from appnpy.session.routed import installRoutedSessions
 
 
 def installNetworkServices(

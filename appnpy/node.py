@@ -29,12 +29,12 @@ from appnpy.errors import (
     SessionClosed,
     SessionRefused,
 )
-from appnpy.link.identity import Identity, defaultCPName, isNodeID, validateCPName
 from appnpy.interfaces import INode, ISessionPlugin
+from appnpy.link.identity import Identity, defaultCPName, isNodeID, validateCPName
 from appnpy.link.tls import LinkAddress, LinkContextFactory, TrustPolicy, parseAddress
-from appnpy.session.plugins import checkPlugin
-from appnpy.session.adjacent import Session
 from appnpy.link.yamux import MuxConfig
+from appnpy.session.adjacent import Session
+from appnpy.session.plugins import checkPlugin
 
 ROLES = ("network", "end")
 #: How long a graceful stop waits for sessions to close before dropping links.

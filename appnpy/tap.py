@@ -15,21 +15,21 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.logger import Logger
 from twisted.python import usage
 
+from appnpy.errors import APPNError, ConfigurationError
+from appnpy.link.identity import loadOrCreateIdentity
+from appnpy.link.tls import loadTrustPolicy
+from appnpy.link.yamux import MuxConfig
+from appnpy.net.peers import AdmissionControl, PeerManager
+from appnpy.network import installNetworkServices
+from appnpy.node import Node
 from appnpy.ops.config import (
     DEFAULT_API,
     DEFAULT_MAX_PEERS,
     NodeConfig,
     resolveConfig,
 )
-from appnpy.errors import APPNError, ConfigurationError
-from appnpy.link.identity import loadOrCreateIdentity
-from appnpy.link.tls import loadTrustPolicy
 from appnpy.ops.lockfile import DataDirectoryLock, lockDataDirectory
-from appnpy.network import installNetworkServices
-from appnpy.node import Node
-from appnpy.net.peers import AdmissionControl, PeerManager
 from appnpy.session.plugins import availablePlugins, loadPlugin
-from appnpy.link.yamux import MuxConfig
 
 log = Logger(namespace="appnpy.tap")
 

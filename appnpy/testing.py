@@ -26,11 +26,11 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
 from appnpy.cp.controlpoint import ControlPoint
-from appnpy.link.identity import Identity, generateIdentity
 from appnpy.interfaces import ISessionPlugin
+from appnpy.link.identity import Identity, generateIdentity
 from appnpy.link.tls import LinkAddress
-from appnpy.node import Node
 from appnpy.link.yamux import MuxConfig
+from appnpy.node import Node
 
 __all__ = ["MemoryNetwork", "MemoryLink", "resultOf"]
 

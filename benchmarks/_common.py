@@ -32,8 +32,8 @@ from zope.interface import implementer
 from appnpy.api import ISessionInfo, ISessionPlugin
 from appnpy.link.identity import generateIdentity
 from appnpy.link.tls import LinkContextFactory, TrustPolicy
-from appnpy.node import Node
 from appnpy.link.yamux import MuxConfig
+from appnpy.node import Node
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "_peer.py")

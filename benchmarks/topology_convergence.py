@@ -48,8 +48,8 @@ from twisted.application.service import MultiService
 
 sys.path.insert(0, ".")
 
-from appnpy.link.identity import nodeIDFromSPKI  # noqa: E402
 from appnpy.cp.messages import decodeBody, encodeMessage  # noqa: E402
+from appnpy.link.identity import nodeIDFromSPKI  # noqa: E402
 from appnpy.net.topology import NODE, TopologyRecord, installTopology  # noqa: E402
 
 LATENCY = 0.005  # one-way, seconds

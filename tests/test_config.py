@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
+from appnpy.errors import AddressError, ConfigurationError, InvalidCPName
 from appnpy.ops.config import (
     DEFAULT_API,
     DEFAULT_LISTEN,
@@ -17,7 +18,6 @@ from appnpy.ops.config import (
     defaultDataDir,
     resolveConfig,
 )
-from appnpy.errors import AddressError, ConfigurationError, InvalidCPName
 
 NODE_ID = "a" * 52
 

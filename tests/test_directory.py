@@ -14,6 +14,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from appnpy.cp.messages import MessageReader, encodeMessage
+from appnpy.errors import NoRoute, ResourceNotFound
 from appnpy.net.directory import (
     InvalidRecord,
     LocateReply,
@@ -25,8 +27,6 @@ from appnpy.net.directory import (
     installDirectory,
     newSearchID,
 )
-from appnpy.errors import NoRoute, ResourceNotFound
-from appnpy.cp.messages import MessageReader, encodeMessage
 from appnpy.node import Node
 from appnpy.testing import MemoryNetwork, resultOf
 

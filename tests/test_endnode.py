@@ -10,6 +10,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from appnpy.errors import NoRoute, ResourceNotFound
 from appnpy.net.directory import (
     LocateRequest,
     RegisterResources,
@@ -17,7 +18,6 @@ from appnpy.net.directory import (
     RouteRequest,
     newSearchID,
 )
-from appnpy.errors import NoRoute, ResourceNotFound
 from appnpy.testing import resultOf
 from tests.test_directory import DirectoryTestCase
 

@@ -19,8 +19,8 @@ from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
 from appnpy.link.identity import generateIdentity
-from appnpy.ops.management import ManagementService, renderStatusPage
 from appnpy.node import Node
+from appnpy.ops.management import ManagementService, renderStatusPage
 
 TIMEOUT = 20.0
 
@@ -53,8 +53,8 @@ def installServices(node: Node) -> None:
     """
     from appnpy.net.directory import installDirectory
     from appnpy.net.relay import installRelay
-    from appnpy.session.routed import installRoutedSessions
     from appnpy.net.topology import installTopology
+    from appnpy.session.routed import installRoutedSessions
 
     if node.role == "network":
         installTopology(node, damping=0.0)

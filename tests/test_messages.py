@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from appnpy.errors import ProtocolError
 from appnpy.cp.messages import (
     MAX_MESSAGE_SIZE,
     Hello,
@@ -26,6 +25,7 @@ from appnpy.cp.messages import (
     encodeBody,
     encodeMessage,
 )
+from appnpy.errors import ProtocolError
 
 nodeIDs = st.text("abcdefghijklmnopqrstuvwxyz234567", min_size=52, max_size=52)
 sessionIDs = st.text("0123456789abcdef", min_size=32, max_size=32)

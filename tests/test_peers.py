@@ -22,11 +22,10 @@ from twisted.logger import globalLogPublisher
 from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import TestCase
 
+from appnpy.cp.messages import decodeBody, encodeMessage
 from appnpy.errors import Reason
 from appnpy.link.identity import generateIdentity
 from appnpy.link.tls import LinkAddress
-from appnpy.cp.messages import decodeBody, encodeMessage
-from appnpy.node import Node
 from appnpy.net.peers import (
     MAX_RECORD_SIZE,
     PEERS_FILE,
@@ -36,6 +35,7 @@ from appnpy.net.peers import (
     PeerAddresses,
     PeerManager,
 )
+from appnpy.node import Node
 from appnpy.testing import MemoryLink, MemoryNetwork
 
 

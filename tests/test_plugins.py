@@ -14,9 +14,9 @@ from twisted.plugin import IPlugin, getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from appnpy.session import plugins
 from appnpy.errors import PluginError
 from appnpy.interfaces import ISessionPlugin
+from appnpy.session import plugins
 
 
 @attrs.frozen

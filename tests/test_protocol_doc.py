@@ -29,9 +29,6 @@ from twisted.trial.unittest import SynchronousTestCase
 import appnpy
 from appnpy.cp import controlpoint as control
 from appnpy.cp import messages
-from appnpy.link import yamux
-from appnpy.errors import Reason
-from appnpy.link.identity import _spki, nodeIDFromSPKI, verifySignature
 from appnpy.cp.messages import (
     Hello,
     LinkRefused,
@@ -44,6 +41,9 @@ from appnpy.cp.messages import (
     decodeBody,
     encodeMessage,
 )
+from appnpy.errors import Reason
+from appnpy.link import yamux
+from appnpy.link.identity import _spki, nodeIDFromSPKI, verifySignature
 
 DOC = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "protocol.md"
@@ -100,11 +100,8 @@ def _importServices() -> None:
     Import every module that registers control messages.
     """
     import appnpy.net.directory
-    import appnpy.network
     import appnpy.net.peers
-    import appnpy.ops.probe
     import appnpy.net.relay
-    import appnpy.session.routed
     import appnpy.net.topology  # noqa: F401
 
 

@@ -34,11 +34,9 @@ from zope.interface import implementer
 
 from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN
 from appnpy.cp.controlpoint import LinkProtocol, LinkState
+from appnpy.cp.messages import Hello, encodeMessage
 from appnpy.link.identity import Identity, defaultCPName, generateIdentity
 from appnpy.link.tls import LinkContextFactory, TrustPolicy
-from appnpy.cp.messages import Hello, encodeMessage
-from appnpy.node import Node, _LinkFactory
-from appnpy.net.peers import AdmissionControl
 from appnpy.link.yamux import (
     FLAG_SYN,
     GOAWAY_PROTOCOL_ERROR,
@@ -49,6 +47,8 @@ from appnpy.link.yamux import (
     MuxConfig,
     encodeHeader,
 )
+from appnpy.net.peers import AdmissionControl
+from appnpy.node import Node, _LinkFactory
 
 #: Upper bound for any one wait; the tests finish far sooner.
 TIMEOUT = 5.0

@@ -17,11 +17,11 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from appnpy.api import ISession, SessionClosed, SessionRefused
-from appnpy.node import Node
+from appnpy.link.yamux import MuxConfig
 from appnpy.net.relay import RELAY_SEND_HIGH_WATER, installRelay
+from appnpy.node import Node
 from appnpy.session.routed import RoutedSession, installRoutedSessions
 from appnpy.testing import MemoryNetwork, resultOf
-from appnpy.link.yamux import MuxConfig
 from tests.test_sessions import Recorder, RecordingPlugin
 
 

@@ -19,8 +19,8 @@ from zope.interface.verify import verifyObject
 
 from appnpy.api import ISession, ISessionInfo, ISessionPlugin, SessionClosed, SessionRefused
 from appnpy.cp.controlpoint import LinkState, negotiateLimits
-from appnpy.errors import NoSuchNode
 from appnpy.cp.messages import LinkRefused, Message, SessionAccept, message, text
+from appnpy.errors import NoSuchNode
 from appnpy.testing import MemoryNetwork, resultOf
 
 

@@ -10,11 +10,11 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
-from appnpy.ops.config import resolveConfig
 from appnpy.errors import ConfigurationError, DataDirectoryLocked, PluginError
-from appnpy.ops.lockfile import LOCK_FILE, lockDataDirectory
-from appnpy.node import Node
 from appnpy.net.peers import AdmissionControl, PeerManager
+from appnpy.node import Node
+from appnpy.ops.config import resolveConfig
+from appnpy.ops.lockfile import LOCK_FILE, lockDataDirectory
 from appnpy.tap import Options, buildService, makeService
 
 

@@ -18,8 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from appnpy.cp.controlpoint import LinkState
 from appnpy.errors import NoRoute
 from appnpy.link.identity import nodeIDFromSPKI
-from appnpy.node import Node
-from appnpy.testing import MemoryLink, MemoryNetwork
+from appnpy.link.yamux import MuxConfig
 from appnpy.net.topology import (
     MAX_LINKS_PER_ORIGIN,
     MAX_RECORD_BYTES,
@@ -29,7 +28,8 @@ from appnpy.net.topology import (
     TopologyUpdate,
     installTopology,
 )
-from appnpy.link.yamux import MuxConfig
+from appnpy.node import Node
+from appnpy.testing import MemoryLink, MemoryNetwork
 
 DAMPING = 1.0
 

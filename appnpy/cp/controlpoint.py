@@ -23,17 +23,6 @@ from twisted.internet.interfaces import IConsumer, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from appnpy.errors import (
-    GoAwayReceived,
-    InvalidCPName,
-    ProtocolError,
-    Reason,
-    SessionClosed,
-    SessionRefused,
-    StreamLimitExceeded,
-)
-from appnpy.link.identity import nodeIDFromSPKI, validateCPName, verifySignature
-from appnpy.link.tls import AuthenticatedProtocol
 from appnpy.cp.messages import (
     Hello,
     LinkRefused,
@@ -46,6 +35,20 @@ from appnpy.cp.messages import (
     encodeMessage,
     isToken,
 )
+from appnpy.errors import (
+    GoAwayReceived,
+    InvalidCPName,
+    ProtocolError,
+    Reason,
+    SessionClosed,
+    SessionRefused,
+    StreamLimitExceeded,
+)
+from appnpy.link.identity import nodeIDFromSPKI, validateCPName, verifySignature
+from appnpy.link.tls import AuthenticatedProtocol
+
+# Stream is needed at run time: Automat evaluates the input annotations.
+from appnpy.link.yamux import Multiplexer, Stream
 from appnpy.session.adjacent import (
     INBOUND,
     OutboundBind,
@@ -54,9 +57,6 @@ from appnpy.session.adjacent import (
     inboundBindReader,
     newSessionID,
 )
-
-# Stream is needed at run time: Automat evaluates the input annotations.
-from appnpy.link.yamux import Multiplexer, Stream
 
 if TYPE_CHECKING:
     from appnpy.node import Node

@@ -69,8 +69,6 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from appnpy.cp.controlpoint import ControlPoint
-from appnpy.errors import NoRoute, ProtocolError, Reason, ResourceNotFound
-from appnpy.link.identity import nodeIDFromSPKI, verifySignature
 from appnpy.cp.messages import (
     MAX_ROUTE_NODES,
     Message,
@@ -85,6 +83,9 @@ from appnpy.cp.messages import (
     text,
     token,
 )
+from appnpy.errors import NoRoute, ProtocolError, Reason, ResourceNotFound
+from appnpy.link.identity import nodeIDFromSPKI, verifySignature
+from appnpy.net.ratelimit import TokenBucket
 
 __all__ = [
     "Directory",
@@ -360,28 +361,6 @@ class RouteReply(Message):
 # -- bookkeeping -----------------------------------------------------------------
 
 
-class TokenBucket:
-    """
-    C{rate} per second, bursts of C{burst}, on the reactor's clock.
-    """
-
-    def __init__(self, reactor: Any, rate: float, burst: float) -> None:
-        self.reactor = reactor
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.last = reactor.seconds()
-
-    def take(self) -> bool:
-        now = self.reactor.seconds()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
 @attrs.define
 class _Registration:
     record: ResourceRecord
@@ -500,7 +479,7 @@ class Directory(Service):
         self._attached: dict[str, ControlPoint] = {}
         self._routes: dict[str, _PendingRoute] = {}
         self._buckets: dict[str, TokenBucket] = {}
-        self._overall = TokenBucket(self.reactor, overallRate, overallBurst)
+        self._overall = TokenBucket(overallRate, overallBurst, self.reactor.seconds())
         self._lastLimited = -1e18
         self._limitedInBurst = 0
         self._loop: LoopingCall | None = None
@@ -793,12 +772,13 @@ class Directory(Service):
         """
         Rate limit requests (locate, search, route) a neighbour sends.
         """
+        now = self.reactor.seconds()
         bucket = self._buckets.get(cp.peerNodeID)
         if bucket is None:
             bucket = self._buckets[cp.peerNodeID] = TokenBucket(
-                self.reactor, self.neighbourRate, self.neighbourBurst
+                self.neighbourRate, self.neighbourBurst, now
             )
-        if bucket.take() and self._overall.take():
+        if bucket.take(now) and self._overall.take(now):
             return True
         self.stats["requests-limited"] += 1
         now = self.reactor.seconds()

@@ -49,10 +49,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from appnpy.cp.controlpoint import ControlPoint
+from appnpy.cp.messages import Message, blob, decodeCBOR, encodeBody, listOf, message
 from appnpy.errors import AddressError, ProtocolError, Reason
 from appnpy.link.identity import Identity, _writeAtomically, nodeIDFromSPKI, verifySignature
 from appnpy.link.tls import LinkAddress, parseAddress
-from appnpy.cp.messages import Message, blob, decodeCBOR, encodeBody, listOf, message
 
 #: Most records in one PeerAddresses message, and most bytes in one record.
 MAX_RECORDS = 64

@@ -36,7 +36,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from appnpy.errors import GoAwayReceived, Reason, StreamLimitExceeded
 from appnpy.cp.messages import (
     MAX_ROUTE_NODES,
     Message,
@@ -46,12 +45,13 @@ from appnpy.cp.messages import (
     SessionRefuse,
     encodeMessage,
 )
+from appnpy.errors import GoAwayReceived, Reason, StreamLimitExceeded
 from appnpy.session.adjacent import _BindReader
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
-    from appnpy.node import Node
     from appnpy.link.yamux import Stream
+    from appnpy.node import Node
 
 __all__ = [
     "Relay",

@@ -44,8 +44,6 @@ import attrs
 from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 
-from appnpy.errors import ConfigurationError, NoRoute, ProtocolError, Reason
-from appnpy.link.identity import Identity, isNodeID, nodeIDFromSPKI, validateCPName, verifySignature
 from appnpy.cp.messages import (
     MAX_MESSAGE_SIZE,
     Message,
@@ -57,6 +55,9 @@ from appnpy.cp.messages import (
     message,
     text,
 )
+from appnpy.errors import ConfigurationError, NoRoute, ProtocolError, Reason
+from appnpy.link.identity import Identity, isNodeID, nodeIDFromSPKI, validateCPName, verifySignature
+from appnpy.net.ratelimit import TokenBucket
 from appnpy.net.routing import (
     BUILTIN_COS,
     TLS_SECURITY,
@@ -317,38 +318,6 @@ class _Entry:
     receivedAt: float
     #: The neighbour it came from; None for our own records.
     source: str | None
-
-
-class TokenBucket:
-    """
-    C{rate} tokens a second up to C{burst}; C{credit} may lift it above
-    C{burst} once (the initial exchange after a link comes up).
-    """
-
-    __slots__ = ("rate", "burst", "tokens", "last", "creditUntil")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.last = now
-        self.creditUntil = now
-
-    def take(self, now: float, n: float = 1) -> bool:
-        if now > self.creditUntil and self.tokens > self.burst:
-            self.tokens = self.burst
-        if now > self.last:
-            if self.tokens < self.burst:
-                self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-            self.last = now
-        if self.tokens >= n:
-            self.tokens -= n
-            return True
-        return False
-
-    def credit(self, n: float, until: float) -> None:
-        self.tokens = max(self.tokens, n)
-        self.creditUntil = until
 
 
 @attrs.define

@@ -26,7 +26,6 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from appnpy.errors import APPNError, Reason
 from appnpy.cp.messages import (
     Message,
     MessageReader,
@@ -36,6 +35,7 @@ from appnpy.cp.messages import (
     message,
     text,
 )
+from appnpy.errors import APPNError, Reason
 from appnpy.session.adjacent import newSessionID
 
 log = Logger(namespace="appnpy.ops.probe")

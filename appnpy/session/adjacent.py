@@ -23,8 +23,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from appnpy.errors import ProtocolError, Reason, SessionClosed, SessionRefused
-from appnpy.interfaces import ISession, ISessionInfo
 from appnpy.cp.messages import (
     Message,
     MessageReader,
@@ -33,6 +31,8 @@ from appnpy.cp.messages import (
     SessionRefuse,
     encodeMessage,
 )
+from appnpy.errors import ProtocolError, Reason, SessionClosed, SessionRefused
+from appnpy.interfaces import ISession, ISessionInfo
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint

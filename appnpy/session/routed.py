@@ -36,6 +36,14 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from appnpy.cp.messages import (
+    MAX_ROUTE_NODES,
+    Message,
+    SessionAccept,
+    SessionOpen,
+    SessionRefuse,
+    encodeMessage,
+)
 from appnpy.errors import (
     GoAwayReceived,
     PeerAuthenticationError,
@@ -46,14 +54,6 @@ from appnpy.errors import (
 )
 from appnpy.interfaces import ISession
 from appnpy.link.tls import checkPeer
-from appnpy.cp.messages import (
-    MAX_ROUTE_NODES,
-    Message,
-    SessionAccept,
-    SessionOpen,
-    SessionRefuse,
-    encodeMessage,
-)
 from appnpy.net.relay import checkRoute
 from appnpy.session.adjacent import (
     INBOUND,
@@ -67,8 +67,8 @@ from appnpy.session.adjacent import (
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
-    from appnpy.node import Node
     from appnpy.link.yamux import Stream
+    from appnpy.node import Node
 
 __all__ = ["RoutedSession", "RoutedSessions", "installRoutedSessions"]
 
