@@ -14,11 +14,12 @@ from appnpy.errors import (
     SessionError,
     SessionRefused,
 )
-from appnpy.interfaces import INode, ISession, ISessionInfo, ISessionPlugin
+from appnpy.interfaces import INode, IPluginLifecycle, ISession, ISessionInfo, ISessionPlugin
 
 __all__ = [
     "ConfigurationError",
     "INode",
+    "IPluginLifecycle",
     "ISession",
     "ISessionInfo",
     "ISessionPlugin",

@@ -145,3 +145,24 @@ class INode(Interface):
         @return: a C{Deferred} firing with the connected protocol, or failing
             with L{appnpy.errors.SessionRefused} (with its reason code).
         """
+
+
+class IPluginLifecycle(Interface):
+    """
+    Optional, for a session plugin that needs the running node (to open
+    sessions of its own, offer resources that change, serve API routes...).
+
+    The composition root calls L{attach} once the node is built, before it
+    starts, and L{detach} once it has stopped.
+    """
+
+    def attach(node: INode) -> None:
+        """
+        The plugin now belongs to C{node}; keep it to use later.
+        """
+
+    def detach() -> None:
+        """
+        The node has stopped: release whatever the plugin holds (threads,
+        files, timers).
+        """
