@@ -5,7 +5,7 @@ and plugins, as a Twisted C{MultiService}.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from twisted.application.service import MultiService
@@ -18,7 +18,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN
+from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, ROLES
 from appnpy.cp.controlpoint import ControlPoint, LinkProtocol
 from appnpy.errors import (
     ConfigurationError,
@@ -29,14 +29,34 @@ from appnpy.errors import (
     SessionClosed,
     SessionRefused,
 )
-from appnpy.interfaces import INode, ISessionPlugin
-from appnpy.link.identity import Identity, defaultCPName, isNodeID, validateCPName
-from appnpy.link.tls import LinkAddress, LinkContextFactory, TrustPolicy, parseAddress
+from appnpy.interfaces import INode, IPluginLifecycle, ISessionPlugin
+from appnpy.link.identity import (
+    Identity,
+    defaultCPName,
+    isNodeID,
+    loadOrCreateIdentity,
+    validateCPName,
+)
+from appnpy.link.tls import (
+    LinkAddress,
+    LinkContextFactory,
+    TrustPolicy,
+    loadTrustPolicy,
+    parseAddress,
+)
 from appnpy.link.yamux import MuxConfig
+from appnpy.net.directory import installDirectory
+from appnpy.net.peers import AdmissionControl, PeerManager
+from appnpy.net.relay import installRelay
+from appnpy.net.topology import installTopology
+from appnpy.ops.config import NodeConfig
+from appnpy.ops.lockfile import DataDirectoryLock, lockDataDirectory
+from appnpy.ops.management import ManagementService
+from appnpy.ops.probe import installProbeResponder
 from appnpy.session.adjacent import Session
-from appnpy.session.plugins import checkPlugin
+from appnpy.session.plugins import checkPlugin, loadPlugins
+from appnpy.session.routed import installRoutedSessions
 
-ROLES = ("network", "end")
 #: How long a graceful stop waits for sessions to close before dropping links.
 STOP_TIMEOUT = 5.0
 
@@ -107,9 +127,9 @@ class Node(MultiService):
         #: Handlers of control messages by class, for the node's services
         #: (peer exchange, topology, directory): C{handler(cp, message)}.
         self.controlHandlers: dict[type[Any], Callable[[ControlPoint, Any], None]] = {}
-        #: Optional admission control for inbound connections: an object
-        #: whose C{wrap(factory)} returns the factory to listen with.
-        self.admission: Any = None
+        #: Admission control for inbound connections (set by L{buildNode}):
+        #: the node listens with C{admission.wrap(factory)}.
+        self.admission: AdmissionControl | None = None
         #: Network services, set by their modules' install functions: the
         #: topology database (network nodes), the directory, intermediate
         #: session routing, and the ends of routed sessions.
@@ -117,10 +137,6 @@ class Node(MultiService):
         self.directory: Any = None
         self.relay: Any = None
         self.routedSessions: Any = None
-        # Every node answers the interop probe (appnpy.ops.probe imports this module).
-        from appnpy.ops.probe import installProbeResponder
-
-        installProbeResponder(self)
 
     # -- plugins -------------------------------------------------------------
 
@@ -496,6 +512,11 @@ class Node(MultiService):
             if timeout.active():
                 timeout.cancel()
         await super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
+        if self.admission is not None:
+            self.admission.stop()
+        for plugin in self.plugins.values():
+            if IPluginLifecycle.providedBy(plugin):
+                plugin.detach()
 
     def _abortAll(self) -> None:
         for cp in list(self.links.values()):
@@ -521,3 +542,129 @@ def _dialerID(cp: ControlPoint) -> str:
 
 def _hostText(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+# -- the composition root ---------------------------------------------------------
+
+
+def buildNode(
+    reactor: Any,
+    config: NodeConfig,
+    identity: Identity,
+    plugins: Iterable[ISessionPlugin] = (),
+    trust: TrustPolicy | None = None,
+    muxConfig: MuxConfig | None = None,
+    services: bool = True,
+    managePeers: bool = True,
+    topologyOptions: Mapping[str, Any] | None = None,
+    directoryOptions: Mapping[str, Any] | None = None,
+) -> Node:
+    """
+    Build a node and its services from its configuration and plugins: the one
+    place a node is assembled.  C{twist appnnode}, the in-memory harness
+    (L{appnpy.testing}), the prober and the benchmarks all build their nodes
+    here, so a test node is built exactly as a deployed one.
+
+    @param config: the validated configuration; C{config.dataDir} may be
+        L{None} for a node that keeps no state on disk.
+    @param trust: the link trust policy (default: open).
+    @param muxConfig: multiplexer settings (default: from C{config}'s
+        keepalive keys).
+    @param services: give the node its network services by role (topology
+        database and relay on network nodes; directory and routed-session
+        ends on all).  Only low-level tests of links and adjacent sessions
+        turn this off.
+    @param managePeers: run the peer manager (bootstrap from C{config.peers},
+        peer exchange, keeping C{config.maxPeers} links).  The in-memory
+        harness links its nodes explicitly and turns it off.
+    @param topologyOptions: tuning of the topology database (tests).
+    @param directoryOptions: tuning of the directory (tests).
+    """
+    node = Node(
+        reactor,
+        identity,
+        name=config.name,
+        role=config.role,
+        trust=trust,
+        listen=config.listen,
+        muxConfig=muxConfig
+        or MuxConfig(
+            keepaliveInterval=config.keepaliveInterval,
+            keepaliveTimeout=config.keepaliveTimeout,
+        ),
+    )
+    node.admission = AdmissionControl(reactor)
+    plugins = list(plugins)
+    for plugin in plugins:
+        node.addSessionPlugin(plugin)
+    # Every node answers the interop probe.
+    installProbeResponder(node)
+    if services:
+        if node.role == "network":
+            installTopology(
+                node,
+                cosTables=dict(config.cosTables),
+                stateDir=config.dataDir,
+                **(topologyOptions or {}),
+            )
+            installRelay(node)
+        installDirectory(node, cds=config.cds, cdsNode=config.cdsNode, **(directoryOptions or {}))
+        installRoutedSessions(node)
+    if managePeers:
+        peers = PeerManager(
+            node, dataDir=config.dataDir, bootstrap=config.peers, maxPeers=config.maxPeers
+        )
+        peers.setName("peers")  # type: ignore[no-untyped-call]  # unannotated Twisted method
+        peers.setServiceParent(node)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+    if config.api is not None and config.dataDir is not None:
+        management = ManagementService(node, config.api, config.dataDir, config.asDict())
+        management.setName("management")
+        management.setServiceParent(node)
+    for plugin in plugins:
+        if IPluginLifecycle.providedBy(plugin):
+            plugin.attach(node)
+    return node
+
+
+def deployNode(reactor: Any, config: NodeConfig) -> DeployedNode:
+    """
+    The node C{twist appnnode} runs: lock the data directory, load (or make)
+    the identity, the trust policy and the installed plugins, and build the
+    node with L{buildNode}.  The lock is held until the node has stopped.
+
+    @raise APPNError: for anything the operator must fix.
+    """
+    if config.dataDir is None:
+        raise ConfigurationError("a deployed node needs a data directory")
+    lock = lockDataDirectory(config.dataDir)
+    try:
+        identity = loadOrCreateIdentity(config.dataDir, reactor.seconds())
+        trust = loadTrustPolicy(config.trust, config.dataDir)
+        plugins = loadPlugins(config.plugins, config.pluginSections, config.configFile)
+        node = buildNode(reactor, config, identity, plugins, trust)
+    except BaseException:
+        lock.release()
+        raise
+    return DeployedNode(node, lock)
+
+
+class DeployedNode(MultiService):
+    """
+    A node and the lock on its data directory, released once the node has
+    stopped.  C{node} is the node (not a named child: a service name would
+    overwrite its CP name).
+    """
+
+    def __init__(self, node: Node, lock: DataDirectoryLock) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated Twisted method
+        self.node = node
+        self.lock = lock
+        node.setServiceParent(self)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+
+    def stopService(self) -> Deferred[None]:
+        d: Deferred[None] = super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
+        return d.addBoth(self._release)
+
+    def _release(self, result: object) -> object:
+        self.lock.release()
+        return result

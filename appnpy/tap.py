@@ -11,25 +11,13 @@ import signal
 import sys
 from typing import Any
 
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.python import usage
 
-from appnpy.errors import APPNError, ConfigurationError
-from appnpy.link.identity import loadOrCreateIdentity
-from appnpy.link.tls import loadTrustPolicy
-from appnpy.link.yamux import MuxConfig
-from appnpy.net.peers import AdmissionControl, PeerManager
-from appnpy.network import installNetworkServices
-from appnpy.node import Node
-from appnpy.ops.config import (
-    DEFAULT_API,
-    DEFAULT_MAX_PEERS,
-    NodeConfig,
-    resolveConfig,
-)
-from appnpy.ops.lockfile import DataDirectoryLock, lockDataDirectory
-from appnpy.session.plugins import availablePlugins, loadPlugin
+from appnpy.errors import APPNError
+from appnpy.node import deployNode
+from appnpy.ops.config import DEFAULT_API, DEFAULT_MAX_PEERS, resolveConfig
 
 log = Logger(namespace="appnpy.tap")
 
@@ -110,121 +98,6 @@ class Options(usage.Options):
         }
 
 
-class _DataDirectoryLockService(Service):
-    """
-    Holds the data directory lock until the node has stopped.
-    """
-
-    def __init__(self, lock: DataDirectoryLock) -> None:
-        self.lock = lock
-
-    def stopService(self) -> None:
-        super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
-        self.lock.release()
-
-
-class _AdmissionService(Service):
-    def __init__(self, admission: AdmissionControl) -> None:
-        self.admission = admission
-
-    def stopService(self) -> None:
-        super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
-        self.admission.stop()
-
-
-def loadPlugins(config: NodeConfig) -> list[Any]:
-    """
-    Load and configure the enabled plugins (all installed ones when the
-    configuration names none).
-    """
-    installed = availablePlugins()
-    names = list(config.plugins) if config.plugins is not None else sorted(installed)
-    for name in config.pluginSections:
-        if name not in installed:
-            raise ConfigurationError(
-                f"{config.configFile}: section [plugin.{name}] is for a plugin that is not "
-                f"installed (installed: {', '.join(sorted(installed)) or 'none'})"
-            )
-    plugins = []
-    for name in names:
-        plugin = loadPlugin(name)
-        plugin.configure(dict(config.pluginSections.get(name, {})))
-        plugins.append(plugin)
-    return plugins
-
-
-def buildService(config: NodeConfig, reactor: Any) -> MultiService:
-    """
-    The whole node as one service: the data directory lock, the node with
-    its peer manager and (if installed) its management API.
-
-    @raise APPNError: for anything the operator must fix.
-    """
-    lock = lockDataDirectory(config.dataDir)
-    try:
-        identity = loadOrCreateIdentity(config.dataDir, reactor.seconds())
-        trust = loadTrustPolicy(config.trust, config.dataDir)
-        plugins = loadPlugins(config)
-        node = Node(
-            reactor,
-            identity,
-            name=config.name,
-            role=config.role,
-            trust=trust,
-            listen=config.listen,
-            muxConfig=MuxConfig(
-                keepaliveInterval=config.keepaliveInterval,
-                keepaliveTimeout=config.keepaliveTimeout,
-            ),
-        )
-        for plugin in plugins:
-            node.addSessionPlugin(plugin)
-        installNetworkServices(
-            node,
-            stateDir=config.dataDir,
-            cds=config.cds,
-            cdsNode=config.cdsNode,
-            cosSections=config.cosSections,
-        )
-        admission = AdmissionControl(reactor)
-        node.admission = admission
-        peers = PeerManager(
-            node, dataDir=config.dataDir, bootstrap=config.peers, maxPeers=config.maxPeers
-        )
-        peers.setName("peers")  # type: ignore[no-untyped-call]  # unannotated Twisted method
-        peers.setServiceParent(node)  # type: ignore[no-untyped-call]  # unannotated Twisted method
-        node.peerManager = peers  # type: ignore[attr-defined]
-        if config.api is not None:
-            management = _managementService(node, config)
-            if management is not None:
-                management.setName("management")
-                management.setServiceParent(node)
-    except BaseException:
-        lock.release()
-        raise
-    top = MultiService()
-    # The node is not named: a service name would overwrite its CP name.
-    top.node = node  # type: ignore[attr-defined]
-    # Children stop in reverse order: the node first, the lock last.
-    lockService = _DataDirectoryLockService(lock)
-    lockService.setName("lock")  # type: ignore[no-untyped-call]  # unannotated Twisted method
-    lockService.setServiceParent(top)  # type: ignore[no-untyped-call]  # unannotated Twisted method
-    _AdmissionService(admission).setServiceParent(top)  # type: ignore[no-untyped-call]  # unannotated Twisted method
-    node.setServiceParent(top)  # type: ignore[no-untyped-call]  # unannotated Twisted method
-    return top
-
-
-def _managementService(node: Node, config: NodeConfig) -> IService | None:
-    try:
-        from appnpy.ops.management import ManagementService
-    except ImportError:
-        log.info("no management API in this installation (appnpy.ops.management is missing)")
-        return None
-    assert config.api is not None  # the only caller checks it
-    service: IService = ManagementService(node, config.api, config.dataDir, config.asDict())
-    return service
-
-
 def _exitCleanlyOnSignals(reactor: Any) -> None:
     # twist re-raises a terminating signal after the reactor stops, so the
     # process would die "by SIGTERM"; a graceful stop is a success, exit 0.
@@ -236,7 +109,7 @@ def _exitCleanlyOnSignals(reactor: Any) -> None:
         signal.signal(signum, handler)
 
 
-def makeService(options: Options) -> MultiService:
+def makeService(options: Options) -> IService:
     """
     The dropin's entry point.  A problem the operator must fix ends the
     process with one line, C{ERROR: ...}, and exit status 1.
@@ -244,12 +117,12 @@ def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor
 
     try:
-        config = resolveConfig(options.commandLine())
-        service = buildService(config, reactor)
+        config = resolveConfig(options.commandLine(), reactor)
+        service = deployNode(reactor, config)
     except APPNError as e:
         raise SystemExit(f"ERROR: {e}") from None
     reactor.addSystemEventTrigger("after", "startup", _exitCleanlyOnSignals, reactor)
-    service.node.whenStarted().addErrback(_startFailed, reactor)  # type: ignore[attr-defined]
+    service.node.whenStarted().addErrback(_startFailed, reactor)
     return service
 
 

@@ -15,24 +15,58 @@ and real yamux, driven by one L{Clock}: deterministic, no sockets, no sleeps.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
+from zope.interface import implementer
 
 from appnpy.cp.controlpoint import ControlPoint
-from appnpy.interfaces import ISessionPlugin
+from appnpy.interfaces import ISessionInfo, ISessionPlugin
 from appnpy.link.identity import Identity, generateIdentity
-from appnpy.link.tls import LinkAddress
+from appnpy.link.tls import LinkAddress, TrustPolicy
 from appnpy.link.yamux import MuxConfig
-from appnpy.node import Node
+from appnpy.node import Node, buildNode
+from appnpy.ops.config import NodeConfig
 
-__all__ = ["MemoryNetwork", "MemoryLink", "resultOf"]
+__all__ = ["EchoPlugin", "MemoryNetwork", "MemoryLink", "resultOf"]
+
+
+class _Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None  # set by makeConnection before any data
+        self.transport.write(data)
+
+
+@implementer(ISessionPlugin)
+class EchoPlugin:
+    """
+    The harness's own minimal C{echo} plugin: every session sends back what
+    it receives.  (The framework carries its own, so it never depends on
+    the echo plugin distribution.)
+    """
+
+    version = "0"
+    defaultCOS = "interactive"
+
+    def __init__(self, name: str = "echo", sessionLimit: int = 64) -> None:
+        self.name = name
+        self.sessionLimit = sessionLimit
+
+    def configure(self, section: dict[str, object]) -> None:
+        pass
+
+    def resources(self) -> list[str]:
+        return []
+
+    def buildProtocol(self, session: ISessionInfo) -> Protocol:
+        return _Echo()
 
 
 @attrs.define
@@ -64,19 +98,26 @@ class MemoryNetwork:
         self,
         clock: Clock | None = None,
         muxConfig: MuxConfig | None = None,
-        services: bool = False,
+        services: bool = True,
+        topologyOptions: Mapping[str, Any] | None = None,
+        directoryOptions: Mapping[str, Any] | None = None,
     ) -> None:
         """
         @param services: give every node its network services (topology
             database and relaying on network nodes, directory and routed
-            sessions on all), as C{twist appnnode} does; without them nodes
-            only reach their neighbours.
+            sessions on all), as C{twist appnnode} does; C{False} gives bare
+            nodes that only reach their neighbours (for tests of links and
+            adjacent sessions).
+        @param topologyOptions: tuning of every topology database.
+        @param directoryOptions: tuning of every directory.
         """
         self.clock = clock or Clock()
         # No keepalive pings (they would keep the pumps busy forever), and
         # no keepalive timeout either: simulated time can jump far ahead.
         self.muxConfig = muxConfig or MuxConfig(keepaliveInterval=0, keepaliveTimeout=0)
         self.services = services
+        self.topologyOptions = topologyOptions
+        self.directoryOptions = directoryOptions
         self.nodes: list[Node] = []
         self.links: list[MemoryLink] = []
         self._ports = itertools.count(40000)
@@ -87,31 +128,32 @@ class MemoryNetwork:
         plugins: Iterable[ISessionPlugin] = (),
         role: str = "network",
         identity: Identity | None = None,
-        **kwargs: Any,
+        muxConfig: MuxConfig | None = None,
+        trust: TrustPolicy | None = None,
+        **config: Any,
     ) -> Node:
         """
-        Make a started node.  With no plugins given, the echo and ping
-        plugins are enabled.
+        Make a started node, built by L{appnpy.node.buildNode} as
+        C{twist appnnode} builds one, but with no data directory, no
+        listening port, no management API and no peer manager (the harness
+        links nodes explicitly).  With no plugins given, the harness's own
+        L{EchoPlugin} is enabled.
+
+        @param config: further L{NodeConfig} fields (C{cds=True}, ...).
         """
-        node = Node(
+        nodeConfig = NodeConfig(dataDir=None, name=name, role=role, listen=(), api=None, **config)
+        node = buildNode(
             self.clock,
+            nodeConfig,
             identity or generateIdentity(),
-            name=name,
-            role=role,
-            muxConfig=kwargs.pop("muxConfig", self.muxConfig),
-            **kwargs,
+            list(plugins) or [EchoPlugin()],
+            trust,
+            muxConfig=muxConfig or self.muxConfig,
+            services=self.services,
+            managePeers=False,
+            topologyOptions=self.topologyOptions,
+            directoryOptions=self.directoryOptions,
         )
-        plugins = list(plugins)
-        if not plugins:
-            from appnpy_echo import Echo, Pong, SimplePlugin
-
-            plugins = [SimplePlugin("echo", Echo), SimplePlugin("ping", Pong)]
-        for plugin in plugins:
-            node.addSessionPlugin(plugin)
-        if self.services:
-            from appnpy.network import installNetworkServices
-
-            installNetworkServices(node)
         node.startService()
         self.nodes.append(node)
         return node

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from appnpy.errors import AddressError, ConfigurationError, InvalidCPName
@@ -54,7 +55,7 @@ class ConfigTests(TestCase):
         """
         With nothing given, the documented defaults apply.
         """
-        config = resolveConfig(cli())
+        config = resolveConfig(cli(), Clock())
         self.assertEqual(config.listen, (DEFAULT_LISTEN,))
         self.assertEqual(config.listen, ("tcp:7700",))
         self.assertEqual(config.api, DEFAULT_API)
@@ -75,7 +76,7 @@ class ConfigTests(TestCase):
             defaultDataDir({"HOME": "/home/u", "XDG_DATA_HOME": "rel"}),
             "/home/u/.local/share/appnpy",
         )
-        config = resolveConfig(cli(data_dir=None), environ={"XDG_DATA_HOME": "/x"})
+        config = resolveConfig(cli(data_dir=None), Clock(), environ={"XDG_DATA_HOME": "/x"})
         self.assertEqual(config.dataDir, "/x/appnpy")
 
     def test_file(self) -> None:
@@ -99,7 +100,7 @@ plugins = ["echo"]
 session-limit = 4
 """
         )
-        config = resolveConfig(cli(config=path, data_dir=None))
+        config = resolveConfig(cli(config=path, data_dir=None), Clock())
         self.assertEqual(config.dataDir, "/srv/appn")
         self.assertEqual(config.name, "LAB.ALPHA")
         self.assertEqual(config.listen, ("tcp:7800",))
@@ -117,7 +118,7 @@ session-limit = 4
         not merged.
         """
         path = self.writeConfig('[node]\nmax-peers = 3\npeers = ["a.example:1"]\nname = "A.B"\n')
-        config = resolveConfig(cli(config=path, max_peers=5, peers=["b.example:2"]))
+        config = resolveConfig(cli(config=path, max_peers=5, peers=["b.example:2"]), Clock())
         self.assertEqual(config.maxPeers, 5)
         self.assertEqual(config.peers, ("b.example:2",))
         self.assertEqual(config.name, "A.B")
@@ -127,7 +128,7 @@ session-limit = 4
         An unknown [node] key is an error naming the key and the file.
         """
         path = self.writeConfig("[node]\nmax-peer = 3\n")
-        e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=path))
+        e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=path), Clock())
         self.assertIn("'max-peer'", str(e))
         self.assertIn(path, str(e))
 
@@ -137,7 +138,7 @@ session-limit = 4
         """
         for text, name in [("[nodes]\n", "'nodes'"), ("verbose = true\n", "'verbose'")]:
             path = self.writeConfig(text)
-            e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=path))
+            e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=path), Clock())
             self.assertIn(name, str(e))
             self.assertIn(path, str(e))
 
@@ -147,7 +148,7 @@ session-limit = 4
         """
         for text in ['max-peers = "3"', "peers = 'a:1'", "plugins = [1]", "max-peers = true"]:
             path = self.writeConfig(f"[node]\n{text}\n")
-            e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=path))
+            e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=path), Clock())
             self.assertIn(text.split()[0], str(e))
 
     def test_badTOMLAndMissingFile(self) -> None:
@@ -156,41 +157,41 @@ session-limit = 4
         """
         path = self.writeConfig("[node\n")
         self.assertIn(
-            path, str(self.assertRaises(ConfigurationError, resolveConfig, cli(config=path)))
+            path, str(self.assertRaises(ConfigurationError, resolveConfig, cli(config=path), Clock()))
         )
         missing = os.path.join(self.mktemp(), "nope.toml")
-        e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=missing))
+        e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=missing), Clock())
         self.assertIn(missing, str(e))
 
     def test_validation(self) -> None:
         """
         Bad values raise the specific error, naming the option.
         """
-        self.assertRaises(InvalidCPName, resolveConfig, cli(name="nodot"))
-        e = self.assertRaises(AddressError, resolveConfig, cli(peers=["nope"]))
+        self.assertRaises(InvalidCPName, resolveConfig, cli(name="nodot"), Clock())
+        e = self.assertRaises(AddressError, resolveConfig, cli(peers=["nope"]), Clock())
         self.assertIn("--peers", str(e))
         for bad in [0, 1001, "x"]:
-            e = self.assertRaises(ConfigurationError, resolveConfig, cli(max_peers=bad))
+            e = self.assertRaises(ConfigurationError, resolveConfig, cli(max_peers=bad), Clock())
             self.assertIn("--max-peers", str(e))
-        e = self.assertRaises(ConfigurationError, resolveConfig, cli(role="router"))
+        e = self.assertRaises(ConfigurationError, resolveConfig, cli(role="router"), Clock())
         self.assertIn("--role", str(e))
-        self.assertRaises(ConfigurationError, resolveConfig, cli(trust="closed"))
-        e = self.assertRaises(ConfigurationError, resolveConfig, cli(listen=["bogus:1"]))
+        self.assertRaises(ConfigurationError, resolveConfig, cli(trust="closed"), Clock())
+        e = self.assertRaises(ConfigurationError, resolveConfig, cli(listen=["bogus:1"]), Clock())
         self.assertIn("--listen", str(e))
-        self.assertRaises(ConfigurationError, resolveConfig, cli(api="tcp:notaport"))
+        self.assertRaises(ConfigurationError, resolveConfig, cli(api="tcp:notaport"), Clock())
 
     def test_apiOff(self) -> None:
         """
         api = none turns the management API off.
         """
-        self.assertIsNone(resolveConfig(cli(api="none")).api)
-        self.assertEqual(resolveConfig(cli(api="tcp:0")).api, "tcp:0")
+        self.assertIsNone(resolveConfig(cli(api="none"), Clock()).api)
+        self.assertEqual(resolveConfig(cli(api="tcp:0"), Clock()).api, "tcp:0")
 
     def test_errorTextIsUserText(self) -> None:
         """
         str() of a configuration error starts with the user-facing
         explanation and ends with the specifics.
         """
-        e = self.assertRaises(ConfigurationError, resolveConfig, cli(role="router"))
+        e = self.assertRaises(ConfigurationError, resolveConfig, cli(role="router"), Clock())
         self.assertTrue(str(e).startswith("The node's configuration is invalid."))
         self.assertIn("'router'", str(e))

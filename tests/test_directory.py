@@ -104,7 +104,7 @@ class Lab:
     """
 
     def __init__(self, **options: Any) -> None:
-        self.net = MemoryNetwork()
+        self.net = MemoryNetwork(services=False)
         self.attached: dict[str, str] = {}
         self.options = options
 

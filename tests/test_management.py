@@ -19,7 +19,8 @@ from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
 from appnpy.link.identity import generateIdentity
-from appnpy.node import Node
+from appnpy.node import Node, buildNode
+from appnpy.ops.config import NodeConfig
 from appnpy.ops.management import ManagementService, renderStatusPage
 
 TIMEOUT = 20.0
@@ -29,46 +30,33 @@ def makeNode(
     testCase: unittest.TestCase, name: str, role: str = "network", services: bool = False
 ) -> Node:
     """
-    A started node with real-reactor loopback listening, stopped at cleanup;
-    with C{services}, the network services of its role installed.
+    A started node with real-reactor loopback listening, stopped at cleanup,
+    built as C{twist appnnode} builds one (without a data directory, API or
+    peer manager); with C{services}, the network services of its role.
+    Topology changes are flooded without damping, so a test waits for
+    convergence only as long as the links take.
     """
-    node = Node(
-        reactor, generateIdentity(), name=name, role=role, listen=["tcp:0:interface=127.0.0.1"]
+    config = NodeConfig(
+        dataDir=None, name=name, role=role, listen=("tcp:0:interface=127.0.0.1",), api=None
     )
-    node.addSessionPlugin(SimplePlugin("echo", Echo))
-    node.addSessionPlugin(SimplePlugin("ping", Pong, sessionLimit=3))
+    plugins = [SimplePlugin("echo", Echo), SimplePlugin("ping", Pong, sessionLimit=3)]
+    node = buildNode(
+        reactor,
+        config,
+        generateIdentity(),
+        plugins,
+        services=services,
+        managePeers=False,
+        topologyOptions={"damping": 0.0},
+    )
     node.startService()
     testCase.addCleanup(node.stopService)
-    if services:
-        installServices(node)
     return node
 
 
-def installServices(node: Node) -> None:
-    """
-    Network nodes get topology, directory, relay and routed sessions; end
-    nodes directory and routed sessions.  Topology changes are flooded
-    without damping, so a test waits for convergence only as long as the
-    links take.
-    """
-    from appnpy.net.directory import installDirectory
-    from appnpy.net.relay import installRelay
-    from appnpy.net.topology import installTopology
-    from appnpy.session.routed import installRoutedSessions
-
-    if node.role == "network":
-        installTopology(node, damping=0.0)
-        installRelay(node)
-    installDirectory(node)
-    installRoutedSessions(node)
-
-
 async def nodeAddress(node: Node) -> str:
-    for _ in range(100):
-        if node.ports:
-            return node.advertisedAddresses()[0]
-        await _later(0.01)
-    raise AssertionError("node did not listen")
+    await node.whenStarted()
+    return node.advertisedAddresses()[0]
 
 
 def _later(seconds: float) -> Deferred[None]:
@@ -617,7 +605,7 @@ class PageTests(unittest.TestCase):
         """
         from appnpy.testing import MemoryNetwork
 
-        net = MemoryNetwork()
+        net = MemoryNetwork(services=False)
         a, b = net.addNode("LAB.A"), net.addNode("LAB.B")
         cp = net.link(a, b)
         cp.address = "<script>alert(1)</script>"
@@ -655,5 +643,5 @@ class StatusPageTopologyTests(unittest.SynchronousTestCase):
         from appnpy.ops.management import renderStatusPage
         from appnpy.testing import MemoryNetwork
 
-        a = MemoryNetwork().addNode("LAB.A")
+        a = MemoryNetwork(services=False).addNode("LAB.A")
         self.assertNotIn("Topology", renderStatusPage(a))

@@ -70,7 +70,7 @@ class RoutedHarness(SynchronousTestCase):
     muxConfig: MuxConfig | None = None
 
     def setUp(self) -> None:
-        self.net = MemoryNetwork(muxConfig=self.muxConfig)
+        self.net = MemoryNetwork(muxConfig=self.muxConfig, services=False)
         self.addCleanup(self.checkClean)
 
     def checkClean(self) -> None:

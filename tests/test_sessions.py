@@ -87,9 +87,12 @@ class RecordingPlugin:
 
 class Harness(SynchronousTestCase):
     def setUp(self) -> None:
-        self.net = MemoryNetwork()
+        self.net = MemoryNetwork(services=False)
 
     def pair(self, **kw: Any) -> tuple[Any, Any]:
+        from appnpy_echo import Echo, Pong, SimplePlugin
+
+        kw.setdefault("plugins", [SimplePlugin("echo", Echo), SimplePlugin("ping", Pong)])
         a = self.net.addNode("LAB.A", **kw)
         b = self.net.addNode("LAB.B", **kw)
         self.net.link(a, b)
@@ -360,7 +363,7 @@ class SessionTests(Harness):
             (lambda info: (_ for _ in ()).throw(SessionRefused("busy", "try later")), "busy"),
             (lambda info: 1 / 0, "refused-by-plugin"),
         ]:
-            net = self.net = MemoryNetwork()
+            net = self.net = MemoryNetwork(services=False)
             a = net.addNode("LAB.A", plugins=[RecordingPlugin()])
             b = net.addNode("LAB.B", plugins=[RecordingPlugin(answer=answer)])
             net.link(a, b)

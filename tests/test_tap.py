@@ -77,7 +77,7 @@ class ServiceTests(TestCase):
     def config(self, *argv: str) -> tuple[object, str]:
         dataDir = self.mktemp()
         options = parse("--data-dir", dataDir, "--listen", "tcp:0", "--api", "none", *argv)
-        return resolveConfig(options.commandLine()), dataDir
+        return resolveConfig(options.commandLine(), Clock()), dataDir
 
     def stopLater(self, service: object) -> None:
         lock = service.getServiceNamed("lock")  # type: ignore[attr-defined]

@@ -41,7 +41,7 @@ class Net:
 
     def __init__(self, n: int, **options: Any) -> None:
         # Keepalive pings on, as in a real node: idle links stay up.
-        self.net = MemoryNetwork(muxConfig=MuxConfig(keepaliveInterval=10.0))
+        self.net = MemoryNetwork(muxConfig=MuxConfig(keepaliveInterval=10.0), services=False)
         self.options = {"damping": DAMPING, **options}
         self.nodes: list[Node] = []
         self.dbs: list[TopologyDatabase] = []

@@ -21,12 +21,12 @@ from typing import Any
 
 import attrs
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.testing import MemoryReactor
 
+from appnpy import ROLES
 from appnpy.errors import AddressError, ConfigurationError
 from appnpy.link.identity import validateCPName
 from appnpy.link.tls import NETWORK, OPEN, parseAddress
-from appnpy.node import ROLES
+from appnpy.net.routing import ClassOfService, parseCOS
 
 #: The default port of the node's links.
 DEFAULT_PORT = 7700
@@ -80,7 +80,9 @@ class NodeConfig:
     @ivar api: the management API endpoint, or L{None} when turned off.
     """
 
-    dataDir: str
+    #: The data directory, or L{None} for a node that keeps nothing on
+    #: disk (the in-memory harness, the prober).
+    dataDir: str | None
     name: str | None = None
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     peers: tuple[str, ...] = ()
@@ -97,8 +99,11 @@ class NodeConfig:
     cds: bool = False
     #: The node ID or CP name of the central directory server to use.
     cdsNode: str | None = None
-    #: The C{[cos.<name>]} tables, by class-of-service name.
+    #: The C{[cos.<name>]} tables, by class-of-service name, as written.
     cosSections: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    #: The same classes of service, parsed (added to or replacing the
+    #: built-in ones).
+    cosTables: Mapping[str, ClassOfService] = attrs.field(factory=dict)
 
     def asDict(self) -> dict[str, Any]:
         """
@@ -182,11 +187,11 @@ def readConfigFile(
     return node, sections, cosSections
 
 
-def _checkEndpoint(option: str, description: str) -> str:
+def _checkEndpoint(reactor: object, option: str, description: str) -> str:
     try:
-        # Parsing builds the endpoint without listening, so a memory reactor
-        # is enough; it catches unknown endpoint types and bad arguments.
-        serverFromString(MemoryReactor(), description)
+        # Parsing builds the endpoint object without listening; it catches
+        # unknown endpoint types and bad arguments.
+        serverFromString(reactor, description)
     except Exception as e:
         raise ConfigurationError(
             f"{option} {description!r} is not a server endpoint string "
@@ -196,7 +201,7 @@ def _checkEndpoint(option: str, description: str) -> str:
 
 
 def resolveConfig(
-    commandLine: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    commandLine: Mapping[str, Any], reactor: object, environ: Mapping[str, str] | None = None
 ) -> NodeConfig:
     """
     Merge defaults, the config file (C{commandLine["config"]}) and the
@@ -204,6 +209,8 @@ def resolveConfig(
 
     @param commandLine: the long option names with the values given on the
         command line; L{None} (or an empty list) for options not given.
+    @param reactor: the reactor the endpoints will be built with (parsing
+        an endpoint string needs one; nothing listens yet).
     @raise ConfigurationError: (or its subclasses L{InvalidCPName},
         L{AddressError}) naming the bad option or key.
     """
@@ -237,7 +244,7 @@ def resolveConfig(
     if not listen:
         raise ConfigurationError(f"{where}: give at least one endpoint to listen on")
     for description in listen:
-        _checkEndpoint(where, description)
+        _checkEndpoint(reactor, where, description)
 
     peers, where = pick("peers")
     peers = list(peers or [])
@@ -274,7 +281,7 @@ def resolveConfig(
     if api.lower() == API_OFF:
         api = None
     else:
-        _checkEndpoint(where, api)
+        _checkEndpoint(reactor, where, api)
 
     plugins, where = pick("plugins")
     if plugins is not None:
@@ -290,11 +297,8 @@ def resolveConfig(
     cds = bool(fileNode.get("cds", False))
     if cds and role != "network":
         raise ConfigurationError(f"{configFile}: [node] cds = true needs role network")
-    if cosSections:
-        from appnpy.net.routing import parseCOS
-
-        for cosName, section in cosSections.items():
-            parseCOS(cosName, dict(section))  # raises ConfigurationError naming the key
+    # Parsed once, here: errors name the key, and the node uses these tables.
+    cosTables = {cosName: parseCOS(cosName, dict(section)) for cosName, section in cosSections.items()}
 
     return NodeConfig(
         dataDir=dataDir,
@@ -313,4 +317,5 @@ def resolveConfig(
         cds=cds,
         cdsNode=fileNode.get("cds-node"),
         cosSections=cosSections,
+        cosTables=cosTables,
     )

@@ -10,12 +10,13 @@ and distribution, so the operator knows what to fix or uninstall.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
-from appnpy.errors import PluginError
+from appnpy.errors import ConfigurationError, PluginError
 from appnpy.interfaces import ISessionPlugin
 
 ENTRY_POINT_GROUP = "appnpy.session_plugins"
@@ -75,3 +76,30 @@ def loadPlugin(name: str) -> ISessionPlugin:
             f"entry point {name!r} from {_origin(ep)} names a plugin called {plugin.name!r}"
         )
     return plugin
+
+
+def loadPlugins(
+    names: Iterable[str] | None,
+    sections: Mapping[str, Mapping[str, object]],
+    configFile: str | None = None,
+) -> list[ISessionPlugin]:
+    """
+    Load and configure the enabled plugins: C{names}, or every installed one
+    when L{None}.  Each is handed its C{[plugin.<name>]} section.
+
+    @raise ConfigurationError: for a section whose plugin is not installed.
+    @raise PluginError: for a plugin that is missing or broken.
+    """
+    installed = availablePlugins()
+    for name in sections:
+        if name not in installed:
+            raise ConfigurationError(
+                f"{configFile or 'the configuration'}: section [plugin.{name}] is for a plugin "
+                f"that is not installed (installed: {', '.join(sorted(installed)) or 'none'})"
+            )
+    plugins = []
+    for name in list(names) if names is not None else sorted(installed):
+        plugin = loadPlugin(name)
+        plugin.configure(dict(sections.get(name, {})))
+        plugins.append(plugin)
+    return plugins
