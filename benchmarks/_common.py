@@ -33,7 +33,8 @@ from appnpy.api import ISessionInfo, ISessionPlugin
 from appnpy.link.identity import generateIdentity
 from appnpy.link.tls import LinkContextFactory, TrustPolicy
 from appnpy.link.yamux import MuxConfig
-from appnpy.node import Node
+from appnpy.node import Node, buildNode
+from appnpy.ops.config import NodeConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "_peer.py")
@@ -227,13 +228,30 @@ def muxConfig() -> MuxConfig:
     return MuxConfig(**{"maxStreams": SESSION_LIMIT + 100, **overrides})
 
 
-def makeNode(reactor: Any, sessionLimit: int = SESSION_LIMIT, **kw: Any) -> Node:
+def makeNode(
+    reactor: Any,
+    sessionLimit: int = SESSION_LIMIT,
+    listen: tuple[str, ...] | list[str] = (),
+    services: bool = False,
+) -> Node:
     """
-    A node with the benchmark plugins (echo, sink), limits raised.
+    A node built by the composition root, with the benchmark plugins (echo,
+    sink) and raised limits; no data directory, API or peer manager.  With
+    C{services}, the network services of a network node (relaying, routed
+    sessions, topology, directory).
     """
-    node = Node(reactor, generateIdentity(), muxConfig=kw.pop("muxConfig", muxConfig()), **kw)
-    node.addSessionPlugin(SimplePlugin("echo", Echo, sessionLimit=sessionLimit))
-    node.addSessionPlugin(SinkPlugin(sessionLimit))
+    node = buildNode(
+        reactor,
+        NodeConfig(dataDir=None, listen=tuple(listen), api=None),
+        generateIdentity(),
+        [SimplePlugin("echo", Echo, sessionLimit=sessionLimit), SinkPlugin(sessionLimit)],
+        muxConfig=muxConfig(),
+        services=services,
+        managePeers=False,
+    )
+    # The benchmarks measure links and sessions, not the accept-rate limit
+    # that protects a deployed node from connection floods.
+    node.admission = None
     return node
 
 

@@ -30,9 +30,6 @@ from twisted.internet.defer import Deferred  # noqa: E402
 from twisted.internet.stdio import StandardIO  # noqa: E402
 from twisted.protocols.basic import LineReceiver  # noqa: E402
 
-from appnpy.net.relay import installRelay  # noqa: E402
-from appnpy.session.routed import installRoutedSessions  # noqa: E402
-
 HERE = os.path.abspath(__file__)
 
 if os.environ.get("APPN_BENCH_HIGH_WATER"):
@@ -78,9 +75,7 @@ class _ChildCommands(LineReceiver):
 
 
 async def child(reactor: Any) -> None:
-    node = C.makeNode(reactor, listen=[C.LISTEN])
-    installRelay(node)
-    installRoutedSessions(node)
+    node = C.makeNode(reactor, listen=[C.LISTEN], services=True)
     node.startService()
     while not node.ports:
         d: Deferred[None] = Deferred()
@@ -125,8 +120,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             prof = f"{args.profile}.{name}" if args.profile and name == "B" else None
             children.append(await spawnChild(reactor, prof))
         (pb, b), (pc, c), (pd, d) = children
-        node = C.makeNode(reactor)
-        installRoutedSessions(node)
+        node = C.makeNode(reactor, services=True)
         await node.connect(b["appn"])
         await node.connect(d["appn"])
         for proc, target in ((pb, c), (pc, d), (pb, d)):
