@@ -33,6 +33,7 @@ from appnpy.interfaces import INode, ISessionPlugin
 from appnpy.link.identity import Identity, defaultCPName, isNodeID, validateCPName
 from appnpy.link.tls import LinkAddress, LinkContextFactory, TrustPolicy, parseAddress
 from appnpy.link.yamux import MuxConfig
+from appnpy.net.topology import ILinkObserver, ITopology, ITopologyHost
 from appnpy.session.adjacent import Session
 from appnpy.session.plugins import checkPlugin
 
@@ -58,7 +59,7 @@ class _LinkFactory(Factory):
         return LinkProtocol(self.node, self.isClient, self.expectedNodeID, self.address)
 
 
-@implementer(INode)
+@implementer(INode, ITopologyHost)
 class Node(MultiService):
     """
     One appnpy node: listens, dials, runs a control point per link and binds
@@ -113,7 +114,7 @@ class Node(MultiService):
         #: Network services, set by their modules' install functions: the
         #: topology database (network nodes), the directory, intermediate
         #: session routing, and the ends of routed sessions.
-        self.topology: Any = None
+        self.topology: ITopology | None = None
         self.directory: Any = None
         self.relay: Any = None
         self.routedSessions: Any = None
@@ -145,6 +146,19 @@ class Node(MultiService):
         C{sessionRefused(reason)} and C{handshakeFailed(why)}.
         """
         self._observers.append(observer)
+
+    # -- ILinkRegistry (for the topology database) ---------------------------
+
+    def addLinkObserver(self, observer: ILinkObserver) -> None:
+        self.addObserver(observer)
+
+    def addControlHandler(
+        self, messageClass: type[Any], handler: Callable[[ControlPoint, Any], None]
+    ) -> None:
+        self.controlHandlers[messageClass] = handler
+
+    def removeControlHandler(self, messageClass: type[Any]) -> None:
+        self.controlHandlers.pop(messageClass, None)
 
     def _notify(self, event: str, *args: Any) -> None:
         for observer in self._observers:
