@@ -12,6 +12,7 @@ that only the owner raises.  The parts, one job each:
   - L{sync}: FRSN resynchronisation when a link comes up;
   - L{measurement}: RTT and throughput of this node's own links;
   - L{rsn}: the own RSN, persisted across restarts;
+  - L{origination}: issuing this node's own records, damped and refreshed;
   - L{routes}: route selection over the database;
   - L{service}: the service that composes them (L{TopologyDatabase}).
 

@@ -54,8 +54,6 @@ class Neighbour:
     dropped: int = 0
     droppedWindowStart: float = 0.0
     inBurst: bool = False
-    recordsSent: int = 0
-    recordsReceived: int = 0
     #: The FRSN up to which this neighbour has had every change it needs
     #: from us, while the link is up and synced; None otherwise.
     sentUpTo: int | None = None
@@ -107,9 +105,6 @@ class Flooder:
             )
         )
         self.stats["sent"] += len(records)
-        ns = self.neighbours.get(cp.peerNodeID)
-        if ns is not None:
-            ns.recordsSent += len(records)
 
     def sendEntries(self, cp: ControlPoint, entries: list[Entry], since: int, upTo: int) -> None:
         """

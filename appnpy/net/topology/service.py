@@ -4,9 +4,9 @@ by link events.
 
 It owns the record store (L{appnpy.net.topology.database}), the flooder and
 per-neighbour state (L{appnpy.net.topology.flooding}), the own RSN
-(L{appnpy.net.topology.rsn}) and the measured own links
-(L{appnpy.net.topology.measurement}), and applies the rules for a received
-TDU:
+(L{appnpy.net.topology.rsn}) and the own records
+(L{appnpy.net.topology.origination}), runs their timers, and applies the
+rules for a received TDU:
 
   - a newer RSN is applied and forwarded once to the other network-node
     neighbours; an equal one is dropped; an older one is answered with our
@@ -27,11 +27,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from appnpy.errors import ConfigurationError, NoRoute
+from appnpy.errors import NoRoute
 from appnpy.link.identity import Identity
 from appnpy.net.routing import (
     BUILTIN_COS,
@@ -44,10 +44,9 @@ from appnpy.net.routing import (
 from appnpy.net.topology._interfaces import ILinkObserver, ILinkRegistry, ITopology, ITopologyHost
 from appnpy.net.topology.database import Entry, RecordStore
 from appnpy.net.topology.flooding import Flooder, Neighbour, isNetworkPeer
-from appnpy.net.topology.measurement import DOWN_LINK_BODY, OwnLink
+from appnpy.net.topology.origination import OwnRecords
 from appnpy.net.topology.records import (
     LINK,
-    MAX_END_NODES,
     MAX_LINKS_PER_ORIGIN,
     MAX_NODES,
     NODE,
@@ -111,7 +110,7 @@ class TopologyDatabase(Service):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         identity: Identity,
         name: str,
         links: ILinkRegistry,
@@ -141,31 +140,34 @@ class TopologyDatabase(Service):
         self.cosTables.update(cosTables or {})
         self.refreshInterval = refreshInterval
         self.maxAge = maxAge if maxAge is not None else 2 * refreshInterval + 600.0
-        self.damping = damping
         self.measureInterval = measureInterval
         self.syncCredit = syncCredit
         self.abuseWindow = abuseWindow
-        self.rttChange = rttChange
-        self.linkCost = linkCost
-        self.linkSecurity = linkSecurity
-        #: Characteristics of this node's own record.
-        self.resistance = resistance
-        self.load = 0
-        self.cds = cds
-        self.endNodes: list[str] = []
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
         self.store = RecordStore(self.nodeID, identity.publicKeyBytes)
         self.flooder = Flooder(links, self.store, self.stats, rate, burst, abuseLimit, abuseWindow)
         self.ownRSN = OwnRSN(stateDir, reactor.seconds())
+        self.own = OwnRecords(
+            reactor,
+            identity,
+            name,
+            self.store,
+            self.flooder,
+            self.ownRSN,
+            self.stats,
+            self._changed,
+            damping=damping,
+            maxAge=self.maxAge,
+            rttChange=rttChange,
+            resistance=resistance,
+            cds=cds,
+            linkCost=linkCost,
+            linkSecurity=linkSecurity,
+        )
         # The store's and flooder's state under the names the convergence
         # benchmark seeds directly (same objects, not copies).
         self._records: dict[Key, Entry] = self.store.entries
         self._neighbours: dict[str, Neighbour] = self.flooder.neighbours
-        self._ownLinks: dict[str, OwnLink] = {}
-        self._linkConfig: dict[str, dict[str, int]] = {}
-        self._dirty: set[Key] = set()
-        self._lastAnnounce: float | None = None
-        self._announceCall: IDelayedCall | None = None
         self._timers: dict[str, IDelayedCall] = {}
         self._observers: list[Callable[[], None]] = []
 
@@ -191,22 +193,22 @@ class TopologyDatabase(Service):
         super().startService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         self.links.addControlHandler(TopologyUpdate, self.updateReceived)
         self.links.addControlHandler(TopologySync, self.syncReceived)
-        self._dirty.add((NODE, self.nodeID, ""))
-        self._every("refresh", self.refreshInterval, self.refresh)
+        self.own.start()
+        self._every("refresh", self.refreshInterval, self.own.refresh)
         self._every("age", min(self.maxAge / 4, 300.0), self.ageOut)
         if self.measureInterval > 0:
             self._every("measure", self.measureInterval, self.measureLinks)
         for cp in list(self.links.links.values()):
             self.linkActive(cp)
-        self._announce()
+        self.own.announce()
 
     def stopService(self) -> None:
         super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
-        for timer in [*self._timers.values(), self._announceCall]:
-            if timer is not None and timer.active():
+        for timer in self._timers.values():
+            if timer.active():
                 timer.cancel()
         self._timers.clear()
-        self._announceCall = None
+        self.own.stop()
         self.links.removeControlHandler(TopologyUpdate)
         self.links.removeControlHandler(TopologySync)
 
@@ -271,27 +273,15 @@ class TopologyDatabase(Service):
             ns.lastCredit = now
         ns.sentUpTo = None
         cp.send(syncRequest(ns))
-        own = self._ownLinks.get(peer)
-        if own is None:
-            cfg = self._linkConfig.get(peer, {})
-            own = self._ownLinks[peer] = OwnLink(
-                cost=cfg.get("cost", self.linkCost), security=cfg.get("security", self.linkSecurity)
-            )
-        own.linkUp(cp, now)
-        self._markDirty((LINK, self.nodeID, peer))
+        self.own.linkUp(cp, now)
 
     def linkLost(self, cp: ControlPoint, why: tuple[str, str]) -> None:
         ns = self._neighbours.get(cp.peerNodeID)
         if ns is not None:
             ns.sentUpTo = None
-        own = self._ownLinks.get(cp.peerNodeID)
-        if not self.running or own is None or not own.up:
-            return
-        own.up = False
-        own.downSince = self.reactor.seconds()
-        self._markDirty((LINK, self.nodeID, cp.peerNodeID))
+        self.own.linkDown(cp.peerNodeID, self.reactor.seconds())
 
-    # -- what this node announces ---------------------------------------------
+    # -- what this node announces (see OwnRecords) -----------------------------
 
     def setLinkCharacteristics(
         self, peer: str, cost: int | None = None, security: int | None = None
@@ -300,18 +290,7 @@ class TopologyDatabase(Service):
         Configure the cost and security level (0-255) this node announces
         for its link to C{peer}.
         """
-        cfg = self._linkConfig.setdefault(peer, {})
-        own = self._ownLinks.get(peer)
-        for name, value in (("cost", cost), ("security", security)):
-            if value is None:
-                continue
-            if type(value) is not int or not 0 <= value <= 255:
-                raise ConfigurationError(f"link {name} must be 0..255")
-            cfg[name] = value
-            if own is not None:
-                setattr(own, name, value)
-        if own is not None:
-            self._markDirty((LINK, self.nodeID, peer))
+        self.own.setLinkCharacteristics(peer, cost, security)
 
     def setNodeCharacteristics(
         self, resistance: int | None = None, load: int | None = None, cds: bool | None = None
@@ -319,114 +298,24 @@ class TopologyDatabase(Service):
         """
         Change what this node's own record announces (0-255 each).
         """
-        for name, value in (("resistance", resistance), ("load", load)):
-            if value is not None:
-                if type(value) is not int or not 0 <= value <= 255:
-                    raise ConfigurationError(f"{name} must be 0..255")
-                setattr(self, name, value)
-        if cds is not None:
-            self.cds = bool(cds)
-        self._markDirty((NODE, self.nodeID, ""))
+        self.own.setNodeCharacteristics(resistance, load, cds)
 
     def setAttachedEndNodes(self, ids: Iterable[str]) -> None:
         """
         The end nodes this node serves (called by the directory); announced
         in this node's node record.  At most L{MAX_END_NODES} are announced.
         """
-        ends = sorted(set(ids))
-        if len(ends) > MAX_END_NODES:
-            self.log.warn(
-                "{count} end nodes attached; only {max} are announced in the topology",
-                count=len(ends),
-                max=MAX_END_NODES,
-            )
-            ends = ends[:MAX_END_NODES]
-        if ends != self.endNodes:
-            self.endNodes = ends
-            self._markDirty((NODE, self.nodeID, ""))
-
-    # -- originating our own records --------------------------------------------
-
-    def _markDirty(self, key: Key) -> None:
-        self._dirty.add(key)
-        if not self.running or self._announceCall is not None:
-            return
-        now = self.reactor.seconds()
-        delay = 0.0
-        if self._lastAnnounce is not None:
-            delay = max(0.0, self._lastAnnounce + self.damping - now)
-        self._announceCall = self.reactor.callLater(delay, self._announce)
-
-    def _ownNodeBody(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "role": "network",
-            "public_key": self.identity.publicKeyBytes,
-            "resistance": self.resistance,
-            "load": self.load,
-            "cds": self.cds,
-            "end_nodes": list(self.endNodes),
-        }
-
-    def _announce(self) -> None:
-        """
-        Issue new versions of the dirty own records and flood them (damped:
-        at most once per C{damping} seconds).
-        """
-        self._announceCall = None
-        if not self.running:
-            return
-        self._lastAnnounce = self.reactor.seconds()
-        dirty, self._dirty = self._dirty, set()
-        self._originate(dirty)
-
-    def _originate(self, keys: Iterable[Key]) -> None:
-        entries = []
-        now = self.reactor.seconds()
-        for kind, _, subject in sorted(keys):
-            if kind == NODE:
-                body = self._ownNodeBody()
-            elif subject in self._ownLinks:
-                body = self._ownLinks[subject].body()
-                self._ownLinks[subject].announced = body
-            else:
-                body = dict(DOWN_LINK_BODY)
-            record = TopologyRecord.create(self.identity, kind, subject, self.ownRSN.next(), body)
-            entries.append(self.store.apply(record, None, now))
-            self.stats["originated"] += 1
-        if entries:
-            self.flooder.flood(entries, None, now)
-            self._changed()
+        self.own.setAttachedEndNodes(ids)
 
     def refresh(self) -> None:
-        """
-        Re-issue every own record (so no other node ages them out), and stop
-        announcing links that have been down longer than C{maxAge}.
-        """
-        now = self.reactor.seconds()
-        for peer, own in list(self._ownLinks.items()):
-            if not own.up and own.downSince is not None and now - own.downSince > self.maxAge:
-                del self._ownLinks[peer]
-                self.store.remove((LINK, self.nodeID, peer))
-        keys = {(NODE, self.nodeID, "")} | {(LINK, self.nodeID, p) for p in self._ownLinks}
-        self._dirty -= keys
-        self._lastAnnounce = self.reactor.seconds()
-        self._originate(keys)
+        self.own.refresh()
 
     def measureLinks(self) -> None:
         """
-        Sample RTT (keepalive pings) and observed throughput of every link
-        to a network node; re-announce a link whose characteristics moved
-        (see L{OwnLink.changed}).
+        Sample RTT (keepalive pings) and observed throughput of every own
+        link; re-announce those that moved.
         """
-        now = self.reactor.seconds()
-        for peer, own in self._ownLinks.items():
-            cp = self.links.links.get(peer)
-            if cp is None or not own.up:
-                continue
-            own.sample(cp, now)
-            if own.changed(self.rttChange):
-                self._markDirty((LINK, self.nodeID, peer))
+        self.own.measure(self.links)
 
     # -- receiving ------------------------------------------------------------------
 
@@ -462,7 +351,6 @@ class TopologyDatabase(Service):
                 decoded.append(TopologyRecord.decode(raw))
             except BadRecord as e:
                 self.stats[e.counter] += 1
-        ns.recordsReceived += len(msg.records)
         # Node records first: they carry the keys that verify link records.
         decoded.sort(key=lambda r: r.kind != NODE)
         applied: list[Entry] = []
@@ -495,7 +383,7 @@ class TopologyDatabase(Service):
                 # RSN state.  Jump past it and re-issue.
                 self.ownRSN.jumpPast(rec.rsn)
                 self.stats["own_rsn_bumped"] += 1
-                self._dirty.add(rec.key)
+                self.own.ownSeen(rec.key)
                 ownSeen = True
                 continue
             if current is None:
@@ -518,7 +406,7 @@ class TopologyDatabase(Service):
             self.flooder.flood(applied, peer, now)
             self._changed()
         if ownSeen:
-            self._markDirty((NODE, self.nodeID, ""))
+            self.own.markDirty((NODE, self.nodeID, ""))
 
     def syncReceived(self, cp: ControlPoint, msg: TopologySync) -> None:
         """
