@@ -48,7 +48,7 @@ from appnpy.link.yamux import MuxConfig
 from appnpy.net.directory import installDirectory
 from appnpy.net.peers import AdmissionControl, PeerManager
 from appnpy.net.relay import installRelay
-from appnpy.net.topology import installTopology
+from appnpy.net.topology import ILinkObserver, ITopology, ITopologyHost, installTopology
 from appnpy.ops.config import NodeConfig
 from appnpy.ops.lockfile import DataDirectoryLock, lockDataDirectory
 from appnpy.ops.management import ManagementService
@@ -78,7 +78,7 @@ class _LinkFactory(Factory):
         return LinkProtocol(self.node, self.isClient, self.expectedNodeID, self.address)
 
 
-@implementer(INode)
+@implementer(INode, ITopologyHost)
 class Node(MultiService):
     """
     One appnpy node: listens, dials, runs a control point per link and binds
@@ -133,7 +133,7 @@ class Node(MultiService):
         #: Network services, set by their modules' install functions: the
         #: topology database (network nodes), the directory, intermediate
         #: session routing, and the ends of routed sessions.
-        self.topology: Any = None
+        self.topology: ITopology | None = None
         self.directory: Any = None
         self.relay: Any = None
         self.routedSessions: Any = None
@@ -161,6 +161,19 @@ class Node(MultiService):
         C{sessionRefused(reason)} and C{handshakeFailed(why)}.
         """
         self._observers.append(observer)
+
+    # -- ILinkRegistry (for the topology database) ---------------------------
+
+    def addLinkObserver(self, observer: ILinkObserver) -> None:
+        self.addObserver(observer)
+
+    def addControlHandler(
+        self, messageClass: type[Any], handler: Callable[[ControlPoint, Any], None]
+    ) -> None:
+        self.controlHandlers[messageClass] = handler
+
+    def removeControlHandler(self, messageClass: type[Any]) -> None:
+        self.controlHandlers.pop(messageClass, None)
 
     def _notify(self, event: str, *args: Any) -> None:
         for observer in self._observers:

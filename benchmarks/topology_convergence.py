@@ -193,8 +193,14 @@ class SimNode(MultiService):
         self.observers: list[Any] = []
         self.topology: Any = None
 
-    def addObserver(self, o: Any) -> None:
+    def addLinkObserver(self, o: Any) -> None:
         self.observers.append(o)
+
+    def addControlHandler(self, messageClass: type, handler: Any) -> None:
+        self.controlHandlers[messageClass] = handler
+
+    def removeControlHandler(self, messageClass: type) -> None:
+        self.controlHandlers.pop(messageClass, None)
 
 
 def connect(wire: Wire, a: SimNode, b: SimNode) -> None:
@@ -412,8 +418,10 @@ def main() -> None:
         "and report both (slow: the flood is O(N^2) signature checks)",
     )
     args = p.parse_args()
-    sizes = [int(x) for x in args.nodes.split(",")] if args.nodes else (
-        [50, 200] if args.quick else [200, 1000]
+    sizes = (
+        [int(x) for x in args.nodes.split(",")]
+        if args.nodes
+        else ([50, 200] if args.quick else [200, 1000])
     )
     results = []
     for n in sizes:

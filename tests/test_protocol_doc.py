@@ -299,20 +299,14 @@ def _routedSessionOpen() -> Message:
 
 def _topologyDigest() -> str:
     """
-    The digest L{TopologyDatabase.digest} computes over the two example records.
+    The digest the topology database computes over the two example records.
     """
-    from twisted.internet.task import Clock
+    from appnpy.net.topology.database import RecordStore
 
-    from appnpy.net.topology import TopologyDatabase
-
-    class _Node:
-        reactor = Clock()
-        nodeID = NODE_B
-
-    db = TopologyDatabase(_Node())
+    store = RecordStore(NODE_B, b"")
     for record in (_topologyNodeRecord(), _topologyLinkRecord()):
-        db._apply(record, NODE_A, 0.0)
-    return db.digest()
+        store.apply(record, NODE_A, 0.0)
+    return store.digest()
 
 
 def _digestLines() -> list[str]:
@@ -887,7 +881,6 @@ class CapabilityTests(SynchronousTestCase):
             if cls.capability != self.table.get(name)
         }
         self.assertEqual(missing, {})
-
 
 
 if __name__ == "__main__":

@@ -34,6 +34,13 @@ from appnpy.testing import MemoryLink, MemoryNetwork
 DAMPING = 1.0
 
 
+def databaseFor(node: Node, **options: Any) -> TopologyDatabase:
+    """
+    A topology database for C{node}, not installed (a restart's replacement).
+    """
+    return TopologyDatabase(node.reactor, node.identity, node.name, node, **options)
+
+
 class Net:
     """
     A MemoryNetwork of network nodes, each with a topology database.
@@ -211,8 +218,8 @@ class ConvergenceTests(SynchronousTestCase):
         t.link(2, 3)
         t.settle()
         self.assertEqual(len(t.digests()), 1)
-        self.assertEqual(t.dbs[1].nodeRecord(t.id(4))["body"]["resistance"], 90)
-        self.assertEqual(t.dbs[5].nodeRecord(t.id(0))["body"]["load"], 40)
+        self.assertEqual(t.dbs[1].record("node", t.id(4)).body["resistance"], 90)
+        self.assertEqual(t.dbs[5].record("node", t.id(0)).body["load"], 40)
         self.assertEqual(len(t.dbs[0].selectRoute(t.id(0), t.id(4)).hops), 5)
 
 
@@ -255,14 +262,14 @@ class FailureTests(SynchronousTestCase):
         gone = t.id(3)
         t.nodes[3].stopService()
         t.settle()
-        self.assertIsNotNone(t.dbs[0].nodeRecord(gone))
+        self.assertIsNotNone(t.dbs[0].record("node", gone))
         for _ in range(16):
             t.net.flush(advance=50)
         for db in t.dbs[:3]:
-            self.assertIsNone(db.nodeRecord(gone))
+            self.assertIsNone(db.record("node", gone))
             self.assertFalse([r for r in db.records() if r.owner == gone])
             self.assertGreater(db.stats["aged_out"], 0)
-            self.assertIsNotNone(db.nodeRecord(t.id(0)))
+            self.assertIsNotNone(db.record("node", t.id(0)))
         self.assertEqual(len(t.digests(t.dbs[:3])), 1)
         self.assertEqual(t.dbs[0].networkNodes(), sorted(t.id(i) for i in range(3)))
 
@@ -403,7 +410,7 @@ class BadRecordTests(SynchronousTestCase):
         t = self.t
         me = t.nodes[0].identity
         fakes = [FakeIdentity().nodeID for _ in range(300)]
-        rsn = t.dbs[0].currentRSN + 1000
+        rsn = t.dbs[0].ownRSN.value + 1000
         records = [TopologyRecord.create(me, "link", f, rsn, LINK_BODY) for f in fakes]
         for i in range(0, 300, 100):
             push(self.cp, records[i : i + 100])
@@ -423,12 +430,14 @@ class BadRecordTests(SynchronousTestCase):
             t.net.flush(advance=10)
         size = len(self.victim)
         me = t.nodes[0].identity
-        rsn = t.dbs[0].currentRSN + 10
+        rsn = t.dbs[0].ownRSN.value + 10
         fakes = [FakeIdentity().nodeID for _ in range(50)]
         records = []
         for i in range(10_000):
             if i % 2:
-                records.append(TopologyRecord.create(me, "node", "", rsn + i, nodeBody(me, "LAB.N0")))
+                records.append(
+                    TopologyRecord.create(me, "node", "", rsn + i, nodeBody(me, "LAB.N0"))
+                )
             else:
                 records.append(TopologyRecord.create(me, "link", fakes[i % 50], rsn + i, LINK_BODY))
         for i in range(0, 10_000, 200):
@@ -440,7 +449,7 @@ class BadRecordTests(SynchronousTestCase):
         self.assertIs(self.cp.state, LinkState.ACTIVE)
         t.dbs[2].setNodeCharacteristics(load=77)
         t.settle()
-        self.assertEqual(t.dbs[1].nodeRecord(t.id(2))["body"]["load"], 77)
+        self.assertEqual(t.dbs[1].record("node", t.id(2)).body["load"], 77)
 
     def test_persistentAbuseClosesLink(self) -> None:
         """
@@ -452,12 +461,17 @@ class BadRecordTests(SynchronousTestCase):
         t.settle()
         cp = t.nodes[0].links[t.id(1)]
         me = t.nodes[0].identity
-        rsn = t.dbs[0].currentRSN + 10
+        rsn = t.dbs[0].ownRSN.value + 10
         for batch in range(6):
-            push(cp, [
-                TopologyRecord.create(me, "node", "", rsn + 200 * batch + i, nodeBody(me, "LAB.N0"))
-                for i in range(0, 200, 2)
-            ])
+            push(
+                cp,
+                [
+                    TopologyRecord.create(
+                        me, "node", "", rsn + 200 * batch + i, nodeBody(me, "LAB.N0")
+                    )
+                    for i in range(0, 200, 2)
+                ],
+            )
         t.net.flush()
         self.assertEqual(t.dbs[1].stats["links_closed_for_abuse"], 1)
         self.assertNotIn(t.id(0), t.nodes[1].links)
@@ -499,7 +513,7 @@ class ResyncTests(SynchronousTestCase):
         old = t.dbs[3]
         old.disownServiceParent()
         node.topology = None
-        fresh = TopologyDatabase(node, damping=DAMPING)
+        fresh = databaseFor(node, damping=DAMPING)
         fresh.setServiceParent(node)
         node.addObserver(fresh)
         t.dbs[3] = fresh
@@ -523,12 +537,12 @@ class RSNTests(SynchronousTestCase):
         for i in range(5):
             db.setNodeCharacteristics(load=i)
             t.settle()
-        used = db.currentRSN
+        used = db.ownRSN.value
         self.assertTrue(os.path.exists(os.path.join(state, "topology.json")))
         db.stopService()
-        again = TopologyDatabase(t.nodes[0], stateDir=state)
-        self.assertGreater(again.currentRSN, used)
-        self.assertEqual(again.currentRSN % 2, 0)
+        again = databaseFor(t.nodes[0], stateDir=state)
+        self.assertGreater(again.ownRSN.value, used)
+        self.assertEqual(again.ownRSN.value % 2, 0)
 
     def test_lostStateRecovers(self) -> None:
         """
@@ -542,8 +556,8 @@ class RSNTests(SynchronousTestCase):
             t.settle()
         high = t.dbs[2].record("node", t.id(0)).rsn
         t.dbs[0].disownServiceParent()
-        fresh = TopologyDatabase(node, damping=DAMPING)
-        fresh._rsn = 0  # as if the clock and state were both lost
+        fresh = databaseFor(node, damping=DAMPING)
+        fresh.ownRSN.value = 0  # as if the clock and state were both lost
         fresh.setServiceParent(node)
         node.addObserver(fresh)
         node.topology = fresh
@@ -552,9 +566,9 @@ class RSNTests(SynchronousTestCase):
         t.link(0, 1)
         t.settle(8)
         self.assertGreater(fresh.stats["own_rsn_bumped"], 0)
-        rec = t.dbs[2].nodeRecord(t.id(0))
-        self.assertGreater(rec["rsn"], high)
-        self.assertEqual(rec["body"]["load"], 99)
+        rec = t.dbs[2].record("node", t.id(0))
+        self.assertGreater(rec.rsn, high)
+        self.assertEqual(rec.body["load"], 99)
 
 
 class ServiceTests(SynchronousTestCase):

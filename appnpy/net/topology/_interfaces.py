@@ -1,0 +1,134 @@
+"""
+What the topology database needs from its host, and what others use of it.
+
+The database runs inside a node but needs only a few things from it: the
+active links to neighbouring control points, a place to register its two
+control-message handlers, and link-up/link-down events.  L{ILinkRegistry}
+names exactly those, so the database never reaches through a node; the node
+(C{appnpy.node.Node}) provides it.  L{ITopologyHost} adds what
+L{appnpy.net.topology.installTopology} reads to build the database.
+
+L{ITopology} is the database as the directory, routed sessions, the
+management API and the node use it (they receive it as C{node.topology}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from zope.interface import Attribute, Interface
+
+from appnpy.net.routing import Route, RouteExplanation
+
+if TYPE_CHECKING:
+    from appnpy.cp.controlpoint import ControlPoint
+
+__all__ = ["ILinkObserver", "ILinkRegistry", "ITopologyHost", "ITopology"]
+
+
+class ILinkObserver(Interface):
+    """
+    Told when a link to a neighbour comes up or goes down.
+    """
+
+    def linkActive(cp: ControlPoint) -> None:
+        """
+        The link to C{cp.peerNodeID} is up (a C{ControlPoint}).
+        """
+
+    def linkLost(cp: ControlPoint, why: tuple[str, str]) -> None:
+        """
+        The link is gone; C{why} is (reason code, detail).
+        """
+
+
+class ILinkRegistry(Interface):
+    """
+    The active links of a node and the dispatch of control messages.
+    """
+
+    links = Attribute(
+        "Mapping[str, ControlPoint]: the active links by the neighbour's node ID "
+        "(read only by the topology database)."
+    )
+
+    def addControlHandler(
+        messageClass: type[Any], handler: Callable[[ControlPoint, Any], None]
+    ) -> None:
+        """
+        Deliver every control message of C{messageClass} arriving on any
+        link as C{handler(cp, message)}.
+        """
+
+    def removeControlHandler(messageClass: type[Any]) -> None:
+        """
+        Stop delivering C{messageClass} (no error if none is registered).
+        """
+
+    def addLinkObserver(observer: ILinkObserver) -> None:
+        """
+        Tell C{observer} of every link that comes up or goes down from now on.
+        """
+
+
+class ITopologyHost(ILinkRegistry):
+    """
+    A node that can be given a topology database.
+    """
+
+    reactor = Attribute("The reactor (IReactorTime): time and timers.")
+    identity = Attribute("The node's Identity: signs its own records.")
+    name = Attribute("str: the node's CP name, announced in its node record.")
+    role = Attribute('str: "network" or "end"; only network nodes keep a database.')
+    topology = Attribute("ITopology | None: set by installTopology.")
+
+
+class ITopology(Interface):
+    """
+    The topology database of a network node as its users see it.
+    """
+
+    cosTables = Attribute("dict[str, ClassOfService]: the classes of service by name.")
+
+    def networkNodes() -> list[str]:
+        """
+        The node IDs of every network node with a node record, sorted.
+        """
+
+    def nodeName(nodeID: str) -> str | None:
+        """
+        The CP name in C{nodeID}'s node record, or C{None}.
+        """
+
+    def servingNode(endNodeID: str) -> str | None:
+        """
+        The network node whose node record lists C{endNodeID} as attached.
+        """
+
+    def setAttachedEndNodes(ids: Iterable[str]) -> None:
+        """
+        The end nodes this node serves, to announce in its node record.
+        """
+
+    def selectRoute(origin: str, destination: str, cos: str | None = None) -> Route:
+        """
+        The least-weight L{Route} for C{cos}.
+
+        @raise NoRoute: when none qualifies.
+        """
+
+    def explainRoute(origin: str, destination: str, cos: str | None = None) -> RouteExplanation:
+        """
+        The L{RouteExplanation} of the route selection for C{cos}.
+        """
+
+    def digest() -> str:
+        """
+        A digest of the versions held, equal on nodes that have converged.
+        """
+
+    def asDict() -> dict[str, Any]:
+        """
+        The database (records, statistics, digest) for the management API.
+        """

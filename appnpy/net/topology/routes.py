@@ -1,0 +1,74 @@
+"""
+Route selection over the topology database: the graph's least-weight route,
+with an end node at either end reached through its serving network node
+(the network node whose node record lists it; that hop weighs 0).
+"""
+
+from __future__ import annotations
+
+from appnpy.net.routing import ClassOfService, Route, RouteExplanation, leastWeightRoute
+from appnpy.net.routing import explainRoute as explainGraphRoute
+from appnpy.net.topology.database import RecordStore
+
+__all__ = ["selectRoute", "explainRoute"]
+
+
+def _endpoints(
+    store: RecordStore, origin: str, destination: str
+) -> tuple[str, str, str | None, str | None]:
+    """
+    The network nodes to route between, and the end nodes (if any) beyond them.
+    """
+    g = store.graph()
+    first = last = None
+    if origin not in g.nodes:
+        server = store.servingNode(origin)
+        if server is not None:
+            first, origin = origin, server
+    if destination not in g.nodes:
+        server = store.servingNode(destination)
+        if server is not None:
+            last, destination = destination, server
+    return origin, destination, first, last
+
+
+def _extend(route: Route, first: str | None, last: str | None) -> Route:
+    hops, weights = list(route.hops), list(route.hopWeights)
+    if first is not None:
+        hops.insert(0, first)
+        weights.insert(0, 0.0)
+    if last is not None:
+        hops.append(last)
+        weights.append(0.0)
+    return Route(hops, route.weight, weights, route.cos)
+
+
+def selectRoute(store: RecordStore, table: ClassOfService, origin: str, destination: str) -> Route:
+    """
+    The least-weight route for C{table}.
+
+    @raise NoRoute: when none qualifies.
+    """
+    if origin == destination:
+        return Route([origin], 0.0, [], table.name)
+    o, d, first, last = _endpoints(store, origin, destination)
+    if o == d:
+        route = Route([o], 0.0, [], table.name)
+    else:
+        route = leastWeightRoute(store.graph(), o, d, table)
+    return _extend(route, first, last)
+
+
+def explainRoute(
+    store: RecordStore, table: ClassOfService, origin: str, destination: str
+) -> RouteExplanation:
+    """
+    Why the route for C{table} is the one chosen (see
+    L{appnpy.net.routing.explainRoute}), between the nodes asked about.
+    """
+    o, d, first, last = _endpoints(store, origin, destination)
+    explanation = explainGraphRoute(store.graph(), o, d, table)
+    if explanation.route is not None:
+        explanation.route = _extend(explanation.route, first, last)
+    explanation.origin, explanation.destination = origin, destination
+    return explanation
