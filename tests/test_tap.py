@@ -15,7 +15,8 @@ from appnpy.net.peers import AdmissionControl, PeerManager
 from appnpy.node import Node
 from appnpy.ops.config import resolveConfig
 from appnpy.ops.lockfile import LOCK_FILE, lockDataDirectory
-from appnpy.tap import Options, buildService, makeService
+from appnpy.node import deployNode
+from appnpy.tap import Options, makeService
 
 
 def parse(*argv: str) -> Options:
@@ -71,7 +72,7 @@ class OptionsTests(TestCase):
 
 class ServiceTests(TestCase):
     """
-    buildService assembles lock, node, peer manager and admission control.
+    deployNode assembles lock, node, peer manager and admission control.
     """
 
     def config(self, *argv: str) -> tuple[object, str]:
@@ -80,8 +81,7 @@ class ServiceTests(TestCase):
         return resolveConfig(options.commandLine(), Clock()), dataDir
 
     def stopLater(self, service: object) -> None:
-        lock = service.getServiceNamed("lock")  # type: ignore[attr-defined]
-        self.addCleanup(lock.lock.release)
+        self.addCleanup(service.lock.release)  # type: ignore[attr-defined]
 
     def test_build(self) -> None:
         """
@@ -89,7 +89,7 @@ class ServiceTests(TestCase):
         with the configured peers and max-peers, and admission control.
         """
         config, dataDir = self.config("--name", "LAB.T", "--max-peers", "3", "--peer", "h:1")
-        top = buildService(config, Clock())
+        top = deployNode(Clock(), config)
         self.stopLater(top)
         node = top.node
         self.assertIsInstance(node, Node)
@@ -108,10 +108,10 @@ class ServiceTests(TestCase):
         A second start on the same data directory is the same node.
         """
         config, _ = self.config()
-        first = buildService(config, Clock())
+        first = deployNode(Clock(), config)
         nodeID = first.node.nodeID
-        first.getServiceNamed("lock").lock.release()
-        second = buildService(config, Clock())
+        first.lock.release()
+        second = deployNode(Clock(), config)
         self.stopLater(second)
         self.assertEqual(second.node.nodeID, nodeID)
 
@@ -120,11 +120,11 @@ class ServiceTests(TestCase):
         --plugin enables only the named plugins; an unknown one is an error.
         """
         config, _ = self.config("--plugin", "ping")
-        top = buildService(config, Clock())
+        top = deployNode(Clock(), config)
         self.stopLater(top)
         self.assertEqual(set(top.node.plugins), {"ping"})
         config, _ = self.config("--plugin", "nosuch")
-        self.assertRaises(PluginError, buildService, config, Clock())
+        self.assertRaises(PluginError, deployNode, Clock(), config)
 
     def test_pluginSection(self) -> None:
         """
@@ -138,13 +138,13 @@ class ServiceTests(TestCase):
         with open(path, "w") as f:
             f.write("[plugin.echo]\nsession-limit = 3\n")
         config, _ = self.config("--config", path)
-        top = buildService(config, Clock())
+        top = deployNode(Clock(), config)
         self.stopLater(top)
         self.assertEqual(top.node.plugins["echo"].sessionLimit, 3)
         with open(path, "w") as f:
             f.write("[plugin.nosuch]\n")
         config, _ = self.config("--config", path)
-        e = self.assertRaises(ConfigurationError, buildService, config, Clock())
+        e = self.assertRaises(ConfigurationError, deployNode, Clock(), config)
         self.assertIn("plugin.nosuch", str(e))
 
     def test_locked(self) -> None:
@@ -156,7 +156,7 @@ class ServiceTests(TestCase):
         config, dataDir = self.config()
         lock = lockDataDirectory(dataDir)
         self.addCleanup(lock.release)
-        e = self.assertRaises(DataDirectoryLocked, buildService, config, Clock())
+        e = self.assertRaises(DataDirectoryLocked, deployNode, Clock(), config)
         self.assertIn(f"by process {os.getpid()}", str(e))
         options = parse("--data-dir", dataDir, "--listen", "tcp:0", "--api", "none")
         exit = self.assertRaises(SystemExit, makeService, options)
@@ -168,5 +168,5 @@ class ServiceTests(TestCase):
         When building fails after locking, the lock is released.
         """
         config, dataDir = self.config("--plugin", "nosuch")
-        self.assertRaises(PluginError, buildService, config, Clock())
+        self.assertRaises(PluginError, deployNode, Clock(), config)
         lockDataDirectory(dataDir).release()

@@ -26,7 +26,7 @@ from appnpy import ROLES
 from appnpy.errors import AddressError, ConfigurationError
 from appnpy.link.identity import validateCPName
 from appnpy.link.tls import NETWORK, OPEN, parseAddress
-from appnpy.net.routing import ClassOfService, parseCOS
+from appnpy.net.routing import ClassOfService, parseCOSTables
 
 #: The default port of the node's links.
 DEFAULT_PORT = 7700
@@ -298,7 +298,7 @@ def resolveConfig(
     if cds and role != "network":
         raise ConfigurationError(f"{configFile}: [node] cds = true needs role network")
     # Parsed once, here: errors name the key, and the node uses these tables.
-    cosTables = {cosName: parseCOS(cosName, dict(section)) for cosName, section in cosSections.items()}
+    cosTables = parseCOSTables(cosSections)
 
     return NodeConfig(
         dataDir=dataDir,
