@@ -29,10 +29,11 @@ from appnpy.errors import (
     SessionClosed,
     SessionRefused,
 )
-from appnpy.interfaces import INode, ISessionPlugin
+from appnpy.interfaces import INode, IResourceDirectory, ISessionPlugin
 from appnpy.link.identity import Identity, defaultCPName, isNodeID, validateCPName
 from appnpy.link.tls import LinkAddress, LinkContextFactory, TrustPolicy, parseAddress
 from appnpy.link.yamux import MuxConfig
+from appnpy.net.directory import IDirectory, IDirectoryHost
 from appnpy.session.adjacent import Session
 from appnpy.session.plugins import checkPlugin
 
@@ -58,7 +59,7 @@ class _LinkFactory(Factory):
         return LinkProtocol(self.node, self.isClient, self.expectedNodeID, self.address)
 
 
-@implementer(INode)
+@implementer(INode, IDirectoryHost, IResourceDirectory)
 class Node(MultiService):
     """
     One appnpy node: listens, dials, runs a control point per link and binds
@@ -114,7 +115,7 @@ class Node(MultiService):
         #: topology database (network nodes), the directory, intermediate
         #: session routing, and the ends of routed sessions.
         self.topology: Any = None
-        self.directory: Any = None
+        self.directory: IDirectory | None = None
         self.relay: Any = None
         self.routedSessions: Any = None
         # Every node answers the interop probe (appnpy.ops.probe imports this module).
@@ -136,6 +137,27 @@ class Node(MultiService):
         return {cls.capability for cls in self.controlHandlers if getattr(cls, "capability", None)}
 
     # -- observers (metrics, management) --------------------------------------
+
+    def addControlHandler(
+        self, messageClass: type[Any], handler: Callable[[ControlPoint, Any], None]
+    ) -> None:
+        """
+        Deliver control messages of C{messageClass} to C{handler(cp, message)}.
+        """
+        self.controlHandlers[messageClass] = handler
+
+    def addLinkObserver(self, observer: object) -> None:
+        """
+        L{addObserver}, for services that only follow links.
+        """
+        self.addObserver(observer)
+
+    def resourcesChanged(self, plugin: ISessionPlugin) -> None:
+        """
+        A plugin's resources changed: tell the directory (see L{IResourceDirectory}).
+        """
+        if self.directory is not None:
+            self.directory.resourcesChanged(plugin)
 
     def addObserver(self, observer: Any) -> None:
         """

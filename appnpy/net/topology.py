@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from appnpy.cp.messages import (
     MAX_MESSAGE_SIZE,
@@ -57,6 +58,7 @@ from appnpy.cp.messages import (
 )
 from appnpy.errors import ConfigurationError, NoRoute, ProtocolError, Reason
 from appnpy.link.identity import Identity, isNodeID, nodeIDFromSPKI, validateCPName, verifySignature
+from appnpy.net.directory._interfaces import IRouteSource
 from appnpy.net.ratelimit import TokenBucket
 from appnpy.net.routing import (
     BUILTIN_COS,
@@ -363,6 +365,7 @@ def _linkChars(record: TopologyRecord) -> LinkCharacteristics:
     return LinkCharacteristics(b["rtt_ms"], b["throughput"], b["cost"], b["security"])
 
 
+@implementer(IRouteSource)
 class TopologyDatabase(Service):
     """
     The replicated topology database of one network node; see the module
