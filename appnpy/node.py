@@ -33,7 +33,7 @@ from appnpy.interfaces import INode, IResourceDirectory, ISessionPlugin
 from appnpy.link.identity import Identity, defaultCPName, isNodeID, validateCPName
 from appnpy.link.tls import LinkAddress, LinkContextFactory, TrustPolicy, parseAddress
 from appnpy.link.yamux import MuxConfig
-from appnpy.net.directory import IDirectory, IDirectoryHost
+from appnpy.net.directory import IDirectory, IDirectoryHost, ILinkObserver
 from appnpy.session.adjacent import Session
 from appnpy.session.plugins import checkPlugin
 
@@ -146,7 +146,7 @@ class Node(MultiService):
         """
         self.controlHandlers[messageClass] = handler
 
-    def addLinkObserver(self, observer: object) -> None:
+    def addLinkObserver(self, observer: ILinkObserver) -> None:
         """
         L{addObserver}, for services that only follow links.
         """

@@ -24,6 +24,7 @@ One module per job:
 from appnpy.net.directory._interfaces import (
     IDirectory,
     IDirectoryHost,
+    ILinkObserver,
     ILinkRegistry,
     IRouteSource,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "Directory",
     "IDirectory",
     "IDirectoryHost",
+    "ILinkObserver",
     "ILinkRegistry",
     "IRouteSource",
     "InvalidRecord",

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -79,13 +79,22 @@ class PendingRoute:
 class DirectoryBase(Service):
     """
     The shared state and plumbing of L{service.Directory} (see there).
+
+    Tunables (seconds unless said): C{recordTTL} of this node's records;
+    C{cacheFresh}/C{cacheTTL} of a cached answer, C{negativeTTL} of a cached
+    miss, C{cacheSize} entries each; C{locateTimeout}, C{searchTimeout}, and
+    C{requestTimeout} for what an end node asks its server; C{maxHops} of a
+    broadcast; C{neighbourRate}/C{neighbourBurst} and
+    C{overallRate}/C{overallBurst} (requests per second) admit requests;
+    C{searchTableSize} entries kept C{searchTableTTL}; C{tickInterval} of
+    refresh and expiry (default a third of C{recordTTL}).
     """
 
     log = Logger()
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         identity: Identity,
         cpName: str,
         role: str,

@@ -27,6 +27,22 @@ class IHops(Protocol):
     def hops(self) -> Sequence[str]: ...
 
 
+class ILinkObserver(Interface):
+    """
+    Told when a link to a neighbour becomes active or goes away.
+    """
+
+    def linkActive(cp: ControlPoint) -> None:
+        """
+        The link to C{cp.peerNodeID} is up (Hello exchanged).
+        """
+
+    def linkLost(cp: ControlPoint, why: tuple[str, str]) -> None:
+        """
+        The link to C{cp.peerNodeID} is gone; C{why} is (reason, detail).
+        """
+
+
 class ILinkRegistry(Interface):
     """
     The node's active links, and how a service hears about them: the
@@ -45,10 +61,9 @@ class ILinkRegistry(Interface):
         C{handler(cp, message)} (and announce its capability in Hello).
         """
 
-    def addLinkObserver(observer: object) -> None:
+    def addLinkObserver(observer: ILinkObserver) -> None:
         """
-        Tell C{observer} of links through its C{linkActive(cp)} and
-        C{linkLost(cp, why)} methods.
+        Tell C{observer} of links becoming active and going away.
         """
 
 

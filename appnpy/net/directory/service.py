@@ -23,8 +23,9 @@ from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
 from appnpy.cp.controlpoint import ControlPoint
+from appnpy.cp.messages import Message
 from appnpy.interfaces import ISessionPlugin
-from appnpy.net.directory._interfaces import IDirectory, IDirectoryHost
+from appnpy.net.directory._interfaces import IDirectory, IDirectoryHost, ILinkObserver
 from appnpy.net.directory.locate import LocateMixin
 from appnpy.net.directory.messages import (
     LocateReply,
@@ -40,7 +41,7 @@ from appnpy.net.directory.routeproxy import RouteProxyMixin
 from appnpy.net.directory.search import SearchMixin
 
 
-@implementer(IDirectory)
+@implementer(IDirectory, ILinkObserver)
 class Directory(RegistrationMixin, LocateMixin, SearchMixin, RouteProxyMixin):
     """
     A node's directory services.
@@ -58,7 +59,7 @@ class Directory(RegistrationMixin, LocateMixin, SearchMixin, RouteProxyMixin):
         found-broadcast, not-found) plus the fault counters.
     """
 
-    def messageHandlers(self) -> dict[type[Any], Callable[[ControlPoint, Any], None]]:
+    def messageHandlers(self) -> dict[type[Message], Callable[[ControlPoint, Any], None]]:
         """
         The handler of each directory control message, for the link registry.
         """
