@@ -14,12 +14,22 @@ from appnpy.errors import (
     SessionError,
     SessionRefused,
 )
-from appnpy.interfaces import INode, IPluginLifecycle, ISession, ISessionInfo, ISessionPlugin
+from appnpy.interfaces import (
+    IKeywordSearchable,
+    INode,
+    IPluginLifecycle,
+    IResourceDirectory,
+    ISession,
+    ISessionInfo,
+    ISessionPlugin,
+)
 
 __all__ = [
     "ConfigurationError",
+    "IKeywordSearchable",
     "INode",
     "IPluginLifecycle",
+    "IResourceDirectory",
     "ISession",
     "ISessionInfo",
     "ISessionPlugin",

@@ -166,3 +166,36 @@ class IPluginLifecycle(Interface):
         The node has stopped: release whatever the plugin holds (threads,
         files, timers).
         """
+
+
+# -- directory hooks for plugins ----------------------------------------------
+
+
+class IKeywordSearchable(Interface):
+    """
+    Optional, for a session plugin whose resources can be searched by
+    keyword: the directory asks it (on every node a keyword search for one of
+    its kinds reaches) when it provides this interface, and only then.
+    """
+
+    def search(keywords: list[str]) -> list[dict[str, object]]:
+        """
+        The plugin's matches for C{keywords} (at most 16, each at most 64
+        characters): plain CBOR data (text-keyed maps of text, bytes,
+        numbers, lists), at most 4 KiB encoded each.  The directory adds this
+        node's ID under C{"node"}.
+        """
+
+
+class IResourceDirectory(Interface):
+    """
+    Provided by the node a plugin is attached to (L{IPluginLifecycle.attach}):
+    check with C{IResourceDirectory.providedBy(node)}.
+    """
+
+    def resourcesChanged(plugin: ISessionPlugin) -> None:
+        """
+        C{plugin.resources()} now answers differently: the directory reads it
+        again, registers the new set with the network-node server (end node)
+        or the central directory server, so other nodes can locate them.
+        """

@@ -29,7 +29,7 @@ from appnpy.errors import (
     SessionClosed,
     SessionRefused,
 )
-from appnpy.interfaces import INode, IPluginLifecycle, ISessionPlugin
+from appnpy.interfaces import INode, IPluginLifecycle, IResourceDirectory, ISessionPlugin
 from appnpy.link.identity import (
     Identity,
     defaultCPName,
@@ -45,7 +45,7 @@ from appnpy.link.tls import (
     parseAddress,
 )
 from appnpy.link.yamux import MuxConfig
-from appnpy.net.directory import installDirectory
+from appnpy.net.directory import IDirectory, IDirectoryHost, installDirectory
 from appnpy.net.peers import AdmissionControl, PeerManager
 from appnpy.net.relay import installRelay
 from appnpy.net.topology import ILinkObserver, ITopology, ITopologyHost, installTopology
@@ -78,7 +78,7 @@ class _LinkFactory(Factory):
         return LinkProtocol(self.node, self.isClient, self.expectedNodeID, self.address)
 
 
-@implementer(INode, ITopologyHost)
+@implementer(INode, ITopologyHost, IDirectoryHost, IResourceDirectory)
 class Node(MultiService):
     """
     One appnpy node: listens, dials, runs a control point per link and binds
@@ -134,7 +134,7 @@ class Node(MultiService):
         #: topology database (network nodes), the directory, intermediate
         #: session routing, and the ends of routed sessions.
         self.topology: ITopology | None = None
-        self.directory: Any = None
+        self.directory: IDirectory | None = None
         self.relay: Any = None
         self.routedSessions: Any = None
 
@@ -153,6 +153,27 @@ class Node(MultiService):
 
     # -- observers (metrics, management) --------------------------------------
 
+    def addControlHandler(
+        self, messageClass: type[Any], handler: Callable[[ControlPoint, Any], None]
+    ) -> None:
+        """
+        Deliver control messages of C{messageClass} to C{handler(cp, message)}.
+        """
+        self.controlHandlers[messageClass] = handler
+
+    def addLinkObserver(self, observer: ILinkObserver) -> None:
+        """
+        L{addObserver}, for services that only follow links.
+        """
+        self.addObserver(observer)
+
+    def resourcesChanged(self, plugin: ISessionPlugin) -> None:
+        """
+        A plugin's resources changed: tell the directory (see L{IResourceDirectory}).
+        """
+        if self.directory is not None:
+            self.directory.resourcesChanged(plugin)
+
     def addObserver(self, observer: Any) -> None:
         """
         Register an object told of link and session events through optional
@@ -163,14 +184,6 @@ class Node(MultiService):
         self._observers.append(observer)
 
     # -- ILinkRegistry (for the topology database) ---------------------------
-
-    def addLinkObserver(self, observer: ILinkObserver) -> None:
-        self.addObserver(observer)
-
-    def addControlHandler(
-        self, messageClass: type[Any], handler: Callable[[ControlPoint, Any], None]
-    ) -> None:
-        self.controlHandlers[messageClass] = handler
 
     def removeControlHandler(self, messageClass: type[Any]) -> None:
         self.controlHandlers.pop(messageClass, None)

@@ -10,14 +10,18 @@ from collections import deque
 from typing import Any
 
 import attrs
+from appnpy_echo import Echo, SimplePlugin
 from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from appnpy.cp.messages import MessageReader, encodeMessage
 from appnpy.errors import NoRoute, ResourceNotFound
+from appnpy.interfaces import IKeywordSearchable, INode, IPluginLifecycle, IResourceDirectory
 from appnpy.net.directory import (
     InvalidRecord,
+    IRouteSource,
     LocateReply,
     LocateRequest,
     RegisterResources,
@@ -37,6 +41,7 @@ class FakeRoute:
     weight: float = 0.0
 
 
+@implementer(IRouteSource)
 class FakeTopology:
     """
     Stands in for engineer T's TopologyDatabase (same methods): shortest hop
@@ -95,6 +100,32 @@ class FakeTopology:
             path.append(at)
             at = previous[at]
         return FakeRoute(prefix + path[::-1] + suffix)
+
+
+@implementer(IPluginLifecycle)
+class Offering(SimplePlugin):
+    """
+    A plugin whose resources change at run time; it tells its node.
+    """
+
+    def __init__(self, name: str, offered: list[str]) -> None:
+        super().__init__(name, Echo)
+        self.offered = list(offered)
+        self.node: INode | None = None
+
+    def attach(self, node: INode) -> None:
+        self.node = node
+
+    def detach(self) -> None:
+        self.node = None
+
+    def resources(self) -> list[str]:
+        return list(self.offered)
+
+    def offer(self, names: list[str]) -> None:
+        self.offered = list(names)
+        if IResourceDirectory.providedBy(self.node):
+            IResourceDirectory(self.node).resourcesChanged(self)
 
 
 class Lab:
@@ -277,10 +308,14 @@ class LocateTests(DirectoryTestCase):
         comes back empty and a broadcast finds the new owner.
         """
         lab = self.lab(cacheFresh=5)
-        a, b, c = lab.line(3)
-        c.directory.register("chat:lobby")
+        a, b = lab.node("LAB.N0"), lab.node("LAB.N1")
+        lobby = Offering("chat", ["chat:lobby"])
+        c = lab.node("LAB.N2", plugins=[lobby])
+        lab.net.link(a, b)
+        lab.net.link(b, c)
+        lobby.attach(c)
         lab.locate(a, "chat:lobby")
-        c.directory.unregister("chat:lobby")
+        lobby.offer([])
         b.directory.register("chat:lobby")
         lab.net.flush(advance=6)
         self.assertEqual(lab.locate(a, "chat:lobby").owner, b.nodeID)
@@ -367,7 +402,7 @@ class LocateTests(DirectoryTestCase):
         self.assertRaises(ResourceNotFound, lab.locate, nodes[0], "chat:far")
         self.assertEqual(nodes[4].directory.stats["searches-processed"], 0)
         nodes[0].directory.maxHops = 4
-        nodes[0].directory._negative.clear()
+        nodes[0].directory.cache.negative.clear()
         self.assertEqual(lab.locate(nodes[0], "chat:far").owner, nodes[4].nodeID)
 
     def test_locateStormRateLimited(self) -> None:
@@ -430,6 +465,7 @@ class SearchTests(DirectoryTestCase):
 
         asked: list[str] = []
 
+        @implementer(IKeywordSearchable)
         class Files(SimplePlugin):
             def resources(self) -> list[str]:
                 return ["files:share"]
@@ -459,3 +495,62 @@ class SearchTests(DirectoryTestCase):
         self.assertGreater(len({r["node"] for r in results}), 1)
         d = nodes[0].directory.search("files", ["x"], maxResults=10)
         self.assertEqual(len(resultOf(d)), 10)  # enough locally
+
+
+class PluginHookTests(DirectoryTestCase):
+    def test_resourcesChangedAtRunTime(self) -> None:
+        """
+        A plugin on an end node whose resources change tells its node
+        (IResourceDirectory, reached through IPluginLifecycle.attach); the
+        directory registers the new set with the server, so another node
+        locates the new resource, and no longer the withdrawn one.
+        """
+        lab = self.lab(negativeTTL=1)
+        n0, n1 = lab.node("LAB.N0"), lab.node("LAB.N1")
+        files = Offering("files", ["files:old"])
+        e = lab.node("LAB.E", role="end", plugins=[files])
+        lab.net.link(n0, n1)
+        lab.net.connect(e, n1)
+        lab.net.flush()
+        files.attach(e)
+        self.assertEqual(lab.locate(n0, "files:old").owner, e.nodeID)
+        self.assertRaises(ResourceNotFound, lab.locate, n0, "files:new")
+        files.offer(["files:new"])
+        lab.net.flush(advance=2)
+        self.assertEqual(lab.locate(n0, "files:new").owner, e.nodeID)
+        self.assertNotIn("files:old", n1.directory.asDict()["registered"])
+        self.assertEqual(sorted(n1.directory.asDict()["registered"]), ["files:new", "node:LAB.E"])
+
+    def test_keywordSearchAsksOnlySearchablePlugins(self) -> None:
+        """
+        A keyword search from another node is answered by a plugin that
+        provides IKeywordSearchable; a plugin of the same kind with a
+        C{search} method but without the interface is not asked.
+        """
+        asked: list[str] = []
+
+        class Undeclared(SimplePlugin):
+            def resources(self) -> list[str]:
+                return ["files:private"]
+
+            def search(self, keywords: list[str]) -> list[dict[str, Any]]:
+                asked.append(self.name)
+                return [{"name": "private"}]
+
+        @implementer(IKeywordSearchable)
+        class Declared(Undeclared):
+            def resources(self) -> list[str]:
+                return ["files:public"]
+
+            def search(self, keywords: list[str]) -> list[dict[str, Any]]:
+                asked.append(self.name)
+                return [{"name": k} for k in keywords]
+
+        lab = self.lab()
+        a = lab.node("LAB.A")
+        b = lab.node("LAB.B", plugins=[Declared("files", Echo), Undeclared("files2", Echo)])
+        lab.net.link(a, b)
+        d = a.directory.search("files", ["song"], maxResults=10)
+        lab.net.flush()
+        self.assertEqual(resultOf(d), [{"name": "song", "node": b.nodeID}])
+        self.assertEqual(asked, ["files"])

@@ -9,8 +9,10 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from appnpy.errors import NoRoute, ResourceNotFound
+from appnpy.interfaces import IKeywordSearchable
 from appnpy.net.directory import (
     LocateRequest,
     RegisterResources,
@@ -145,6 +147,7 @@ class EndNodeTests(DirectoryTestCase):
         """
         from appnpy_echo import Echo, SimplePlugin
 
+        @implementer(IKeywordSearchable)
         class Files(SimplePlugin):
             def resources(self) -> list[str]:
                 return ["files:share"]

@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from appnpy.errors import NoRoute
 from appnpy.link.identity import Identity
+from appnpy.net.directory._interfaces import IRouteSource
 from appnpy.net.routing import (
     BUILTIN_COS,
     TLS_SECURITY,
@@ -93,7 +94,7 @@ _STATS = (
 )
 
 
-@implementer(ITopology, ILinkObserver)
+@implementer(ITopology, ILinkObserver, IRouteSource)
 class TopologyDatabase(Service):
     """
     The replicated topology database of one network node; see the module

@@ -1,0 +1,164 @@
+"""
+What the directory needs from its host and from the topology database, and
+what it offers the rest of the node (private to appnpy: the node and the
+topology database provide these; plugins see L{appnpy.interfaces}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+from appnpy.cp.controlpoint import ControlPoint
+from appnpy.cp.messages import Message
+from appnpy.interfaces import ISessionPlugin
+from appnpy.net.directory.records import LocateResult
+
+
+class IHops(Protocol):
+    """
+    A chosen route: its node IDs, origin first.
+    """
+
+    @property
+    def hops(self) -> Sequence[str]: ...
+
+
+class ILinkObserver(Interface):
+    """
+    Told when a link to a neighbour becomes active or goes away.
+    """
+
+    def linkActive(cp: ControlPoint) -> None:
+        """
+        The link to C{cp.peerNodeID} is up (Hello exchanged).
+        """
+
+    def linkLost(cp: ControlPoint, why: tuple[str, str]) -> None:
+        """
+        The link to C{cp.peerNodeID} is gone; C{why} is (reason, detail).
+        """
+
+
+class ILinkRegistry(Interface):
+    """
+    The node's active links, and how a service hears about them: the
+    directory's only way to its neighbours.
+    """
+
+    links = Attribute(
+        "C{Mapping[str, ControlPoint]}: the active links by the neighbour's node ID (live)."
+    )
+
+    def addControlHandler(
+        messageClass: type[Message], handler: Callable[[ControlPoint, Any], None]
+    ) -> None:
+        """
+        Deliver every control message of C{messageClass} a neighbour sends to
+        C{handler(cp, message)} (and announce its capability in Hello).
+        """
+
+    def addLinkObserver(observer: ILinkObserver) -> None:
+        """
+        Tell C{observer} of links becoming active and going away.
+        """
+
+
+class IRouteSource(Interface):
+    """
+    The few topology database queries the directory makes (network nodes only).
+    """
+
+    def selectRoute(origin: str, destination: str, cos: str) -> IHops:
+        """
+        The route for C{cos}.
+
+        @raise appnpy.errors.NoRoute: if there is none.
+        """
+
+    def networkNodes() -> list[str]:
+        """
+        The node IDs of every network node in the topology database.
+        """
+
+    def servingNode(endNodeID: str) -> str | None:
+        """
+        The network node serving C{endNodeID}, if any announced it.
+        """
+
+    def setAttachedEndNodes(ids: Iterable[str]) -> None:
+        """
+        The end nodes this node serves now (they registered with it), to
+        announce in its node record.
+        """
+
+
+class IDirectory(Interface):
+    """
+    A node's directory services, as the node, the management API and the
+    benchmarks use them.
+    """
+
+    serverNodeID = Attribute(
+        "C{str | None}: at an end node, its current network-node server's node ID."
+    )
+    stats = Attribute("C{Counter[str]}: the directory's counters.")
+
+    def locate(name: str, cos: str = "interactive") -> Coroutine[Any, Any, LocateResult]:
+        """
+        Find the owner of C{name}.
+
+        @raise appnpy.errors.ResourceNotFound: if no node answers for it.
+        """
+
+    def requestRoute(destination: str, cos: str = "interactive") -> Coroutine[Any, Any, list[str]]:
+        """
+        The route (node IDs, this node first) to C{destination}.
+
+        @raise appnpy.errors.NoRoute: if there is none.
+        """
+
+    def search(
+        kind: str, keywords: list[str], maxResults: int = 100
+    ) -> Deferred[list[dict[str, Any]]]:
+        """
+        A keyword search of every reachable node's plugins offering C{kind}.
+        """
+
+    def register(name: str) -> None:
+        """
+        Offer C{name} from this node (besides what its plugins offer).
+        """
+
+    def localResources() -> list[str]:
+        """
+        The resource names this node offers.
+        """
+
+    def resourcesChanged(plugin: ISessionPlugin) -> None:
+        """
+        C{plugin}'s C{resources()} answer changed: register and announce anew.
+        """
+
+    def asDict() -> dict[str, Any]:
+        """
+        The directory as JSON-able data (C{appn resources}).
+        """
+
+
+class IDirectoryHost(ILinkRegistry):
+    """
+    The node L{appnpy.net.directory.installDirectory} gives directory services.
+    """
+
+    reactor = Attribute("The reactor (C{IReactorTime}).")
+    identity = Attribute("C{Identity}: signs this node's resource records.")
+    nodeID = Attribute("C{str}: this node's node ID.")
+    name = Attribute("C{str}: this node's CP name.")
+    role = Attribute("C{'network'} or C{'end'}.")
+    plugins = Attribute("C{Mapping[str, ISessionPlugin]}: the node's plugins by name (live).")
+    topology = Attribute("The topology database (an L{IRouteSource}), C{None} on end nodes.")
+    directory = Attribute("The node's L{IDirectory}, set by the installer.")

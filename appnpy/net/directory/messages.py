@@ -1,0 +1,179 @@
+"""
+The directory's seven control messages (capability C{directory}) and their
+limits.  The field layout is the wire format (docs/protocol.md): change
+nothing here without changing the protocol document.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import attrs
+
+from appnpy.cp.messages import (
+    MAX_ROUTE_NODES,
+    Message,
+    blob,
+    integer,
+    listOf,
+    message,
+    nodeID,
+    plainData,
+    text,
+    token,
+)
+from appnpy.errors import ProtocolError
+from appnpy.net.directory.records import MAX_RECORD_SIZE, RESOURCE_NAME
+
+__all__ = [
+    "LocateReply",
+    "LocateRequest",
+    "RegisterResources",
+    "RouteReply",
+    "RouteRequest",
+    "SearchReply",
+    "SearchRequest",
+    "newSearchID",
+]
+
+_SEARCH_ID = re.compile(r"[0-9a-f]{32}\Z")
+#: Most records one message carries.
+MAX_RECORDS_PER_MESSAGE = 256
+#: Most records a locate answer carries.
+MAX_RECORDS_PER_ANSWER = 16
+#: Most results a keyword search request may ask for.
+MAX_SEARCH_RESULTS = 1000
+#: Most results, and encoded bytes, of one C{SearchReply}.
+REPLY_CHUNK_ITEMS = 64
+REPLY_CHUNK_BYTES = 16 * 1024
+
+
+def _optionalNodeID(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if value != "":
+        nodeID(inst, field, value)
+
+
+def _boolean(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not bool:
+        raise ProtocolError(f"field {field.name!r}: must be a boolean")
+
+
+def _optionalReason(inst: object, field: attrs.Attribute[Any], value: object) -> None:
+    if value != "":
+        token(inst, field, value)
+
+
+searchID = text(32, _SEARCH_ID)
+resourceName = text(240, RESOURCE_NAME)
+
+
+def newSearchID() -> str:
+    return os.urandom(16).hex()
+
+
+@message("RegisterResources", capability="directory")
+@attrs.frozen
+class RegisterResources(Message):
+    """
+    End node -> its network-node server, or network node -> the CDS (then
+    forwarded hop by hop toward C{target}): the sender's current records,
+    replacing everything registered before through C{origin}.
+    """
+
+    records: list[bytes] = attrs.field(
+        validator=listOf(blob(MAX_RECORD_SIZE), MAX_RECORDS_PER_MESSAGE)
+    )
+    origin: str = attrs.field(default="", validator=_optionalNodeID)
+    target: str = attrs.field(default="", validator=_optionalNodeID)
+
+
+@message("LocateRequest", capability="directory")
+@attrs.frozen
+class LocateRequest(Message):
+    """
+    Find the owner of C{name}.  C{target} empty: broadcast search (or, sent by
+    an end node to its server, "run the whole locate for me"); else a
+    directed search forwarded hop by hop to C{target}.
+    """
+
+    search_id: str = attrs.field(validator=searchID)
+    origin: str = attrs.field(validator=nodeID)
+    name: str = attrs.field(validator=resourceName)
+    hops_left: int = attrs.field(validator=integer(0, 64))
+    target: str = attrs.field(default="", validator=_optionalNodeID)
+    cos: str = attrs.field(default="interactive", validator=token)
+
+
+@message("LocateReply", capability="directory")
+@attrs.frozen
+class LocateReply(Message):
+    """
+    Records found for a search, travelling the reverse path.  C{final}: the
+    sender has nothing more for this search.  C{route}: for an end node's
+    locate, the route from it to the owner.  C{reason}: why a final answer is
+    empty when that is not simply "not found" (C{busy}, C{no-route}).
+    """
+
+    search_id: str = attrs.field(validator=searchID)
+    records: list[bytes] = attrs.field(
+        factory=list, validator=listOf(blob(MAX_RECORD_SIZE), MAX_RECORDS_PER_ANSWER)
+    )
+    final: bool = attrs.field(default=True, validator=_boolean)
+    route: list[str] = attrs.field(factory=list, validator=listOf(nodeID, MAX_ROUTE_NODES))
+    reason: str = attrs.field(default="", validator=_optionalReason)
+
+
+@message("SearchRequest", capability="directory")
+@attrs.frozen
+class SearchRequest(Message):
+    """
+    A plugin keyword search, flooded like a broadcast locate.
+    """
+
+    search_id: str = attrs.field(validator=searchID)
+    origin: str = attrs.field(validator=nodeID)
+    kind: str = attrs.field(validator=token)
+    keywords: list[str] = attrs.field(validator=listOf(text(64), 16))
+    hops_left: int = attrs.field(validator=integer(0, 64))
+    max_results: int = attrs.field(default=100, validator=integer(1, MAX_SEARCH_RESULTS))
+
+
+@message("SearchReply", capability="directory")
+@attrs.frozen
+class SearchReply(Message):
+    """
+    Some results of a keyword search; C{final} as for L{LocateReply}.
+    """
+
+    search_id: str = attrs.field(validator=searchID)
+    results: list[dict[str, Any]] = attrs.field(
+        factory=list, validator=listOf(plainData, REPLY_CHUNK_ITEMS)
+    )
+    final: bool = attrs.field(default=True, validator=_boolean)
+
+
+@message("RouteRequest", capability="directory")
+@attrs.frozen
+class RouteRequest(Message):
+    """
+    End node -> its server: the route from the end node to C{destination}.
+    """
+
+    request_id: str = attrs.field(validator=searchID)
+    destination: str = attrs.field(validator=nodeID)
+    cos: str = attrs.field(default="interactive", validator=token)
+
+
+@message("RouteReply", capability="directory")
+@attrs.frozen
+class RouteReply(Message):
+    """
+    The route (node IDs, requester first) or the reason there is none.
+    """
+
+    request_id: str = attrs.field(validator=searchID)
+    route: list[str] = attrs.field(factory=list, validator=listOf(nodeID, MAX_ROUTE_NODES))
+    reason: str = attrs.field(default="", validator=_optionalReason)
+    detail: str = attrs.field(default="", validator=text(512))

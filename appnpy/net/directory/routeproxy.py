@@ -1,0 +1,97 @@
+"""
+Routes for end nodes: an end node keeps no topology database, so it asks its
+network-node server (C{RouteRequest}), which computes the route from the end
+node with its own topology database.  A network node answers from its
+database directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from appnpy.cp.controlpoint import ControlPoint
+from appnpy.cp.messages import MAX_ROUTE_NODES
+from appnpy.errors import NoRoute, Reason
+from appnpy.net.directory._core import DirectoryBase, PendingRoute
+from appnpy.net.directory.messages import RouteReply, RouteRequest, newSearchID
+
+
+class RouteProxyMixin(DirectoryBase):
+    """
+    Route requests, both sides (a part of L{service.Directory}).
+    """
+
+    def requestRoute(
+        self, destination: str, cos: str = "interactive"
+    ) -> Coroutine[Any, Any, list[str]]:
+        """
+        The route (node IDs, this node first) to C{destination} for C{cos}
+        (an awaitable).  End nodes ask their server.
+
+        @raise NoRoute: if there is none.
+        """
+        return self._requestRoute(destination, cos)
+
+    async def _requestRoute(self, destination: str, cos: str) -> list[str]:
+        if self.role == "network":
+            if self.topology is None:
+                raise NoRoute(f"{destination}: this node has no topology database")
+            return list(self.topology.selectRoute(self.nodeID, destination, cos).hops)
+        server = self._serverCP()
+        if server is None:
+            raise NoRoute(f"{destination}: this end node has no network-node server")
+        request = RouteRequest(request_id=newSearchID(), destination=destination, cos=cos)
+        d: Deferred[list[str]] = Deferred()
+        pending = PendingRoute(d, request, None)
+        pending.timer = self.reactor.callLater(
+            self.requestTimeout, self._failRoute, pending, "the server did not answer in time"
+        )
+        self._routes[request.request_id] = pending
+        self._send(server, request)
+        return await d
+
+    def _failRoute(self, pending: PendingRoute, why: str) -> None:
+        self._routes.pop(pending.request.request_id, None)
+        if pending.timer is not None and pending.timer.active():
+            pending.timer.cancel()
+        if not pending.deferred.called:
+            pending.deferred.errback(NoRoute(f"{pending.request.destination}: {why}"))
+
+    def _routeRequestReceived(self, cp: ControlPoint, msg: RouteRequest) -> None:
+        if not self._admit(cp):
+            self._send(cp, RouteReply(request_id=msg.request_id, reason=Reason.BUSY.value))
+            return
+        topology = self.topology
+        try:
+            if self.role != "network" or topology is None:
+                raise NoRoute("this node computes no routes")
+            hops = list(topology.selectRoute(cp.peerNodeID, msg.destination, msg.cos).hops)
+            if len(hops) > MAX_ROUTE_NODES:
+                raise NoRoute(f"the route has {len(hops)} nodes, over {MAX_ROUTE_NODES}")
+        except NoRoute as e:
+            self._send(
+                cp,
+                RouteReply(
+                    request_id=msg.request_id, reason=Reason.NO_ROUTE.value, detail=str(e)[:512]
+                ),
+            )
+            return
+        self._send(cp, RouteReply(request_id=msg.request_id, route=hops))
+
+    def _routeReplyReceived(self, cp: ControlPoint, msg: RouteReply) -> None:
+        pending = self._routes.get(msg.request_id)
+        if pending is None or cp.peerNodeID != self.serverNodeID:
+            self.stats["stray-replies"] += 1
+            return
+        del self._routes[msg.request_id]
+        if pending.timer is not None and pending.timer.active():
+            pending.timer.cancel()
+        if msg.route:
+            pending.deferred.callback(list(msg.route))
+        else:
+            pending.deferred.errback(
+                NoRoute(f"{pending.request.destination}: {msg.reason} {msg.detail}".strip())
+            )
