@@ -19,7 +19,17 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN
-from appnpy.cp.controlpoint import ControlPoint, LinkProtocol
+from appnpy.cp._interfaces import (
+    ADJACENT,
+    ControlHandler,
+    IBindHandler,
+    IBoundSession,
+    ILinkTransport,
+    ISessionOpener,
+)
+from appnpy.cp.controlpoint import ControlPoint
+from appnpy.cp.linkprotocol import LinkProtocol
+from appnpy.cp.messages import Message
 from appnpy.errors import (
     ConfigurationError,
     NoRoute,
@@ -33,7 +43,8 @@ from appnpy.interfaces import INode, ISessionPlugin
 from appnpy.link.identity import Identity, defaultCPName, isNodeID, validateCPName
 from appnpy.link.tls import LinkAddress, LinkContextFactory, TrustPolicy, parseAddress
 from appnpy.link.yamux import MuxConfig
-from appnpy.session.adjacent import Session
+from appnpy.session._interfaces import IRoutedSessionsHost
+from appnpy.session.adjacent import AdjacentSessions
 from appnpy.session.plugins import checkPlugin
 
 ROLES = ("network", "end")
@@ -58,7 +69,7 @@ class _LinkFactory(Factory):
         return LinkProtocol(self.node, self.isClient, self.expectedNodeID, self.address)
 
 
-@implementer(INode)
+@implementer(INode, IRoutedSessionsHost)
 class Node(MultiService):
     """
     One appnpy node: listens, dials, runs a control point per link and binds
@@ -98,15 +109,21 @@ class Node(MultiService):
         self.ports: list[IListeningPort] = []
         self.shuttingDown = False
         self.startedAt = reactor.seconds()
-        self._contextFactory = LinkContextFactory(identity, self.trust)
+        #: The TLS context of every link, and of routed sessions end to end.
+        self.linkContextFactory = LinkContextFactory(identity, self.trust)
         self._observers: list[Any] = []
         self._startWaiters: list[Deferred[None]] | None = []
         self._startResult: object = None
         #: Connections accepted or dialled that have not authenticated yet.
-        self.pendingLinks: set[LinkProtocol] = set()
+        self.pendingLinks: set[ILinkTransport] = set()
         #: Handlers of control messages by class, for the node's services
         #: (peer exchange, topology, directory): C{handler(cp, message)}.
-        self.controlHandlers: dict[type[Any], Callable[[ControlPoint, Any], None]] = {}
+        self.controlHandlers: dict[type[Message], ControlHandler] = {}
+        #: Handlers of inbound BINDs by kind (appnpy.cp._interfaces): the
+        #: adjacent sessions here, relay and routed ends by their installers.
+        self._bindHandlers: dict[str, IBindHandler] = {}
+        self._adjacentSessions = AdjacentSessions(self.plugins)
+        self.setBindHandler(ADJACENT, self._adjacentSessions)
         #: Optional admission control for inbound connections: an object
         #: whose C{wrap(factory)} returns the factory to listen with.
         self.admission: Any = None
@@ -133,7 +150,42 @@ class Node(MultiService):
         The optional protocol capabilities this node's services handle,
         announced in Hello.
         """
-        return {cls.capability for cls in self.controlHandlers if getattr(cls, "capability", None)}
+        return {cls.capability for cls in self.controlHandlers if cls.capability}
+
+    def sessionLimits(self) -> dict[str, int]:
+        return {name: p.sessionLimit for name, p in self.plugins.items()}
+
+    # -- what links dispatch to (ILinkHost) ----------------------------------
+
+    def sessionOpener(self) -> ISessionOpener:
+        return self._adjacentSessions
+
+    def bindHandler(self, kind: str) -> IBindHandler | None:
+        return self._bindHandlers.get(kind)
+
+    def setBindHandler(self, kind: str, handler: object) -> None:
+        """
+        Register C{handler} for inbound BINDs of C{kind}; L{None} removes it.
+        """
+        if handler is None:
+            self._bindHandlers.pop(kind, None)
+        else:
+            self._bindHandlers[kind] = IBindHandler(handler)
+
+    def controlHandler(self, messageClass: type[Message]) -> ControlHandler | None:
+        return self.controlHandlers.get(messageClass)
+
+    def addControlHandler(self, messageClass: type[Message], handler: ControlHandler) -> None:
+        self.controlHandlers[messageClass] = handler
+
+    def removeControlHandler(self, messageClass: type[Message]) -> None:
+        self.controlHandlers.pop(messageClass, None)
+
+    def linkPending(self, link: ILinkTransport) -> None:
+        self.pendingLinks.add(link)
+
+    def linkSettled(self, link: ILinkTransport) -> None:
+        self.pendingLinks.discard(link)
 
     # -- observers (metrics, management) --------------------------------------
 
@@ -156,12 +208,12 @@ class Node(MultiService):
 
     def serverFactory(self) -> TLSMemoryBIOFactory:
         return TLSMemoryBIOFactory(
-            self._contextFactory, False, _LinkFactory(self, False, None, ""), clock=self.reactor
+            self.linkContextFactory, False, _LinkFactory(self, False, None, ""), clock=self.reactor
         )
 
     def clientFactory(self, address: LinkAddress) -> TLSMemoryBIOFactory:
         return TLSMemoryBIOFactory(
-            self._contextFactory,
+            self.linkContextFactory,
             True,
             _LinkFactory(self, True, address.nodeID, str(address)),
             clock=self.reactor,
@@ -257,6 +309,9 @@ class Node(MultiService):
                 detail=why[1],
             )
             self._notify("linkLost", cp, why)
+
+    def activeLink(self, nodeID: str) -> ControlPoint | None:
+        return self.links.get(nodeID)
 
     def findNeighbour(self, destination: str) -> ControlPoint:
         """
@@ -380,6 +435,17 @@ class Node(MultiService):
             raise NoSuchNode(repr(name)) from None
         return str(found.owner)
 
+    def nodeName(self, nodeID: str) -> str:
+        """
+        The CP name of C{nodeID} in the topology database, or C{""}.
+        """
+        if self.topology is not None:
+            try:
+                return self.topology.nodeName(nodeID) or ""
+            except Exception:
+                return ""
+        return ""
+
     def routeTo(self, destination: str, cos: str | None = None) -> Deferred[list[str]]:
         """
         The route (node IDs from this node to C{destination}) for C{cos}:
@@ -395,13 +461,13 @@ class Node(MultiService):
             return list(await self.directory.requestRoute(destination, cos))
         raise NoRoute(f"this node has no topology database or directory to reach {destination}")
 
-    def sessions(self) -> list[Session]:
+    def sessions(self) -> list[IBoundSession]:
         return [s for cp in self.links.values() for s in cp.sessions.values()]
 
-    def sessionStarted(self, session: Session) -> None:
+    def sessionStarted(self, session: IBoundSession) -> None:
         self._notify("sessionStarted", session)
 
-    def sessionEnded(self, session: Session, why: SessionClosed) -> None:
+    def sessionEnded(self, session: IBoundSession, why: SessionClosed) -> None:
         self._notify("sessionEnded", session, why)
 
     def sessionRefused(self, reason: str) -> None:
