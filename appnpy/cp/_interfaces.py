@@ -35,8 +35,6 @@ RELAY = "relay"
 #: a routed session that ends here (the destination, after relays).
 ROUTED_END = "routed-end"
 
-BIND_KINDS = (ADJACENT, RELAY, ROUTED_END)
-
 #: A handler of one class of control message: C{handler(cp, message)}.
 ControlHandler = Callable[["ControlPoint", Any], None]
 

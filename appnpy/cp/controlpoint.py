@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -162,7 +163,7 @@ class ControlPoint:
         self.limits: dict[str, int] = {}
         self.sessions: dict[str, IBoundSession] = {}
         self.outboundBinds: dict[str, SessionOpen] = {}
-        self.pendingInbound: dict[Stream, Any] = {}
+        self.pendingInbound: dict[Stream, IDelayedCall] = {}
         self.since = self.reactor.seconds()
         self._peerControl: Stream | None = None
         # Every session opens through these two: looked up once per link.
@@ -172,7 +173,7 @@ class ControlPoint:
         self.linkState = LinkState.HANDSHAKE
         self.controlStream: Stream | None = None
         self.closeReason: tuple[str, str] | None = None
-        self.closeTimer: Any = None
+        self.closeTimer: IDelayedCall | None = None
         self.waiters: list[Deferred[ControlPoint]] = []
         self._lifecycle: LinkInputs = _LinkMachine(self)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer, ITCPTransport
+from twisted.internet.interfaces import IConsumer, IDelayedCall, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -51,7 +51,7 @@ class LinkProtocol(AuthenticatedProtocol):
         self._lostReason: Failure | None = None
         #: Why this end refused the link before it came up, if it did.
         self.refusal: tuple[str, str] | None = None
-        self._lingerCall: Any = None
+        self._lingerCall: IDelayedCall | None = None
 
     def addressText(self) -> str:
         if self.address:

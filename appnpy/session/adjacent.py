@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IProtocol
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -197,7 +197,7 @@ class Session(SessionBase):
         self._closing = False
         self.disconnecting = False
         self.since = cp.reactor.seconds()
-        self._graceTimer: Any = None
+        self._graceTimer: IDelayedCall | None = None
 
     def start(self, protocol: Any, leftover: bytes = b"") -> None:
         self.protocol = protocol
@@ -243,6 +243,7 @@ class Session(SessionBase):
             self._stream.loseConnection()
 
     def writeConnectionLost(self) -> None:
+        # IHalfCloseableProtocol requires it; streams never half-close this way.
         pass
 
     def unbindReceived(self, reason: str, detail: str) -> None:

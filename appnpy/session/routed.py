@@ -26,6 +26,7 @@ from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IHalfCloseableProtocol,
     IHandshakeListener,
     IProtocol,
@@ -123,6 +124,7 @@ class _StreamEnd:
         self._session._farEndFinished()
 
     def writeConnectionLost(self) -> None:
+        # IHalfCloseableProtocol requires it; streams never half-close this way.
         pass
 
     def connectionLost(self, reason: Failure) -> None:
@@ -167,7 +169,7 @@ class RoutedSession(SessionBase):
         self._closeReason: tuple[str, str] | None = None
         self._peerReason: tuple[str, str] | None = None
         self._producer: Any = None
-        self._handshakeTimer: Any = None
+        self._handshakeTimer: IDelayedCall | None = None
         self._ended = False
         self._streamGone = False
 
@@ -177,13 +179,6 @@ class RoutedSession(SessionBase):
         The control point of the link this session's stream runs through.
         """
         return self._cp
-
-    @property
-    def viaNodeID(self) -> str:
-        """
-        The neighbour this session's stream runs through.
-        """
-        return self._cp.peerNodeID
 
     # -- start -------------------------------------------------------------------
 
