@@ -46,6 +46,7 @@ from appnpy.link.yamux import MuxConfig
 from appnpy.session._interfaces import IRoutedSessionsHost
 from appnpy.session.adjacent import AdjacentSessions
 from appnpy.session.plugins import checkPlugin
+from appnpy.session.routed import RoutedSessions
 
 ROLES = ("network", "end")
 #: How long a graceful stop waits for sessions to close before dropping links.
@@ -133,7 +134,7 @@ class Node(MultiService):
         self.topology: Any = None
         self.directory: Any = None
         self.relay: Any = None
-        self.routedSessions: Any = None
+        self.routedSessions: RoutedSessions | None = None
         # Every node answers the interop probe (appnpy.ops.probe imports this module).
         from appnpy.ops.probe import installProbeResponder
 
