@@ -19,7 +19,17 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, ROLES
-from appnpy.cp.controlpoint import ControlPoint, LinkProtocol
+from appnpy.cp._interfaces import (
+    ADJACENT,
+    ControlHandler,
+    IBindHandler,
+    IBoundSession,
+    ILinkTransport,
+    ISessionOpener,
+)
+from appnpy.cp.controlpoint import ControlPoint
+from appnpy.cp.linkprotocol import LinkProtocol
+from appnpy.cp.messages import Message
 from appnpy.errors import (
     ConfigurationError,
     NoRoute,
@@ -53,9 +63,10 @@ from appnpy.ops.config import NodeConfig
 from appnpy.ops.lockfile import DataDirectoryLock, lockDataDirectory
 from appnpy.ops.management import ManagementService
 from appnpy.ops.probe import installProbeResponder
-from appnpy.session.adjacent import Session
+from appnpy.session._interfaces import IRoutedSessionsHost
+from appnpy.session.adjacent import AdjacentSessions
 from appnpy.session.plugins import checkPlugin, loadPlugins
-from appnpy.session.routed import installRoutedSessions
+from appnpy.session.routed import RoutedSessions, installRoutedSessions
 
 #: How long a graceful stop waits for sessions to close before dropping links.
 STOP_TIMEOUT = 5.0
@@ -78,7 +89,7 @@ class _LinkFactory(Factory):
         return LinkProtocol(self.node, self.isClient, self.expectedNodeID, self.address)
 
 
-@implementer(INode, ITopologyHost, IDirectoryHost, IResourceDirectory)
+@implementer(INode, IRoutedSessionsHost, ITopologyHost, IDirectoryHost, IResourceDirectory)
 class Node(MultiService):
     """
     One appnpy node: listens, dials, runs a control point per link and binds
@@ -118,15 +129,21 @@ class Node(MultiService):
         self.ports: list[IListeningPort] = []
         self.shuttingDown = False
         self.startedAt = reactor.seconds()
-        self._contextFactory = LinkContextFactory(identity, self.trust)
+        #: The TLS context of every link, and of routed sessions end to end.
+        self.linkContextFactory = LinkContextFactory(identity, self.trust)
         self._observers: list[Any] = []
         self._startWaiters: list[Deferred[None]] | None = []
         self._startResult: object = None
         #: Connections accepted or dialled that have not authenticated yet.
-        self.pendingLinks: set[LinkProtocol] = set()
+        self.pendingLinks: set[ILinkTransport] = set()
         #: Handlers of control messages by class, for the node's services
         #: (peer exchange, topology, directory): C{handler(cp, message)}.
-        self.controlHandlers: dict[type[Any], Callable[[ControlPoint, Any], None]] = {}
+        self.controlHandlers: dict[type[Message], ControlHandler] = {}
+        #: Handlers of inbound BINDs by kind (appnpy.cp._interfaces): the
+        #: adjacent sessions here, relay and routed ends by their installers.
+        self._bindHandlers: dict[str, IBindHandler] = {}
+        self._adjacentSessions = AdjacentSessions(self.plugins)
+        self.setBindHandler(ADJACENT, self._adjacentSessions)
         #: Admission control for inbound connections (set by L{buildNode}):
         #: the node listens with C{admission.wrap(factory)}.
         self.admission: AdmissionControl | None = None
@@ -136,7 +153,7 @@ class Node(MultiService):
         self.topology: ITopology | None = None
         self.directory: IDirectory | None = None
         self.relay: Any = None
-        self.routedSessions: Any = None
+        self.routedSessions: RoutedSessions | None = None
 
     # -- plugins -------------------------------------------------------------
 
@@ -149,17 +166,47 @@ class Node(MultiService):
         The optional protocol capabilities this node's services handle,
         announced in Hello.
         """
-        return {cls.capability for cls in self.controlHandlers if getattr(cls, "capability", None)}
+        return {cls.capability for cls in self.controlHandlers if cls.capability}
 
-    # -- observers (metrics, management) --------------------------------------
+    def sessionLimits(self) -> dict[str, int]:
+        return {name: p.sessionLimit for name, p in self.plugins.items()}
 
-    def addControlHandler(
-        self, messageClass: type[Any], handler: Callable[[ControlPoint, Any], None]
-    ) -> None:
+    # -- what links dispatch to (ILinkHost) ----------------------------------
+
+    def sessionOpener(self) -> ISessionOpener:
+        return self._adjacentSessions
+
+    def bindHandler(self, kind: str) -> IBindHandler | None:
+        return self._bindHandlers.get(kind)
+
+    def setBindHandler(self, kind: str, handler: object) -> None:
+        """
+        Register C{handler} for inbound BINDs of C{kind}; L{None} removes it.
+        """
+        if handler is None:
+            self._bindHandlers.pop(kind, None)
+        else:
+            self._bindHandlers[kind] = IBindHandler(handler)
+
+    def controlHandler(self, messageClass: type[Message]) -> ControlHandler | None:
+        return self.controlHandlers.get(messageClass)
+
+    def addControlHandler(self, messageClass: type[Message], handler: ControlHandler) -> None:
         """
         Deliver control messages of C{messageClass} to C{handler(cp, message)}.
         """
         self.controlHandlers[messageClass] = handler
+
+    def removeControlHandler(self, messageClass: type[Message]) -> None:
+        self.controlHandlers.pop(messageClass, None)
+
+    def linkPending(self, link: ILinkTransport) -> None:
+        self.pendingLinks.add(link)
+
+    def linkSettled(self, link: ILinkTransport) -> None:
+        self.pendingLinks.discard(link)
+
+    # -- observers (metrics, management) --------------------------------------
 
     def addLinkObserver(self, observer: ILinkObserver) -> None:
         """
@@ -183,11 +230,6 @@ class Node(MultiService):
         """
         self._observers.append(observer)
 
-    # -- ILinkRegistry (for the topology database) ---------------------------
-
-    def removeControlHandler(self, messageClass: type[Any]) -> None:
-        self.controlHandlers.pop(messageClass, None)
-
     def _notify(self, event: str, *args: Any) -> None:
         for observer in self._observers:
             method = getattr(observer, event, None)
@@ -198,12 +240,12 @@ class Node(MultiService):
 
     def serverFactory(self) -> TLSMemoryBIOFactory:
         return TLSMemoryBIOFactory(
-            self._contextFactory, False, _LinkFactory(self, False, None, ""), clock=self.reactor
+            self.linkContextFactory, False, _LinkFactory(self, False, None, ""), clock=self.reactor
         )
 
     def clientFactory(self, address: LinkAddress) -> TLSMemoryBIOFactory:
         return TLSMemoryBIOFactory(
-            self._contextFactory,
+            self.linkContextFactory,
             True,
             _LinkFactory(self, True, address.nodeID, str(address)),
             clock=self.reactor,
@@ -299,6 +341,9 @@ class Node(MultiService):
                 detail=why[1],
             )
             self._notify("linkLost", cp, why)
+
+    def activeLink(self, nodeID: str) -> ControlPoint | None:
+        return self.links.get(nodeID)
 
     def findNeighbour(self, destination: str) -> ControlPoint:
         """
@@ -422,6 +467,17 @@ class Node(MultiService):
             raise NoSuchNode(repr(name)) from None
         return str(found.owner)
 
+    def nodeName(self, nodeID: str) -> str:
+        """
+        The CP name of C{nodeID} in the topology database, or C{""}.
+        """
+        if self.topology is not None:
+            try:
+                return self.topology.nodeName(nodeID) or ""
+            except Exception:
+                return ""
+        return ""
+
     def routeTo(self, destination: str, cos: str | None = None) -> Deferred[list[str]]:
         """
         The route (node IDs from this node to C{destination}) for C{cos}:
@@ -437,13 +493,13 @@ class Node(MultiService):
             return list(await self.directory.requestRoute(destination, cos))
         raise NoRoute(f"this node has no topology database or directory to reach {destination}")
 
-    def sessions(self) -> list[Session]:
+    def sessions(self) -> list[IBoundSession]:
         return [s for cp in self.links.values() for s in cp.sessions.values()]
 
-    def sessionStarted(self, session: Session) -> None:
+    def sessionStarted(self, session: IBoundSession) -> None:
         self._notify("sessionStarted", session)
 
-    def sessionEnded(self, session: Session, why: SessionClosed) -> None:
+    def sessionEnded(self, session: IBoundSession, why: SessionClosed) -> None:
         self._notify("sessionEnded", session, why)
 
     def sessionRefused(self, reason: str) -> None:

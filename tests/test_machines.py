@@ -24,7 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from appnpy.errors import ProtocolError, SessionClosed
 
 # Where the machines are built: the one place to update when modules move.
-LINK_MACHINE = ("appnpy.cp.controlpoint", "_buildLinkMachine")
+LINK_MACHINE = ("appnpy.cp.controlpoint", "newLinkMachine")
 RELAY_MACHINE = ("appnpy.net.relay", "_buildRelayMachine")
 MESSAGES = "appnpy.cp.messages"
 
@@ -146,15 +146,15 @@ class FakeControlPoint(Fake):
         self.peerNodeID = "peer"
         self.sessions: dict[str, Any] = {}
         self.pendingInbound: dict[Any, Any] = {}
-        self._waiters: list[Deferred[Any]] = []
-        self._closeReason: tuple[str, str] | None = None
-        self._closeTimer: Any = None
+        self.waiters: list[Deferred[Any]] = []
+        self.closeReason: tuple[str, str] | None = None
+        self.closeTimer: Any = None
 
-    def _cancelCloseTimer(self) -> None:
-        self._calls.append("_cancelCloseTimer")
-        if self._closeTimer is not None and self._closeTimer.active():
-            self._closeTimer.cancel()
-        self._closeTimer = None
+    def cancelCloseTimer(self) -> None:
+        self._calls.append("cancelCloseTimer")
+        if self.closeTimer is not None and self.closeTimer.active():
+            self.closeTimer.cancel()
+        self.closeTimer = None
 
 
 class FakeRelayEntry(Fake):

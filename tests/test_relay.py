@@ -11,8 +11,10 @@ from typing import Any
 from twisted.python.failure import Failure
 
 from appnpy.api import SessionRefused
+from appnpy.cp._interfaces import RELAY
+from appnpy.cp.bindreader import BindReader
 from appnpy.cp.messages import Message, SessionOpen, encodeMessage
-from appnpy.session.adjacent import _BindReader, newSessionID
+from appnpy.session.adjacent import newSessionID
 from appnpy.testing import resultOf
 from tests.test_routed import Recorder, RecordingPlugin, RoutedHarness
 
@@ -27,7 +29,7 @@ class RelayTests(RoutedHarness):
         stream = cp.mux.openStream()
         answers: list[Any] = []
         stream.attachProtocol(
-            _BindReader(lambda m, left: answers.append(m), lambda f: answers.append(f))
+            BindReader(lambda m, left: answers.append(m), lambda f: answers.append(f))
         )
         fields = dict(
             session_id=newSessionID(),
@@ -106,10 +108,9 @@ class RelayTests(RoutedHarness):
         A node without a relay refuses routed BINDs with no-route.
         """
         nodes, _ = self.line(3)
-        nodes[1].relay = None
+        nodes[1].setBindHandler(RELAY, None)
         dd = self.open(nodes, plugin="echo", factory=lambda info: Recorder())
         self.assertEqual(self.failureResultOf(dd, SessionRefused).value.reason, "no-route")
-        nodes[1].relay = None
 
     def test_shuttingDown(self) -> None:
         """
@@ -188,8 +189,7 @@ class RelayTests(RoutedHarness):
         """
         nodes, _ = self.line(3)
         a, b, c = nodes
-        # C's control point swallows the BIND.
-        c.links[b.nodeID].bindReceived = lambda stream, req: None  # type: ignore[method-assign]
+        # C's routed-session ends swallow the BIND.
         c.routedSessions.bindReceived = lambda cp, stream, req: None  # type: ignore[method-assign]
         a.routedSessions.bindTimeout = 100
         dd = self.open(nodes, plugin="echo")

@@ -33,7 +33,8 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from appnpy import PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN
-from appnpy.cp.controlpoint import LinkProtocol, LinkState
+from appnpy.cp.controlpoint import LinkState
+from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.cp.messages import Hello, encodeMessage
 from appnpy.link.identity import Identity, defaultCPName, generateIdentity
 from appnpy.link.tls import LinkContextFactory, TrustPolicy
@@ -400,7 +401,7 @@ class NodeFaultTestCase(TestCase):
             await withTimeout(peer.lost)
 
     def protocolsOf(self, node: Node) -> list[LinkProtocol]:
-        return [p for p in self.built if p.node is node]
+        return [p for p in self.built if p.host is node]
 
     async def whenProtocolsLost(self, node: Node, keep: set[str] = frozenset()) -> None:
         """

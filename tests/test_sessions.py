@@ -234,9 +234,9 @@ class LinkTests(Harness):
         received: list[object] = []
         a = self.net.addNode("LAB.A")
         b = self.net.addNode("LAB.B")
-        a.controlHandlers[OptionalNote] = lambda cp, msg: received.append(msg)
+        a.addControlHandler(OptionalNote, lambda cp, msg: received.append(msg))
         c = self.net.addNode("LAB.C")
-        c.controlHandlers[OptionalNote] = lambda cp, msg: received.append(msg)
+        c.addControlHandler(OptionalNote, lambda cp, msg: received.append(msg))
         self.net.link(a, b)
         self.net.link(a, c)
         self.assertIn("test-note", a.links[c.nodeID].peerHello.capabilities)

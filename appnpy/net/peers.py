@@ -607,7 +607,7 @@ class PeerManager(Service):
 def _localHost(cp: ControlPoint) -> str | None:
     try:
         # No transport (None) lands in the except below.
-        host = cp.link.transport.getHost()  # type: ignore[union-attr]
+        host = cp.link.transport.getHost()
     except Exception:
         return None
     text = getattr(host, "host", None)

@@ -36,6 +36,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from appnpy.cp._interfaces import RELAY, IBindHandler
+from appnpy.cp.bindreader import BindReader
 from appnpy.cp.messages import (
     MAX_ROUTE_NODES,
     Message,
@@ -46,7 +48,7 @@ from appnpy.cp.messages import (
     encodeMessage,
 )
 from appnpy.errors import GoAwayReceived, Reason, StreamLimitExceeded
-from appnpy.session.adjacent import _BindReader
+from appnpy.session.bind import checkRoute
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
@@ -74,24 +76,6 @@ LINGER_TIMEOUT = 30.0
 
 IN = 0
 OUT = 1
-
-
-def checkRoute(route: list[str], here: int, maxNodes: int = MAX_ROUTE_NODES) -> str | None:
-    """
-    Structural checks shared by relays and session ends.
-
-    @param here: the index this node must have in C{route}.
-    @return: why the route is malformed, or L{None}.
-    """
-    if len(route) < 3:
-        return f"a routed session needs at least 3 nodes, the route has {len(route)}"
-    if len(route) > maxNodes:
-        return f"the route has {len(route)} nodes, at most {maxNodes} are allowed"
-    if len(set(route)) != len(route):
-        return "the route visits a node twice (loop)"
-    if not 0 <= here < len(route):
-        return "this node is not on the route"
-    return None
 
 
 #: Send buffer per direction of a spliced session before the relay stops
@@ -230,6 +214,7 @@ class RelayEntry:
         }
 
 
+@implementer(IBindHandler)
 class Relay:
     """
     The intermediate session routing of one network node.
@@ -552,7 +537,7 @@ def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
     def forward(m: _RelayInputs, e: RelayEntry, req: SessionOpen) -> None:
         relay = e.relay
         e.outStream.attachProtocol(
-            _BindReader(
+            BindReader(
                 lambda msg, leftover: relay._answered(e, msg, leftover),
                 m.nextHopLost,
             )
@@ -761,9 +746,11 @@ _RelayMachine = _buildRelayMachine()
 def installRelay(node: Node) -> Relay:
     """
     Make C{node} relay routed sessions (network nodes only): sets
-    C{node.relay} and observes link losses.
+    C{node.relay}, registers it for the BINDs this node relays and
+    observes link losses.
     """
     relay = Relay(node)
     node.relay = relay
+    node.setBindHandler(RELAY, relay)
     node.addObserver(relay)
     return relay

@@ -12,27 +12,37 @@ knows why the session ended before it sees the end of the data.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IProtocol
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHalfCloseableProtocol, IProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from appnpy.cp._interfaces import IBindHandler, IBoundSession, ISessionOpener
+from appnpy.cp.bindreader import BindReader
 from appnpy.cp.messages import (
     Message,
-    MessageReader,
     SessionAccept,
+    SessionClose,
     SessionOpen,
     SessionRefuse,
     encodeMessage,
 )
-from appnpy.errors import ProtocolError, Reason, SessionClosed, SessionRefused
-from appnpy.interfaces import ISession, ISessionInfo
+from appnpy.errors import (
+    GoAwayReceived,
+    ProtocolError,
+    Reason,
+    SessionClosed,
+    SessionRefused,
+    StreamLimitExceeded,
+)
+from appnpy.interfaces import ISessionInfo, ISessionPlugin
+from appnpy.session.bind import acceptBind
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
@@ -88,9 +98,13 @@ class SessionBase:
     control, both on the session's stream.
     """
 
-    __slots__ = ()
+    __slots__ = ("info", "disconnecting", "_stream", "_cp", "_closing", "_closeReason")
     info: SessionInfo
+    disconnecting: bool
     _stream: Stream
+    _cp: ControlPoint
+    _closing: bool
+    _closeReason: tuple[str, str] | None
 
     sessionID = property(lambda self: self.info.sessionID)
     plugin = property(lambda self: self.info.plugin)
@@ -118,29 +132,59 @@ class SessionBase:
     def stopProducing(self) -> None:
         self.abortConnection()
 
+    # -- closing, with the reason the UNBIND carries ----------------------------
+
+    def loseConnection(self) -> None:
+        self.loseConnectionWithReason(Reason.NORMAL)
+
+    def loseConnectionWithReason(self, reason: str, detail: str = "") -> None:
+        if self._closing:
+            return
+        self._closing = self.disconnecting = True
+        self._closeReason = (str(reason), detail)
+        self._cp.sendUnbind(self.info.sessionID, str(reason), detail)
+        self._finishSending()
+
     def abortConnection(self) -> None:
+        if not self._closing:
+            self._closing = self.disconnecting = True
+            self._closeReason = (Reason.ABORTED.value, "")
+            self._cp.sendUnbind(self.info.sessionID, Reason.ABORTED.value, "")
+        self._abort()
+
+    def _finishSending(self) -> None:
+        """
+        Close this end's direction after what is written (UNBIND is sent).
+        """
         raise NotImplementedError
 
+    def _abort(self) -> None:
+        """
+        Drop the session's stream (UNBIND is sent).
+        """
+        raise NotImplementedError
 
-@implementer(ISession, IHalfCloseableProtocol)
+    def getPeer(self) -> SessionAddress:
+        return SessionAddress(self.info.peerNodeID, self.info.peerName, self.info.sessionID)
+
+    def getHost(self) -> SessionAddress:
+        return SessionAddress(self.info.localNodeID, self._cp.localName, self.info.sessionID)
+
+    def linkLost(self) -> None:
+        """
+        The link the session rides went down; a session that ends with its
+        stream needs nothing more.
+        """
+
+
+@implementer(IBoundSession, IHalfCloseableProtocol)
 class Session(SessionBase):
     """
     A bound session: the transport its plugin protocol writes to, and the
     protocol of the stream underneath.
     """
 
-    __slots__ = (
-        "info",
-        "protocol",
-        "_stream",
-        "_cp",
-        "_closeReason",
-        "_peerReason",
-        "_closing",
-        "disconnecting",
-        "since",
-        "_graceTimer",
-    )
+    __slots__ = ("protocol", "_peerReason", "since", "_graceTimer")
     log = Logger()
 
     def __init__(self, cp: ControlPoint, stream: Stream, info: SessionInfo) -> None:
@@ -153,7 +197,7 @@ class Session(SessionBase):
         self._closing = False
         self.disconnecting = False
         self.since = cp.reactor.seconds()
-        self._graceTimer: Any = None
+        self._graceTimer: IDelayedCall | None = None
 
     def start(self, protocol: Any, leftover: bytes = b"") -> None:
         self.protocol = protocol
@@ -172,29 +216,11 @@ class Session(SessionBase):
         if not self._closing:
             self._stream.writeSequence(data)
 
-    def loseConnection(self) -> None:
-        self.loseConnectionWithReason(Reason.NORMAL)
-
-    def loseConnectionWithReason(self, reason: str, detail: str = "") -> None:
-        if self._closing:
-            return
-        self._closing = self.disconnecting = True
-        self._closeReason = (str(reason), detail)
-        self._cp.sendUnbind(self.info.sessionID, str(reason), detail)
+    def _finishSending(self) -> None:
         self._stream.loseConnection()
 
-    def abortConnection(self) -> None:
-        if not self._closing:
-            self._closing = self.disconnecting = True
-            self._closeReason = (Reason.ABORTED.value, "")
-            self._cp.sendUnbind(self.info.sessionID, Reason.ABORTED.value, "")
+    def _abort(self) -> None:
         self._stream.abortConnection()
-
-    def getPeer(self) -> SessionAddress:
-        return SessionAddress(self.info.peerNodeID, self.info.peerName, self.info.sessionID)
-
-    def getHost(self) -> SessionAddress:
-        return SessionAddress(self.info.localNodeID, self._cp.localName, self.info.sessionID)
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         self._stream.registerProducer(producer, streaming)
@@ -217,6 +243,7 @@ class Session(SessionBase):
             self._stream.loseConnection()
 
     def writeConnectionLost(self) -> None:
+        # IHalfCloseableProtocol requires it; streams never half-close this way.
         pass
 
     def unbindReceived(self, reason: str, detail: str) -> None:
@@ -272,47 +299,6 @@ class Session(SessionBase):
             protocol.connectionLost(Failure(why))
 
 
-class _BindReader:
-    """
-    The protocol of a stream until its BIND exchange is over: reads exactly
-    one message, hands it on, and passes any bytes after it along.
-    """
-
-    __slots__ = ("_reader", "_onMessage", "_onLost", "transport")
-
-    def __init__(
-        self,
-        onMessage: Callable[[Message, bytes], None],
-        onLost: Callable[[Failure], None],
-    ) -> None:
-        self._reader = MessageReader()
-        self._onMessage: Callable[[Message, bytes], None] | None = onMessage
-        self._onLost = onLost
-        self.transport: Any = None
-
-    def makeConnection(self, transport: Any) -> None:
-        self.transport = transport
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._onMessage is None:
-            return
-        try:
-            messages = self._reader.feed(data, maxMessages=1)
-        except ProtocolError as e:
-            self._onMessage = None
-            self._onLost(Failure(e))
-            self.transport.abortConnection()
-            return
-        if messages:
-            onMessage, self._onMessage = self._onMessage, None
-            onMessage(messages[0], self._reader.leftover())
-
-    def connectionLost(self, reason: Failure) -> None:
-        if self._onMessage is not None:
-            self._onMessage = None
-            self._onLost(reason)
-
-
 @attrs.define
 class OutboundBind:
     """
@@ -327,12 +313,12 @@ class OutboundBind:
     log = Logger()
 
     def start(self) -> None:
-        self.stream.attachProtocol(_BindReader(self._answered, self._lost))
+        self.stream.attachProtocol(BindReader(self._answered, self._lost))
         self.stream.write(encodeMessage(self.request))
 
     def _answered(self, answer: Message, leftover: bytes) -> None:
         req = self.request
-        self.cp.bindFinished(self)
+        self.cp.bindFinished(self.request.session_id)
         if isinstance(answer, SessionAccept) and answer.session_id == req.session_id:
             info = SessionInfo(
                 req.session_id,
@@ -365,7 +351,7 @@ class OutboundBind:
             )
 
     def _lost(self, reason: Failure) -> None:
-        self.cp.bindFinished(self)
+        self.cp.bindFinished(self.request.session_id)
         if isinstance(reason.value, SessionClosed):
             why = reason.value.reason
         elif isinstance(reason.value, ProtocolError):
@@ -375,16 +361,87 @@ class OutboundBind:
         self.deferred.errback(SessionRefused(why, reason.getErrorMessage()))
 
 
-def inboundBindReader(cp: ControlPoint, stream: Stream) -> _BindReader:
+@implementer(IBindHandler, ISessionOpener)
+class AdjacentSessions:
     """
-    The protocol for a stream the peer opened: its first message decides
-    whether it is the peer's control stream or a session.
+    The adjacent sessions of one node: binds the sessions its control
+    points open, and accepts or refuses the BINDs their neighbours send.
     """
 
-    def lost(reason: Failure) -> None:
-        cp.pendingInboundEnded(stream)
+    def __init__(self, plugins: Mapping[str, ISessionPlugin]) -> None:
+        #: The node's session plugins by name (the node's live mapping).
+        self.plugins = plugins
 
-    def received(msg: Message, leftover: bytes) -> None:
-        cp.firstMessageReceived(stream, msg, leftover)
+    def bindReceived(self, cp: ControlPoint, stream: Stream, req: SessionOpen) -> None:
+        # Contention: when both ends race for the last slot, the contention
+        # winner (the lower node ID) counts its own pending BINDs and refuses;
+        # the loser does not, so it accepts, and its own BIND is refused.
+        winner = cp.localNodeID < cp.peerNodeID
+        info = SessionInfo(
+            req.session_id,
+            req.plugin,
+            req.cos,
+            req.parameters,
+            INBOUND,
+            cp.localNodeID,
+            cp.peerNodeID,
+            cp.peerName,
+        )
+        protocol = acceptBind(
+            cp,
+            stream,
+            req,
+            self.plugins.get(req.plugin),
+            req.session_id in cp.sessions,
+            cp.sessionCount(req.plugin, includePending=winner),
+            cp.limits.get(req.plugin, 0),
+            info,
+        )
+        if protocol is not None:
+            session = Session(cp, stream, info)
+            cp.sessionStarted(session)
+            session.start(protocol)
 
-    return _BindReader(received, lost)
+    def unbindReceived(self, cp: ControlPoint, msg: SessionClose) -> None:
+        # An adjacent session's UNBIND reaches it through cp.sessions; one
+        # for no session is late, and there is nothing to do.
+        pass
+
+    def openSession(
+        self,
+        cp: ControlPoint,
+        plugin: str,
+        protocolFactory: Callable[[Any], Any],
+        parameters: dict[str, Any] | None,
+        cos: str | None,
+    ) -> Deferred[Any]:
+        if not cp.isActive:
+            return fail(SessionRefused(Reason.LINK_FAILURE.value, "the link is not active"))
+        if cp.peerHello is None or plugin not in cp.peerHello.plugins:
+            return fail(SessionRefused(Reason.UNKNOWN_PLUGIN.value, f"the peer has no {plugin!r}"))
+        if cp.sessionCount(plugin) >= cp.limits[plugin]:
+            return fail(
+                SessionRefused(
+                    Reason.LIMIT_REACHED.value,
+                    f"{cp.limits[plugin]} {plugin} sessions with this node",
+                )
+            )
+        try:
+            stream = cp.mux.openStream()
+        except (GoAwayReceived, StreamLimitExceeded) as e:
+            return fail(SessionRefused(Reason.LIMIT_REACHED.value, str(e)))
+        localPlugin = self.plugins.get(plugin)
+        request = SessionOpen(
+            session_id=newSessionID(),
+            origin=cp.localNodeID,
+            destination=cp.peerNodeID,
+            plugin=plugin,
+            cos=cos or (localPlugin.defaultCOS if localPlugin else "interactive"),
+            window=cp.mux.config.initialWindow,
+            parameters=dict(parameters or {}),
+        )
+        d: Deferred[Any] = Deferred()
+        bind = OutboundBind(cp, stream, request, protocolFactory, d)
+        cp.bindStarted(request)
+        bind.start()
+        return d

@@ -19,13 +19,14 @@ session limit).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IHalfCloseableProtocol,
     IHandshakeListener,
     IProtocol,
@@ -36,10 +37,13 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from appnpy.cp._interfaces import ROUTED_END, IBindHandler, IBoundSession
+from appnpy.cp.bindreader import BindReader
 from appnpy.cp.messages import (
     MAX_ROUTE_NODES,
     Message,
     SessionAccept,
+    SessionClose,
     SessionOpen,
     SessionRefuse,
     encodeMessage,
@@ -52,23 +56,21 @@ from appnpy.errors import (
     SessionRefused,
     StreamLimitExceeded,
 )
-from appnpy.interfaces import ISession
-from appnpy.link.tls import checkPeer
-from appnpy.net.relay import checkRoute
+from appnpy.interfaces import ISessionPlugin
+from appnpy.link.tls import LinkContextFactory, checkPeer
+from appnpy.session._interfaces import IRoutedSessionsHost, IRouteSource, ISessionHost
 from appnpy.session.adjacent import (
     INBOUND,
     OUTBOUND,
-    SessionAddress,
     SessionBase,
     SessionInfo,
-    _BindReader,
     newSessionID,
 )
+from appnpy.session.bind import acceptBind, checkRoute
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
     from appnpy.link.yamux import Stream
-    from appnpy.node import Node
 
 __all__ = ["RoutedSession", "RoutedSessions", "installRoutedSessions"]
 
@@ -86,9 +88,6 @@ class _Factory:
 
     def doStop(self) -> None:
         pass
-
-    def logPrefix(self) -> str:
-        return "RoutedSession"
 
 
 class _EndToEndTLS(BufferingTLSTransport):
@@ -125,6 +124,7 @@ class _StreamEnd:
         self._session._farEndFinished()
 
     def writeConnectionLost(self) -> None:
+        # IHalfCloseableProtocol requires it; streams never half-close this way.
         pass
 
     def connectionLost(self, reason: Failure) -> None:
@@ -132,7 +132,7 @@ class _StreamEnd:
         self._tls.connectionLost(reason)
 
 
-@implementer(ISession, IHandshakeListener)
+@implementer(IBoundSession, IHandshakeListener)
 class RoutedSession(SessionBase):
     """
     One end of a routed session: the transport of the plugin's protocol (on
@@ -169,25 +169,25 @@ class RoutedSession(SessionBase):
         self._closeReason: tuple[str, str] | None = None
         self._peerReason: tuple[str, str] | None = None
         self._producer: Any = None
-        self._handshakeTimer: Any = None
+        self._handshakeTimer: IDelayedCall | None = None
         self._ended = False
         self._streamGone = False
 
     @property
-    def viaNodeID(self) -> str:
+    def viaLink(self) -> ControlPoint:
         """
-        The neighbour this session's stream runs through.
+        The control point of the link this session's stream runs through.
         """
-        return self._cp.peerNodeID
+        return self._cp
 
     # -- start -------------------------------------------------------------------
 
     def startTLS(self, isClient: bool, leftover: bytes = b"") -> None:
-        node = self._owner.node
-        factory = self._owner.tlsFactory(isClient)
+        owner = self._owner
+        factory = owner.tlsFactory(isClient)
         tls = _EndToEndTLS(factory, cast(IProtocol, self))  # provides it without declaring it
-        self._handshakeTimer = node.reactor.callLater(
-            node.handshakeTimeout, self._handshakeTimedOut
+        self._handshakeTimer = owner.reactor.callLater(
+            owner.host.handshakeTimeout, self._handshakeTimedOut
         )
         tls.makeConnection(self._stream)  # type: ignore[no-untyped-call]  # unannotated Twisted method
         end = _StreamEnd(tls, self)
@@ -203,9 +203,9 @@ class RoutedSession(SessionBase):
         tls = self._tls
         if tls is None or self._closing or self.protocol is not None:
             return
-        node = self._owner.node
+        owner = self._owner
         try:
-            checkPeer(tls, self.info.peerNodeID, node.nodeID, trustMode=node.trust.mode)
+            checkPeer(tls, self.info.peerNodeID, owner.nodeID, trustMode=owner.trustMode)
         except PeerAuthenticationError as e:
             self._fail(Reason.PROTOCOL_ERROR.value, f"end-to-end authentication failed: {e}")
             return
@@ -266,14 +266,14 @@ class RoutedSession(SessionBase):
             self._closing = self.disconnecting = True
             self._closeReason = (reason, detail)
             self._cp.sendUnbind(self.sessionID, reason, detail)
-        self._abortStream()
+        self._abort()
 
-    def _abortStream(self) -> None:
+    def _abort(self) -> None:
         # Never reset the stream from inside the TLS layer's own call chain
         # (a handshake or a record being processed): the stream would end
         # the TLS layer under it.  The next reactor turn is soon enough;
         # nothing reaches the plugin meanwhile, as the session is closing.
-        self._owner.node.reactor.callLater(0, self._stream.abortConnection)
+        self._owner.reactor.callLater(0, self._stream.abortConnection)
 
     # -- the protocol under TLS ----------------------------------------------------
 
@@ -286,7 +286,7 @@ class RoutedSession(SessionBase):
         # The far end finished sending; sessions close as a whole.
         if not self._closing:
             self._closing = self.disconnecting = True
-            self._closeTLS()
+            self._finishSending()
 
     def unbindReceived(self, reason: str, detail: str) -> None:
         """
@@ -295,7 +295,7 @@ class RoutedSession(SessionBase):
         self._peerReason = (reason, detail)
         if not self._closing:
             self._closing = self.disconnecting = True
-            self._closeTLS()
+            self._finishSending()
 
     def connectionLost(self, reason: Failure) -> None:
         if self._ended:
@@ -336,25 +336,7 @@ class RoutedSession(SessionBase):
         if not self._closing:
             self._tls.write(b"".join(data))
 
-    def loseConnection(self) -> None:
-        self.loseConnectionWithReason(Reason.NORMAL)
-
-    def loseConnectionWithReason(self, reason: str, detail: str = "") -> None:
-        if self._closing:
-            return
-        self._closing = self.disconnecting = True
-        self._closeReason = (str(reason), detail)
-        self._cp.sendUnbind(self.sessionID, str(reason), detail)
-        self._closeTLS()
-
-    def abortConnection(self) -> None:
-        if not self._closing:
-            self._closing = self.disconnecting = True
-            self._closeReason = (Reason.ABORTED.value, "")
-            self._cp.sendUnbind(self.sessionID, Reason.ABORTED.value, "")
-        self._abortStream()
-
-    def _closeTLS(self) -> None:
+    def _finishSending(self) -> None:
         # Close notify after what is written, then FIN.  A registered
         # producer would hold the TLS shutdown back; the session is ending,
         # so it is detached now (and stopped once the session is gone).
@@ -365,17 +347,11 @@ class RoutedSession(SessionBase):
         if not tls._handshakeDone:
             # Nothing can have been written yet; Twisted's TLS layer would
             # abort from inside its own loseConnection here.
-            self._abortStream()
+            self._abort()
             return
         if self._producer is not None:
             tls.unregisterProducer()
         tls.loseConnection()
-
-    def getPeer(self) -> SessionAddress:
-        return SessionAddress(self.info.peerNodeID, self.info.peerName, self.info.sessionID)
-
-    def getHost(self) -> SessionAddress:
-        return SessionAddress(self.info.localNodeID, self._cp.localName, self.info.sessionID)
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         if self._closing:
@@ -391,6 +367,7 @@ class RoutedSession(SessionBase):
                 self._tls.unregisterProducer()
 
 
+@implementer(IBindHandler)
 class RoutedSessions:
     """
     The routed-session ends of one node (every node has them).
@@ -400,8 +377,27 @@ class RoutedSessions:
 
     log = Logger()
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self,
+        host: ISessionHost,
+        plugins: Mapping[str, ISessionPlugin],
+        routes: IRouteSource,
+        contextFactory: LinkContextFactory,
+        trustMode: str,
+    ) -> None:
+        """
+        @param plugins: the node's session plugins by name (its live mapping).
+        @param routes: where routes and the far ends' CP names come from.
+        @param contextFactory: the node's link TLS context, used end to end.
+        @param trustMode: the trust policy's mode, for pinning the far end.
+        """
+        self.host = host
+        self.nodeID: str = host.nodeID
+        self.reactor = host.reactor
+        self.plugins = plugins
+        self.routes = routes
+        self.contextFactory = contextFactory
+        self.trustMode = trustMode
         self.sessions: dict[str, RoutedSession] = {}
         self.pending: dict[str, Stream] = {}
         self.bindTimeout = BIND_TIMEOUT
@@ -411,22 +407,13 @@ class RoutedSessions:
         factory = self._tlsFactories.get(isClient)
         if factory is None:
             factory = TLSMemoryBIOFactory(
-                self.node._contextFactory,
+                self.contextFactory,
                 isClient,
                 cast(IProtocolFactory, _Factory()),  # all of it TLSMemoryBIOFactory uses
-                clock=self.node.reactor,
+                clock=self.reactor,
             )
             self._tlsFactories[isClient] = factory
         return factory
-
-    def _peerName(self, nodeID: str) -> str:
-        topology = self.node.topology
-        if topology is not None:
-            try:
-                return topology.nodeName(nodeID) or ""
-            except Exception:
-                return ""
-        return ""
 
     def count(self, plugin: str, peerNodeID: str) -> int:
         """
@@ -466,27 +453,27 @@ class RoutedSessions:
         cos: str | None,
         route: list[str] | None,
     ) -> Any:
-        node = self.node
-        if node.shuttingDown:
+        host = self.host
+        if host.shuttingDown:
             raise SessionRefused(Reason.SHUTTING_DOWN.value, "this node is stopping")
-        localPlugin = node.plugins.get(plugin)
+        localPlugin = self.plugins.get(plugin)
         cos = cos or (localPlugin.defaultCOS if localPlugin else "interactive")
         if route is None:
-            route = list(await node.routeTo(destination, cos))
+            route = list(await self.routes.routeTo(destination, cos))
         route = list(route)
-        if not route or route[0] != node.nodeID or route[-1] != destination:
+        if not route or route[0] != self.nodeID or route[-1] != destination:
             raise SessionRefused(
                 Reason.NO_ROUTE.value, "the route must run from this node to the destination"
             )
         if len(route) == 2:
             # A neighbour: an ordinary adjacent session.
-            return await node.findNeighbour(destination).openSession(
+            return await host.findNeighbour(destination).openSession(
                 plugin, protocolFactory, parameters, cos
             )
         why = checkRoute(route, 0, MAX_ROUTE_NODES)
         if why is not None:
             raise SessionRefused(Reason.PROTOCOL_ERROR.value, why)
-        cp = node.links.get(route[1])
+        cp = host.activeLink(route[1])
         if cp is None or not cp.isActive:
             raise SessionRefused(Reason.NO_ROUTE.value, f"{route[1]} is not a neighbour")
         try:
@@ -495,7 +482,7 @@ class RoutedSessions:
             raise SessionRefused(Reason.LIMIT_REACHED.value, str(e)) from None
         request = SessionOpen(
             session_id=newSessionID(),
-            origin=node.nodeID,
+            origin=self.nodeID,
             destination=destination,
             plugin=plugin,
             cos=cos,
@@ -526,8 +513,8 @@ class RoutedSessions:
                 stream.abortConnection()
 
         self.pending[sid] = stream
-        timer = node.reactor.callLater(self.bindTimeout, timedOut)
-        stream.attachProtocol(_BindReader(onAnswer, onLost))
+        timer = self.reactor.callLater(self.bindTimeout, timedOut)
+        stream.attachProtocol(BindReader(onAnswer, onLost))
         stream.write(encodeMessage(request))
         try:
             answer, leftover = await answered
@@ -550,9 +537,9 @@ class RoutedSessions:
             cos,
             request.parameters,
             OUTBOUND,
-            node.nodeID,
+            self.nodeID,
             destination,
-            self._peerName(destination),
+            self.routes.nodeName(destination),
         )
         ready: Deferred[Any] = Deferred()
         session = RoutedSession(
@@ -568,15 +555,14 @@ class RoutedSessions:
         """
         A BIND for this node that came through relays.
         """
-        node = self.node
         sid = req.session_id
         route = list(req.route)
-        if node.shuttingDown:
+        if self.host.shuttingDown:
             cp.refuse(stream, sid, Reason.SHUTTING_DOWN, "the node is stopping")
             return
         why = checkRoute(route, len(route) - 1, MAX_ROUTE_NODES)
         if why is None:
-            if route[-1] != node.nodeID or req.destination != node.nodeID:
+            if route[-1] != self.nodeID or req.destination != self.nodeID:
                 why = "the route does not end at this node"
             elif route[0] != req.origin:
                 why = "the route does not start at the origin"
@@ -585,56 +571,48 @@ class RoutedSessions:
         if why is not None:
             cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, why)
             return
-        plugin = node.plugins.get(req.plugin)
-        if plugin is None:
-            cp.refuse(stream, sid, Reason.UNKNOWN_PLUGIN, f"no plugin {req.plugin!r}")
-            return
-        if sid in self.sessions or sid in cp.sessions:
-            cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, "session ID in use")
-            return
-        limit = plugin.sessionLimit
-        if self.count(req.plugin, req.origin) >= limit:
-            cp.refuse(
-                stream, sid, Reason.LIMIT_REACHED, f"{limit} {req.plugin} sessions with this node"
-            )
-            return
+        plugin = self.plugins.get(req.plugin)
         info = SessionInfo(
             sid,
             req.plugin,
             req.cos,
             req.parameters,
             INBOUND,
-            node.nodeID,
+            self.nodeID,
             req.origin,
-            self._peerName(req.origin),
+            self.routes.nodeName(req.origin),
         )
-        try:
-            protocol = plugin.buildProtocol(info)
-        except SessionRefused as e:
-            cp.refuse(stream, sid, e.reason, e.detail)
-            return
-        except Exception:
-            self.log.failure("plugin {plugin} failed to build a protocol", plugin=req.plugin)
-            cp.refuse(stream, sid, Reason.REFUSED_BY_PLUGIN, "plugin error")
-            return
+        protocol = acceptBind(
+            cp,
+            stream,
+            req,
+            plugin,
+            sid in self.sessions or sid in cp.sessions,
+            self.count(req.plugin, req.origin),
+            plugin.sessionLimit if plugin is not None else 0,
+            info,
+        )
         if protocol is None:
-            cp.refuse(stream, sid, Reason.REFUSED_BY_PLUGIN, "")
             return
-        stream.write(encodeMessage(SessionAccept(session_id=sid)))
         session = RoutedSession(self, cp, stream, info, route, protocol=protocol)
         self._started(cp, session)
         session.startTLS(isClient=False)
+
+    def unbindReceived(self, cp: ControlPoint, msg: SessionClose) -> None:
+        # A routed session's UNBIND reaches it through the control point of
+        # the link it rides; one for no session is late: nothing to do.
+        pass
 
     # -- registry -----------------------------------------------------------------------
 
     def _started(self, cp: ControlPoint, session: RoutedSession) -> None:
         self.sessions[session.sessionID] = session
-        cp.sessionStarted(session)  # type: ignore[arg-type]
+        cp.sessionStarted(session)
 
     def sessionEnded(self, session: RoutedSession, why: SessionClosed) -> None:
         if self.sessions.get(session.sessionID) is session:
             del self.sessions[session.sessionID]
-        session._cp.sessionEnded(session, why)  # type: ignore[arg-type]
+        session.viaLink.sessionEnded(session, why)
 
     def asDict(self) -> dict[str, Any]:
         return {
@@ -652,10 +630,12 @@ class RoutedSessions:
         }
 
 
-def installRoutedSessions(node: Node) -> RoutedSessions:
+def installRoutedSessions(node: IRoutedSessionsHost) -> RoutedSessions:
     """
-    Give C{node} routed-session ends: sets C{node.routedSessions}.
+    Give C{node} routed-session ends: sets C{node.routedSessions} and
+    registers them as the handler of BINDs that end here.
     """
-    routed = RoutedSessions(node)
+    routed = RoutedSessions(node, node.plugins, node, node.linkContextFactory, node.trust.mode)
     node.routedSessions = routed
+    node.setBindHandler(ROUTED_END, routed)
     return routed
