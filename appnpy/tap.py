@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from appnpy.errors import APPNError, ConfigurationError
+from appnpy.interfaces import IPluginLifecycle
 from appnpy.link.identity import loadOrCreateIdentity
 from appnpy.link.tls import loadTrustPolicy
 from appnpy.link.yamux import MuxConfig
@@ -179,6 +180,8 @@ def buildService(config: NodeConfig, reactor: Any) -> MultiService:
         )
         for plugin in plugins:
             node.addSessionPlugin(plugin)
+            if IPluginLifecycle.providedBy(plugin):
+                plugin.attach(node)
         installNetworkServices(
             node,
             stateDir=config.dataDir,

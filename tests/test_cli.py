@@ -363,3 +363,91 @@ class NetworkServicesCLITests(unittest.TestCase):
         non-adjacent node; errors are ERROR lines.
         """
         return Deferred.fromCoroutine(self._commands())
+
+
+class PluginCommandTests(unittest.TestCase):
+    """
+    Commands that installed plugins add (ICommandPlugin).
+    """
+
+    def test_echoStatsListed(self) -> None:
+        """
+        The installed echo plugin's `echo-stats` is a command, with no node
+        running; the core `echo` command is still appn's own.
+        """
+        from appnpy.ops.cli import cmdEcho
+
+        parser = buildParser()
+        args = parser.parse_args(["echo-stats", "--json"])
+        self.assertTrue(args.json)
+        self.assertIs(parser.parse_args(["echo", "LAB.B"]).func, cmdEcho)
+
+    def test_brokenPluginSkipped(self) -> None:
+        """
+        A plugin that fails to load, or whose addCommands raises or takes a
+        core command's name, costs only its own commands.
+        """
+        from zope.interface import implementer
+
+        from appnpy.api import ICommandPlugin
+        from appnpy.errors import PluginError
+        from appnpy.ops import cli
+
+        @implementer(ICommandPlugin)
+        class Greedy:
+            name = "greedy"
+
+            def addCommands(self, add: Any) -> None:
+                add("greedy-ok", "fine", lambda args, api, out: 0)
+                add("status", "mine now", lambda args, api, out: 0)
+
+        @implementer(ICommandPlugin)
+        class Crashing:
+            name = "crashing"
+
+            def addCommands(self, add: Any) -> None:
+                raise RuntimeError("bug")
+
+        def load(name: str) -> Any:
+            if name == "missing":
+                raise PluginError("failed to load")
+            return {"greedy": Greedy(), "crashing": Crashing()}[name]
+
+        self.patch(
+            cli, "availablePlugins", lambda: dict.fromkeys(["missing", "greedy", "crashing"])
+        )
+        self.patch(cli, "loadPlugin", load)
+        parser = buildParser()
+        self.assertIs(parser.parse_args(["status"]).func, cli.cmdStatus)
+        self.assertEqual(parser.parse_args(["greedy-ok"]).command, "greedy-ok")
+        d = self.mktemp()
+        os.makedirs(d)
+        err = io.StringIO()
+        self.assertEqual(main(["--data-dir", d, "peers"], io.StringIO(), err), 1)
+        self.assertIn("no node is running", err.getvalue())
+
+    async def _echoStats(self) -> None:
+        from appnpy_echo import echoPlugin
+
+        node, service = await startManaged(self)
+        node.addSessionPlugin(echoPlugin)
+        other = makeNode(self, "LAB.BETA")
+        await node.connect(await nodeAddress(other))
+        # The node's own echo plugin answers LAB.BETA's echo.
+        before = echoPlugin.echoedBytes
+        code, out, err = await runCLI(["--data-dir", service.dataDir, "--json", "echo-stats"])
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["echoed_bytes"], before)
+        code, out, err = await runCLI(["--data-dir", service.dataDir, "echo-stats"])
+        self.assertEqual(code, 0, err)
+        self.assertIn(f"echoed    {before} bytes", out)
+        code, out, err = await runCLI(["--data-dir", self.mktemp(), "echo-stats"])
+        self.assertEqual(code, 1)
+        self.assertIn("ERROR: no node is running", err)
+
+    def test_echoStats(self) -> Deferred[None]:
+        """
+        `appn echo-stats` asks the node's API for the echo plugin's counts,
+        as a table or --json; with no node, an ERROR line.
+        """
+        return Deferred.fromCoroutine(self._echoStats())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import inspect
 import ipaddress
 import json
 import math
@@ -35,6 +36,15 @@ import appnpy
 from appnpy.errors import APPNError, NoRoute, NoSuchNode, ResourceNotFound, SessionError
 from appnpy.link.identity import _writeAtomically
 from appnpy.link.tls import parseAddress
+from appnpy.ops.extensions import (
+    PLUGIN_ROUTE_PREFIX,
+    APIError,
+    PageSection,
+    PluginRequest,
+    RouteHandler,
+    pageSections,
+    pluginRoutes,
+)
 from appnpy.ops.metrics import CONTENT_TYPE, NodeMetrics
 from appnpy.ops.probe import EchoClient
 
@@ -48,23 +58,6 @@ ACTION_TIMEOUT = 30.0
 MAX_ECHO_COUNT = 1000
 MAX_ECHO_SIZE = 1024 * 1024
 _COOKIE = b"appn_token"
-
-
-class APIError(Exception):
-    """
-    An error answered as C{{"error": message, "code": code}} with C{status};
-    C{extra} adds fields to that object (e.g. the explanation of a failed
-    route selection).
-    """
-
-    def __init__(
-        self, status: int, code: str, message: str, extra: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra or {}
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -190,9 +183,15 @@ class ManagementResource(resource.Resource):
         if not self.service.authorised(request):
             return self.error(request, self.unauthorised(request))
         name = path[len(API_PREFIX) :]
-        handler = self.routes.get((request.method, name))
+        routes = self.routes
+        if name.startswith(PLUGIN_ROUTE_PREFIX.encode("ascii")):
+            routes = {
+                key: self._pluginHandler(key[1], handler)
+                for key, handler in pluginRoutes(self.node.plugins.values()).items()
+            }
+        handler = routes.get((request.method, name))
         if handler is None:
-            if any(n == name for (_, n) in self.routes):
+            if any(n == name for (_, n) in routes):
                 return self.error(
                     request, APIError(405, "method-not-allowed", "method not allowed here")
                 )
@@ -215,6 +214,27 @@ class ManagementResource(resource.Resource):
             self._finish(request, 500, {"error": "internal error", "code": "internal"})
         else:
             self._finish(request, 200, result)
+
+    def _pluginHandler(self, path: bytes, handler: RouteHandler) -> Callable[[Any], Awaitable[Any]]:
+        """
+        Adapt a plugin's route handler to the resource's: the plugin sees a
+        L{PluginRequest}, never the Twisted request.
+        """
+        below = path.decode("utf-8").split("/", 2)[2]
+
+        async def run(request: Any) -> Any:
+            body = self.body(request) if request.method == b"POST" else {}
+            query = {
+                k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
+                for k, v in request.args.items()
+                if v
+            }
+            result = handler(PluginRequest(request.method.decode("ascii"), below, query, body))
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        return run
 
     def _finish(self, request: Any, status: int, body: Any) -> None:
         if request._disconnected or request.finished:
@@ -723,7 +743,17 @@ def renderStatusPage(node: Any) -> str:
                 for s in sessions
             ],
         )
+        + "".join(_pluginSection(section) for section in pageSections(node.plugins.values()))
         + "</body></html>\n"
+    )
+
+
+def _pluginSection(section: PageSection) -> str:
+    """
+    A plugin's section of the page: its title and table, all escaped.
+    """
+    return f"<h2>{html.escape(section.title)}</h2>" + _table(
+        [str(h) for h in section.headers], [list(row) for row in section.rows]
     )
 
 

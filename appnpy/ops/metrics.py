@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from appnpy.ops.extensions import registerPluginMetrics
+
 #: Bucket bounds, in seconds, of the link RTT histogram.
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -135,6 +137,7 @@ class NodeMetrics:
             registry=self.registry,
         )
         self.registry.register(_LiveCollector(self))
+        registerPluginMetrics(self.registry, node.plugins.values())
         node.addObserver(self)
 
     # -- node observer -------------------------------------------------------
