@@ -33,6 +33,7 @@ from appnpy.interfaces import INode, ISessionPlugin
 from appnpy.link.identity import Identity, defaultCPName, isNodeID, validateCPName
 from appnpy.link.tls import LinkAddress, LinkContextFactory, TrustPolicy, parseAddress
 from appnpy.link.yamux import MuxConfig
+from appnpy.ops._interfaces import IManagedNode
 from appnpy.session.adjacent import Session
 from appnpy.session.plugins import checkPlugin
 
@@ -58,7 +59,7 @@ class _LinkFactory(Factory):
         return LinkProtocol(self.node, self.isClient, self.expectedNodeID, self.address)
 
 
-@implementer(INode)
+@implementer(INode, IManagedNode)
 class Node(MultiService):
     """
     One appnpy node: listens, dials, runs a control point per link and binds
