@@ -121,7 +121,7 @@ class Node(MultiService):
         # Every node answers the interop probe (appnpy.ops.probe imports this module).
         from appnpy.ops.probe import installProbeResponder
 
-        installProbeResponder(self)
+        installProbeResponder(reactor, self.controlHandlers)
 
     # -- plugins -------------------------------------------------------------
 

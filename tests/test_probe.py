@@ -120,5 +120,7 @@ class ResponderTests(unittest.TestCase):
         net = MemoryNetwork()
         a = net.addNode("LAB.A")
         self.assertIn(ProbeRequest, a.controlHandlers)
-        installProbeResponder(a)
+        handlers: dict[type[Any], Any] = {}
+        responder = installProbeResponder(a.reactor, handlers)
+        self.assertEqual(handlers, {ProbeRequest: responder.handle})
         net.stop()
