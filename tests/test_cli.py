@@ -90,12 +90,12 @@ class NoNodeTests(unittest.TestCase):
 
     def test_defaultDataDir(self) -> None:
         """
-        The default data directory follows XDG_DATA_HOME.
+        The default data directory follows XDG_DATA_HOME, as the node's does.
         """
-        from appnpy.ops.cli import _ownDefaultDataDir
+        from appnpy.ops import cli
 
         self.patch(os, "environ", {"XDG_DATA_HOME": "/x/data", "HOME": "/home/u"})
-        self.assertEqual(_ownDefaultDataDir(), "/x/data/appnpy")
+        self.assertEqual(cli.defaultDataDir(), "/x/data/appnpy")
 
 
 class CATests(unittest.TestCase):

@@ -24,26 +24,11 @@ from zope.interface import implementer
 
 from appnpy.errors import APPNError
 from appnpy.interfaces import IAPIClient, ICommandPlugin, ISessionPlugin
+from appnpy.ops.config import defaultDataDir
 from appnpy.session.plugins import availablePlugins, loadPlugin
 
 #: Seconds an API call may take (connect and echo wait on the network).
 HTTP_TIMEOUT = 60.0
-
-
-def _ownDefaultDataDir() -> str:
-    """
-    C{$XDG_DATA_HOME/appnpy}, else C{~/.local/share/appnpy}.
-    """
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
-    return os.path.join(base, "appnpy")
-
-
-try:  # the node's own default, when the configuration module provides it
-    from appnpy.ops.config import defaultDataDir
-except ImportError:
-    defaultDataDir = _ownDefaultDataDir  # type: ignore[assignment]  # called with no arguments only
 
 
 class NoNodeRunning(APPNError):
