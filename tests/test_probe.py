@@ -47,6 +47,19 @@ class ProbeTests(unittest.TestCase):
         """
         return Deferred.fromCoroutine(self._allPass())
 
+    def test_noPluginNeeded(self) -> Deferred[None]:
+        """
+        The prober carries its own echo: it passes with no plugin
+        distribution importable.
+        """
+        import sys
+
+        import appnpy_echo
+
+        sys.modules["appnpy_echo"] = None  # type: ignore[assignment]  # makes the import fail
+        self.addCleanup(sys.modules.__setitem__, "appnpy_echo", appnpy_echo)
+        return Deferred.fromCoroutine(self._allPass())
+
     async def _notAppn(self) -> None:
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
             Factory.forProtocol(NotAppn)
