@@ -10,8 +10,16 @@ unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TextIO
+
 from twisted.internet.interfaces import IConsumer, IPushProducer, ITransport
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    import argparse
+
+    from prometheus_client.registry import CollectorRegistry
 
 
 class ISessionInfo(Interface):
@@ -198,4 +206,103 @@ class IResourceDirectory(Interface):
         C{plugin.resources()} now answers differently: the directory reads it
         again, registers the new set with the network-node server (end node)
         or the central directory server, so other nodes can locate them.
+        """
+
+
+# -- plugin extension points: the operator's side ------------------------------
+#
+# Each is optional; the node and the appn command ask C{IFoo.providedBy(plugin)}
+# and use only what a plugin declares.  The echo plugin (plugins/echo) shows
+# all four; docs/writing-plugins.md explains them.
+
+
+class IAPIClient(Interface):
+    """
+    What an C{appn} command contributed by a plugin gets to talk to the
+    running node's management API (paths below C{/api/v1/}, token included).
+    """
+
+    json = Attribute("C{bool}: the user asked for JSON output (C{appn --json}).")
+
+    def get(path: str, query: dict[str, str] | None = None) -> object:
+        """
+        C{GET /api/v1/<path>}; answers the decoded JSON.
+
+        @raise appnpy.errors.APPNError: when no node runs or it answers an
+            error (the C{appn} dispatcher prints it as C{ERROR: ...}).
+        """
+
+    def post(path: str, body: dict[str, object] | None = None) -> object:
+        """
+        C{POST /api/v1/<path>} with the JSON object C{body}; answers the
+        decoded JSON.
+        """
+
+
+class ICommandPlugin(Interface):
+    """
+    A plugin that adds subcommands to C{appn}.  The command line finds it
+    through the plugin's entry point, without a running node; a plugin that
+    fails to load or to add its commands is skipped.
+    """
+
+    def addCommands(
+        add: Callable[
+            [str, str, Callable[[argparse.Namespace, IAPIClient, TextIO], int]],
+            argparse.ArgumentParser,
+        ],
+    ) -> None:
+        """
+        Add commands by calling C{add(name, help, run)}, which answers the
+        command's C{argparse.ArgumentParser} (to add arguments to).
+
+        C{run(args, api, out)} runs the command: C{args} is the parsed
+        C{argparse.Namespace}, C{api} an L{IAPIClient}, C{out} the text
+        stream to print to; it answers the exit status.  Names taken by
+        C{appn}'s own commands or another plugin are refused.
+        """
+
+
+class IAPIRoutesPlugin(Interface):
+    """
+    A plugin that serves management API routes, below
+    C{/api/v1/plugins/<plugin name>/}: token-protected and answering errors
+    as JSON like every other route.
+    """
+
+    def apiRoutes() -> Mapping[tuple[str, str], Callable[[Any], object]]:
+        """
+        The routes by (HTTP method, path below the plugin's prefix), e.g.
+        C{{("GET", "stats"): handler}}.
+
+        A handler is called with an L{appnpy.api.PluginRequest} and answers
+        a JSON value, or an awaitable of one; it raises
+        L{appnpy.api.APIError} for an error answer.
+        """
+
+
+class IStatusPagePlugin(Interface):
+    """
+    A plugin that adds a section to the node's HTML status page.
+    """
+
+    def pageSection() -> object:
+        """
+        An L{appnpy.api.PageSection} (a title, column headers and rows of
+        plain values, which the page escapes), or C{None} for no section
+        now.  Plugins never write HTML: the page stays free of injection.
+        """
+
+
+class IMetricsPlugin(Interface):
+    """
+    A plugin that exports Prometheus metrics with the node's.
+    """
+
+    def registerMetrics(registry: CollectorRegistry) -> None:
+        """
+        Register collectors or metrics in C{registry}, the node's
+        C{prometheus_client.CollectorRegistry}; called once per node that
+        serves metrics (several nodes may share a process and a plugin
+        object, so prefer a custom collector reading the plugin's state).
         """

@@ -24,6 +24,7 @@ from appnpy.cp._interfaces import (
     ControlHandler,
     IBindHandler,
     IBoundSession,
+    ILinkObserver,
     ILinkTransport,
     ISessionOpener,
 )
@@ -43,11 +44,13 @@ from appnpy.interfaces import INode, IPluginLifecycle, IResourceDirectory, ISess
 from appnpy.link.identity import (
     Identity,
     defaultCPName,
+    generateIdentity,
     isNodeID,
     loadOrCreateIdentity,
     validateCPName,
 )
 from appnpy.link.tls import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
     LinkAddress,
     LinkContextFactory,
     TrustPolicy,
@@ -57,12 +60,13 @@ from appnpy.link.tls import (
 from appnpy.link.yamux import MuxConfig
 from appnpy.net.directory import IDirectory, IDirectoryHost, installDirectory
 from appnpy.net.peers import AdmissionControl, PeerManager
-from appnpy.net.relay import installRelay
-from appnpy.net.topology import ILinkObserver, ITopology, ITopologyHost, installTopology
+from appnpy.net.relay import IRelayHost, Relay, installRelay
+from appnpy.net.topology import ITopology, ITopologyHost, installTopology
+from appnpy.ops._interfaces import IManagedNode
 from appnpy.ops.config import NodeConfig
 from appnpy.ops.lockfile import DataDirectoryLock, lockDataDirectory
 from appnpy.ops.management import ManagementService
-from appnpy.ops.probe import installProbeResponder
+from appnpy.ops.probe import installProbeResponder, proberPlugins
 from appnpy.session._interfaces import IRoutedSessionsHost
 from appnpy.session.adjacent import AdjacentSessions
 from appnpy.session.plugins import checkPlugin, loadPlugins
@@ -89,7 +93,15 @@ class _LinkFactory(Factory):
         return LinkProtocol(self.node, self.isClient, self.expectedNodeID, self.address)
 
 
-@implementer(INode, IRoutedSessionsHost, ITopologyHost, IDirectoryHost, IResourceDirectory)
+@implementer(
+    INode,
+    IRoutedSessionsHost,
+    IRelayHost,
+    ITopologyHost,
+    IDirectoryHost,
+    IResourceDirectory,
+    IManagedNode,
+)
 class Node(MultiService):
     """
     One appnpy node: listens, dials, runs a control point per link and binds
@@ -152,7 +164,7 @@ class Node(MultiService):
         #: session routing, and the ends of routed sessions.
         self.topology: ITopology | None = None
         self.directory: IDirectory | None = None
-        self.relay: Any = None
+        self.relay: Relay | None = None
         self.routedSessions: RoutedSessions | None = None
 
     # -- plugins -------------------------------------------------------------
@@ -640,6 +652,7 @@ def buildNode(
     managePeers: bool = True,
     topologyOptions: Mapping[str, Any] | None = None,
     directoryOptions: Mapping[str, Any] | None = None,
+    handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> Node:
     """
     Build a node and its services from its configuration and plugins: the one
@@ -661,6 +674,7 @@ def buildNode(
         harness links its nodes explicitly and turns it off.
     @param topologyOptions: tuning of the topology database (tests).
     @param directoryOptions: tuning of the directory (tests).
+    @param handshakeTimeout: seconds a link may take to authenticate.
     """
     node = Node(
         reactor,
@@ -674,13 +688,14 @@ def buildNode(
             keepaliveInterval=config.keepaliveInterval,
             keepaliveTimeout=config.keepaliveTimeout,
         ),
+        handshakeTimeout=handshakeTimeout,
     )
     node.admission = AdmissionControl(reactor)
     plugins = list(plugins)
     for plugin in plugins:
         node.addSessionPlugin(plugin)
     # Every node answers the interop probe.
-    installProbeResponder(node)
+    installProbeResponder(reactor, node.controlHandlers)
     if services:
         if node.role == "network":
             installTopology(
@@ -700,12 +715,30 @@ def buildNode(
         peers.setServiceParent(node)  # type: ignore[no-untyped-call]  # unannotated Twisted method
     if config.api is not None and config.dataDir is not None:
         management = ManagementService(node, config.api, config.dataDir, config.asDict())
-        management.setName("management")
-        management.setServiceParent(node)
+        management.setName("management")  # type: ignore[no-untyped-call]  # unannotated Twisted method
+        management.setServiceParent(node)  # type: ignore[no-untyped-call]  # unannotated Twisted method
     for plugin in plugins:
         if IPluginLifecycle.providedBy(plugin):
             plugin.attach(node)
     return node
+
+
+def buildProber(reactor: Any, identity: Identity | None = None, timeout: float = 10.0) -> Node:
+    """
+    The throwaway node C{appn probe} checks another node from: an end node
+    with a fresh identity and only the prober's own echo plugin, and no
+    network services, so it registers nothing and leaves no record in
+    anyone's topology database.
+    """
+    return buildNode(
+        reactor,
+        NodeConfig(dataDir=None, name="PROBE.PROBE", role="end", listen=(), api=None),
+        identity or generateIdentity(reactor.seconds()),
+        proberPlugins(),
+        services=False,
+        managePeers=False,
+        handshakeTimeout=timeout,
+    )
 
 
 def deployNode(reactor: Any, config: NodeConfig) -> DeployedNode:

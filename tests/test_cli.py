@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
-from appnpy.ops.cli import buildParser, main
+from appnpy.cli import buildParser, main
 from tests.test_management import makeNode, nodeAddress, startLab, startManaged, until
 
 
@@ -90,12 +90,12 @@ class NoNodeTests(unittest.TestCase):
 
     def test_defaultDataDir(self) -> None:
         """
-        The default data directory follows XDG_DATA_HOME.
+        The default data directory follows XDG_DATA_HOME, as the node's does.
         """
-        from appnpy.ops.cli import _ownDefaultDataDir
+        from appnpy import cli
 
         self.patch(os, "environ", {"XDG_DATA_HOME": "/x/data", "HOME": "/home/u"})
-        self.assertEqual(_ownDefaultDataDir(), "/x/data/appnpy")
+        self.assertEqual(cli.defaultDataDir(), "/x/data/appnpy")
 
 
 class CATests(unittest.TestCase):
@@ -226,14 +226,14 @@ class LiveTests(unittest.TestCase):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.getcwd() + os.pathsep + env.get("PYTHONPATH", "")
         out, err, code = await getProcessOutputAndValue(
-            sys.executable, ["-m", "appnpy.ops.cli", "probe", address], env=env, reactor=reactor
+            sys.executable, ["-m", "appnpy.cli", "probe", address], env=env, reactor=reactor
         )
         self.assertEqual(code, 0, err)
         self.assertIn(b"PASS  echo-inbound", out)
         self.assertIn(b"all steps passed", out)
         out, err, code = await getProcessOutputAndValue(
             sys.executable,
-            ["-m", "appnpy.ops.cli", "probe", "--json", "127.0.0.1:1", "--timeout", "3"],
+            ["-m", "appnpy.cli", "probe", "--json", "127.0.0.1:1", "--timeout", "3"],
             env=env,
             reactor=reactor,
         )
@@ -242,7 +242,7 @@ class LiveTests(unittest.TestCase):
 
     def test_probeSubprocess(self) -> Deferred[None]:
         """
-        `python -m appnpy.ops.cli probe` passes against a node and exits 1 when
+        `python -m appnpy.cli probe` passes against a node and exits 1 when
         there is none.
         """
         return Deferred.fromCoroutine(self._probe())
@@ -363,3 +363,91 @@ class NetworkServicesCLITests(unittest.TestCase):
         non-adjacent node; errors are ERROR lines.
         """
         return Deferred.fromCoroutine(self._commands())
+
+
+class PluginCommandTests(unittest.TestCase):
+    """
+    Commands that installed plugins add (ICommandPlugin).
+    """
+
+    def test_echoStatsListed(self) -> None:
+        """
+        The installed echo plugin's `echo-stats` is a command, with no node
+        running; the core `echo` command is still appn's own.
+        """
+        from appnpy.cli import cmdEcho
+
+        parser = buildParser()
+        args = parser.parse_args(["echo-stats", "--json"])
+        self.assertTrue(args.json)
+        self.assertIs(parser.parse_args(["echo", "LAB.B"]).func, cmdEcho)
+
+    def test_brokenPluginSkipped(self) -> None:
+        """
+        A plugin that fails to load, or whose addCommands raises or takes a
+        core command's name, costs only its own commands.
+        """
+        from zope.interface import implementer
+
+        from appnpy.api import ICommandPlugin
+        from appnpy.errors import PluginError
+        from appnpy import cli
+
+        @implementer(ICommandPlugin)
+        class Greedy:
+            name = "greedy"
+
+            def addCommands(self, add: Any) -> None:
+                add("greedy-ok", "fine", lambda args, api, out: 0)
+                add("status", "mine now", lambda args, api, out: 0)
+
+        @implementer(ICommandPlugin)
+        class Crashing:
+            name = "crashing"
+
+            def addCommands(self, add: Any) -> None:
+                raise RuntimeError("bug")
+
+        def load(name: str) -> Any:
+            if name == "missing":
+                raise PluginError("failed to load")
+            return {"greedy": Greedy(), "crashing": Crashing()}[name]
+
+        self.patch(
+            cli, "availablePlugins", lambda: dict.fromkeys(["missing", "greedy", "crashing"])
+        )
+        self.patch(cli, "loadPlugin", load)
+        parser = buildParser()
+        self.assertIs(parser.parse_args(["status"]).func, cli.cmdStatus)
+        self.assertEqual(parser.parse_args(["greedy-ok"]).command, "greedy-ok")
+        d = self.mktemp()
+        os.makedirs(d)
+        err = io.StringIO()
+        self.assertEqual(main(["--data-dir", d, "peers"], io.StringIO(), err), 1)
+        self.assertIn("no node is running", err.getvalue())
+
+    async def _echoStats(self) -> None:
+        from appnpy_echo import echoPlugin
+
+        node, service = await startManaged(self)
+        node.addSessionPlugin(echoPlugin)
+        other = makeNode(self, "LAB.BETA")
+        await node.connect(await nodeAddress(other))
+        # The node's own echo plugin answers LAB.BETA's echo.
+        before = echoPlugin.echoedBytes
+        code, out, err = await runCLI(["--data-dir", service.dataDir, "--json", "echo-stats"])
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["echoed_bytes"], before)
+        code, out, err = await runCLI(["--data-dir", service.dataDir, "echo-stats"])
+        self.assertEqual(code, 0, err)
+        self.assertIn(f"echoed    {before} bytes", out)
+        code, out, err = await runCLI(["--data-dir", self.mktemp(), "echo-stats"])
+        self.assertEqual(code, 1)
+        self.assertIn("ERROR: no node is running", err)
+
+    def test_echoStats(self) -> Deferred[None]:
+        """
+        `appn echo-stats` asks the node's API for the echo plugin's counts,
+        as a table or --json; with no node, an ERROR line.
+        """
+        return Deferred.fromCoroutine(self._echoStats())

@@ -157,7 +157,8 @@ session-limit = 4
         """
         path = self.writeConfig("[node\n")
         self.assertIn(
-            path, str(self.assertRaises(ConfigurationError, resolveConfig, cli(config=path), Clock()))
+            path,
+            str(self.assertRaises(ConfigurationError, resolveConfig, cli(config=path), Clock())),
         )
         missing = os.path.join(self.mktemp(), "nope.toml")
         e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=missing), Clock())

@@ -55,3 +55,25 @@ class WritingPluginsListing(SynchronousTestCase):
 
 
 del TestCase
+
+
+class ExtensionPointsDocumented(SynchronousTestCase):
+    def test_everyExtensionPointDocumented(self) -> None:
+        """
+        docs/writing-plugins.md names every plugin extension point that
+        appnpy.api exports, and the echo plugin provides each of them.
+        """
+        from appnpy_echo import echoPlugin
+
+        from appnpy import api
+
+        text = (DOCS / "writing-plugins.md").read_text()
+        for name in (
+            "ICommandPlugin",
+            "IAPIRoutesPlugin",
+            "IStatusPagePlugin",
+            "IMetricsPlugin",
+        ):
+            interface = getattr(api, name)
+            self.assertIn(f"`{name}`", text)
+            self.assertTrue(interface.providedBy(echoPlugin), name)

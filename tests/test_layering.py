@@ -400,4 +400,3 @@ class TreeTests(SynchronousTestCase):
         if problems:
             self.fail(f"{len(problems)} layering violations:\n" + "\n".join(problems))
 
-    test_layering.todo = "layering violations are being removed"  # type: ignore[attr-defined]

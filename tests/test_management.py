@@ -645,3 +645,129 @@ class StatusPageTopologyTests(unittest.SynchronousTestCase):
 
         a = MemoryNetwork(services=False).addNode("LAB.A")
         self.assertNotIn("Topology", renderStatusPage(a))
+
+
+class PluginExtensionTests(unittest.TestCase):
+    """
+    A plugin's API routes and page section (the echo plugin's, the template).
+    """
+
+    async def _routes(self) -> None:
+        from appnpy_echo import EchoPlugin
+
+        node, service = await startManaged(self)
+        echo = EchoPlugin()
+        node.addSessionPlugin(echo)
+        echo.echoedBytes = 12
+        code, body, _ = await http(service, b"GET", "/api/v1/plugins/echo/stats")
+        self.assertEqual((code, body), (200, {"sessions": 0, "echoed_bytes": 12}))
+        code, body, _ = await http(service, b"GET", "/api/v1/plugins/echo/stats", token=None)
+        self.assertEqual((code, body["code"]), (401, "unauthorized"))
+        code, body, _ = await http(service, b"POST", "/api/v1/plugins/echo/stats", body={})
+        self.assertEqual((code, body["code"]), (405, "method-not-allowed"))
+        code, body, _ = await http(service, b"GET", "/api/v1/plugins/ping/stats")
+        self.assertEqual((code, body["code"]), (404, "not-found"))
+        # The plugin list keeps its own path.
+        code, body, _ = await http(service, b"GET", "/api/v1/plugins")
+        self.assertEqual(code, 200)
+        self.assertEqual(sorted(p["name"] for p in body), ["echo", "ping"])
+
+    def test_routes(self) -> Deferred[None]:
+        """
+        A plugin providing IAPIRoutesPlugin is served below
+        /api/v1/plugins/<name>/, behind the token, with JSON errors.
+        """
+        return Deferred.fromCoroutine(self._routes())
+
+    async def _routeErrors(self) -> None:
+        from zope.interface import implementer
+
+        from appnpy.api import APIError, IAPIRoutesPlugin, PluginRequest
+
+        seen: list[PluginRequest] = []
+
+        @implementer(IAPIRoutesPlugin)
+        class Failing(SimplePlugin):
+            def apiRoutes(self) -> Any:
+                async def echoBack(request: PluginRequest) -> Any:
+                    seen.append(request)
+                    return {"got": request.body["x"]}
+
+                def refuse(request: PluginRequest) -> Any:
+                    raise APIError(409, "busy", "try later")
+
+                def crash(request: PluginRequest) -> Any:
+                    raise ValueError("secret detail")
+
+                return {
+                    ("POST", "back"): echoBack,
+                    ("GET", "refuse"): refuse,
+                    ("GET", "crash"): crash,
+                }
+
+        node, service = await startManaged(self)
+        node.addSessionPlugin(Failing("failing", Echo))
+        code, body, _ = await http(
+            service, b"POST", "/api/v1/plugins/failing/back?a=b", body={"x": 1}
+        )
+        self.assertEqual((code, body), (200, {"got": 1}))
+        self.assertEqual((seen[0].path, dict(seen[0].query)), ("back", {"a": "b"}))
+        code, body, _ = await http(service, b"POST", "/api/v1/plugins/failing/back", raw=b"[")
+        self.assertEqual((code, body["code"]), (400, "bad-json"))
+        code, body, _ = await http(service, b"GET", "/api/v1/plugins/failing/refuse")
+        self.assertEqual((code, body), (409, {"error": "try later", "code": "busy"}))
+        code, body, _ = await http(service, b"GET", "/api/v1/plugins/failing/crash")
+        self.assertEqual((code, body), (500, {"error": "internal error", "code": "internal"}))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_routeErrors(self) -> Deferred[None]:
+        """
+        A plugin handler's APIError is its JSON error; any other exception
+        is a 500 that shows nothing of it; bodies are checked as elsewhere.
+        """
+        return Deferred.fromCoroutine(self._routeErrors())
+
+    def test_pageSection(self) -> None:
+        """
+        A plugin's section is shown with its title and rows, all escaped;
+        one whose section fails is left out, and the page still renders.
+        """
+        from zope.interface import implementer
+
+        from appnpy.api import IStatusPagePlugin, PageSection
+        from appnpy.testing import MemoryNetwork
+
+        @implementer(IStatusPagePlugin)
+        class Shouting(SimplePlugin):
+            def pageSection(self) -> PageSection:
+                return PageSection("<b>loud</b>", ["<th>"], [["<script>x</script>"]])
+
+        @implementer(IStatusPagePlugin)
+        class Broken(SimplePlugin):
+            def pageSection(self) -> PageSection:
+                raise RuntimeError("no section")
+
+        net = MemoryNetwork()
+        self.addCleanup(net.stop)
+        node = net.addNode("LAB.A", plugins=[Shouting("loud", Echo), Broken("broken", Echo)])
+        page = renderStatusPage(node)
+        self.assertIn("<h2>&lt;b&gt;loud&lt;/b&gt;</h2>", page)
+        self.assertIn("&lt;script&gt;x&lt;/script&gt;", page)
+        self.assertNotIn("<script>", page)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_echoPageSection(self) -> None:
+        """
+        The echo plugin's section shows its counts.
+        """
+        from appnpy_echo import EchoPlugin
+
+        from appnpy.testing import MemoryNetwork
+
+        net = MemoryNetwork()
+        self.addCleanup(net.stop)
+        echo = EchoPlugin()
+        echo.echoedBytes = 4242
+        page = renderStatusPage(net.addNode("LAB.A", plugins=[echo]))
+        self.assertIn("<h2>Echo</h2>", page)
+        self.assertIn("<td>4242</td>", page)

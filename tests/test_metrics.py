@@ -122,3 +122,31 @@ class MetricsTests(unittest.TestCase):
         self.assertIsNot(other.registry, self.metrics.registry)
         self.assertIsNone(REGISTRY.get_sample_value("appn_links", {"direction": "outbound"}))
         self.assertIn(b"appn_sessions", self.metrics.render())
+
+
+class PluginMetricsTests(unittest.TestCase):
+    def test_echoBytes(self) -> None:
+        """
+        A plugin providing IMetricsPlugin registers its metrics in each
+        node's registry: the echo plugin counts the bytes it echoed.
+        """
+        from appnpy_echo import EchoPlugin
+
+        net = MemoryNetwork()
+        self.addCleanup(net.stop)
+        echo = EchoPlugin()
+        a = net.addNode("LAB.A")
+        b = net.addNode("LAB.B", plugins=[echo])
+        metrics, other = NodeMetrics(b), NodeMetrics(b)
+        self.assertEqual(value(metrics, "appn_echo_bytes_total"), 0)
+        net.link(a, b)
+        d = a.openSession("LAB.B", "echo", lambda info: Protocol())
+        net.flush()
+        p = resultOf(d)
+        p.transport.write(b"x" * 100)
+        net.flush()
+        self.assertEqual(value(metrics, "appn_echo_bytes_total"), 100)
+        self.assertEqual(value(other, "appn_echo_bytes_total"), 100)
+        self.assertEqual(echo.stats(), {"sessions": 1, "echoed_bytes": 100})
+        p.transport.loseConnection()
+        net.flush()

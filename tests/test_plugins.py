@@ -98,3 +98,17 @@ class SessionPluginDiscoveryTests(SynchronousTestCase):
         e = self.assertRaises(PluginError, plugins.loadPlugin, "odd")
         self.assertIn("odd-dist 1.0", str(e))
         self.assertIn("ISessionPlugin", str(e))
+
+
+class ExtensionPointTests(SynchronousTestCase):
+    def test_echoProvidesEveryExtensionPoint(self) -> None:
+        """
+        The installed echo plugin, the template, provides each operator-tool
+        extension point; ping provides none of them.
+        """
+        from appnpy.api import IAPIRoutesPlugin, ICommandPlugin, IMetricsPlugin, IStatusPagePlugin
+
+        echo, ping = plugins.loadPlugin("echo"), plugins.loadPlugin("ping")
+        for interface in (ICommandPlugin, IAPIRoutesPlugin, IStatusPagePlugin, IMetricsPlugin):
+            verifyObject(interface, echo)
+            self.assertFalse(interface.providedBy(ping))

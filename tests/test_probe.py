@@ -13,6 +13,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
+from appnpy.node import buildProber
 from appnpy.ops.probe import ProbeRequest, installProbeResponder, probe
 from appnpy.testing import MemoryNetwork
 from tests.test_management import makeNode, nodeAddress
@@ -28,7 +29,7 @@ class ProbeTests(unittest.TestCase):
     async def _allPass(self) -> None:
         node = makeNode(self, "LAB.TARGET")
         address = await nodeAddress(node)
-        steps = await probe(reactor, address, timeout=10)
+        steps = await probe(reactor, buildProber(reactor, timeout=10), address, timeout=10)
         self.assertEqual(
             [s.name for s in steps],
             ["tls", "hello", "ping", "echo-outbound", "echo-inbound", "refusal"],
@@ -47,12 +48,27 @@ class ProbeTests(unittest.TestCase):
         """
         return Deferred.fromCoroutine(self._allPass())
 
+    def test_noPluginNeeded(self) -> Deferred[None]:
+        """
+        The prober carries its own echo: it passes with no plugin
+        distribution importable.
+        """
+        import sys
+
+        import appnpy_echo
+
+        sys.modules["appnpy_echo"] = None  # type: ignore[assignment]  # makes the import fail
+        self.addCleanup(sys.modules.__setitem__, "appnpy_echo", appnpy_echo)
+        return Deferred.fromCoroutine(self._allPass())
+
     async def _notAppn(self) -> None:
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
             Factory.forProtocol(NotAppn)
         )
         self.addCleanup(port.stopListening)
-        steps = await probe(reactor, f"127.0.0.1:{port.getHost().port}", timeout=5)
+        steps = await probe(
+            reactor, buildProber(reactor, timeout=10), f"127.0.0.1:{port.getHost().port}", timeout=5
+        )
         self.assertEqual(len(steps), 1)
         self.assertEqual(steps[0].name, "tls")
         self.assertFalse(steps[0].ok)
@@ -67,7 +83,7 @@ class ProbeTests(unittest.TestCase):
         return Deferred.fromCoroutine(self._notAppn())
 
     async def _refused(self) -> None:
-        steps = await probe(reactor, "127.0.0.1:1", timeout=5)
+        steps = await probe(reactor, buildProber(reactor, timeout=10), "127.0.0.1:1", timeout=5)
         self.assertEqual([(s.name, s.ok) for s in steps], [("tls", False)])
         self.assertIn("refused", steps[0].detail)
 
@@ -78,7 +94,7 @@ class ProbeTests(unittest.TestCase):
         return Deferred.fromCoroutine(self._refused())
 
     async def _badAddress(self) -> None:
-        steps = await probe(reactor, "not an address", timeout=5)
+        steps = await probe(reactor, buildProber(reactor, timeout=10), "not an address", timeout=5)
         self.assertEqual([(s.name, s.ok) for s in steps], [("address", False)])
 
     def test_badAddress(self) -> Deferred[None]:
@@ -120,5 +136,7 @@ class ResponderTests(unittest.TestCase):
         net = MemoryNetwork()
         a = net.addNode("LAB.A")
         self.assertIn(ProbeRequest, a.controlHandlers)
-        installProbeResponder(a)
+        handlers: dict[type[Any], Any] = {}
+        responder = installProbeResponder(a.reactor, handlers)
+        self.assertEqual(handlers, {ProbeRequest: responder.handle})
         net.stop()

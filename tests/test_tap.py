@@ -12,10 +12,9 @@ from twisted.trial.unittest import TestCase
 
 from appnpy.errors import ConfigurationError, DataDirectoryLocked, PluginError
 from appnpy.net.peers import AdmissionControl, PeerManager
-from appnpy.node import Node
+from appnpy.node import Node, deployNode
 from appnpy.ops.config import resolveConfig
 from appnpy.ops.lockfile import LOCK_FILE, lockDataDirectory
-from appnpy.node import deployNode
 from appnpy.tap import Options, makeService
 
 

@@ -84,6 +84,9 @@ class IBoundSession(ISession):
     """
 
     info = Attribute("L{appnpy.interfaces.ISessionInfo}: what both ends know of the session.")
+    bytesSent = Attribute("C{int}: session bytes written to the peer so far.")
+    bytesReceived = Attribute("C{int}: session bytes received from the peer so far.")
+    since = Attribute("C{float}: when the session was bound (reactor seconds).")
 
     def unbindReceived(reason: str, detail: str) -> None:
         """
@@ -229,4 +232,50 @@ class ILinkHost(Interface):
     def sessionRefused(reason: str) -> None:
         """
         This node refused a BIND with C{reason}.
+        """
+
+
+# -- what the network services use of the node's links ----------------------
+
+
+class ILinkObserver(Interface):
+    """
+    Told when a link to a neighbour comes up or goes down.
+    """
+
+    def linkActive(cp: ControlPoint) -> None:
+        """
+        The link to C{cp.peerNodeID} is up (a C{ControlPoint}).
+        """
+
+    def linkLost(cp: ControlPoint, why: tuple[str, str]) -> None:
+        """
+        The link is gone; C{why} is (reason code, detail).
+        """
+
+
+class ILinkRegistry(Interface):
+    """
+    The active links of a node and the dispatch of control messages.
+    """
+
+    links = Attribute(
+        "Mapping[str, ControlPoint]: the active links by the neighbour's node ID "
+        "(read only by the services)."
+    )
+
+    def addControlHandler(messageClass: type[Message], handler: ControlHandler) -> None:
+        """
+        Deliver every control message of C{messageClass} arriving on any
+        link as C{handler(cp, message)}.
+        """
+
+    def removeControlHandler(messageClass: type[Message]) -> None:
+        """
+        Stop delivering C{messageClass} (no error if none is registered).
+        """
+
+    def addLinkObserver(observer: ILinkObserver) -> None:
+        """
+        Tell C{observer} of every link that comes up or goes down from now on.
         """

@@ -34,9 +34,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import Attribute, implementer
 
-from appnpy.cp._interfaces import RELAY, IBindHandler
+from appnpy.cp._interfaces import RELAY, IBindHandler, ILinkObserver, ILinkRegistry
 from appnpy.cp.bindreader import BindReader
 from appnpy.cp.messages import (
     MAX_ROUTE_NODES,
@@ -48,12 +48,23 @@ from appnpy.cp.messages import (
     encodeMessage,
 )
 from appnpy.errors import GoAwayReceived, Reason, StreamLimitExceeded
+from appnpy.session._interfaces import IRoutedSessionsHost
 from appnpy.session.bind import checkRoute
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
     from appnpy.link.yamux import Stream
-    from appnpy.node import Node
+
+
+class IRelayHost(IRoutedSessionsHost, ILinkRegistry):
+    """
+    What the relay needs from its node: its identity and state (through
+    L{IRoutedSessionsHost}), the active links, BIND handler registration
+    and link events.
+    """
+
+    relay = Attribute("The node's L{Relay}, set by L{installRelay}.")
+
 
 __all__ = [
     "Relay",
@@ -214,7 +225,7 @@ class RelayEntry:
         }
 
 
-@implementer(IBindHandler)
+@implementer(IBindHandler, ILinkObserver)
 class Relay:
     """
     The intermediate session routing of one network node.
@@ -227,7 +238,7 @@ class Relay:
 
     log = Logger()
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: IRelayHost) -> None:
         self.node = node
         self.reactor = node.reactor
         self.table: dict[str, RelayEntry] = {}
@@ -386,6 +397,11 @@ class Relay:
             return
         side = IN if cp is entry.inCp else OUT
         entry.lifecycle.unbindReceived(side, msg.reason, msg.detail)
+
+    def linkActive(self, cp: ControlPoint) -> None:
+        """
+        Nothing to do: a relayed session starts with its BIND.
+        """
 
     def linkLost(self, cp: ControlPoint, why: tuple[str, str]) -> None:
         # The multiplexer ends every stream before the link's loss is
@@ -743,7 +759,7 @@ def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
 _RelayMachine = _buildRelayMachine()
 
 
-def installRelay(node: Node) -> Relay:
+def installRelay(node: IRelayHost) -> Relay:
     """
     Make C{node} relay routed sessions (network nodes only): sets
     C{node.relay}, registers it for the BINDs this node relays and
@@ -752,5 +768,5 @@ def installRelay(node: Node) -> Relay:
     relay = Relay(node)
     node.relay = relay
     node.setBindHandler(RELAY, relay)
-    node.addObserver(relay)
+    node.addLinkObserver(relay)
     return relay

@@ -9,33 +9,58 @@ service writes to C{<dataDir>/api-token} (mode 0600) on each start.  The HTML
 page also accepts C{?token=} once and then a same-site, HTTP-only cookie.
 C{/metrics} is open when the API listens on a loopback interface only (any
 local user may read counters, never act); otherwise it needs the token too.
+
+The page itself is L{appnpy.ops.page}, the JSON views L{appnpy.ops.describe};
+this module is the HTTP dispatch and every endpoint, read best together
+(hence its length).
 """
 
 from __future__ import annotations
 
 import hmac
-import html
+import inspect
 import ipaddress
 import json
-import math
 import os
 import secrets
 import statistics
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, cast
 
 from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
+from twisted.web.server import Request
 
-import appnpy
-from appnpy.errors import APPNError, NoRoute, NoSuchNode, ResourceNotFound, SessionError
+from appnpy.cp.controlpoint import ControlPoint
+from appnpy.errors import (
+    APPNError,
+    NoRoute,
+    NoSuchNode,
+    ResourceNotFound,
+    SessionClosed,
+    SessionError,
+    SessionRefused,
+)
+from appnpy.interfaces import ISessionInfo
 from appnpy.link.identity import _writeAtomically
 from appnpy.link.tls import parseAddress
+from appnpy.ops._interfaces import DirectoryView, IManagedNode, TopologyView
+from appnpy.ops.describe import describeNeighbour, describeNode, describePlugin, describeSession, ms
+from appnpy.ops.extensions import (
+    PLUGIN_ROUTE_PREFIX,
+    APIError,
+    PluginRequest,
+    RouteHandler,
+    pluginRoutes,
+)
 from appnpy.ops.metrics import CONTENT_TYPE, NodeMetrics
+from appnpy.ops.page import renderStatusPage
 from appnpy.ops.probe import EchoClient
 
 API_PREFIX = b"/api/v1/"
@@ -48,79 +73,6 @@ ACTION_TIMEOUT = 30.0
 MAX_ECHO_COUNT = 1000
 MAX_ECHO_SIZE = 1024 * 1024
 _COOKIE = b"appn_token"
-
-
-class APIError(Exception):
-    """
-    An error answered as C{{"error": message, "code": code}} with C{status};
-    C{extra} adds fields to that object (e.g. the explanation of a failed
-    route selection).
-    """
-
-    def __init__(
-        self, status: int, code: str, message: str, extra: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra or {}
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 3)
-
-
-def describeNode(node: Any) -> dict[str, Any]:
-    return {
-        "node_id": node.nodeID,
-        "name": node.name,
-        "role": node.role,
-        "version": appnpy.__version__,
-        "protocol_versions": [appnpy.PROTOCOL_VERSION_MIN, appnpy.PROTOCOL_VERSION_MAX],
-        "listen": node.advertisedAddresses(),
-        "uptime_s": round(node.reactor.seconds() - node.startedAt, 3),
-    }
-
-
-def describeNeighbour(cp: Any) -> dict[str, Any]:
-    return {
-        "node_id": cp.peerNodeID,
-        "name": cp.peerName,
-        "address": cp.address,
-        "role": cp.peerHello.role if cp.peerHello else None,
-        "version": cp.version,
-        "rtt_ms": _ms(cp.mux.rtt),
-        "bytes_in": cp.mux.bytesReceived,
-        "bytes_out": cp.mux.bytesSent,
-        "sessions": len(cp.sessions),
-        "since": cp.since,
-        "direction": "outbound" if cp.isDialer else "inbound",
-    }
-
-
-def describeSession(session: Any) -> dict[str, Any]:
-    info = session.info
-    return {
-        "session_id": info.sessionID,
-        "plugin": info.plugin,
-        "cos": info.cos,
-        "peer_node_id": info.peerNodeID,
-        "peer_name": info.peerName,
-        "direction": info.direction,
-        "bytes_in": session.bytesReceived,
-        "bytes_out": session.bytesSent,
-        "since": session.since,
-    }
-
-
-def describePlugin(plugin: Any) -> dict[str, Any]:
-    return {
-        "name": plugin.name,
-        "version": getattr(plugin, "version", None),
-        "default_cos": plugin.defaultCOS,
-        "session_limit": plugin.sessionLimit,
-    }
 
 
 def _nodesIn(explanation: dict[str, Any]) -> list[str]:
@@ -159,7 +111,7 @@ class ManagementResource(resource.Resource):
         super().__init__()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         self.service = service
         self.node = service.node
-        self.routes: dict[tuple[bytes, bytes], Callable[[Any], Awaitable[Any]]] = {
+        self.routes: dict[tuple[bytes, bytes], Callable[[Request], Awaitable[Any]]] = {
             (b"GET", b"node"): self.getNode,
             (b"GET", b"neighbours"): self.getNeighbours,
             (b"GET", b"sessions"): self.getSessions,
@@ -177,7 +129,7 @@ class ManagementResource(resource.Resource):
 
     # -- plumbing --------------------------------------------------------------
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: Request) -> Any:
         path = request.path
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-content-type-options", b"nosniff")
@@ -190,52 +142,89 @@ class ManagementResource(resource.Resource):
         if not self.service.authorised(request):
             return self.error(request, self.unauthorised(request))
         name = path[len(API_PREFIX) :]
-        handler = self.routes.get((request.method, name))
+        routes = self.routes
+        if name.startswith(PLUGIN_ROUTE_PREFIX.encode("ascii")):
+            routes = {
+                key: self._pluginHandler(key[1], handler)
+                for key, handler in pluginRoutes(self.node.plugins.values()).items()
+            }
+        handler = routes.get((request.method, name))
         if handler is None:
-            if any(n == name for (_, n) in self.routes):
+            if any(n == name for (_, n) in routes):
                 return self.error(
                     request, APIError(405, "method-not-allowed", "method not allowed here")
                 )
             return self.error(request, APIError(404, "not-found", "no such resource"))
-        d = Deferred.fromCoroutine(self._run(handler, request))
+        gone: list[Failure] = []
         finished = request.notifyFinish()
-        # The client went away: stop waiting for the link or the echo.
-        finished.addErrback(lambda f: d.cancel())
+        d = Deferred.fromCoroutine(self._run(handler, request, gone))
+
+        def clientGone(reason: Failure) -> None:
+            # Stop waiting for the link or the echo; nobody reads the answer.
+            gone.append(reason)
+            d.cancel()
+
+        finished.addErrback(clientGone)
         return server.NOT_DONE_YET
 
-    async def _run(self, handler: Callable[[Any], Awaitable[Any]], request: Any) -> None:
+    async def _run(
+        self, handler: Callable[[Request], Awaitable[Any]], request: Request, gone: list[Failure]
+    ) -> None:
         try:
             result = await handler(request)
         except CancelledError:
             return
         except APIError as e:
-            self._finish(request, e.status, {**e.extra, "error": e.message, "code": e.code})
+            self._finish(request, gone, e.status, {**e.extra, "error": e.message, "code": e.code})
         except Exception:
             self.log.failure("management request {path} failed", path=request.path.decode())
-            self._finish(request, 500, {"error": "internal error", "code": "internal"})
+            self._finish(request, gone, 500, {"error": "internal error", "code": "internal"})
         else:
-            self._finish(request, 200, result)
+            self._finish(request, gone, 200, result)
 
-    def _finish(self, request: Any, status: int, body: Any) -> None:
-        if request._disconnected or request.finished:
+    def _pluginHandler(
+        self, path: bytes, handler: RouteHandler
+    ) -> Callable[[Request], Awaitable[Any]]:
+        """
+        Adapt a plugin's route handler to the resource's: the plugin sees a
+        L{PluginRequest}, never the Twisted request.
+        """
+        below = path.decode("utf-8").split("/", 2)[2]
+
+        async def run(request: Request) -> Any:
+            body = self.body(request) if request.method == b"POST" else {}
+            query = {
+                k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
+                for k, v in request.args.items()
+                if v
+            }
+            result = handler(PluginRequest(request.method.decode("ascii"), below, query, body))
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        return run
+
+    def _finish(self, request: Request, gone: list[Failure], status: int, body: Any) -> None:
+        if gone or request.finished:
             return
         request.setResponseCode(status)
         request.setHeader(b"content-type", b"application/json")
         request.write(json.dumps(body).encode("utf-8") + b"\n")
         request.finish()
 
-    def error(self, request: Any, e: APIError) -> bytes:
+    def error(self, request: Request, e: APIError) -> bytes:
         request.setResponseCode(e.status)
         request.setHeader(b"content-type", b"application/json")
         return json.dumps({"error": e.message, "code": e.code}).encode("utf-8") + b"\n"
 
-    def unauthorised(self, request: Any) -> APIError:
+    def unauthorised(self, request: Request) -> APIError:
         request.setHeader(b"www-authenticate", b'Bearer realm="appnpy"')
         return APIError(
             401, "unauthorized", "missing or wrong API token (see <data-dir>/api-token)"
         )
 
-    def body(self, request: Any) -> dict[str, Any]:
+    def body(self, request: Request) -> dict[str, Any]:
         raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
         if len(raw) > MAX_BODY:
             raise APIError(413, "too-large", f"request body over {MAX_BODY} bytes")
@@ -259,7 +248,7 @@ class ManagementResource(resource.Resource):
         return value
 
     @staticmethod
-    def query(request: Any, name: str, required: bool = True) -> str | None:
+    def query(request: Request, name: str, required: bool = True) -> str | None:
         """
         The query parameter C{name} as text (its first value).
         """
@@ -283,19 +272,36 @@ class ManagementResource(resource.Resource):
         cp = self.node.links.get(nodeID)
         if cp is not None and cp.peerName:
             return str(cp.peerName)
-        if self.node.topology is not None:
-            name = self.node.topology.nodeName(nodeID)
+        if self.topology is not None:
+            name = self.topology.nodeName(nodeID)
             if name:
                 return str(name)
         return None
 
-    def names(self, nodeIDs: Any) -> dict[str, str | None]:
+    def names(self, nodeIDs: Iterable[str]) -> dict[str, str | None]:
         return {n: self.nameOf(n) for n in sorted(set(nodeIDs))}
 
-    def directory(self) -> Any:
-        if self.node.directory is None:
+    @property
+    def topology(self) -> TopologyView | None:
+        """
+        The node's topology database, if it keeps one (network nodes).
+        """
+        topology: TopologyView | None = self.node.topology
+        return topology
+
+    @property
+    def serverNodeID(self) -> str | None:
+        """
+        At an end node, its network-node server, else C{None}.
+        """
+        directory: DirectoryView | None = self.node.directory
+        return directory.serverNodeID if directory is not None else None
+
+    def directory(self) -> DirectoryView:
+        directory: DirectoryView | None = self.node.directory
+        if directory is None:
             raise APIError(404, "no-directory", "this node runs no directory services")
-        return self.node.directory
+        return directory
 
     async def resolve(self, destination: str) -> str:
         try:
@@ -303,7 +309,7 @@ class ManagementResource(resource.Resource):
         except NoSuchNode as e:
             raise APIError(404, "no-such-node", str(e)) from None
 
-    def neighbour(self, destination: str) -> Any:
+    def neighbour(self, destination: str) -> ControlPoint:
         try:
             return self.node.findNeighbour(destination)
         except NoSuchNode as e:
@@ -311,32 +317,33 @@ class ManagementResource(resource.Resource):
 
     # -- GET ---------------------------------------------------------------------
 
-    async def getNode(self, request: Any) -> Any:
+    async def getNode(self, request: Request) -> Any:
         return describeNode(self.node)
 
-    async def getNeighbours(self, request: Any) -> Any:
+    async def getNeighbours(self, request: Request) -> Any:
         return [describeNeighbour(cp) for cp in self.node.links.values()]
 
-    async def getSessions(self, request: Any) -> Any:
+    async def getSessions(self, request: Request) -> Any:
         return [describeSession(s) for s in self.node.sessions()]
 
-    async def getPlugins(self, request: Any) -> Any:
+    async def getPlugins(self, request: Request) -> Any:
         return [describePlugin(p) for _, p in sorted(self.node.plugins.items())]
 
-    async def getConfig(self, request: Any) -> Any:
+    async def getConfig(self, request: Request) -> Any:
         return self.service.effectiveConfig
 
-    async def getStatus(self, request: Any) -> Any:
+    async def getStatus(self, request: Request) -> Any:
         status = describeNode(self.node)
         status["neighbours"] = await self.getNeighbours(request)
         status["sessions"] = len(self.node.sessions())
         return status
 
-    async def getTopology(self, request: Any) -> Any:
+    async def getTopology(self, request: Request) -> Any:
         node = self.node
         base: dict[str, Any] = {"node_id": node.nodeID, "name": node.name, "role": node.role}
-        if node.topology is None:
-            server = node.directory.serverNodeID if node.directory is not None else None
+        topology = self.topology
+        if topology is None:
+            server = self.serverNodeID
             return {
                 **base,
                 "has_database": False,
@@ -347,13 +354,13 @@ class ManagementResource(resource.Resource):
                 "nodes": [],
                 "links": [],
             }
-        database = node.topology.asDict()
+        database = topology.asDict()
         for n in database["nodes"]:
             # The database holds node records of network nodes only.
             n.setdefault("role", "network")
         return {**database, **base, "has_database": True, "server": None}
 
-    async def getResources(self, request: Any) -> Any:
+    async def getResources(self, request: Request) -> Any:
         resources = self.directory().asDict()
         for owners in resources.get("registered", {}).values():
             for entry in owners:
@@ -366,7 +373,7 @@ class ManagementResource(resource.Resource):
             "server_name": None if server is None else self.nameOf(server),
         }
 
-    async def getLocate(self, request: Any) -> Any:
+    async def getLocate(self, request: Request) -> Any:
         from appnpy.net.directory import validResourceName
 
         name = self.query(request, "name")
@@ -384,10 +391,10 @@ class ManagementResource(resource.Resource):
         except TimeoutError:
             raise APIError(502, "timeout", f"no answer for {name} in time") from None
         route = list(found.route) if found.route else None
-        if route is None and found.owner != self.node.nodeID and self.node.topology is not None:
+        if route is None and found.owner != self.node.nodeID and self.topology is not None:
             # A network node's locate carries no route: choose one as a BIND would.
             try:
-                route = list(self.node.topology.selectRoute(self.node.nodeID, found.owner).hops)
+                route = list(self.topology.selectRoute(self.node.nodeID, found.owner).hops)
             except NoRoute:
                 route = None
         return {
@@ -399,20 +406,21 @@ class ManagementResource(resource.Resource):
             "names": self.names((route or []) + [found.owner]),
         }
 
-    async def getRoute(self, request: Any) -> Any:
+    async def getRoute(self, request: Request) -> Any:
         destination = self.query(request, "destination")
         assert destination is not None
         cos = self.query(request, "cos", required=False) or "interactive"
         target = await self.resolve(destination)
         node = self.node
-        if node.topology is not None:
-            if cos not in node.topology.cosTables:
+        topology = self.topology
+        if topology is not None:
+            if cos not in topology.cosTables:
                 raise APIError(
                     400,
                     "unknown-cos",
-                    f"no class of service {cos!r}; known: {', '.join(sorted(node.topology.cosTables))}",
+                    f"no class of service {cos!r}; known: {', '.join(sorted(topology.cosTables))}",
                 )
-            explanation = node.topology.explainRoute(node.nodeID, target, cos).asDict()
+            explanation = topology.explainRoute(node.nodeID, target, cos).asDict()
             explanation["computed_by"] = node.nodeID
         else:
             try:
@@ -423,7 +431,7 @@ class ManagementResource(resource.Resource):
                 raise APIError(404, "no-route", str(e)) from None
             except TimeoutError:
                 raise APIError(502, "timeout", "no route answer in time") from None
-            server = node.directory.serverNodeID if node.directory is not None else None
+            server = self.serverNodeID
             explanation = {
                 "origin": node.nodeID,
                 "destination": target,
@@ -448,7 +456,7 @@ class ManagementResource(resource.Resource):
 
     # -- POST --------------------------------------------------------------------
 
-    async def postConnect(self, request: Any) -> Any:
+    async def postConnect(self, request: Request) -> Any:
         address = self.field(self.body(request), "address", str)
         try:
             parsed = parseAddress(address)
@@ -467,16 +475,16 @@ class ManagementResource(resource.Resource):
             raise APIError(502, "connect-failed", f"could not link to {parsed}: {e}") from None
         return describeNeighbour(cp)
 
-    async def postDisconnect(self, request: Any) -> Any:
+    async def postDisconnect(self, request: Request) -> Any:
         cp = self.neighbour(self.field(self.body(request), "node", str))
         self.log.info("management: closing the link with {peer}", peer=cp.peerNodeID)
         try:
             await cp.close().addTimeout(ACTION_TIMEOUT, self.service.reactor)
         except TimeoutError:
-            cp.link.transport.abortConnection()
+            cp.link.abortTransport()
         return {"node_id": cp.peerNodeID, "name": cp.peerName, "closed": True}
 
-    async def postEcho(self, request: Any) -> Any:
+    async def postEcho(self, request: Request) -> Any:
         body = self.body(request)
         destination = self.field(body, "node", str)
         count = self.field(body, "count", int, 5)
@@ -486,9 +494,9 @@ class ManagementResource(resource.Resource):
         if not 1 <= size <= MAX_ECHO_SIZE:
             raise APIError(400, "bad-field", f"size must be 1..{MAX_ECHO_SIZE}")
         reactor = self.service.reactor
-        infos: list[Any] = []
+        infos: list[ISessionInfo] = []
 
-        def build(info: Any) -> EchoClient:
+        def build(info: ISessionInfo) -> EchoClient:
             infos.append(info)
             return EchoClient(reactor)
 
@@ -507,7 +515,10 @@ class ManagementResource(resource.Resource):
         except NoRoute as e:
             raise APIError(502, "no-route", str(e)) from None
         except SessionError as e:
-            raise APIError(502, str(getattr(e, "reason", "session-refused")), str(e)) from None
+            reason = (
+                e.reason if isinstance(e, (SessionRefused, SessionClosed)) else "session-refused"
+            )
+            raise APIError(502, str(reason), str(e)) from None
         deadline = reactor.seconds() + ACTION_TIMEOUT
         rtts: list[float] = []
         sent = received = 0
@@ -541,8 +552,8 @@ class ManagementResource(resource.Resource):
             "sent": sent,
             "received": received,
             "size": size,
-            "rtt_ms_median": _ms(statistics.median(rtts)) if rtts else None,
-            "rtt_ms": [_ms(r) for r in rtts],
+            "rtt_ms_median": ms(statistics.median(rtts)) if rtts else None,
+            "rtt_ms": [ms(r) for r in rtts],
         }
         if error is not None:
             result["error"] = error
@@ -550,7 +561,7 @@ class ManagementResource(resource.Resource):
 
     # -- metrics and page -----------------------------------------------------
 
-    def renderMetrics(self, request: Any) -> bytes:
+    def renderMetrics(self, request: Request) -> bytes:
         if request.method != b"GET":
             return self.error(request, APIError(405, "method-not-allowed", "GET only"))
         if not (self.service.loopbackOnly or self.service.authorised(request)):
@@ -558,7 +569,7 @@ class ManagementResource(resource.Resource):
         request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
         return self.service.metrics.render()
 
-    def renderPage(self, request: Any) -> bytes:
+    def renderPage(self, request: Request) -> bytes:
         if request.method != b"GET":
             return self.error(request, APIError(405, "method-not-allowed", "GET only"))
         query = request.args.get(b"token", [b""])[0]
@@ -580,153 +591,6 @@ class ManagementResource(resource.Resource):
         return renderStatusPage(self.node).encode("utf-8")
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{e('' if v is None else str(v))}</td>" for v in row) + "</tr>"
-        for row in rows
-    )
-    if not rows:
-        body = f'<tr><td colspan="{len(headers)}">none</td></tr>'
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _topologySection(node: Any) -> str:
-    """
-    The topology database as a drawing (network nodes on a circle, routable
-    links as lines) and a table of links; nothing on an end node.
-    """
-    topology = getattr(node, "topology", None)
-    if topology is None:
-        return ""
-    e = html.escape
-    info = topology.asDict()
-    names = {n["node_id"]: n["name"] or n["node_id"][:12] for n in info["nodes"]}
-    order = sorted(names, key=lambda nid: names[nid])
-    size, radius = 360, 140
-    where = {
-        nid: (
-            size / 2 + radius * math.cos(2 * math.pi * i / max(len(order), 1)),
-            size / 2 + radius * math.sin(2 * math.pi * i / max(len(order), 1)),
-        )
-        for i, nid in enumerate(order)
-    }
-    routable = {
-        tuple(sorted((link["owner"], link["peer"])))
-        for link in info["links"]
-        if link.get("routable") and link["owner"] in where and link["peer"] in where
-    }
-    lines = "".join(
-        f'<line x1="{where[a][0]:.0f}" y1="{where[a][1]:.0f}" '
-        f'x2="{where[b][0]:.0f}" y2="{where[b][1]:.0f}" stroke="#888"/>'
-        for a, b in sorted(routable)
-    )
-    dots = "".join(
-        f'<circle cx="{x:.0f}" cy="{y:.0f}" r="6" '
-        f'fill="{"#c33" if nid == node.nodeID else "#36c"}"/>'
-        f'<text x="{x + 9:.0f}" y="{y + 4:.0f}" font-size="12">{e(names[nid])}</text>'
-        for nid, (x, y) in where.items()
-    )
-    svg = (
-        f'<svg width="{size + 120}" height="{size}" role="img" '
-        f'aria-label="topology graph">{lines}{dots}</svg>'
-    )
-    return (
-        f"<h2>Topology</h2><p>digest {e(str(info['digest']))}, "
-        f"{len(order)} network nodes, {len(routable)} routable links</p>"
-        + svg
-        + _table(
-            ["from", "to", "RTT (ms)", "throughput", "cost", "security", "routable"],
-            [
-                [
-                    names.get(link["owner"], link["owner"][:12]),
-                    names.get(link["peer"], link["peer"][:12]),
-                    link["rtt_ms"],
-                    link["throughput"],
-                    link["cost"],
-                    link["security"],
-                    "yes" if link.get("routable") else "no",
-                ]
-                for link in info["links"]
-            ],
-        )
-    )
-
-
-def renderStatusPage(node: Any) -> str:
-    """
-    The HTML status page: node, neighbours, sessions; every value escaped.
-    """
-    e = html.escape
-    info = describeNode(node)
-    neighbours = [describeNeighbour(cp) for cp in node.links.values()]
-    sessions = [describeSession(s) for s in node.sessions()]
-    return (
-        '<!doctype html><html><head><meta charset="utf-8">'
-        '<meta http-equiv="refresh" content="5; url=/">'
-        f"<title>appnpy {e(info['name'])}</title>"
-        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
-        "table{border-collapse:collapse}tr:nth-child(even){background:#eee}</style>"
-        f"</head><body><h1>{e(info['name'])}</h1>"
-        + _table(
-            ["node ID", "role", "version", "listening on", "uptime (s)"],
-            [
-                [
-                    info["node_id"],
-                    info["role"],
-                    info["version"],
-                    " ".join(info["listen"]),
-                    info["uptime_s"],
-                ]
-            ],
-        )
-        + "<h2>Neighbours</h2>"
-        + _table(
-            [
-                "name",
-                "node ID",
-                "address",
-                "direction",
-                "RTT (ms)",
-                "bytes in",
-                "bytes out",
-                "sessions",
-            ],
-            [
-                [
-                    n["name"],
-                    n["node_id"],
-                    n["address"],
-                    n["direction"],
-                    n["rtt_ms"],
-                    n["bytes_in"],
-                    n["bytes_out"],
-                    n["sessions"],
-                ]
-                for n in neighbours
-            ],
-        )
-        + _topologySection(node)
-        + "<h2>Sessions</h2>"
-        + _table(
-            ["session ID", "plugin", "peer", "direction", "bytes in", "bytes out"],
-            [
-                [
-                    s["session_id"],
-                    s["plugin"],
-                    s["peer_name"] or s["peer_node_id"],
-                    s["direction"],
-                    s["bytes_in"],
-                    s["bytes_out"],
-                ]
-                for s in sessions
-            ],
-        )
-        + "</body></html>\n"
-    )
-
-
 class ManagementService(Service):
     """
     Serves the management API of C{node} on C{endpoint} and advertises it in
@@ -737,20 +601,20 @@ class ManagementService(Service):
 
     def __init__(
         self,
-        node: Any,
+        node: IManagedNode,
         endpoint: str,
         dataDir: str,
         effectiveConfig: dict[str, Any],
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
     ) -> None:
         self.node = node
         self.endpoint = endpoint
         self.dataDir = dataDir
         self.effectiveConfig = effectiveConfig
-        self.reactor = reactor if reactor is not None else node.reactor
+        self.reactor: IReactorTime = reactor if reactor is not None else node.reactor
         self.metrics = NodeMetrics(node)
         self.token = ""
-        self.port: Any = None
+        self.port: IListeningPort | None = None
         self.url: str | None = None
         self.loopbackOnly = False
         self._starting: Deferred[None] | None = None
@@ -766,7 +630,7 @@ class ManagementService(Service):
     def checkToken(self, candidate: bytes) -> bool:
         return bool(self.token) and hmac.compare_digest(candidate, self.token.encode("ascii"))
 
-    def authorised(self, request: Any) -> bool:
+    def authorised(self, request: Request) -> bool:
         header = request.getHeader(b"authorization") or b""
         scheme, _, value = (
             header.encode("latin-1").partition(b" ")
@@ -805,7 +669,7 @@ class ManagementService(Service):
         site = server.Site(ManagementResource(self))
         site.displayTracebacks = False
         self.port = await serverFromString(self.reactor, self.endpoint).listen(site)
-        host = self.port.getHost()
+        host = cast(IPv4Address | IPv6Address, self.port.getHost())
         self.loopbackOnly = _isLoopback(host.host)
         shown = "127.0.0.1" if host.host in ("0.0.0.0", "::") else host.host
         if ":" in shown:
@@ -825,7 +689,9 @@ class ManagementService(Service):
     async def _stop(self) -> None:
         if self.port is not None:
             port, self.port = self.port, None
-            await port.stopListening()
+            stopped = port.stopListening()
+            if stopped is not None:
+                await stopped
         try:
             os.unlink(self.apiPath)
         except FileNotFoundError:

@@ -16,11 +16,16 @@ these counts are per process, not per node.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from appnpy.cp.controlpoint import ControlPoint
+from appnpy.errors import SessionClosed
+from appnpy.ops._interfaces import IManagedNode
+from appnpy.ops.extensions import registerPluginMetrics
+from appnpy.session.adjacent import Session
 
 #: Bucket bounds, in seconds, of the link RTT histogram.
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -49,7 +54,7 @@ class _LiveCollector(Collector):
     def __init__(self, metrics: NodeMetrics) -> None:
         self.metrics = metrics
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         node = self.metrics.node
         links = GaugeMetricFamily(
             "appn_links", "Active links to neighbours, by direction", labels=["direction"]
@@ -95,7 +100,7 @@ class NodeMetrics:
     @ivar registry: the node's C{CollectorRegistry}.
     """
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: IManagedNode) -> None:
         self.node = node
         self.registry = CollectorRegistry(auto_describe=True)
         #: Bytes (sent, received) of links that are gone, so totals never fall.
@@ -135,6 +140,7 @@ class NodeMetrics:
             registry=self.registry,
         )
         self.registry.register(_LiveCollector(self))
+        registerPluginMetrics(self.registry, node.plugins.values())
         node.addObserver(self)
 
     # -- node observer -------------------------------------------------------
@@ -142,26 +148,23 @@ class NodeMetrics:
     def handshakeFailed(self, why: str) -> None:
         self.handshakeFailures.labels(handshakeFailureReason(why)).inc()
 
-    def linkActive(self, cp: Any) -> None:
-        pass
-
-    def linkLost(self, cp: Any, why: tuple[str, str]) -> None:
+    def linkLost(self, cp: ControlPoint, why: tuple[str, str]) -> None:
         sent, received = self.closedBytes
         self.closedBytes = (sent + cp.mux.bytesSent, received + cp.mux.bytesReceived)
         self.observeRTT(cp)
         self._lastRTT.pop(id(cp), None)
         self.linksLost.labels(str(why[0])).inc()
 
-    def sessionStarted(self, session: Any) -> None:
+    def sessionStarted(self, session: Session) -> None:
         self.sessionsStarted.labels(session.info.plugin, session.info.direction).inc()
 
-    def sessionEnded(self, session: Any, why: Any) -> None:
-        self.sessionsEnded.labels(session.info.plugin, str(getattr(why, "reason", why))).inc()
+    def sessionEnded(self, session: Session, why: SessionClosed) -> None:
+        self.sessionsEnded.labels(session.info.plugin, str(why.reason)).inc()
 
     def sessionRefused(self, reason: str) -> None:
         self.sessionRefusals.labels(str(reason)).inc()
 
-    def observeRTT(self, cp: Any) -> None:
+    def observeRTT(self, cp: ControlPoint) -> None:
         """
         Record the link's latest RTT once per new measurement.
         """

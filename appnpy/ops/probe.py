@@ -17,15 +17,20 @@ docs/interop.md describes the steps and what each one checks.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, MutableMapping
 from typing import Any, cast
 
 import attrs
+from twisted.application.service import IService
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
-from twisted.internet.interfaces import ITCPTransport, ITransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+import appnpy
+from appnpy.cp.controlpoint import ControlPoint
 from appnpy.cp.messages import (
     Message,
     MessageReader,
@@ -35,8 +40,11 @@ from appnpy.cp.messages import (
     message,
     text,
 )
-from appnpy.errors import APPNError, Reason
-from appnpy.session.adjacent import newSessionID
+from appnpy.errors import APPNError, LinkRefused, Reason, SessionClosed, SessionRefused
+from appnpy.interfaces import ISessionInfo, ISessionPlugin
+from appnpy.link.tls import LinkAddress, parseAddress
+from appnpy.ops._interfaces import IManagedNode
+from appnpy.session.adjacent import Session, newSessionID
 
 log = Logger(namespace="appnpy.ops.probe")
 
@@ -69,7 +77,7 @@ class EchoClient(Protocol):
     measures the time until each has come back in full.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IReactorTime) -> None:
         self.reactor = reactor
         self.received = bytearray()
         self._expected = 0
@@ -125,7 +133,9 @@ def closeReason(reason: BaseException) -> str:
     """
     The reason code of a session's end.
     """
-    return str(getattr(reason, "reason", Reason.LINK_FAILURE.value))
+    if isinstance(reason, (SessionClosed, SessionRefused, LinkRefused)):
+        return str(reason.reason)
+    return str(Reason.LINK_FAILURE.value)
 
 
 # -- responder ----------------------------------------------------------------
@@ -134,15 +144,19 @@ def closeReason(reason: BaseException) -> str:
 class _ProbeResponse(Protocol):
     """
     The requesting side of a responder's echo session: writes the nonce,
-    checks it comes back, closes normally.
+    checks it comes back, closes normally; C{ended} is called once it is
+    gone.
     """
 
-    def __init__(self, reactor: Any, nonce: bytes, peer: str) -> None:
+    def __init__(
+        self, reactor: IReactorTime, nonce: bytes, peer: str, ended: Callable[[], None]
+    ) -> None:
         self.reactor = reactor
         self.nonce = nonce
         self.peer = peer
+        self.ended = ended
         self.buffer = b""
-        self._timer: Any = None
+        self._timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         transport = cast(ITCPTransport, self.transport)
@@ -160,53 +174,62 @@ class _ProbeResponse(Protocol):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]  # Twisted gives reason a default; callers always pass one
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        self.ended()
 
 
-def installProbeResponder(node: Any) -> None:
+class ProbeResponder:
     """
-    Make C{node} answer L{ProbeRequest}s from its neighbours.
+    Answers L{ProbeRequest}s from neighbours: a control message handler
+    (C{controlHandlers[ProbeRequest] = responder.handle}) that opens an echo
+    session back on the requesting link, at most
+    L{MAX_RESPONDER_SESSIONS} per neighbour at a time.
     """
-    active: dict[str, int] = {}
 
-    def handle(cp: Any, msg: ProbeRequest) -> None:
+    def __init__(self, reactor: IReactorTime) -> None:
+        self.reactor = reactor
+        #: Probe echo sessions running, by neighbour node ID.
+        self.active: dict[str, int] = {}
+
+    def handle(self, cp: ControlPoint, msg: ProbeRequest) -> None:
         peer = cp.peerNodeID
-        if active.get(peer, 0) >= MAX_RESPONDER_SESSIONS:
+        if self.active.get(peer, 0) >= MAX_RESPONDER_SESSIONS:
             log.info("ignored a probe request from {peer}: too many at once", peer=peer)
             return
-        active[peer] = active.get(peer, 0) + 1
+        self.active[peer] = self.active.get(peer, 0) + 1
         log.info("probe request from {peer}: opening an echo session back", peer=peer)
 
-        def done(result: Any) -> None:
-            active[peer] -= 1
-            if not active[peer]:
-                del active[peer]
+        def ended() -> None:
+            self.active[peer] -= 1
+            if not self.active[peer]:
+                del self.active[peer]
 
         def failed(f: Failure) -> None:
-            done(None)
+            ended()
             log.info(
                 "could not open the probe echo session to {peer}: {why}",
                 peer=peer,
                 why=f.getErrorMessage(),
             )
 
-        def opened(protocol: _ProbeResponse) -> Deferred[None]:
-            finished: Deferred[None] = Deferred()
-            original = protocol.connectionLost
-
-            def lost(reason: Failure) -> None:
-                original(reason)
-                finished.callback(None)
-
-            protocol.connectionLost = lost  # type: ignore[method-assign]
-            return finished.addBoth(done)
-
+        nonce = msg.nonce.encode("utf-8")
         cp.openSession(
             "echo",
-            lambda info: _ProbeResponse(node.reactor, msg.nonce.encode("utf-8"), peer),
+            lambda info: _ProbeResponse(self.reactor, nonce, peer, ended),
             {"probe": msg.nonce},
-        ).addCallbacks(opened, failed)
+        ).addErrback(failed)
 
-    node.controlHandlers[ProbeRequest] = handle
+
+def installProbeResponder(
+    reactor: IReactorTime,
+    controlHandlers: MutableMapping[type[Any], Callable[[ControlPoint, Any], None]],
+) -> ProbeResponder:
+    """
+    Make a node answer L{ProbeRequest}s: register a L{ProbeResponder} in its
+    control message handlers.
+    """
+    responder = ProbeResponder(reactor)
+    controlHandlers[ProbeRequest] = responder.handle
+    return responder
 
 
 # -- prober -------------------------------------------------------------------
@@ -226,22 +249,43 @@ class Step:
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
-def _recordingEcho() -> type[Protocol]:
-    from appnpy_echo import Echo
+class _ProbeEcho(Protocol):
+    """
+    The prober's echo: sends back what it receives and keeps the first KiB,
+    so the probe can check what the peer's echo session carried.
+    """
 
-    class RecordingEcho(Echo):
-        """
-        Echo that also keeps what it echoed, so the probe can check it.
-        """
+    def __init__(self) -> None:
+        self.echoed = b""
 
-        echoed = b""
+    def dataReceived(self, data: bytes) -> None:
+        if len(self.echoed) < 1024:
+            self.echoed += data
+        assert self.transport is not None  # set by makeConnection before any data
+        self.transport.write(data)
 
-        def dataReceived(self, data: bytes) -> None:
-            if len(self.echoed) < 1024:
-                self.echoed += data
-            super().dataReceived(data)
 
-    return RecordingEcho
+@implementer(ISessionPlugin)
+class _ProbeEchoPlugin:
+    """
+    The C{echo} plugin of the prober's throwaway node, for the session the
+    probed node opens back: the framework carries its own, never a plugin
+    distribution's.
+    """
+
+    name = "echo"
+    version = appnpy.__version__
+    defaultCOS = "interactive"
+    sessionLimit = 64
+
+    def configure(self, section: dict[str, object]) -> None:
+        pass
+
+    def resources(self) -> list[str]:
+        return []
+
+    def buildProtocol(self, session: ISessionInfo) -> _ProbeEcho:
+        return _ProbeEcho()
 
 
 class _RefusalReader(Protocol):
@@ -276,23 +320,30 @@ class _InboundWatcher:
 
     def __init__(self, nonce: str) -> None:
         self.nonce = nonce
-        self.started: Deferred[Any] = Deferred()
-        self.ended: Deferred[tuple[Any, Any]] = Deferred()
-        self.session: Any = None
+        self.started: Deferred[Session] = Deferred()
+        self.ended: Deferred[tuple[bytes, SessionClosed]] = Deferred()
+        self.session: Session | None = None
 
-    def sessionStarted(self, session: Any) -> None:
-        if self.session is None and session.info.parameters.get("probe") == self.nonce:
+    def sessionStarted(self, session: Session) -> None:
+        # After a timeout the watcher stays registered on the throwaway
+        # node, inert: its Deferreds have fired.
+        if (
+            self.session is None
+            and not self.started.called
+            and session.info.parameters.get("probe") == self.nonce
+        ):
             self.session = session
             self.started.callback(session)
 
-    def sessionEnded(self, session: Any, why: Any) -> None:
+    def sessionEnded(self, session: Session, why: SessionClosed) -> None:
         if session is self.session and not self.ended.called:
             # The protocol is still attached while observers hear of the end.
-            echoed = getattr(session.protocol, "echoed", b"")
-            self.ended.callback((bytes(echoed), why))
+            protocol = session.protocol
+            echoed = protocol.echoed if isinstance(protocol, _ProbeEcho) else b""
+            self.ended.callback((echoed, why))
 
 
-def _timeout(d: Deferred[Any], seconds: float, reactor: Any) -> Deferred[Any]:
+def _timeout(d: Deferred[Any], seconds: float, reactor: IReactorTime) -> Deferred[Any]:
     return d.addTimeout(seconds, reactor)
 
 
@@ -302,48 +353,47 @@ def _why(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+def proberPlugins() -> list[ISessionPlugin]:
+    """
+    The plugins a prober's throwaway node runs: its own minimal echo, which
+    the "echo opened by the peer" step needs.
+    """
+    return [_ProbeEchoPlugin()]
+
+
 async def probe(
-    reactor: Any, address: str, identity: Any = None, timeout: float = 10
+    reactor: IReactorTime, node: IManagedNode, address: str, timeout: float = 10
 ) -> list[Step]:
     """
-    Check the node at C{address} step by step from a throwaway node.
+    Check the node at C{address} step by step from C{node}, a throwaway node
+    built for it (L{appnpy.node.buildProber}): started here, and stopped
+    again when the probe is done.
 
     @param address: C{host:port} or C{appn://<nodeid>@host:port}.
-    @param identity: the prober's L{appnpy.link.identity.Identity}; a fresh
-        in-memory one if not given.
     @param timeout: seconds each step may take.
     @return: the steps run, in order; a failed step ends the probe unless the
         following ones do not depend on it.
     """
-    from appnpy_echo import SimplePlugin
-
-    from appnpy.link.identity import generateIdentity
-    from appnpy.link.tls import parseAddress
-    from appnpy.node import Node
-
-    steps: list[Step] = []
     try:
         target = parseAddress(address)
     except APPNError as e:
         return [Step("address", False, str(e))]
-    node = Node(
-        reactor,
-        identity or generateIdentity(reactor.seconds()),
-        name="PROBE.PROBE",
-        handshakeTimeout=timeout,
-    )
-    RecordingEcho = _recordingEcho()
-    node.addSessionPlugin(SimplePlugin("echo", RecordingEcho))
-    node.startService()
+    steps: list[Step] = []
+    service = IService(node)
+    service.startService()
     try:
         await _probeSteps(reactor, node, target, timeout, steps)
     finally:
-        await node.stopService()
+        await service.stopService()
     return steps
 
 
 async def _probeSteps(
-    reactor: Any, node: Any, target: Any, timeout: float, steps: list[Step]
+    reactor: IReactorTime,
+    node: IManagedNode,
+    target: LinkAddress,
+    timeout: float,
+    steps: list[Step],
 ) -> None:
     # 1. TCP + TLS 1.3 + mutual authentication (+ Hello, which connect awaits).
     try:
@@ -390,7 +440,7 @@ async def _probeSteps(
     steps.append(await _refusal(reactor, cp, timeout))
 
 
-async def _echoOurs(reactor: Any, cp: Any, timeout: float) -> Step:
+async def _echoOurs(reactor: IReactorTime, cp: ControlPoint, timeout: float) -> Step:
     if "echo" not in cp.limits or cp.limits["echo"] <= 0:
         return Step("echo-outbound", False, "the peer offers no echo plugin")
     payload = secrets.token_bytes(4096)
@@ -419,23 +469,24 @@ async def _echoOurs(reactor: Any, cp: Any, timeout: float) -> Step:
     )
 
 
-async def _echoTheirs(reactor: Any, node: Any, cp: Any, timeout: float) -> Step:
+async def _echoTheirs(
+    reactor: IReactorTime, node: IManagedNode, cp: ControlPoint, timeout: float
+) -> Step:
     nonce = secrets.token_hex(16)
     watcher = _InboundWatcher(nonce)
+    # The node is thrown away after the probe: the watcher is not removed.
     node.addObserver(watcher)
+    cp.send(ProbeRequest(nonce=nonce))
     try:
-        cp.send(ProbeRequest(nonce=nonce))
-        try:
-            await _timeout(watcher.started, timeout, reactor)
-        except Exception as e:
-            return Step("echo-inbound", False, f"the peer opened no echo session: {_why(e)}")
-        try:
-            echoed, why = await _timeout(watcher.ended, timeout, reactor)
-        except Exception as e:
-            return Step("echo-inbound", False, f"the peer did not close the session: {_why(e)}")
-    finally:
-        node._observers.remove(watcher)
+        await _timeout(watcher.started, timeout, reactor)
+    except Exception as e:
+        return Step("echo-inbound", False, f"the peer opened no echo session: {_why(e)}")
+    try:
+        echoed, why = await _timeout(watcher.ended, timeout, reactor)
+    except Exception as e:
+        return Step("echo-inbound", False, f"the peer did not close the session: {_why(e)}")
     session = watcher.session
+    assert session is not None  # started fired
     ok = why.reason == Reason.NORMAL and echoed == nonce.encode("ascii")
     return Step(
         "echo-inbound",
@@ -446,7 +497,7 @@ async def _echoTheirs(reactor: Any, node: Any, cp: Any, timeout: float) -> Step:
     )
 
 
-async def _refusal(reactor: Any, cp: Any, timeout: float) -> Step:
+async def _refusal(reactor: IReactorTime, cp: ControlPoint, timeout: float) -> Step:
     # Written by hand: ControlPoint.openSession would refuse it locally,
     # since the peer's Hello does not offer the plugin.
     reader = _RefusalReader()

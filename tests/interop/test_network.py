@@ -32,7 +32,7 @@ async def appn(node: NodeProcess, *args: str) -> tuple[int, Any, str]:
     """
     out, err, code = await getProcessOutputAndValue(
         sys.executable,
-        ["-m", "appnpy.ops.cli", "--data-dir", node.dataDir, "--json", *args],
+        ["-m", "appnpy.cli", "--data-dir", node.dataDir, "--json", *args],
         env=dict(os.environ),
     )
     try:

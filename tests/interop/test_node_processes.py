@@ -134,7 +134,7 @@ class SecretsTests(TestCase):
         for args in (["status"], ["peers"], ["sessions"], ["connect", "127.0.0.1:1"]):
             await getProcessOutputAndValue(
                 sys.executable,
-                ["-m", "appnpy.ops.cli", "--data-dir", node.dataDir, *args],
+                ["-m", "appnpy.cli", "--data-dir", node.dataDir, *args],
                 env=dict(os.environ),
             )
         with open(os.path.join(node.dataDir, "api-token")) as f:

@@ -24,8 +24,6 @@ One module per job:
 from appnpy.net.directory._interfaces import (
     IDirectory,
     IDirectoryHost,
-    ILinkObserver,
-    ILinkRegistry,
     IRouteSource,
 )
 from appnpy.net.directory.messages import (
@@ -66,8 +64,6 @@ __all__ = [
     "Directory",
     "IDirectory",
     "IDirectoryHost",
-    "ILinkObserver",
-    "ILinkRegistry",
     "IRouteSource",
     "InvalidRecord",
     "LocateReply",

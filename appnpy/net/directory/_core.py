@@ -20,12 +20,13 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from appnpy.cp._interfaces import ILinkRegistry
 from appnpy.cp.controlpoint import ControlPoint
 from appnpy.cp.messages import Message
 from appnpy.errors import ResourceNotFound
 from appnpy.interfaces import ISessionPlugin
 from appnpy.link.identity import Identity
-from appnpy.net.directory._interfaces import ILinkRegistry, IRouteSource
+from appnpy.net.directory._interfaces import IRouteSource
 from appnpy.net.directory.cache import CacheEntry, LocateCache
 from appnpy.net.directory.messages import (
     MAX_RECORDS_PER_ANSWER,

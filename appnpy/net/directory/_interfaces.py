@@ -6,14 +6,13 @@ topology database provide these; plugins see L{appnpy.interfaces}).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-from appnpy.cp.controlpoint import ControlPoint
-from appnpy.cp.messages import Message
+from appnpy.cp._interfaces import ILinkRegistry
 from appnpy.interfaces import ISessionPlugin
 from appnpy.net.directory.records import LocateResult
 
@@ -25,46 +24,6 @@ class IHops(Protocol):
 
     @property
     def hops(self) -> Sequence[str]: ...
-
-
-class ILinkObserver(Interface):
-    """
-    Told when a link to a neighbour becomes active or goes away.
-    """
-
-    def linkActive(cp: ControlPoint) -> None:
-        """
-        The link to C{cp.peerNodeID} is up (Hello exchanged).
-        """
-
-    def linkLost(cp: ControlPoint, why: tuple[str, str]) -> None:
-        """
-        The link to C{cp.peerNodeID} is gone; C{why} is (reason, detail).
-        """
-
-
-class ILinkRegistry(Interface):
-    """
-    The node's active links, and how a service hears about them: the
-    directory's only way to its neighbours.
-    """
-
-    links = Attribute(
-        "C{Mapping[str, ControlPoint]}: the active links by the neighbour's node ID (live)."
-    )
-
-    def addControlHandler(
-        messageClass: type[Message], handler: Callable[[ControlPoint, Any], None]
-    ) -> None:
-        """
-        Deliver every control message of C{messageClass} a neighbour sends to
-        C{handler(cp, message)} (and announce its capability in Hello).
-        """
-
-    def addLinkObserver(observer: ILinkObserver) -> None:
-        """
-        Tell C{observer} of links becoming active and going away.
-        """
 
 
 class IRouteSource(Interface):

@@ -22,10 +22,11 @@ from typing import Any
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
+from appnpy.cp._interfaces import ILinkObserver
 from appnpy.cp.controlpoint import ControlPoint
 from appnpy.cp.messages import Message
 from appnpy.interfaces import ISessionPlugin
-from appnpy.net.directory._interfaces import IDirectory, IDirectoryHost, ILinkObserver
+from appnpy.net.directory._interfaces import IDirectory, IDirectoryHost
 from appnpy.net.directory.locate import LocateMixin
 from appnpy.net.directory.messages import (
     LocateReply,

@@ -19,7 +19,7 @@ that only the owner raises.  The parts, one job each:
 What it needs of its host and what others use of it: L{_interfaces}.
 """
 
-from appnpy.net.topology._interfaces import ILinkObserver, ILinkRegistry, ITopology, ITopologyHost
+from appnpy.net.topology._interfaces import ITopology, ITopologyHost
 from appnpy.net.topology.measurement import DEFAULT_RTT_MS, DEFAULT_THROUGHPUT
 from appnpy.net.topology.records import (
     LINK,
@@ -45,8 +45,6 @@ __all__ = [
     "TopologyDatabase",
     "installTopology",
     "BadRecord",
-    "ILinkObserver",
-    "ILinkRegistry",
     "ITopology",
     "ITopologyHost",
     "NODE",

@@ -14,62 +14,18 @@ management API and the node use it (they receive it as C{node.topology}).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
 
+from appnpy.cp._interfaces import ILinkObserver, ILinkRegistry
 from appnpy.net.routing import Route, RouteExplanation
 
 if TYPE_CHECKING:
-    from appnpy.cp.controlpoint import ControlPoint
+    pass
 
 __all__ = ["ILinkObserver", "ILinkRegistry", "ITopologyHost", "ITopology"]
-
-
-class ILinkObserver(Interface):
-    """
-    Told when a link to a neighbour comes up or goes down.
-    """
-
-    def linkActive(cp: ControlPoint) -> None:
-        """
-        The link to C{cp.peerNodeID} is up (a C{ControlPoint}).
-        """
-
-    def linkLost(cp: ControlPoint, why: tuple[str, str]) -> None:
-        """
-        The link is gone; C{why} is (reason code, detail).
-        """
-
-
-class ILinkRegistry(Interface):
-    """
-    The active links of a node and the dispatch of control messages.
-    """
-
-    links = Attribute(
-        "Mapping[str, ControlPoint]: the active links by the neighbour's node ID "
-        "(read only by the topology database)."
-    )
-
-    def addControlHandler(
-        messageClass: type[Any], handler: Callable[[ControlPoint, Any], None]
-    ) -> None:
-        """
-        Deliver every control message of C{messageClass} arriving on any
-        link as C{handler(cp, message)}.
-        """
-
-    def removeControlHandler(messageClass: type[Any]) -> None:
-        """
-        Stop delivering C{messageClass} (no error if none is registered).
-        """
-
-    def addLinkObserver(observer: ILinkObserver) -> None:
-        """
-        Tell C{observer} of every link that comes up or goes down from now on.
-        """
 
 
 class ITopologyHost(ILinkRegistry):

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import attrs
 from twisted.logger import Logger
 
+from appnpy.cp._interfaces import ILinkRegistry
 from appnpy.errors import Reason
 from appnpy.net.ratelimit import TokenBucket
-from appnpy.net.topology._interfaces import ILinkRegistry
 from appnpy.net.topology.database import Entry, RecordStore
 from appnpy.net.topology.records import (
     MAX_RECORDS_PER_MESSAGE,

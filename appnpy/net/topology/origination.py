@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from appnpy.cp._interfaces import ILinkRegistry
 from appnpy.errors import ConfigurationError
 from appnpy.link.identity import Identity
 from appnpy.net.routing import TLS_SECURITY
-from appnpy.net.topology._interfaces import ILinkRegistry
 from appnpy.net.topology.database import RecordStore
 from appnpy.net.topology.flooding import Flooder
 from appnpy.net.topology.measurement import DOWN_LINK_BODY, OwnLink

@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from appnpy.cp._interfaces import ILinkObserver, ILinkRegistry
 from appnpy.errors import NoRoute
 from appnpy.link.identity import Identity
 from appnpy.net.directory._interfaces import IRouteSource
@@ -42,7 +43,7 @@ from appnpy.net.routing import (
     RouteExplanation,
     TopologyGraph,
 )
-from appnpy.net.topology._interfaces import ILinkObserver, ILinkRegistry, ITopology, ITopologyHost
+from appnpy.net.topology._interfaces import ITopology, ITopologyHost
 from appnpy.net.topology.database import Entry, RecordStore
 from appnpy.net.topology.flooding import Flooder, Neighbour, isNetworkPeer
 from appnpy.net.topology.origination import OwnRecords

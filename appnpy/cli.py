@@ -17,28 +17,18 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any, TextIO
 
+from zope.interface import implementer
+
 from appnpy.errors import APPNError
+from appnpy.interfaces import IAPIClient, ICommandPlugin, ISessionPlugin
+from appnpy.ops.config import defaultDataDir
+from appnpy.session.plugins import availablePlugins, loadPlugin
 
 #: Seconds an API call may take (connect and echo wait on the network).
 HTTP_TIMEOUT = 60.0
-
-
-def _ownDefaultDataDir() -> str:
-    """
-    C{$XDG_DATA_HOME/appnpy}, else C{~/.local/share/appnpy}.
-    """
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
-    return os.path.join(base, "appnpy")
-
-
-try:  # the node's own default, when the configuration module provides it
-    from appnpy.ops.config import defaultDataDir
-except ImportError:
-    defaultDataDir = _ownDefaultDataDir  # type: ignore[assignment]  # called with no arguments only
 
 
 class NoNodeRunning(APPNError):
@@ -72,13 +62,18 @@ class APIRequestFailed(APPNError):
         return self.message
 
 
+@implementer(IAPIClient)
 class APIClient:
     """
-    A synchronous client of one node's management API.
+    A synchronous client of one node's management API; what a plugin's
+    C{appn} command gets (L{IAPIClient}).
+
+    @ivar json: the user asked for JSON output.
     """
 
-    def __init__(self, dataDir: str) -> None:
+    def __init__(self, dataDir: str, wantJSON: bool = False) -> None:
         self.dataDir = dataDir
+        self.json = wantJSON
         try:
             with open(os.path.join(dataDir, "api.json"), encoding="utf-8") as f:
                 info = json.load(f)
@@ -90,6 +85,18 @@ class APIClient:
             raise NoNodeRunning(dataDir) from None
         if not _alive(pid):
             raise NoNodeRunning(dataDir)
+
+    def get(self, path: str, query: dict[str, str] | None = None) -> Any:
+        """
+        C{GET /api/v1/<path>}, with C{query} as its query string.
+        """
+        return self.call("GET", path + ("?" + urllib.parse.urlencode(query) if query else ""))
+
+    def post(self, path: str, body: dict[str, object] | None = None) -> Any:
+        """
+        C{POST /api/v1/<path>} with the JSON object C{body}.
+        """
+        return self.call("POST", path, body if body is not None else {})
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode("utf-8") if body is not None else None
@@ -286,10 +293,12 @@ def cmdProbe(args: argparse.Namespace, out: TextIO) -> int:
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
 
+    from appnpy.node import buildProber
     from appnpy.ops.probe import probe
 
     async def run(reactor: Any) -> None:
-        steps = await probe(reactor, args.address, timeout=args.timeout)
+        prober = buildProber(reactor, timeout=args.timeout)
+        steps = await probe(reactor, prober, args.address, timeout=args.timeout)
         failed = not steps or not all(s.ok for s in steps)
         if args.json:
             _json(
@@ -511,6 +520,53 @@ class UsageError(APPNError):
     """
 
 
+#: What a plugin's command runs: C{run(args, api, out)} answers the exit status.
+PluginCommand = Callable[[argparse.Namespace, IAPIClient, TextIO], int]
+
+
+def installedPlugins() -> list[ISessionPlugin]:
+    """
+    The installed session plugins that load; a broken one is skipped, so
+    it cannot break C{appn} (C{twist appnnode} reports it when enabled).
+    """
+    found = []
+    for name in sorted(availablePlugins()):
+        try:
+            found.append(loadPlugin(name))
+        except Exception:
+            continue
+    return found
+
+
+def _addPluginCommands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """
+    Let each installed plugin providing L{ICommandPlugin} add its commands.
+    """
+    for plugin in installedPlugins():
+        if not ICommandPlugin.providedBy(plugin):
+            continue
+
+        def add(name: str, help: str, run: PluginCommand) -> argparse.ArgumentParser:
+            if name in commands.choices:
+                raise UsageError(f"appn already has a command {name!r}")
+            p: argparse.ArgumentParser = commands.add_parser(name, help=help, parents=[common])
+            p.set_defaults(func=_runPluginCommand(run))
+            return p
+
+        try:
+            plugin.addCommands(add)
+        except Exception:
+            # A plugin's bug costs its own commands only.
+            continue
+
+
+def _runPluginCommand(run: PluginCommand) -> Callable[[argparse.Namespace, TextIO], int]:
+    def func(args: argparse.Namespace, out: TextIO) -> int:
+        return int(run(args, APIClient(args.data_dir, wantJSON=args.json), out))
+
+    return func
+
+
 def buildParser() -> argparse.ArgumentParser:
     parser = _Parser(prog="appn", description="Drive a running appnpy node.")
     parser.add_argument(
@@ -553,6 +609,7 @@ def buildParser() -> argparse.ArgumentParser:
     probe = add("probe", cmdProbe, "check a node against the protocol (no node needed)")
     probe.add_argument("address", help="host:port or appn://<nodeid>@host:port")
     probe.add_argument("--timeout", type=float, default=10.0)
+    _addPluginCommands(commands, common)
     ca = commands.add_parser("ca", help="network CA tools", parents=[common])  # type: ignore[list-item]  # typeshed: parents must be parser_class
     caCommands = ca.add_subparsers(dest="ca_command", metavar="CA_COMMAND", parser_class=_Parser)
     caCommands.required = True
