@@ -389,9 +389,9 @@ class PluginCommandTests(unittest.TestCase):
         """
         from zope.interface import implementer
 
+        from appnpy import cli
         from appnpy.api import ICommandPlugin
         from appnpy.errors import PluginError
-        from appnpy import cli
 
         @implementer(ICommandPlugin)
         class Greedy:
