@@ -653,6 +653,7 @@ def buildNode(
     topologyOptions: Mapping[str, Any] | None = None,
     directoryOptions: Mapping[str, Any] | None = None,
     handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    admission: bool = True,
 ) -> Node:
     """
     Build a node and its services from its configuration and plugins: the one
@@ -675,6 +676,9 @@ def buildNode(
     @param topologyOptions: tuning of the topology database (tests).
     @param directoryOptions: tuning of the directory (tests).
     @param handshakeTimeout: seconds a link may take to authenticate.
+    @param admission: limit the accept rate and the unauthenticated
+        connections (L{AdmissionControl}); benchmarks that open hundreds of
+        links at once turn it off.
     """
     node = Node(
         reactor,
@@ -690,7 +694,8 @@ def buildNode(
         ),
         handshakeTimeout=handshakeTimeout,
     )
-    node.admission = AdmissionControl(reactor)
+    if admission:
+        node.admission = AdmissionControl(reactor)
     plugins = list(plugins)
     for plugin in plugins:
         node.addSessionPlugin(plugin)

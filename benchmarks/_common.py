@@ -240,7 +240,7 @@ def makeNode(
     C{services}, the network services of a network node (relaying, routed
     sessions, topology, directory).
     """
-    node = buildNode(
+    return buildNode(
         reactor,
         NodeConfig(dataDir=None, listen=tuple(listen), api=None),
         generateIdentity(),
@@ -248,11 +248,10 @@ def makeNode(
         muxConfig=muxConfig(),
         services=services,
         managePeers=False,
+        # The benchmarks measure links and sessions, not the accept-rate
+        # limit that protects a deployed node from connection floods.
+        admission=False,
     )
-    # The benchmarks measure links and sessions, not the accept-rate limit
-    # that protects a deployed node from connection floods.
-    node.admission = None
-    return node
 
 
 def tlsContext() -> LinkContextFactory:
