@@ -21,7 +21,6 @@ from appnpy.errors import NoRoute, ResourceNotFound
 from appnpy.interfaces import IKeywordSearchable, INode, IPluginLifecycle, IResourceDirectory
 from appnpy.net.directory import (
     InvalidRecord,
-    IRouteSource,
     LocateReply,
     LocateRequest,
     RegisterResources,
@@ -31,6 +30,7 @@ from appnpy.net.directory import (
     installDirectory,
     newSearchID,
 )
+from appnpy.net.topology import IRouteQueries
 from appnpy.node import Node
 from appnpy.testing import MemoryNetwork, resultOf
 
@@ -41,7 +41,7 @@ class FakeRoute:
     weight: float = 0.0
 
 
-@implementer(IRouteSource)
+@implementer(IRouteQueries)
 class FakeTopology:
     """
     Stands in for engineer T's TopologyDatabase (same methods): shortest hop

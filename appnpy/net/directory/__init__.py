@@ -21,11 +21,7 @@ One module per job:
     database, and the L{IDirectory} it offers.
 """
 
-from appnpy.net.directory._interfaces import (
-    IDirectory,
-    IDirectoryHost,
-    IRouteSource,
-)
+from appnpy.net.directory._interfaces import IDirectory, IDirectoryHost
 from appnpy.net.directory.messages import (
     MAX_RECORDS_PER_ANSWER,
     MAX_RECORDS_PER_MESSAGE,
@@ -64,7 +60,6 @@ __all__ = [
     "Directory",
     "IDirectory",
     "IDirectoryHost",
-    "IRouteSource",
     "InvalidRecord",
     "LocateReply",
     "LocateRequest",

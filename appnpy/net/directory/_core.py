@@ -26,7 +26,6 @@ from appnpy.cp.messages import Message
 from appnpy.errors import ResourceNotFound
 from appnpy.interfaces import ISessionPlugin
 from appnpy.link.identity import Identity
-from appnpy.net.directory._interfaces import IRouteSource
 from appnpy.net.directory.cache import CacheEntry, LocateCache
 from appnpy.net.directory.messages import (
     MAX_RECORDS_PER_ANSWER,
@@ -38,6 +37,7 @@ from appnpy.net.directory.messages import (
 from appnpy.net.directory.records import ResourceRecord, validResourceName
 from appnpy.net.directory.registry import Registry
 from appnpy.net.ratelimit import TokenBucket
+from appnpy.net.topology._interfaces import IRouteQueries
 
 
 @attrs.define(eq=False)
@@ -100,7 +100,7 @@ class DirectoryBase(Service):
         cpName: str,
         role: str,
         links: ILinkRegistry,
-        topology: IRouteSource | None,
+        topology: IRouteQueries | None,
         plugins: Mapping[str, ISessionPlugin],
         cds: bool = False,
         cdsNode: str | None = None,
@@ -124,8 +124,8 @@ class DirectoryBase(Service):
     ) -> None:
         if not ILinkRegistry.providedBy(links):
             raise TypeError(f"{links!r} does not provide ILinkRegistry")
-        if topology is not None and not IRouteSource.providedBy(topology):
-            raise TypeError(f"{topology!r} does not provide IRouteSource")
+        if topology is not None and not IRouteQueries.providedBy(topology):
+            raise TypeError(f"{topology!r} does not provide IRouteQueries")
         self.reactor = reactor
         self.identity = identity
         self.nodeID: str = identity.nodeID

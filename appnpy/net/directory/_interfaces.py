@@ -6,8 +6,8 @@ topology database provide these; plugins see L{appnpy.interfaces}).
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Coroutine
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
@@ -15,44 +15,6 @@ from zope.interface import Attribute, Interface
 from appnpy.cp._interfaces import ILinkRegistry
 from appnpy.interfaces import ISessionPlugin
 from appnpy.net.directory.records import LocateResult
-
-
-class IHops(Protocol):
-    """
-    A chosen route: its node IDs, origin first.
-    """
-
-    @property
-    def hops(self) -> Sequence[str]: ...
-
-
-class IRouteSource(Interface):
-    """
-    The few topology database queries the directory makes (network nodes only).
-    """
-
-    def selectRoute(origin: str, destination: str, cos: str) -> IHops:
-        """
-        The route for C{cos}.
-
-        @raise appnpy.errors.NoRoute: if there is none.
-        """
-
-    def networkNodes() -> list[str]:
-        """
-        The node IDs of every network node in the topology database.
-        """
-
-    def servingNode(endNodeID: str) -> str | None:
-        """
-        The network node serving C{endNodeID}, if any announced it.
-        """
-
-    def setAttachedEndNodes(ids: Iterable[str]) -> None:
-        """
-        The end nodes this node serves now (they registered with it), to
-        announce in its node record.
-        """
 
 
 class IDirectory(Interface):

@@ -49,7 +49,7 @@ class Directory(RegistrationMixin, LocateMixin, SearchMixin, RouteProxyMixin):
 
     Built with its collaborators: C{reactor}, C{identity} (signs this node's
     records), C{cpName}, C{role} (C{'network'} or C{'end'}), C{links} (an
-    L{ILinkRegistry}), C{topology} (an L{IRouteSource}, C{None} on end
+    L{ILinkRegistry}), C{topology} (an L{IRouteQueries}, C{None} on end
     nodes), C{plugins} (the node's live plugin mapping), then C{cds},
     C{cdsNode} and the tunables (see L{DirectoryBase}).
 

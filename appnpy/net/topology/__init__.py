@@ -19,7 +19,7 @@ that only the owner raises.  The parts, one job each:
 What it needs of its host and what others use of it: L{_interfaces}.
 """
 
-from appnpy.net.topology._interfaces import ITopology, ITopologyHost
+from appnpy.net.topology._interfaces import IRouteQueries, ITopology, ITopologyHost
 from appnpy.net.topology.measurement import DEFAULT_RTT_MS, DEFAULT_THROUGHPUT
 from appnpy.net.topology.records import (
     LINK,
@@ -39,6 +39,7 @@ from appnpy.net.topology.rsn import RSN_RESERVE, STATE_FILE
 from appnpy.net.topology.service import TopologyDatabase, installTopology
 
 __all__ = [
+    "IRouteQueries",
     "TopologyUpdate",
     "TopologySync",
     "TopologyRecord",

@@ -14,8 +14,8 @@ management API and the node use it (they receive it as C{node.topology}).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from zope.interface import Attribute, Interface
 
@@ -87,4 +87,43 @@ class ITopology(Interface):
     def asDict() -> dict[str, Any]:
         """
         The database (records, statistics, digest) for the management API.
+        """
+
+
+class IHops(Protocol):
+    """
+    A chosen route: its node IDs, origin first.
+    """
+
+    @property
+    def hops(self) -> Sequence[str]: ...
+
+
+class IRouteQueries(Interface):
+    """
+    The few topology database queries the directory makes (network nodes only).
+    The topology database provides it.
+    """
+
+    def selectRoute(origin: str, destination: str, cos: str) -> IHops:
+        """
+        The route for C{cos}.
+
+        @raise appnpy.errors.NoRoute: if there is none.
+        """
+
+    def networkNodes() -> list[str]:
+        """
+        The node IDs of every network node in the topology database.
+        """
+
+    def servingNode(endNodeID: str) -> str | None:
+        """
+        The network node serving C{endNodeID}, if any announced it.
+        """
+
+    def setAttachedEndNodes(ids: Iterable[str]) -> None:
+        """
+        The end nodes this node serves now (they registered with it), to
+        announce in its node record.
         """

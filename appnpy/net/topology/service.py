@@ -34,7 +34,6 @@ from zope.interface import implementer
 from appnpy.cp._interfaces import ILinkObserver, ILinkRegistry
 from appnpy.errors import NoRoute
 from appnpy.link.identity import Identity
-from appnpy.net.directory._interfaces import IRouteSource
 from appnpy.net.routing import (
     BUILTIN_COS,
     TLS_SECURITY,
@@ -43,7 +42,7 @@ from appnpy.net.routing import (
     RouteExplanation,
     TopologyGraph,
 )
-from appnpy.net.topology._interfaces import ITopology, ITopologyHost
+from appnpy.net.topology._interfaces import IRouteQueries, ITopology, ITopologyHost
 from appnpy.net.topology.database import Entry, RecordStore
 from appnpy.net.topology.flooding import Flooder, Neighbour, isNetworkPeer
 from appnpy.net.topology.origination import OwnRecords
@@ -95,7 +94,7 @@ _STATS = (
 )
 
 
-@implementer(ITopology, ILinkObserver, IRouteSource)
+@implementer(ITopology, ILinkObserver, IRouteQueries)
 class TopologyDatabase(Service):
     """
     The replicated topology database of one network node; see the module
