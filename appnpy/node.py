@@ -700,7 +700,7 @@ def buildNode(
     for plugin in plugins:
         node.addSessionPlugin(plugin)
     # Every node answers the interop probe.
-    installProbeResponder(reactor, node.controlHandlers)
+    installProbeResponder(node)
     if services:
         if node.role == "network":
             installTopology(

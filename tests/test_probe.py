@@ -13,9 +13,10 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
+from appnpy.link.identity import generateIdentity
 from appnpy.node import buildProber
-from appnpy.ops.probe import ProbeRequest, installProbeResponder, probe
-from appnpy.testing import MemoryNetwork
+from appnpy.ops.probe import ProbeRequest, probe
+from appnpy.testing import MemoryNetwork, resultOf
 from tests.test_management import makeNode, nodeAddress
 
 
@@ -136,7 +137,30 @@ class ResponderTests(unittest.TestCase):
         net = MemoryNetwork()
         a = net.addNode("LAB.A")
         self.assertIn(ProbeRequest, a.controlHandlers)
-        handlers: dict[type[Any], Any] = {}
-        responder = installProbeResponder(a.reactor, handlers)
-        self.assertEqual(handlers, {ProbeRequest: responder.handle})
+        net.stop()
+
+    def test_proberLeavesNoRecord(self) -> None:
+        """
+        The prober's throwaway node is an end node without services: linked
+        to a network node, it appears in no topology database, not even as
+        an attached end node, and registers nothing.
+        """
+        net = MemoryNetwork()
+        a, b = net.addNode("LAB.A"), net.addNode("LAB.B")
+        net.link(a, b)
+        net.flush(advance=5)
+        prober = buildProber(net.clock, identity=generateIdentity())
+        prober.startService()
+        net.connect(prober, a)
+        net.flush(advance=5)
+        self.assertIn(a.nodeID, prober.links)
+        for node in (a, b):
+            assert node.topology is not None
+            self.assertNotIn(prober.nodeID, node.topology.networkNodes())
+            self.assertNotIn(prober.nodeID, str(node.topology.asDict()))
+            assert node.directory is not None
+            self.assertNotIn(prober.nodeID, str(node.directory.asDict()))
+        stopped = prober.stopService()
+        net.flush(advance=10)
+        resultOf(stopped)
         net.stop()

@@ -17,7 +17,7 @@ docs/interop.md describes the steps and what each one checks.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any, cast
 
 import attrs
@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import appnpy
+from appnpy.cp._interfaces import ILinkHost
 from appnpy.cp.controlpoint import ControlPoint
 from appnpy.cp.messages import (
     Message,
@@ -219,16 +220,13 @@ class ProbeResponder:
         ).addErrback(failed)
 
 
-def installProbeResponder(
-    reactor: IReactorTime,
-    controlHandlers: MutableMapping[type[Any], Callable[[ControlPoint, Any], None]],
-) -> ProbeResponder:
+def installProbeResponder(host: ILinkHost) -> ProbeResponder:
     """
-    Make a node answer L{ProbeRequest}s: register a L{ProbeResponder} in its
-    control message handlers.
+    Make a node answer L{ProbeRequest}s: register a L{ProbeResponder} for
+    them with the node's control-message dispatch.
     """
-    responder = ProbeResponder(reactor)
-    controlHandlers[ProbeRequest] = responder.handle
+    responder = ProbeResponder(host.reactor)
+    host.addControlHandler(ProbeRequest, responder.handle)
     return responder
 
 
