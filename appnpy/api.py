@@ -8,8 +8,12 @@ move between releases, this list will not.
 from zope.interface import implementer
 
 from appnpy.errors import (
+    APPNError,
     ConfigurationError,
+    NoRoute,
+    NoSuchNode,
     Reason,
+    ResourceNotFound,
     SessionClosed,
     SessionError,
     SessionRefused,
@@ -25,7 +29,11 @@ from appnpy.interfaces import (
 )
 
 __all__ = [
+    "APPNError",
     "ConfigurationError",
+    "NoRoute",
+    "NoSuchNode",
+    "ResourceNotFound",
     "IKeywordSearchable",
     "INode",
     "IPluginLifecycle",
