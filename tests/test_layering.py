@@ -399,4 +399,3 @@ class TreeTests(SynchronousTestCase):
         problems = violations(treeModules())
         if problems:
             self.fail(f"{len(problems)} layering violations:\n" + "\n".join(problems))
-

@@ -52,8 +52,6 @@ NETWORK_CA_FILE = "network-ca.crt"
 CA_KEY_FILE = "ca.key"
 CA_CERTIFICATE_FILE = "ca.crt"
 
-NODE_ID_LENGTH = 52
-
 # Certificates are renewed this long before they expire.
 RENEW_BEFORE = datetime.timedelta(days=30)
 # Validity starts a little in the past so that a peer whose clock is slightly

@@ -251,18 +251,6 @@ class LinkContextFactory:
 # -- peer checks ---------------------------------------------------------------
 
 
-def peerNodeIDFromTransport(transport: Any) -> str:
-    """
-    The node ID of the peer of a TLS transport whose handshake is complete.
-
-    @raise PeerAuthenticationError: if the peer presented no certificate.
-    """
-    peer = transport.getPeerCertificate()
-    if peer is None:
-        raise PeerAuthenticationError("the peer presented no certificate")
-    return nodeIDFromCertificate(peer.to_cryptography())
-
-
 def checkPeer(
     transport: Any,
     expectedNodeID: str | None,
