@@ -399,3 +399,61 @@ class TreeTests(SynchronousTestCase):
         problems = violations(treeModules())
         if problems:
             self.fail(f"{len(problems)} layering violations:\n" + "\n".join(problems))
+
+
+#: What a plugin distribution may import of the framework: the stable surface.
+PLUGIN_SURFACE = "appnpy.api"
+
+
+def pluginViolations(root: Path = ROOT / "plugins") -> list[str]:
+    """
+    Every import of an C{appnpy} module other than L{PLUGIN_SURFACE} in the
+    plugin distributions under C{root}, as C{path:line: what}.
+    """
+    problems = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+                if node.module == "appnpy":
+                    names = [f"appnpy.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if (name == "appnpy" or name.startswith("appnpy.")) and name != PLUGIN_SURFACE:
+                    problems.append(
+                        f"{path.relative_to(root)}:{node.lineno}: imports {name}, "
+                        f"not only {PLUGIN_SURFACE}"
+                    )
+    return problems
+
+
+class PluginSurfaceTests(SynchronousTestCase):
+    """
+    Plugins are written as a third party's would be: against appnpy.api only.
+    """
+
+    def test_checkerCatches(self) -> None:
+        """
+        The checker reports a plugin module that imports the framework
+        behind appnpy.api, in either import form.
+        """
+        root = Path(self.mktemp())
+        (root / "p").mkdir(parents=True)
+        (root / "p" / "ok.py").write_text("from appnpy.api import ISessionPlugin\n")
+        (root / "p" / "bad.py").write_text(
+            "import appnpy.node\nfrom appnpy.cp import messages\nfrom appnpy import errors\n"
+        )
+        problems = pluginViolations(root)
+        self.assertEqual(len(problems), 3, problems)
+        self.assertTrue(all("bad.py" in p for p in problems), problems)
+
+    def test_pluginsUseOnlyTheAPI(self) -> None:
+        """
+        Every shipped plugin imports nothing of appnpy but appnpy.api.
+        """
+        self.assertTrue(list((ROOT / "plugins").rglob("*.py")))
+        self.assertEqual(pluginViolations(), [])
