@@ -97,10 +97,20 @@ class _EndToEndTLS(BufferingTLSTransport):
     UNBIND that names the failure goes out ahead of the FIN.
     """
 
+    #: Whether the TLS connection has ended (the session then has nothing
+    #: left to shut down).
+    ended = False
+
     def _tlsShutdownFinished(self, reason: Failure | None) -> None:
+        # Twisted's hook for the end of TLS (overridden, as Twisted's own
+        # subclasses do, to learn why before the stream closes).
         if reason is not None:
             cast("RoutedSession", self.wrappedProtocol)._tlsFailed(reason)
         super()._tlsShutdownFinished(reason)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]  # Twisted gives reason a default
+        self.ended = True
+        super().connectionLost(reason)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -165,6 +175,8 @@ class RoutedSession(SessionBase):
         self._built = protocol
         self._ready = ready
         self._tls: Any = None
+        #: Whether the end-to-end TLS handshake has completed.
+        self._handshakeDone = False
         self._closing = False
         self._closeReason: tuple[str, str] | None = None
         self._peerReason: tuple[str, str] | None = None
@@ -200,6 +212,7 @@ class RoutedSession(SessionBase):
         self._tls = transport
 
     def handshakeCompleted(self) -> None:
+        self._handshakeDone = True
         tls = self._tls
         if tls is None or self._closing or self.protocol is not None:
             return
@@ -341,10 +354,10 @@ class RoutedSession(SessionBase):
         # producer would hold the TLS shutdown back; the session is ending,
         # so it is detached now (and stopped once the session is gone).
         tls = self._tls
-        if tls is None or self._streamGone or getattr(tls, "_tlsConnection", None) is None:
+        if tls is None or self._streamGone or tls.ended:
             self._stream.loseConnection()
             return
-        if not tls._handshakeDone:
+        if not self._handshakeDone:
             # Nothing can have been written yet; Twisted's TLS layer would
             # abort from inside its own loseConnection here.
             self._abort()
