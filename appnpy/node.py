@@ -191,7 +191,7 @@ class Node(MultiService):
     def bindHandler(self, kind: str) -> IBindHandler | None:
         return self._bindHandlers.get(kind)
 
-    def setBindHandler(self, kind: str, handler: object) -> None:
+    def setBindHandler(self, kind: str, handler: IBindHandler | None) -> None:
         """
         Register C{handler} for inbound BINDs of C{kind}; L{None} removes it.
         """

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from zope.interface import Attribute, Interface
 
-from appnpy.cp._interfaces import ILinkHost
+from appnpy.cp._interfaces import IBindHandler, ILinkHost
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -71,7 +71,7 @@ class IRoutedSessionsHost(ILinkHost, ISessionHost, IRouteSource):
     )
     routedSessions = Attribute("The node's routed session ends, once installed.")
 
-    def setBindHandler(kind: str, handler: object) -> None:
+    def setBindHandler(kind: str, handler: IBindHandler | None) -> None:
         """
         Register C{handler} (an L{IBindHandler}, or L{None} to remove) for
         inbound BINDs of C{kind}.
