@@ -6,6 +6,12 @@ interop probe and the network CA tools.
 
 The node's API address comes from C{<data-dir>/api.json} and its token from
 C{<data-dir>/api-token}, both written by the node when it starts.
+
+It sits at the top of the package, beside C{tap.py}: like C{twist appnnode}
+it is an entry point, and C{appn probe} builds its throwaway node with the
+composition root (L{appnpy.node.buildProber}).  One module per command
+would scatter what reads best as one table of commands, each a screenful:
+hence its length.
 """
 
 from __future__ import annotations

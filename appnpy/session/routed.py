@@ -15,6 +15,10 @@ link it rides (so UNBIND for it is dispatched there, C{node.sessions()} lists
 it, and a graceful link close UNBINDs it) and in L{RoutedSessions.sessions}
 (which counts routed sessions per plugin and far end against the plugin's
 session limit).
+
+The session (the plugin's transport over end-to-end TLS) and the service
+that opens and accepts sessions are one job, read best together: hence the
+module's length.
 """
 
 from __future__ import annotations
