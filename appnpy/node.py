@@ -58,8 +58,10 @@ from appnpy.link.tls import (
     parseAddress,
 )
 from appnpy.link.yamux import MuxConfig
+from appnpy.net._interfaces import IPeerHost
+from appnpy.net.admission import AdmissionControl
 from appnpy.net.directory import IDirectory, IDirectoryHost, installDirectory
-from appnpy.net.peers import AdmissionControl, PeerManager
+from appnpy.net.peers import PeerManager
 from appnpy.net.relay import IRelayHost, Relay, installRelay
 from appnpy.net.topology import ITopology, ITopologyHost, installTopology
 from appnpy.ops._interfaces import IManagedNode
@@ -97,6 +99,7 @@ class _LinkFactory(Factory):
     INode,
     IRoutedSessionsHost,
     IRelayHost,
+    IPeerHost,
     ITopologyHost,
     IDirectoryHost,
     IResourceDirectory,
