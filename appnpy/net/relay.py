@@ -118,8 +118,7 @@ class _SpliceSide:
     C{write}), so relaying a frame costs no extra Python call.
     """
 
-    def __init__(self, relay: Relay, entry: RelayEntry, side: int) -> None:
-        self._relay = relay
+    def __init__(self, entry: RelayEntry, side: int) -> None:
         self._entry = entry
         self._side = side
         self.transport: Any = None
@@ -146,8 +145,7 @@ class _PendingInbound:
     data before the answer breaks the protocol; loss cancels the BIND.
     """
 
-    def __init__(self, relay: Relay, entry: RelayEntry) -> None:
-        self._relay = relay
+    def __init__(self, entry: RelayEntry) -> None:
         self._entry = entry
         self.transport: Any = None
 
@@ -272,7 +270,7 @@ class Relay:
         self.perOrigin[req.origin] = self.perOrigin.get(req.origin, 0) + 1
         entry.timer = self.reactor.callLater(self.bindTimeout, entry.lifecycle.bindTimedOut)
         # Data the previous hop already sent may cancel the BIND right here.
-        stream.attachProtocol(_PendingInbound(self, entry))
+        stream.attachProtocol(_PendingInbound(entry))
         entry.lifecycle.forwardBind(req)
 
     def refuse(self, cp: ControlPoint, stream: Stream, sid: str, reason: str, detail: str) -> None:
@@ -304,8 +302,8 @@ class Relay:
         """
         self.relayed += 1
         inStream, outStream = entry.inStream, entry.outStream
-        inSide = _SpliceSide(self, entry, IN)
-        outSide = _SpliceSide(self, entry, OUT)
+        inSide = _SpliceSide(entry, IN)
+        outSide = _SpliceSide(entry, OUT)
         inSide.dataReceived = self.forwarder(entry, OUT)  # type: ignore[method-assign,assignment]
         outSide.dataReceived = self.forwarder(entry, IN)  # type: ignore[method-assign,assignment]
         # A deeper send buffer on each spliced stream keeps a chain of hops
