@@ -26,6 +26,7 @@ from appnpy.cp._interfaces import (
     IBoundSession,
     ILinkObserver,
     ILinkTransport,
+    INodeObserver,
     ISessionOpener,
 )
 from appnpy.cp.controlpoint import ControlPoint
@@ -58,8 +59,10 @@ from appnpy.link.tls import (
     parseAddress,
 )
 from appnpy.link.yamux import MuxConfig
+from appnpy.net._interfaces import IPeerHost
+from appnpy.net.admission import AdmissionControl
 from appnpy.net.directory import IDirectory, IDirectoryHost, installDirectory
-from appnpy.net.peers import AdmissionControl, PeerManager
+from appnpy.net.peers import PeerManager
 from appnpy.net.relay import IRelayHost, Relay, installRelay
 from appnpy.net.topology import ITopology, ITopologyHost, installTopology
 from appnpy.ops._interfaces import IManagedNode
@@ -97,6 +100,7 @@ class _LinkFactory(Factory):
     INode,
     IRoutedSessionsHost,
     IRelayHost,
+    IPeerHost,
     ITopologyHost,
     IDirectoryHost,
     IResourceDirectory,
@@ -143,7 +147,10 @@ class Node(MultiService):
         self.startedAt = reactor.seconds()
         #: The TLS context of every link, and of routed sessions end to end.
         self.linkContextFactory = LinkContextFactory(identity, self.trust)
-        self._observers: list[Any] = []
+        #: Told of links coming and going, in registration order; the node
+        #: observers are also told of session and handshake events.
+        self._linkObservers: list[ILinkObserver] = []
+        self._nodeObservers: list[INodeObserver] = []
         self._startWaiters: list[Deferred[None]] | None = []
         self._startResult: object = None
         #: Connections accepted or dialled that have not authenticated yet.
@@ -222,9 +229,9 @@ class Node(MultiService):
 
     def addLinkObserver(self, observer: ILinkObserver) -> None:
         """
-        L{addObserver}, for services that only follow links.
+        Tell C{observer} of every link that comes up or goes down from now on.
         """
-        self.addObserver(observer)
+        self._linkObservers.append(observer)
 
     def resourcesChanged(self, plugin: ISessionPlugin) -> None:
         """
@@ -233,20 +240,14 @@ class Node(MultiService):
         if self.directory is not None:
             self.directory.resourcesChanged(plugin)
 
-    def addObserver(self, observer: Any) -> None:
+    def addObserver(self, observer: INodeObserver) -> None:
         """
-        Register an object told of link and session events through optional
-        methods C{linkActive(cp)}, C{linkLost(cp, reason)},
-        C{sessionStarted(session)}, C{sessionEnded(session, why)},
-        C{sessionRefused(reason)} and C{handshakeFailed(why)}.
+        Tell C{observer} of link and session events (see L{INodeObserver};
+        subclass L{appnpy.cp._interfaces.NodeObserver} for the ones not
+        followed).
         """
-        self._observers.append(observer)
-
-    def _notify(self, event: str, *args: Any) -> None:
-        for observer in self._observers:
-            method = getattr(observer, event, None)
-            if method is not None:
-                method(*args)
+        self._linkObservers.append(observer)
+        self._nodeObservers.append(observer)
 
     # -- links ---------------------------------------------------------------
 
@@ -333,7 +334,8 @@ class Node(MultiService):
             address=cp.address,
             direction="dialled" if cp.isDialer else "accepted",
         )
-        self._notify("linkActive", cp)
+        for observer in self._linkObservers:
+            observer.linkActive(cp)
 
     def linkClosing(self, cp: ControlPoint, why: tuple[str, str]) -> None:
         """
@@ -352,7 +354,8 @@ class Node(MultiService):
                 reason=why[0],
                 detail=why[1],
             )
-            self._notify("linkLost", cp, why)
+            for observer in self._linkObservers:
+                observer.linkLost(cp, why)
 
     def activeLink(self, nodeID: str) -> ControlPoint | None:
         return self.links.get(nodeID)
@@ -509,19 +512,23 @@ class Node(MultiService):
         return [s for cp in self.links.values() for s in cp.sessions.values()]
 
     def sessionStarted(self, session: IBoundSession) -> None:
-        self._notify("sessionStarted", session)
+        for observer in self._nodeObservers:
+            observer.sessionStarted(session)
 
     def sessionEnded(self, session: IBoundSession, why: SessionClosed) -> None:
-        self._notify("sessionEnded", session, why)
+        for observer in self._nodeObservers:
+            observer.sessionEnded(session, why)
 
     def sessionRefused(self, reason: str) -> None:
-        self._notify("sessionRefused", reason)
+        for observer in self._nodeObservers:
+            observer.sessionRefused(reason)
 
     def handshakeFailed(self, why: str) -> None:
         """
         A connection to or from this node failed before authentication.
         """
-        self._notify("handshakeFailed", why)
+        for observer in self._nodeObservers:
+            observer.handshakeFailed(why)
 
     # -- service -----------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from appnpy.errors import ProtocolError, SessionClosed
 
 # Where the machines are built: the one place to update when modules move.
 LINK_MACHINE = ("appnpy.cp.controlpoint", "newLinkMachine")
-RELAY_MACHINE = ("appnpy.net.relay", "_buildRelayMachine")
+RELAY_MACHINE = ("appnpy.net.relaymachine", "_buildRelayMachine")
 MESSAGES = "appnpy.cp.messages"
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "state-machines.md"

@@ -11,7 +11,6 @@ import os
 import random
 from typing import Any
 
-import attrs
 import cbor2
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,22 +18,18 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import TestCase
 
+from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.cp.messages import decodeBody, encodeMessage
 from appnpy.errors import Reason
 from appnpy.link.identity import generateIdentity
 from appnpy.link.tls import LinkAddress
-from appnpy.net.peers import (
-    MAX_RECORD_SIZE,
-    PEERS_FILE,
-    AddressRecord,
-    AdmissionControl,
-    BadAddressRecord,
-    PeerAddresses,
-    PeerManager,
-)
+from appnpy.net.addresses import MAX_RECORD_SIZE, AddressRecord, BadAddressRecord, PeerAddresses
+from appnpy.net.admission import AdmissionControl
+from appnpy.net.peers import PEERS_FILE, PeerManager
 from appnpy.node import Node
 from appnpy.testing import MemoryLink, MemoryNetwork
 
@@ -461,9 +456,13 @@ class PersistenceTests(TestCase):
         self.assertEqual(empty.records, {})
 
 
-@attrs.define
-class FakeLink:
-    waiting: list[Deferred[None]] = attrs.Factory(list)
+class FakeLink(LinkProtocol):
+    """
+    A link that only waits for its handshake.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: list[Deferred[None]] = []
 
     def whenAuthenticatedOrLost(self) -> Deferred[None]:
         d: Deferred[None] = Deferred()
@@ -471,9 +470,11 @@ class FakeLink:
         return d
 
 
-@attrs.define
-class FakeWrapper:
+class FakeWrapper(ProtocolWrapper):
     wrappedProtocol: FakeLink
+
+    def __init__(self, link: FakeLink) -> None:
+        self.wrappedProtocol = link
 
 
 class FakeFactory:

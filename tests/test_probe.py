@@ -13,6 +13,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
+from appnpy.cp._interfaces import NodeObserver
 from appnpy.link.identity import generateIdentity
 from appnpy.node import buildProber
 from appnpy.ops.probe import ProbeRequest, probe
@@ -116,7 +117,7 @@ class ResponderTests(unittest.TestCase):
         cp = net.link(a, b)
         seen: list[Any] = []
 
-        class Watch:
+        class Watch(NodeObserver):
             def sessionStarted(self, s: Any) -> None:
                 seen.append(("start", s.info.direction, s.info.parameters))
 

@@ -99,6 +99,7 @@ def _importServices() -> None:
     """
     Import every module that registers control messages.
     """
+    import appnpy.net.addresses
     import appnpy.net.directory
     import appnpy.net.peers
     import appnpy.net.relay
@@ -132,7 +133,7 @@ def _probeRequest() -> Message:
 
 
 def _addressRecord() -> Any:
-    from appnpy.net.peers import AddressRecord
+    from appnpy.net.addresses import AddressRecord
 
     return AddressRecord.create(ID_A, [f"appn://{NODE_A}@192.0.2.1:7700"], SEQ)  # type: ignore[arg-type]
 
@@ -181,7 +182,7 @@ def _recordBytes(record: Any) -> bytes:
 def _recordSignedBytes(name: str) -> bytes:
     record = RECORD_EXAMPLES[name]()
     if name == "peer address record":
-        from appnpy.net.peers import _signedBytes
+        from appnpy.net.addresses import _signedBytes
 
         return _signedBytes(record.node_id, record.public_key, list(record.addresses), record.seq)
     if name.startswith("topology"):
@@ -196,7 +197,7 @@ def _decodeRecord(name: str, raw: bytes) -> Any:
     Decode an example record with the code's decoder, signature checked.
     """
     if name == "peer address record":
-        from appnpy.net.peers import AddressRecord
+        from appnpy.net.addresses import AddressRecord
 
         return AddressRecord.fromBytes(raw)
     if name.startswith("topology"):
@@ -212,7 +213,7 @@ def _decodeRecord(name: str, raw: bytes) -> Any:
 
 
 def _peerAddresses() -> Message:
-    from appnpy.net.peers import PeerAddresses
+    from appnpy.net.addresses import PeerAddresses
 
     return PeerAddresses(records=[_addressRecord().raw])
 
@@ -401,6 +402,7 @@ CONSTANTS: dict[str, Callable[[], object]] = {
 #: Where each short module name of the constants blocks lives.
 _MODULES = {
     "peers": "appnpy.net.peers",
+    "addresses": "appnpy.net.addresses",
     "probe": "appnpy.ops.probe",
     "topology": "appnpy.net.topology",
     "routing": "appnpy.net.routing",
@@ -418,9 +420,9 @@ def _mod(name: str) -> Any:
 #: of the network services (section 9.2).
 SERVICE_CONSTANTS: dict[str, Callable[[], object]] = {
     "messages.MAX_ROUTE_NODES": lambda: messages.MAX_ROUTE_NODES,
-    "peers.MAX_RECORDS": lambda: _mod("peers").MAX_RECORDS,
-    "peers.MAX_RECORD_SIZE": lambda: _mod("peers").MAX_RECORD_SIZE,
-    "peers.MAX_RECORD_ADDRESSES": lambda: _mod("peers").MAX_RECORD_ADDRESSES,
+    "peers.MAX_RECORDS": lambda: _mod("addresses").MAX_RECORDS,
+    "peers.MAX_RECORD_SIZE": lambda: _mod("addresses").MAX_RECORD_SIZE,
+    "peers.MAX_RECORD_ADDRESSES": lambda: _mod("addresses").MAX_RECORD_ADDRESSES,
     "peers.MAX_KNOWN": lambda: _mod("peers").MAX_KNOWN,
     "probe.MAX_RESPONDER_SESSIONS": lambda: _mod("probe").MAX_RESPONDER_SESSIONS,
     "probe.RESPONDER_TIMEOUT": lambda: _mod("probe").RESPONDER_TIMEOUT,

@@ -48,7 +48,7 @@ from appnpy.link.yamux import (
     MuxConfig,
     encodeHeader,
 )
-from appnpy.net.peers import AdmissionControl
+from appnpy.net.admission import AdmissionControl
 from appnpy.node import Node, _LinkFactory
 
 #: Upper bound for any one wait; the tests finish far sooner.

@@ -11,7 +11,8 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from appnpy.errors import ConfigurationError, DataDirectoryLocked, PluginError
-from appnpy.net.peers import AdmissionControl, PeerManager
+from appnpy.net.admission import AdmissionControl
+from appnpy.net.peers import PeerManager
 from appnpy.node import Node, deployNode
 from appnpy.ops.config import resolveConfig
 from appnpy.ops.lockfile import LOCK_FILE, lockDataDirectory

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute, Interface, implementer
 
 from appnpy.errors import SessionClosed
 from appnpy.interfaces import ISession
@@ -252,6 +252,60 @@ class ILinkObserver(Interface):
         """
         The link is gone; C{why} is (reason code, detail).
         """
+
+
+class INodeObserver(ILinkObserver):
+    """
+    Told of a node's link and session events (metrics, the probe, the
+    management API): registered with C{node.addObserver}.  Subclass
+    L{NodeObserver} to implement only the events wanted.
+    """
+
+    def sessionStarted(session: IBoundSession) -> None:
+        """
+        A session was bound (called once per session: keep it cheap).
+        """
+
+    def sessionEnded(session: IBoundSession, why: SessionClosed) -> None:
+        """
+        A bound session ended, with C{why}.
+        """
+
+    def sessionRefused(reason: str) -> None:
+        """
+        This node refused a BIND with C{reason}.
+        """
+
+    def handshakeFailed(why: str) -> None:
+        """
+        A connection to or from this node failed before authentication.
+        """
+
+
+@implementer(INodeObserver)
+class NodeObserver:
+    """
+    An L{INodeObserver} that ignores every event: observers override the
+    ones they follow, so the node calls each method directly.
+    """
+
+    def linkActive(self, cp: ControlPoint) -> None:
+        pass
+
+    def linkLost(self, cp: ControlPoint, why: tuple[str, str]) -> None:
+        pass
+
+    def sessionStarted(self, session: IBoundSession) -> None:
+        pass
+
+    def sessionEnded(self, session: IBoundSession, why: SessionClosed) -> None:
+        pass
+
+    def sessionRefused(self, reason: str) -> None:
+        pass
+
+    def handshakeFailed(self, why: str) -> None:
+        pass
 
 
 class ILinkRegistry(Interface):

@@ -16,6 +16,14 @@ frame is never copied into an intermediate buffer unless its stream cannot take
 it yet; a frame goes out as one C{header + payload} write; windows start at the
 spec's 256 KiB and grow by auto-tuning (as go-yamux does), because a fixed
 window caps a single stream at about 0.6x of the link.
+
+One module, over the usual 600 lines, because it is one job that reads best
+whole: L{Stream} and L{Multiplexer} are two halves of one yamux session that
+share per-frame state directly (the multiplexer hands payload to a stream's
+C{_dataIn}; a stream checks the multiplexer's C{_paused} and writes to its
+transport).  Splitting them would either make that internal state public
+API between modules or put an indirection on every frame of the bulk path;
+the header codec is a few lines the parser inlines anyway.
 """
 
 from __future__ import annotations
@@ -174,7 +182,6 @@ class Stream:
         "localClosed",
         "bytesSent",
         "bytesReceived",
-        "_outbound",
         "_acked",
         "_finished",
         "_writeClosed",
@@ -206,7 +213,6 @@ class Stream:
         self.localClosed = False
         self.bytesSent = 0
         self.bytesReceived = 0
-        self._outbound = outbound
         self._acked = not outbound
         self._finished = False
         self._writeClosed = False

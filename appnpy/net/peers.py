@@ -5,15 +5,7 @@ C{max-peers} links to them.
 The L{PeerManager} dials the configured peers, then learns further nodes
 from its neighbours through the C{PeerAddresses} control message.  Each
 address record is signed by the node it describes, so a neighbour can relay
-records but cannot forge or alter one:
-
-    record = CBOR{node_id, public_key (SPKI DER), addresses, seq, signature}
-
-where C{signature} is the node's Ed25519 signature over the deterministic
-CBOR of the other four fields, C{node_id} must be the node ID of
-C{public_key}, every address must be C{appn://<node_id>@host:port}, and a
-higher C{seq} (milliseconds since the epoch when made) replaces a lower one.
-A record that fails any check is dropped (and counted in one log line); the
+records but cannot forge or alter one (see L{appnpy.net.addresses}).  A record that fails any check is dropped (and counted in one log line); the
 link stays up, since the sender may only be relaying it.
 
 Records flood: a node sends its own record and what it knows to each new
@@ -38,27 +30,24 @@ import json
 import os
 import random
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import attrs
 from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from appnpy.cp._interfaces import ILinkObserver
 from appnpy.cp.controlpoint import ControlPoint
-from appnpy.cp.messages import Message, blob, decodeCBOR, encodeBody, listOf, message
-from appnpy.errors import AddressError, ProtocolError, Reason
-from appnpy.link.identity import Identity, _writeAtomically, nodeIDFromSPKI, verifySignature
+from appnpy.errors import Reason
+from appnpy.link.identity import _writeAtomically
 from appnpy.link.tls import LinkAddress, parseAddress
+from appnpy.net._interfaces import IPeerHost
+from appnpy.net.addresses import MAX_RECORDS, AddressRecord, BadAddressRecord, PeerAddresses
 
-#: Most records in one PeerAddresses message, and most bytes in one record.
-MAX_RECORDS = 64
-MAX_RECORD_SIZE = 2048
-#: Most addresses in one record.
-MAX_RECORD_ADDRESSES = 16
 #: Most records a node keeps (the oldest are forgotten first).
 MAX_KNOWN = 1024
 #: Budget for the records of one message, under the control message limit.
@@ -67,117 +56,7 @@ _MESSAGE_BUDGET = 60 * 1024
 DEFAULT_SLACK = 2
 PEERS_FILE = "peers.json"
 _FILE_VERSION = 1
-_RECORD_KEYS = frozenset({"node_id", "public_key", "addresses", "seq", "signature"})
 _WILDCARDS = frozenset({"0.0.0.0", "::"})
-
-
-class BadAddressRecord(ProtocolError):
-    """
-    A neighbour sent a peer address record that does not verify.
-    """
-
-
-@message("PeerAddresses", capability="peer-exchange")
-@attrs.frozen
-class PeerAddresses(Message):
-    """
-    Peer exchange: signed address records (see L{AddressRecord}), each the
-    deterministic CBOR encoding of one record.
-    """
-
-    records: list[bytes] = attrs.field(validator=listOf(blob(MAX_RECORD_SIZE), MAX_RECORDS))
-
-
-def _signedBytes(nodeID: str, publicKey: bytes, addresses: list[str], seq: int) -> bytes:
-    body = {"node_id": nodeID, "public_key": publicKey, "addresses": addresses, "seq": seq}
-    return encodeBody(body)
-
-
-@attrs.frozen
-class AddressRecord:
-    """
-    Where a node listens, signed by that node.
-
-    @ivar raw: the record's wire form, relayed as is.
-    """
-
-    node_id: str
-    public_key: bytes = attrs.field(repr=False)
-    addresses: tuple[str, ...]
-    seq: int
-    signature: bytes = attrs.field(repr=False)
-    raw: bytes = attrs.field(repr=False, eq=False)
-
-    @classmethod
-    def create(cls, identity: Identity, addresses: Iterable[str], seq: int) -> AddressRecord:
-        """
-        Make and sign this node's own record.
-        """
-        addresses = list(addresses)[:MAX_RECORD_ADDRESSES]
-        signed = _signedBytes(identity.nodeID, identity.publicKeyBytes, addresses, seq)
-        signature = identity.sign(signed)
-        body = {
-            "node_id": identity.nodeID,
-            "public_key": identity.publicKeyBytes,
-            "addresses": addresses,
-            "seq": seq,
-            "signature": signature,
-        }
-        raw = encodeBody(body)
-        return cls(identity.nodeID, identity.publicKeyBytes, tuple(addresses), seq, signature, raw)
-
-    @classmethod
-    def fromBytes(cls, raw: bytes) -> AddressRecord:
-        """
-        Decode and verify a record.
-
-        @raise BadAddressRecord: saying what is wrong.
-        """
-        if len(raw) > MAX_RECORD_SIZE:
-            raise BadAddressRecord(f"record of {len(raw)} bytes is over {MAX_RECORD_SIZE}")
-        try:
-            body = decodeCBOR(raw, 4)
-        except ProtocolError as e:
-            raise BadAddressRecord(str(e)) from None
-        if not isinstance(body, dict) or set(body) != _RECORD_KEYS:
-            raise BadAddressRecord(f"a record is a map of {', '.join(sorted(_RECORD_KEYS))}")
-        nodeID, publicKey = body["node_id"], body["public_key"]
-        addresses, seq, signature = body["addresses"], body["seq"], body["signature"]
-        if not isinstance(nodeID, str) or not isinstance(publicKey, bytes):
-            raise BadAddressRecord("node_id must be text and public_key bytes")
-        if type(seq) is not int or not 0 <= seq < 2**63:
-            raise BadAddressRecord("seq must be an integer in 0..2**63-1")
-        if not isinstance(signature, bytes) or len(signature) > 128:
-            raise BadAddressRecord("signature must be at most 128 bytes")
-        if (
-            not isinstance(addresses, list)
-            or len(addresses) > MAX_RECORD_ADDRESSES
-            or not all(isinstance(a, str) and len(a) <= 300 for a in addresses)
-        ):
-            raise BadAddressRecord(f"addresses must be at most {MAX_RECORD_ADDRESSES} strings")
-        if encodeBody(body) != raw:
-            raise BadAddressRecord("not in deterministic CBOR encoding")
-        try:
-            derived = nodeIDFromSPKI(publicKey)
-        except Exception:
-            raise BadAddressRecord("public_key is not a valid public key") from None
-        if derived != nodeID:
-            raise BadAddressRecord(f"public key is not the key of node {nodeID[:52]}")
-        if not verifySignature(
-            publicKey, signature, _signedBytes(nodeID, publicKey, addresses, seq)
-        ):
-            raise BadAddressRecord(f"signature of node {nodeID} does not verify")
-        for address in addresses:
-            try:
-                parsed = parseAddress(address)
-            except AddressError:
-                raise BadAddressRecord(f"malformed address {address[:300]!r}") from None
-            if parsed.nodeID != nodeID:
-                raise BadAddressRecord(f"address {address!r} is not pinned to node {nodeID}")
-        return cls(nodeID, publicKey, tuple(addresses), seq, signature, raw)
-
-    def linkAddresses(self) -> list[LinkAddress]:
-        return [parseAddress(a) for a in self.addresses]
 
 
 @attrs.define
@@ -186,6 +65,7 @@ class _Backoff:
     notBefore: float = 0.0
 
 
+@implementer(ILinkObserver)
 class PeerManager(Service):
     """
     Keeps a node linked to C{maxPeers} neighbours: dials the configured
@@ -193,6 +73,7 @@ class PeerManager(Service):
     exponential backoff and jitter, sheds inbound links beyond
     C{maxPeers + slack}, and remembers known peers in C{peers.json}.
 
+    @param node: the node whose links are kept (see L{IPeerHost}).
     @param dial: how to dial an address (default C{node.connect}); tests
         substitute an in-memory dialler.
     @param addresses: this node's advertised addresses (default
@@ -204,7 +85,7 @@ class PeerManager(Service):
 
     def __init__(
         self,
-        node: Any,
+        node: IPeerHost,
         dataDir: str | None = None,
         bootstrap: Iterable[str | LinkAddress] = (),
         maxPeers: int = 8,
@@ -249,9 +130,9 @@ class PeerManager(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         self.load()
-        self.node.controlHandlers[PeerAddresses] = self.peerAddressesReceived
+        self.node.addControlHandler(PeerAddresses, self.peerAddressesReceived)
         if not self._observing:
-            self.node.addObserver(self)
+            self.node.addLinkObserver(self)
             self._observing = True
         # The node starts listening after its children start; dial once it
         # has, so the first neighbours learn our addresses.
@@ -263,7 +144,7 @@ class PeerManager(Service):
             if timer is not None and timer.active():
                 timer.cancel()
         self._tick = self._saveTimer = None
-        self.node.controlHandlers.pop(PeerAddresses, None)
+        self.node.removeControlHandler(PeerAddresses)
         self.save()
 
     # -- persistence ---------------------------------------------------------
@@ -421,7 +302,7 @@ class PeerManager(Service):
         if len(self.node.links) < self.maxPeers:
             self._schedule(0)
 
-    # -- link events (node observer) -------------------------------------------
+    # -- link events (ILinkObserver) -------------------------------------------
 
     def linkActive(self, cp: ControlPoint) -> None:
         if not self.running:
@@ -610,111 +491,6 @@ def _localHost(cp: ControlPoint) -> str | None:
         host = cp.link.transport.getHost()
     except Exception:
         return None
-    text = getattr(host, "host", None)
-    return text if isinstance(text, str) and text not in _WILDCARDS else None
-
-
-# -- admission control ---------------------------------------------------------
-
-
-class _AdmittingFactory(Factory):
-    def __init__(self, admission: AdmissionControl, wrapped: Any) -> None:
-        self.admission = admission
-        self.wrapped = wrapped
-
-    def doStart(self) -> None:
-        self.wrapped.doStart()
-
-    def doStop(self) -> None:
-        self.wrapped.doStop()
-
-    def buildProtocol(self, addr: Any) -> Any:
-        return self.admission.admit(self.wrapped, addr)
-
-
-class AdmissionControl:
-    """
-    Protects a busy node (a seed) from a flood of connections: at most
-    C{rate} new connections a second (a token bucket of C{burst}), and at
-    most C{maxUnauthenticated} connections still in the TLS handshake.  An
-    excess connection is closed at once; refusals are summarised in at most
-    one log line a second.
-
-    Set as C{node.admission}; the node listens with C{wrap(factory)}.
-    """
-
-    log = Logger()
-
-    def __init__(
-        self,
-        reactor: Any,
-        rate: float = 50.0,
-        burst: int = 100,
-        maxUnauthenticated: int = 64,
-        reportInterval: float = 1.0,
-    ) -> None:
-        self.reactor = reactor
-        self.rate = rate
-        self.burst = burst
-        self.maxUnauthenticated = maxUnauthenticated
-        self.reportInterval = reportInterval
-        self.tokens = float(burst)
-        self._filled = reactor.seconds()
-        self.unauthenticated = 0
-        self.refused = {"rate": 0, "handshakes": 0}
-        self._report: IDelayedCall | None = None
-
-    def wrap(self, factory: Any) -> Factory:
-        return _AdmittingFactory(self, factory)
-
-    def _refill(self) -> None:
-        now = self.reactor.seconds()
-        self.tokens = min(float(self.burst), self.tokens + (now - self._filled) * self.rate)
-        self._filled = now
-
-    def admit(self, factory: Any, addr: Any) -> Any:
-        """
-        The protocol for a new connection, or L{None} (the reactor then
-        closes it at once) when over either limit.
-        """
-        self._refill()
-        if self.unauthenticated >= self.maxUnauthenticated:
-            return self._refuse("handshakes")
-        if self.tokens < 1:
-            return self._refuse("rate")
-        self.tokens -= 1
-        protocol = factory.buildProtocol(addr)
-        link = getattr(protocol, "wrappedProtocol", protocol)
-        whenDone = getattr(link, "whenAuthenticatedOrLost", None)
-        if protocol is not None and whenDone is not None:
-            self.unauthenticated += 1
-            whenDone().addBoth(self._authenticatedOrLost)
-        return protocol
-
-    def _authenticatedOrLost(self, result: object) -> None:
-        self.unauthenticated -= 1
-
-    def _refuse(self, why: str) -> None:
-        self.refused[why] += 1
-        if self._report is None:
-            self._report = self.reactor.callLater(self.reportInterval, self._summarise)
+    if not isinstance(host, (IPv4Address, IPv6Address)):
         return None
-
-    def _summarise(self) -> None:
-        self._report = None
-        rate, handshakes = self.refused["rate"], self.refused["handshakes"]
-        self.refused = {"rate": 0, "handshakes": 0}
-        self.log.warn(
-            "refused {count} inbound connections in the last {interval:g} s: {rate} over "
-            "the accept rate, {handshakes} over {max} unauthenticated",
-            count=rate + handshakes,
-            interval=self.reportInterval,
-            rate=rate,
-            handshakes=handshakes,
-            max=self.maxUnauthenticated,
-        )
-
-    def stop(self) -> None:
-        if self._report is not None and self._report.active():
-            self._report.cancel()
-        self._report = None
+    return host.host if host.host not in _WILDCARDS else None

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute
 
-from appnpy.cp._interfaces import IBoundSession
+from appnpy.cp._interfaces import IBoundSession, INodeObserver
 from appnpy.cp.controlpoint import ControlPoint
 from appnpy.interfaces import INode, ISessionInfo
 from appnpy.link.tls import LinkAddress
@@ -110,7 +110,7 @@ class IManagedNode(INode):
         The route to C{destination} for C{cos}, as node IDs.
         """
 
-    def addObserver(observer: object) -> None:
+    def addObserver(observer: INodeObserver) -> None:
         """
         Tell C{observer} of link and session events (see L{appnpy.node.Node.addObserver}).
         """

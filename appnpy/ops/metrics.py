@@ -21,11 +21,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from appnpy.cp._interfaces import IBoundSession, NodeObserver
 from appnpy.cp.controlpoint import ControlPoint
 from appnpy.errors import SessionClosed
 from appnpy.ops._interfaces import IManagedNode
 from appnpy.ops.extensions import registerPluginMetrics
-from appnpy.session.adjacent import Session
 
 #: Bucket bounds, in seconds, of the link RTT histogram.
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -93,7 +93,7 @@ class _LiveCollector(Collector):
         yield up
 
 
-class NodeMetrics:
+class NodeMetrics(NodeObserver):
     """
     The metrics of one node, in their own registry.
 
@@ -155,10 +155,10 @@ class NodeMetrics:
         self._lastRTT.pop(id(cp), None)
         self.linksLost.labels(str(why[0])).inc()
 
-    def sessionStarted(self, session: Session) -> None:
+    def sessionStarted(self, session: IBoundSession) -> None:
         self.sessionsStarted.labels(session.info.plugin, session.info.direction).inc()
 
-    def sessionEnded(self, session: Session, why: SessionClosed) -> None:
+    def sessionEnded(self, session: IBoundSession, why: SessionClosed) -> None:
         self.sessionsEnded.labels(session.info.plugin, str(why.reason)).inc()
 
     def sessionRefused(self, reason: str) -> None:

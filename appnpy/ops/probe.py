@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import appnpy
-from appnpy.cp._interfaces import ILinkHost
+from appnpy.cp._interfaces import IBoundSession, ILinkHost, NodeObserver
 from appnpy.cp.controlpoint import ControlPoint
 from appnpy.cp.messages import (
     Message,
@@ -311,18 +311,18 @@ class _RefusalReader(Protocol):
             self.answer.errback(reason)
 
 
-class _InboundWatcher:
+class _InboundWatcher(NodeObserver):
     """
     A node observer waiting for the echo session a ProbeRequest asked for.
     """
 
     def __init__(self, nonce: str) -> None:
         self.nonce = nonce
-        self.started: Deferred[Session] = Deferred()
+        self.started: Deferred[IBoundSession] = Deferred()
         self.ended: Deferred[tuple[bytes, SessionClosed]] = Deferred()
-        self.session: Session | None = None
+        self.session: IBoundSession | None = None
 
-    def sessionStarted(self, session: Session) -> None:
+    def sessionStarted(self, session: IBoundSession) -> None:
         # After a timeout the watcher stays registered on the throwaway
         # node, inert: its Deferreds have fired.
         if (
@@ -333,10 +333,10 @@ class _InboundWatcher:
             self.session = session
             self.started.callback(session)
 
-    def sessionEnded(self, session: Session, why: SessionClosed) -> None:
+    def sessionEnded(self, session: IBoundSession, why: SessionClosed) -> None:
         if session is self.session and not self.ended.called:
             # The protocol is still attached while observers hear of the end.
-            protocol = session.protocol
+            protocol = session.protocol if isinstance(session, Session) else None
             echoed = protocol.echoed if isinstance(protocol, _ProbeEcho) else b""
             self.ended.callback((echoed, why))
 
