@@ -1,6 +1,16 @@
 """
-The node: the composition root of identity, links, control points, sessions
-and plugins, as a Twisted C{MultiService}.
+The node and the composition root.
+
+L{Node} is one appnpy node as a Twisted C{MultiService}: it listens and
+dials, hosts a control point per link (it provides the seams the layers
+below declare: L{appnpy.cp._interfaces.ILinkHost}, the BIND handler
+registry, the link registry...) and opens sessions by neighbour, node or
+resource name.  L{buildNode} is the one place a node and its services are
+assembled; L{deployNode} adds what C{twist appnnode} reads from disk, and
+L{buildProber} makes the prober's throwaway end node.
+
+Both halves are the node's one job, and each reads against the other (what
+the node provides, and what is plugged into it): hence the module's length.
 """
 
 from __future__ import annotations
