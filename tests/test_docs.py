@@ -77,3 +77,15 @@ class ExtensionPointsDocumented(SynchronousTestCase):
             interface = getattr(api, name)
             self.assertIn(f"`{name}`", text)
             self.assertTrue(interface.providedBy(echoPlugin), name)
+
+    def test_everyPublicInterfaceDocumented(self) -> None:
+        """
+        docs/writing-plugins.md names every interface appnpy.api exports.
+        """
+        from appnpy import api
+
+        text = (DOCS / "writing-plugins.md").read_text()
+        names = [n for n in api.__all__ if n.startswith("I") and n[1:2].isupper()]
+        self.assertIn("ISessionPlugin", names)
+        missing = [n for n in names if f"`{n}`" not in text and f"`appnpy.api.{n}`" not in text]
+        self.assertEqual(missing, [])
