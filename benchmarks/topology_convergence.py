@@ -264,11 +264,11 @@ def seedDatabases(clock: HeapClock, nodes: list[SimNode], edges: list[tuple[int,
     would, and the per-neighbour state a sync of identical databases leaves.
     Returns the number of signature checks made (one per record).
 
-    Relies on TopologyDatabase internals: C{_records} (reading each node's
-    own entries, C{source is None}), C{_apply} (to store), C{_changed}
-    (to drop the cached graph, as after a flood), and the
-    per-neighbour C{_neighbours[peer]} fields C{epoch}, C{lastFRSN},
-    C{sentUpTo}.
+    Uses the database's parts: C{store.entries} (reading each node's own
+    entries, C{source is None}), the database's C{_apply} (to store, as
+    C{updateReceived} does) and C{_changed} (to drop the cached graph, as
+    after a flood), and the per-neighbour C{flooder.neighbours[peer]} fields
+    C{epoch}, C{lastFRSN}, C{sentUpTo}.
     """
     now = clock.seconds()
     n = len(nodes)
@@ -283,7 +283,7 @@ def seedDatabases(clock: HeapClock, nodes: list[SimNode], edges: list[tuple[int,
     for node in nodes:
         pk = node.identity.publicKeyBytes
         recs = []
-        for e in node.topology._records.values():
+        for e in node.topology.store.entries.values():
             assert e.source is None and e.record.owner == node.nodeID
             rec = TopologyRecord.decode(e.record.raw)
             checks += 1
@@ -323,7 +323,7 @@ def seedDatabases(clock: HeapClock, nodes: list[SimNode], edges: list[tuple[int,
     # holds the other's changes up to its FRSN and has sent it all of its own.
     for a, b in edges:
         for x, y in ((a, b), (b, a)):
-            ns = nodes[x].topology._neighbours[nodes[y].nodeID]
+            ns = nodes[x].topology.flooder.neighbours[nodes[y].nodeID]
             ns.epoch = nodes[y].topology.epoch
             ns.lastFRSN = nodes[y].topology.frsn
             ns.sentUpTo = nodes[x].topology.frsn
@@ -388,7 +388,7 @@ def run(
     route = nodes[0].topology.selectRoute(nodes[0].nodeID, nodes[-1].nodeID, "interactive")
     t = time.process_time()
     for _ in range(20):
-        nodes[0].topology._graph = None
+        nodes[0].topology.store.cachedGraph = None
         nodes[0].topology.selectRoute(nodes[0].nodeID, nodes[-1].nodeID, "interactive")
     return {
         "nodes": n,

@@ -44,7 +44,7 @@ from appnpy.net.routing import (
 )
 from appnpy.net.topology._interfaces import IRouteQueries, ITopology, ITopologyHost
 from appnpy.net.topology.database import Entry, RecordStore
-from appnpy.net.topology.flooding import Flooder, Neighbour, isNetworkPeer
+from appnpy.net.topology.flooding import Flooder, isNetworkPeer
 from appnpy.net.topology.origination import OwnRecords
 from appnpy.net.topology.records import (
     LINK,
@@ -52,7 +52,6 @@ from appnpy.net.topology.records import (
     MAX_NODES,
     NODE,
     BadRecord,
-    Key,
     TopologyRecord,
     TopologySync,
     TopologyUpdate,
@@ -165,10 +164,6 @@ class TopologyDatabase(Service):
             linkCost=linkCost,
             linkSecurity=linkSecurity,
         )
-        # The store's and flooder's state under the names the convergence
-        # benchmark seeds directly (same objects, not copies).
-        self._records: dict[Key, Entry] = self.store.entries
-        self._neighbours: dict[str, Neighbour] = self.flooder.neighbours
         self._timers: dict[str, IDelayedCall] = {}
         self._observers: list[Callable[[], None]] = []
 
@@ -179,14 +174,6 @@ class TopologyDatabase(Service):
     @property
     def frsn(self) -> int:
         return self.store.frsn
-
-    @property
-    def _graph(self) -> TopologyGraph | None:
-        return self.store.cachedGraph
-
-    @_graph.setter
-    def _graph(self, graph: TopologyGraph | None) -> None:
-        self.store.cachedGraph = graph
 
     # -- service ------------------------------------------------------------
 
@@ -277,7 +264,7 @@ class TopologyDatabase(Service):
         self.own.linkUp(cp, now)
 
     def linkLost(self, cp: ControlPoint, why: tuple[str, str]) -> None:
-        ns = self._neighbours.get(cp.peerNodeID)
+        ns = self.flooder.neighbours.get(cp.peerNodeID)
         if ns is not None:
             ns.sentUpTo = None
         self.own.linkDown(cp.peerNodeID, self.reactor.seconds())
