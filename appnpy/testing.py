@@ -21,52 +21,20 @@ from typing import Any
 import attrs
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
-from zope.interface import implementer
 
 from appnpy.cp.controlpoint import ControlPoint
-from appnpy.interfaces import ISessionInfo, ISessionPlugin
+from appnpy.interfaces import ISessionPlugin
 from appnpy.link.identity import Identity, generateIdentity
 from appnpy.link.tls import LinkAddress, TrustPolicy
 from appnpy.link.yamux import MuxConfig
 from appnpy.node import Node, buildNode
 from appnpy.ops.config import NodeConfig
+from appnpy.session.echo import EchoPlugin
 
 __all__ = ["EchoPlugin", "MemoryNetwork", "MemoryLink", "resultOf"]
-
-
-class _Echo(Protocol):
-    def dataReceived(self, data: bytes) -> None:
-        assert self.transport is not None  # set by makeConnection before any data
-        self.transport.write(data)
-
-
-@implementer(ISessionPlugin)
-class EchoPlugin:
-    """
-    The harness's own minimal C{echo} plugin: every session sends back what
-    it receives.  (The framework carries its own, so it never depends on
-    the echo plugin distribution.)
-    """
-
-    version = "0"
-    defaultCOS = "interactive"
-
-    def __init__(self, name: str = "echo", sessionLimit: int = 64) -> None:
-        self.name = name
-        self.sessionLimit = sessionLimit
-
-    def configure(self, section: dict[str, object]) -> None:
-        pass
-
-    def resources(self) -> list[str]:
-        return []
-
-    def buildProtocol(self, session: ISessionInfo) -> Protocol:
-        return _Echo()
 
 
 @attrs.define

@@ -27,9 +27,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTranspor
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-import appnpy
 from appnpy.cp._interfaces import IBoundSession, ILinkHost, NodeObserver
 from appnpy.cp.controlpoint import ControlPoint
 from appnpy.cp.messages import (
@@ -42,10 +40,11 @@ from appnpy.cp.messages import (
     text,
 )
 from appnpy.errors import APPNError, LinkRefused, Reason, SessionClosed, SessionRefused
-from appnpy.interfaces import ISessionInfo, ISessionPlugin
+from appnpy.interfaces import ISessionPlugin
 from appnpy.link.tls import LinkAddress, parseAddress
 from appnpy.ops._interfaces import IManagedNode
 from appnpy.session.adjacent import Session, newSessionID
+from appnpy.session.echo import Echo, EchoPlugin
 
 log = Logger(namespace="appnpy.ops.probe")
 
@@ -247,45 +246,6 @@ class Step:
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
-class _ProbeEcho(Protocol):
-    """
-    The prober's echo: sends back what it receives and keeps the first KiB,
-    so the probe can check what the peer's echo session carried.
-    """
-
-    def __init__(self) -> None:
-        self.echoed = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        if len(self.echoed) < 1024:
-            self.echoed += data
-        assert self.transport is not None  # set by makeConnection before any data
-        self.transport.write(data)
-
-
-@implementer(ISessionPlugin)
-class _ProbeEchoPlugin:
-    """
-    The C{echo} plugin of the prober's throwaway node, for the session the
-    probed node opens back: the framework carries its own, never a plugin
-    distribution's.
-    """
-
-    name = "echo"
-    version = appnpy.__version__
-    defaultCOS = "interactive"
-    sessionLimit = 64
-
-    def configure(self, section: dict[str, object]) -> None:
-        pass
-
-    def resources(self) -> list[str]:
-        return []
-
-    def buildProtocol(self, session: ISessionInfo) -> _ProbeEcho:
-        return _ProbeEcho()
-
-
 class _RefusalReader(Protocol):
     """
     Reads the one answer to a raw BIND on a stream.
@@ -337,7 +297,7 @@ class _InboundWatcher(NodeObserver):
         if session is self.session and not self.ended.called:
             # The protocol is still attached while observers hear of the end.
             protocol = session.protocol if isinstance(session, Session) else None
-            echoed = protocol.echoed if isinstance(protocol, _ProbeEcho) else b""
+            echoed = protocol.echoed if isinstance(protocol, Echo) else b""
             self.ended.callback((echoed, why))
 
 
@@ -356,7 +316,7 @@ def proberPlugins() -> list[ISessionPlugin]:
     The plugins a prober's throwaway node runs: its own minimal echo, which
     the "echo opened by the peer" step needs.
     """
-    return [_ProbeEchoPlugin()]
+    return [EchoPlugin()]
 
 
 async def probe(
