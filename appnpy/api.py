@@ -19,56 +19,49 @@ from appnpy.errors import (
     SessionRefused,
 )
 from appnpy.interfaces import (
+    IAPIClient,
+    IAPIRoutesPlugin,
+    ICommandPlugin,
     IKeywordSearchable,
+    IMetricsPlugin,
     INode,
     IPluginLifecycle,
     IResourceDirectory,
     ISession,
     ISessionInfo,
     ISessionPlugin,
+    IStatusPagePlugin,
+)
+from appnpy.ops.extensions import (
+    APIError,
+    PageSection,
+    PluginRequest,
 )
 
 __all__ = [
+    "APIError",
     "APPNError",
     "ConfigurationError",
-    "NoRoute",
-    "NoSuchNode",
-    "ResourceNotFound",
+    "IAPIClient",
+    "IAPIRoutesPlugin",
+    "ICommandPlugin",
     "IKeywordSearchable",
+    "IMetricsPlugin",
     "INode",
     "IPluginLifecycle",
     "IResourceDirectory",
     "ISession",
     "ISessionInfo",
     "ISessionPlugin",
+    "IStatusPagePlugin",
+    "NoRoute",
+    "NoSuchNode",
+    "PageSection",
+    "PluginRequest",
     "Reason",
+    "ResourceNotFound",
     "SessionClosed",
     "SessionError",
     "SessionRefused",
     "implementer",
-]
-
-# Plugin extension points of the operator's tools: appn commands, management
-# API routes, status page sections, metrics (docs/writing-plugins.md).
-from appnpy.cli import APIClient, APIRequestFailed  # noqa: E402
-from appnpy.interfaces import (  # noqa: E402  # kept as one block after the core names
-    IAPIClient,
-    IAPIRoutesPlugin,
-    ICommandPlugin,
-    IMetricsPlugin,
-    IStatusPagePlugin,
-)
-from appnpy.ops.extensions import APIError, PageSection, PluginRequest  # noqa: E402
-
-__all__ += [
-    "APIClient",
-    "APIError",
-    "APIRequestFailed",
-    "IAPIClient",
-    "IAPIRoutesPlugin",
-    "ICommandPlugin",
-    "IMetricsPlugin",
-    "IStatusPagePlugin",
-    "PageSection",
-    "PluginRequest",
 ]
