@@ -23,7 +23,7 @@ seeded instead (C{--seed-databases}, reported as C{"initial": {"seeded":
 true}}): the network is built with message delivery suppressed, so each node
 only originates its own node and link records; every record is decoded and
 signature-checked once, then applied to every other database through
-C{TopologyDatabase._apply} (the same call C{updateReceived} ends in), and the
+C{RecordStore.apply} (the same call C{updateReceived} ends in), and the
 per-neighbour FRSN state is set to what a sync of identical databases leaves.
 The link down / link up measurements then run through the real flooding code
 exactly as in flood mode.  C{--compare-flood} first runs the real flood with
@@ -265,8 +265,8 @@ def seedDatabases(clock: HeapClock, nodes: list[SimNode], edges: list[tuple[int,
     Returns the number of signature checks made (one per record).
 
     Uses the database's parts: C{store.entries} (reading each node's own
-    entries, C{source is None}), the database's C{_apply} (to store, as
-    C{updateReceived} does) and C{_changed} (to drop the cached graph, as
+    entries, C{source is None}), C{store.apply} (to store, as
+    C{updateReceived} does), the database's C{_changed} (to drop the cached graph, as
     after a flood), and the per-neighbour C{flooder.neighbours[peer]} fields
     C{epoch}, C{lastFRSN}, C{sentUpTo}.
     """
@@ -317,7 +317,7 @@ def seedDatabases(clock: HeapClock, nodes: list[SimNode], edges: list[tuple[int,
                 continue
             src = nodes[sources[x][y]].nodeID
             for rec in own[x]:
-                db._apply(rec, src, now)
+                db.store.apply(rec, src, now)
         db._changed()
     # Every link as after a sync between identical databases: each side
     # holds the other's changes up to its FRSN and has sent it all of its own.

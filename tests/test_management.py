@@ -59,12 +59,6 @@ async def nodeAddress(node: Node) -> str:
     return node.advertisedAddresses()[0]
 
 
-def _later(seconds: float) -> Deferred[None]:
-    from twisted.internet.task import deferLater
-
-    return deferLater(reactor, seconds, lambda: None)
-
-
 async def startManaged(
     testCase: unittest.TestCase,
     name: str = "LAB.ALPHA",

@@ -307,9 +307,6 @@ class TopologyDatabase(Service):
 
     # -- receiving ------------------------------------------------------------------
 
-    def _apply(self, record: TopologyRecord, source: str | None, now: float) -> Entry:
-        return self.store.apply(record, source, now)
-
     def ageOut(self) -> None:
         """
         Remove records not refreshed within C{maxAge}; a node record takes
