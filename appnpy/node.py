@@ -720,15 +720,17 @@ def buildNode(
     installProbeResponder(node)
     if services:
         if node.role == "network":
-            installTopology(
+            node.topology = installTopology(
                 node,
                 cosTables=dict(config.cosTables),
                 stateDir=config.dataDir,
                 **(topologyOptions or {}),
             )
-            installRelay(node)
-        installDirectory(node, cds=config.cds, cdsNode=config.cdsNode, **(directoryOptions or {}))
-        installRoutedSessions(node)
+            node.relay = installRelay(node)
+        node.directory = installDirectory(
+            node, cds=config.cds, cdsNode=config.cdsNode, **(directoryOptions or {})
+        )
+        node.routedSessions = installRoutedSessions(node)
     if managePeers:
         peers = PeerManager(
             node, dataDir=config.dataDir, bootstrap=config.peers, maxPeers=config.maxPeers

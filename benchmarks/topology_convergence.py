@@ -344,7 +344,7 @@ def run(
     nodes = [SimNode(clock, i, keys[i] if keys else None) for i in range(n)]
     for node in nodes:
         # Refresh and measuring are off: the benchmark measures one change.
-        installTopology(node, refreshInterval=10**7, measureInterval=0, damping=5.0)
+        node.topology = installTopology(node, refreshInterval=10**7, measureInterval=0, damping=5.0)
         node.startService()
     edges = randomGraph(n, rng)
     built = time.process_time()

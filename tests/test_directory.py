@@ -143,7 +143,7 @@ class Lab:
         n = self.net.addNode(name, role=role, plugins=plugins)
         if role == "network":
             n.topology = FakeTopology(self.net, n, self.attached)
-        installDirectory(n, **{**self.options, **options})
+        n.directory = installDirectory(n, **{**self.options, **options})
         return n
 
     def line(self, count: int, **options: Any) -> list[Node]:

@@ -83,8 +83,9 @@ class RoutedHarness(SynchronousTestCase):
         """
         nodes = [self.net.addNode(f"LAB.N{i}", **kw) for i in range(n)]
         for node in nodes:
-            installRelay(node)
-            installRoutedSessions(node)
+            # Relays and routed ends only, installed as buildNode installs them.
+            node.relay = installRelay(node)
+            node.routedSessions = installRoutedSessions(node)
         links = [self.net.connect(nodes[i], nodes[i + 1]) for i in range(n - 1)]
         return nodes, links
 

@@ -59,7 +59,8 @@ class Net:
     def add(self, name: str, role: str = "network", **kw: Any) -> Node:
         node = self.net.addNode(name, role=role, **kw)
         self.nodes.append(node)
-        db = installTopology(node, **self.options)
+        # Only the topology database, installed as buildNode installs it.
+        node.topology = db = installTopology(node, **self.options)
         if db is not None:
             self.dbs.append(db)
         return node

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Attribute, implementer
+from zope.interface import implementer
 
 from appnpy.cp._interfaces import RELAY, IBindHandler, ILinkObserver, ILinkRegistry
 from appnpy.cp.messages import (
@@ -58,8 +58,6 @@ class IRelayHost(IRoutedSessionsHost, ILinkRegistry):
     L{IRoutedSessionsHost}), the active links, BIND handler registration
     and link events.
     """
-
-    relay = Attribute("The node's L{Relay}, set by L{installRelay}.")
 
 
 __all__ = [
@@ -391,12 +389,11 @@ class Relay:
 
 def installRelay(node: IRelayHost) -> Relay:
     """
-    Make C{node} relay routed sessions (network nodes only): sets
-    C{node.relay}, registers it for the BINDs this node relays and
-    observes link losses.
+    Make C{node} relay routed sessions (network nodes only): the relay is
+    registered for the BINDs this node relays and observes link losses
+    (L{appnpy.node.buildNode} keeps it as C{node.relay}).
     """
     relay = Relay(node)
-    node.relay = relay
     node.setBindHandler(RELAY, relay)
     node.addLinkObserver(relay)
     return relay

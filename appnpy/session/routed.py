@@ -649,10 +649,10 @@ class RoutedSessions:
 
 def installRoutedSessions(node: IRoutedSessionsHost) -> RoutedSessions:
     """
-    Give C{node} routed-session ends: sets C{node.routedSessions} and
-    registers them as the handler of BINDs that end here.
+    Make C{node}'s routed-session ends, registered as the handler of BINDs
+    that end here (L{appnpy.node.buildNode} keeps them as
+    C{node.routedSessions}).
     """
     routed = RoutedSessions(node, node.plugins, node, node.linkContextFactory, node.trust.mode)
-    node.routedSessions = routed
     node.setBindHandler(ROUTED_END, routed)
     return routed

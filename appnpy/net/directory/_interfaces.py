@@ -81,5 +81,6 @@ class IDirectoryHost(ILinkRegistry):
     name = Attribute("C{str}: this node's CP name.")
     role = Attribute("C{'network'} or C{'end'}.")
     plugins = Attribute("C{Mapping[str, ISessionPlugin]}: the node's plugins by name (live).")
-    topology = Attribute("The topology database (an L{IRouteSource}), C{None} on end nodes.")
-    directory = Attribute("The node's L{IDirectory}, set by the installer.")
+    topology = Attribute(
+        "The topology database (an L{IRouteQueries}), C{None} on end nodes; built first."
+    )

@@ -181,7 +181,9 @@ def installDirectory(
     node: IDirectoryHost, cds: bool = False, cdsNode: str | None = None, **options: Any
 ) -> Directory:
     """
-    Give C{node} directory services (C{node.directory}); C{cds=True} makes it
+    Make C{node}'s directory services, registered for their control
+    messages and running as its child service (L{appnpy.node.buildNode}
+    keeps them as C{node.directory}); C{cds=True} makes it
     a central directory server, C{cdsNode} names the CDS other nodes register
     with and ask first.  C{options} are L{Directory}'s tunables.  A network
     node's topology database (C{node.topology}) must be installed first.
@@ -198,7 +200,6 @@ def installDirectory(
         cdsNode=cdsNode,
         **options,
     )
-    node.directory = directory
     for messageClass, handler in directory.messageHandlers().items():
         node.addControlHandler(messageClass, handler)
     node.addLinkObserver(directory)

@@ -37,7 +37,6 @@ class ITopologyHost(ILinkRegistry):
     identity = Attribute("The node's Identity: signs its own records.")
     name = Attribute("str: the node's CP name, announced in its node record.")
     role = Attribute('str: "network" or "end"; only network nodes keep a database.')
-    topology = Attribute("ITopology | None: set by installTopology.")
 
 
 class ITopology(Interface):

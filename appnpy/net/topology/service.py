@@ -480,8 +480,9 @@ def installTopology(
     **options: Any,
 ) -> TopologyDatabase | None:
     """
-    Give a network node its topology database (C{host.topology}); end nodes
-    keep none (they ask their network-node server for routes), so for them
+    Make a network node's topology database, observing its links and
+    running as its child service (L{appnpy.node.buildNode} keeps it as
+    C{node.topology}); end nodes keep none (they ask their network-node server for routes), so for them
     this does nothing and returns C{None}.
 
     @param cosTables: classes of service added to (or replacing) the
@@ -494,7 +495,6 @@ def installTopology(
     db = TopologyDatabase(
         host.reactor, host.identity, host.name, host, cosTables, stateDir, **options
     )
-    host.topology = db
     host.addLinkObserver(db)
     if isinstance(host, MultiService):
         db.setServiceParent(host)  # type: ignore[no-untyped-call]  # unannotated Twisted method
