@@ -720,13 +720,17 @@ def buildNode(
     installProbeResponder(node)
     if services:
         if node.role == "network":
-            node.topology = installTopology(
+            topology = installTopology(
                 node,
                 cosTables=dict(config.cosTables),
                 stateDir=config.dataDir,
+                linkSettings=config.linkSettings,
                 **(topologyOptions or {}),
             )
+            node.topology = topology
             node.relay = installRelay(node)
+            if topology is not None:
+                topology.setLoadSource(node.relay)
         node.directory = installDirectory(
             node, cds=config.cds, cdsNode=config.cdsNode, **(directoryOptions or {})
         )

@@ -18,6 +18,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
 from appnpy.cli import buildParser, main
+from appnpy.net.routing import SECURE_FLOOR
 from tests.test_management import makeNode, nodeAddress, startLab, startManaged, until
 
 
@@ -328,7 +329,10 @@ class NetworkServicesCLITests(unittest.TestCase):
         code, out, err = await runCLI(["--data-dir", dE, "route", n3])
         self.assertEqual(code, 0, err)
         self.assertIn("(chosen by LAB.N1)", out)
-        self.assertIn("total     -", out)
+        # The end node shows its server's explanation: weights and alternatives.
+        fromServer = lab.n1.topology.explainRoute(n1, n3, "interactive")
+        self.assertIn(f"total     {fromServer.route.weight:.2f}\n", out)
+        self.assertIn("alternatives:\n  LAB.N1 -> LAB.N4 -> LAB.N3", out)
         code, out, err = await runCLI(["--data-dir", d1, "route", "LAB.NOBODY"])
         self.assertEqual(code, 1)
         self.assertTrue(err.startswith("ERROR: "), err)
@@ -348,7 +352,7 @@ class NetworkServicesCLITests(unittest.TestCase):
         self.assertEqual(code, 0, err)
         self.assertIn("1    LAB.N4  ", out)
         why = lab.n1.topology.explainRoute(n1, n3, "secure").rejected[0]["excludedBy"][0]["why"]
-        self.assertIn("security 0 not in 128..inf", why)
+        self.assertIn(f"security 0 not in {SECURE_FLOOR}..inf", why)
         self.assertIn(
             f"excluded by the class of service:\n  LAB.N1 -> LAB.N2 -> LAB.N3  "
             f"(LAB.N1 -> LAB.N2: {why})\n",

@@ -179,7 +179,10 @@ class ClassOfServiceTests(SynchronousTestCase):
         self.assertEqual(leastWeightRoute(g, "a", "c", cos).hops, ["a", "d", "c"])
         e = explainRoute(g, "a", "c", cos)
         self.assertEqual(e.rejected[0]["hops"], ["a", "b", "c"])
-        self.assertIn("security 127 not in 128..inf", e.rejected[0]["excludedBy"][0]["why"])
+        self.assertIn(
+            f"security {SECURE_FLOOR - 1} not in {SECURE_FLOOR}..inf",
+            e.rejected[0]["excludedBy"][0]["why"],
+        )
         weakOnly = line(("a", "b", weak), ("b", "c", weak), ("d", "c", strong))
         with self.assertRaises(NoRoute):
             leastWeightRoute(weakOnly, "a", "c", cos)

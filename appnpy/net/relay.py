@@ -184,6 +184,14 @@ class Relay:
         self.relayed = 0
         self.refused = 0
 
+    @property
+    def sessionCount(self) -> int:
+        """
+        The sessions relayed now, spliced or being bound (read by the
+        topology database to measure this node's load).
+        """
+        return len(self.table)
+
     # -- hooks (tests substitute these) -------------------------------------------
 
     def forwarder(self, entry: RelayEntry, toSide: int) -> Callable[[bytes], None]:

@@ -53,6 +53,10 @@ class DirectoryView(Protocol):
 
     def locate(self, name: str) -> Coroutine[Any, Any, LocateResult]: ...
 
+    def explainRoute(
+        self, destination: str, cos: str = "interactive"
+    ) -> Coroutine[Any, Any, tuple[RouteExplanation, dict[str, str]]]: ...
+
 
 class IManagedNode(INode):
     """

@@ -6,8 +6,10 @@ The file has one C{[node]} table whose keys are the long command-line options
 (C{data-dir}, C{name}, C{listen}, C{peers}, C{max-peers}, C{role}, C{trust},
 C{api}, C{plugins}) plus file-only tuning keys (C{keepalive-interval},
 C{keepalive-timeout}, C{cds}, C{cds-node}), one C{[plugin.<name>]} table per
-session plugin, handed to that plugin's C{configure}, and one C{[cos.<name>]}
-table per class of service defined or redefined here.  An unknown key or table is an error
+session plugin, handed to that plugin's C{configure}, one C{[cos.<name>]}
+table per class of service defined or redefined here, and one
+C{[link.<selector>]} table per link (or neighbour) whose cost or security
+level is configured.  An unknown key or table is an error
 naming it and the file (Tahoe's C{_common_valid_config}); a value given on the
 command line overrides the file's.  docs/configuration.md documents every key.
 """
@@ -26,7 +28,7 @@ from appnpy import ROLES
 from appnpy.errors import AddressError, ConfigurationError
 from appnpy.link.identity import validateCPName
 from appnpy.link.tls import NETWORK, OPEN, parseAddress
-from appnpy.net.routing import ClassOfService, parseCOSTables
+from appnpy.net.routing import ClassOfService, LinkSettings, parseCOSTables, parseLinkSections
 
 #: The default port of the node's links.
 DEFAULT_PORT = 7700
@@ -104,6 +106,10 @@ class NodeConfig:
     #: The same classes of service, parsed (added to or replacing the
     #: built-in ones).
     cosTables: Mapping[str, ClassOfService] = attrs.field(factory=dict)
+    #: The C{[link.<selector>]} tables, by selector, as written.
+    linkSections: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    #: The same, parsed: what the topology database announces per link.
+    linkSettings: LinkSettings = attrs.field(factory=LinkSettings)
 
     def asDict(self) -> dict[str, Any]:
         """
@@ -128,16 +134,19 @@ class NodeConfig:
             },
             "plugin": {name: dict(section) for name, section in self.pluginSections.items()},
             "cos": {name: dict(section) for name, section in self.cosSections.items()},
+            "link": {name: dict(section) for name, section in self.linkSections.items()},
             "config-file": self.configFile,
         }
 
 
 def readConfigFile(
     path: str,
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+) -> tuple[
+    dict[str, Any], dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]]
+]:
     """
-    Read a config file: its C{[node]} table, its C{[plugin.<name>]} tables
-    and its C{[cos.<name>]} tables.  Only the shape is checked here; values are checked by
+    Read a config file: its C{[node]} table, its C{[plugin.<name>]} tables,
+    its C{[cos.<name>]} tables and its C{[link.<selector>]} tables.  Only the shape is checked here; values are checked by
     L{resolveConfig}.
 
     @raise ConfigurationError: unreadable file, bad TOML, unknown table or
@@ -153,6 +162,7 @@ def readConfigFile(
     node: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {}
     cosSections: dict[str, dict[str, Any]] = {}
+    linkSections: dict[str, dict[str, Any]] = {}
     for table, value in document.items():
         if table == "node" and isinstance(value, dict):
             node = value
@@ -166,10 +176,15 @@ def readConfigFile(
                 if not isinstance(section, dict):
                     raise ConfigurationError(f"{path}: 'cos.{name}' must be a table")
                 cosSections[name] = section
+        elif table == "link" and isinstance(value, dict):
+            for name, section in value.items():
+                if not isinstance(section, dict):
+                    raise ConfigurationError(f"{path}: 'link.{name}' must be a table")
+                linkSections[name] = section
         else:
             raise ConfigurationError(
                 f"{path}: unknown section or key {table!r} "
-                "(expected [node], [plugin.<name>] and [cos.<name>])"
+                "(expected [node], [plugin.<name>], [cos.<name>] and [link.<selector>])"
             )
     for key, value in node.items():
         types = NODE_KEYS.get(key)
@@ -184,7 +199,7 @@ def readConfigFile(
             )
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise ConfigurationError(f"{path}: [node] {key} must be a list of strings")
-    return node, sections, cosSections
+    return node, sections, cosSections, linkSections
 
 
 def _checkEndpoint(reactor: object, option: str, description: str) -> str:
@@ -218,8 +233,9 @@ def resolveConfig(
     fileNode: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {}
     cosSections: dict[str, dict[str, Any]] = {}
+    linkSections: dict[str, dict[str, Any]] = {}
     if configFile:
-        fileNode, sections, cosSections = readConfigFile(configFile)
+        fileNode, sections, cosSections, linkSections = readConfigFile(configFile)
 
     def pick(key: str) -> tuple[Any, str]:
         value = commandLine.get(key)
@@ -299,6 +315,7 @@ def resolveConfig(
         raise ConfigurationError(f"{configFile}: [node] cds = true needs role network")
     # Parsed once, here: errors name the key, and the node uses these tables.
     cosTables = parseCOSTables(cosSections)
+    linkSettings = parseLinkSections(linkSections, configFile or "")
 
     return NodeConfig(
         dataDir=dataDir,
@@ -318,4 +335,6 @@ def resolveConfig(
         cdsNode=fileNode.get("cds-node"),
         cosSections=cosSections,
         cosTables=cosTables,
+        linkSections=linkSections,
+        linkSettings=linkSettings,
     )

@@ -423,28 +423,24 @@ class ManagementResource(resource.Resource):
             explanation = topology.explainRoute(node.nodeID, target, cos).asDict()
             explanation["computed_by"] = node.nodeID
         else:
+            # An end node keeps no topology database: its server explains
+            # the route it would choose from here.
+            server = self.serverNodeID
             try:
-                hops = await node.routeTo(target, cos).addTimeout(
-                    ACTION_TIMEOUT, self.service.reactor
-                )
+                found, serverNames = await Deferred.fromCoroutine(
+                    self.directory().explainRoute(target, cos)
+                ).addTimeout(ACTION_TIMEOUT, self.service.reactor)
             except NoRoute as e:
                 raise APIError(404, "no-route", str(e)) from None
             except TimeoutError:
                 raise APIError(502, "timeout", "no route answer in time") from None
-            server = self.serverNodeID
-            explanation = {
-                "origin": node.nodeID,
-                "destination": target,
-                "cos": cos,
-                # The server chose it; weights are known there only.
-                "route": {"hops": list(hops), "weight": None, "hopWeights": None, "cos": cos},
-                "alternatives": [],
-                "rejected": [],
-                "excluded": [],
-                "reason": "",
-                "computed_by": server,
-            }
-        explanation["names"] = self.names(_nodesIn(explanation))
+            explanation = found.asDict()
+            explanation["computed_by"] = server
+        names = self.names(_nodesIn(explanation))
+        if topology is None:
+            # What this node knows of a name first; the server's for the rest.
+            names = {n: name or serverNames.get(n) for n, name in names.items()}
+        explanation["names"] = names
         if explanation["route"] is None:
             raise APIError(
                 404,

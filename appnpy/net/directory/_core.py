@@ -30,6 +30,7 @@ from appnpy.net.directory.cache import CacheEntry, LocateCache
 from appnpy.net.directory.messages import (
     MAX_RECORDS_PER_ANSWER,
     LocateReply,
+    RouteReply,
     RouteRequest,
     SearchReply,
     newSearchID,
@@ -72,7 +73,7 @@ class PendingRoute:
     A route request an end node sent its server, until the answer.
     """
 
-    deferred: Deferred[list[str]]
+    deferred: Deferred[RouteReply]
     request: RouteRequest
     timer: IDelayedCall | None
 

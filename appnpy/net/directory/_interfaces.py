@@ -15,6 +15,7 @@ from zope.interface import Attribute, Interface
 from appnpy.cp._interfaces import ILinkRegistry
 from appnpy.interfaces import ISessionPlugin
 from appnpy.net.directory.records import LocateResult
+from appnpy.net.routing import RouteExplanation
 
 
 class IDirectory(Interface):
@@ -40,6 +41,16 @@ class IDirectory(Interface):
         The route (node IDs, this node first) to C{destination}.
 
         @raise appnpy.errors.NoRoute: if there is none.
+        """
+
+    def explainRoute(
+        destination: str, cos: str = "interactive"
+    ) -> Coroutine[Any, Any, tuple[RouteExplanation, dict[str, str]]]:
+        """
+        Why the route to C{destination} is the one chosen, and the CP names
+        of the nodes it mentions; an end node asks its server.
+
+        @raise appnpy.errors.NoRoute: if the end node cannot ask.
         """
 
     def search(

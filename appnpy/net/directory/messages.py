@@ -18,6 +18,7 @@ from appnpy.cp.messages import (
     blob,
     integer,
     listOf,
+    mapOf,
     message,
     nodeID,
     plainData,
@@ -43,6 +44,8 @@ _SEARCH_ID = re.compile(r"[0-9a-f]{32}\Z")
 MAX_RECORDS_PER_MESSAGE = 256
 #: Most records a locate answer carries.
 MAX_RECORDS_PER_ANSWER = 16
+#: Most node names a route explanation's answer carries.
+MAX_EXPLAINED_NODES = 256
 #: Most results a keyword search request may ask for.
 MAX_SEARCH_RESULTS = 1000
 #: Most results, and encoded bytes, of one C{SearchReply}.
@@ -158,22 +161,31 @@ class SearchReply(Message):
 @attrs.frozen
 class RouteRequest(Message):
     """
-    End node -> its server: the route from the end node to C{destination}.
+    End node -> its server: the route from the end node to C{destination};
+    with C{explain}, also why it is the one chosen (for C{appn route}).
     """
 
     request_id: str = attrs.field(validator=searchID)
     destination: str = attrs.field(validator=nodeID)
     cos: str = attrs.field(default="interactive", validator=token)
+    explain: bool = attrs.field(default=False, validator=_boolean)
 
 
 @message("RouteReply", capability="directory")
 @attrs.frozen
 class RouteReply(Message):
     """
-    The route (node IDs, requester first) or the reason there is none.
+    The route (node IDs, requester first) or the reason there is none.  To
+    an C{explain} request also the server's explanation (checked field by
+    field by L{appnpy.net.routing.explanationFromWire}) and the CP names of
+    the nodes it mentions.
     """
 
     request_id: str = attrs.field(validator=searchID)
     route: list[str] = attrs.field(factory=list, validator=listOf(nodeID, MAX_ROUTE_NODES))
     reason: str = attrs.field(default="", validator=_optionalReason)
     detail: str = attrs.field(default="", validator=text(512))
+    explanation: dict[str, Any] = attrs.field(factory=dict, validator=plainData)
+    names: dict[str, str] = attrs.field(
+        factory=dict, validator=mapOf(nodeID, text(17), MAX_EXPLAINED_NODES)
+    )

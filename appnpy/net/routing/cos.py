@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 from appnpy.errors import ConfigurationError
+from appnpy.net.routing.characteristics import SECURITY_TLS13_256
 
 __all__ = [
     "LinkCharacteristics",
@@ -36,10 +37,13 @@ __all__ = [
     "parseCOSTables",
 ]
 
-#: The security level the C{secure} class of service requires of every link.
-SECURE_FLOOR = 128
-#: The security level of a TLS 1.3 link (AES-128 or better).
-TLS_SECURITY = 128
+#: The security level the C{secure} class of service requires of every link:
+#: TLS 1.3 with a 256-bit cipher, or a peer certified by the network CA (see
+#: L{appnpy.net.routing.characteristics.linkSecurity}).
+SECURE_FLOOR = SECURITY_TLS13_256
+#: The security level assumed for a link not measured yet: TLS 1.3 as every
+#: link negotiates it by default (AES-256-GCM), in open trust mode.
+TLS_SECURITY = SECURITY_TLS13_256
 #: The class of service used when a plugin names none.
 DEFAULT_COS = "interactive"
 

@@ -25,7 +25,7 @@ from appnpy.net.routing import Route, RouteExplanation
 if TYPE_CHECKING:
     pass
 
-__all__ = ["ILinkObserver", "ILinkRegistry", "ITopologyHost", "ITopology"]
+__all__ = ["ILinkObserver", "ILinkRegistry", "ITopologyHost", "ITopology", "IRelayLoad"]
 
 
 class ITopologyHost(ILinkRegistry):
@@ -98,6 +98,26 @@ class IHops(Protocol):
     def hops(self) -> Sequence[str]: ...
 
 
+class IRelayLoad(Protocol):
+    """
+    What the topology database reads of the node's relay to measure the
+    load its node record announces (the relay, L{appnpy.net.relay.Relay},
+    provides it; L{appnpy.node.buildNode} wires it).
+    """
+
+    @property
+    def sessionCount(self) -> int:
+        """
+        The routed sessions relayed now (spliced or being bound).
+        """
+
+    @property
+    def maxSessions(self) -> int:
+        """
+        How many the relay carries before it refuses BINDs (C{limit-reached}).
+        """
+
+
 class IRouteQueries(Interface):
     """
     The few topology database queries the directory makes (network nodes only).
@@ -109,6 +129,19 @@ class IRouteQueries(Interface):
         The route for C{cos}.
 
         @raise appnpy.errors.NoRoute: if there is none.
+        """
+
+    def explainRoute(origin: str, destination: str, cos: str) -> RouteExplanation:
+        """
+        Why the route for C{cos} is the one chosen (for an end node's
+        C{appn route}).
+
+        @raise appnpy.errors.NoRoute: for an unknown class of service.
+        """
+
+    def nodeName(nodeID: str) -> str | None:
+        """
+        The CP name in C{nodeID}'s node record, or C{None}.
         """
 
     def networkNodes() -> list[str]:

@@ -21,10 +21,11 @@ from twisted.logger import Logger
 from appnpy.cp._interfaces import ILinkRegistry
 from appnpy.errors import ConfigurationError
 from appnpy.link.identity import Identity
-from appnpy.net.routing import TLS_SECURITY
+from appnpy.net.routing import LinkSetting, LinkSettings
+from appnpy.net.topology._interfaces import IRelayLoad
 from appnpy.net.topology.database import RecordStore
 from appnpy.net.topology.flooding import Flooder
-from appnpy.net.topology.measurement import DOWN_LINK_BODY, OwnLink
+from appnpy.net.topology.measurement import DOWN_LINK_BODY, NodeLoad, OwnLink
 from appnpy.net.topology.records import LINK, MAX_END_NODES, NODE, Key, TopologyRecord
 from appnpy.net.topology.rsn import OwnRSN
 
@@ -58,8 +59,7 @@ class OwnRecords:
         rttChange: float,
         resistance: int = 0,
         cds: bool = False,
-        linkCost: int = 0,
-        linkSecurity: int = TLS_SECURITY,
+        linkSettings: LinkSettings | None = None,
     ) -> None:
         self.reactor = reactor
         self.identity = identity
@@ -73,15 +73,18 @@ class OwnRecords:
         self.damping = damping
         self.maxAge = maxAge
         self.rttChange = rttChange
-        self.linkCost = linkCost
-        self.linkSecurity = linkSecurity
+        #: The C{[link.<selector>]} settings of the config file.
+        self.linkSettings = linkSettings or LinkSettings()
         #: Characteristics of this node's own record.
         self.resistance = resistance
         self.load = 0
+        self.measuredLoad = NodeLoad()
         self.cds = cds
         self.endNodes: list[str] = []
         self.active = False
         self.links: dict[str, OwnLink] = {}
+        #: Characteristics set at run time (management API, tests), by
+        #: peer: they win over the config file's.
         self._linkConfig: dict[str, dict[str, int]] = {}
         self.dirty: set[Key] = set()
         self._lastAnnounce: float | None = None
@@ -103,12 +106,23 @@ class OwnRecords:
         peer = cp.peerNodeID
         own = self.links.get(peer)
         if own is None:
-            cfg = self._linkConfig.get(peer, {})
-            own = self.links[peer] = OwnLink(
-                cost=cfg.get("cost", self.linkCost), security=cfg.get("security", self.linkSecurity)
-            )
+            own = self.links[peer] = OwnLink()
+        setting = self._settingFor(cp)
+        own.cost = setting.cost if setting.cost is not None else 0
+        own.securityCap = setting.security
         own.linkUp(cp, now)
         self.markDirty((LINK, self.nodeID, peer))
+
+    def _settingFor(self, cp: ControlPoint) -> LinkSetting:
+        """
+        The cost and security configured for C{cp}'s link: set at run time,
+        else from the config file's most specific section.
+        """
+        configured = self.linkSettings.lookup(cp.peerNodeID, cp.peerName, cp.address)
+        cfg = self._linkConfig.get(cp.peerNodeID, {})
+        return LinkSetting(
+            cfg.get("cost", configured.cost), cfg.get("security", configured.security)
+        )
 
     def linkDown(self, peer: str, now: float) -> None:
         own = self.links.get(peer)
@@ -136,8 +150,13 @@ class OwnRecords:
             if type(value) is not int or not 0 <= value <= 255:
                 raise ConfigurationError(f"link {name} must be 0..255")
             cfg[name] = value
-            if own is not None:
-                setattr(own, name, value)
+            if own is None:
+                continue
+            if name == "cost":
+                own.cost = value
+            else:
+                # The announced level stays at most what the link provides.
+                own.securityCap = value
         if own is not None:
             self.markDirty((LINK, self.nodeID, peer))
 
@@ -247,3 +266,15 @@ class OwnRecords:
             own.sample(cp, now)
             if own.changed(self.rttChange):
                 self.markDirty((LINK, self.nodeID, peer))
+
+    def measureLoad(self, relay: IRelayLoad) -> None:
+        """
+        Sample the sessions C{relay} carries; re-issue the node record when
+        the smoothed load moved by L{appnpy.net.topology.measurement.LOAD_HYSTERESIS} or fell back to 0
+        (see L{NodeLoad}).  A load set by L{setNodeCharacteristics} stays
+        announced until the measurement next moves that far.
+        """
+        level = self.measuredLoad.sample(relay.sessionCount, relay.maxSessions)
+        if level is not None and level != self.load:
+            self.load = level
+            self.markDirty((NODE, self.nodeID, ""))

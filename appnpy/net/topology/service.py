@@ -36,13 +36,13 @@ from appnpy.errors import NoRoute
 from appnpy.link.identity import Identity
 from appnpy.net.routing import (
     BUILTIN_COS,
-    TLS_SECURITY,
     ClassOfService,
+    LinkSettings,
     Route,
     RouteExplanation,
     TopologyGraph,
 )
-from appnpy.net.topology._interfaces import IRouteQueries, ITopology, ITopologyHost
+from appnpy.net.topology._interfaces import IRelayLoad, IRouteQueries, ITopology, ITopologyHost
 from appnpy.net.topology.database import Entry, RecordStore
 from appnpy.net.topology.flooding import Flooder, isNetworkPeer
 from appnpy.net.topology.origination import OwnRecords
@@ -127,8 +127,7 @@ class TopologyDatabase(Service):
         abuseWindow: float = 60.0,
         resistance: int = 0,
         cds: bool = False,
-        linkCost: int = 0,
-        linkSecurity: int = TLS_SECURITY,
+        linkSettings: LinkSettings | None = None,
         rttChange: float = 0.5,
     ) -> None:
         self.reactor = reactor
@@ -161,9 +160,10 @@ class TopologyDatabase(Service):
             rttChange=rttChange,
             resistance=resistance,
             cds=cds,
-            linkCost=linkCost,
-            linkSecurity=linkSecurity,
+            linkSettings=linkSettings,
         )
+        #: Where this node's load is measured (its relay), once wired.
+        self.loadSource: IRelayLoad | None = None
         self._timers: dict[str, IDelayedCall] = {}
         self._observers: list[Callable[[], None]] = []
 
@@ -301,9 +301,18 @@ class TopologyDatabase(Service):
     def measureLinks(self) -> None:
         """
         Sample RTT (keepalive pings) and observed throughput of every own
-        link; re-announce those that moved.
+        link, and the node's load; re-announce what moved.
         """
         self.own.measure(self.links)
+        if self.loadSource is not None:
+            self.own.measureLoad(self.loadSource)
+
+    def setLoadSource(self, relay: IRelayLoad) -> None:
+        """
+        Measure this node's load from the sessions C{relay} carries
+        (L{appnpy.node.buildNode} wires the node's relay).
+        """
+        self.loadSource = relay
 
     # -- receiving ------------------------------------------------------------------
 
