@@ -15,11 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from appnpy.cp.messages import MAX_MESSAGE_SIZE, encodeBody, encodeMessage
 from appnpy.errors import ConfigurationError, NoRoute, ProtocolError
 from appnpy.link.identity import createNetworkCA, loadOrCreateIdentity, signNodeCertificate
 from appnpy.link.tls import loadTrustPolicy
+from appnpy.net.directory import RouteReply
 from appnpy.net.routing import (
     BUILTIN_COS,
     SECURE_FLOOR,
@@ -31,6 +34,8 @@ from appnpy.net.routing import (
     LinkCharacteristics,
     LinkSettings,
     NodeCharacteristics,
+    Route,
+    RouteExplanation,
     TopologyGraph,
     explainRoute,
     explanationFromWire,
@@ -39,11 +44,13 @@ from appnpy.net.routing import (
     linkSecurity,
     parseLinkSections,
 )
+from appnpy.net.routing.explanation import MAX_WIRE_BYTES
 from appnpy.net.topology import LINK, NODE
 from appnpy.net.topology.measurement import LOAD_HYSTERESIS, NodeLoad
 from appnpy.node import Node
 from appnpy.ops.config import resolveConfig
 from appnpy.testing import MemoryNetwork, resultOf
+from tests.hostile.routing import extraKey, lieAboutRoutes, negativeWeight
 
 # -- the classes of service choose differently --------------------------------------
 
@@ -460,6 +467,36 @@ class EndNodeExplanationTests(SynchronousTestCase):
         with self.assertRaises(NoRoute):
             explainAt(net, e, n3, "nonesuch")
 
+    def test_malformedExplanationFromTheServer(self) -> None:
+        """
+        A server whose explanation does not check out: the end node logs
+        one line and reports no route; it shows none of it.
+        """
+        net = Net()
+        n1, n2 = net.node("LAB.N1"), net.node("LAB.N2")
+        net.net.link(n1, n2)
+        e = net.node("LAB.E", role="end")
+        net.net.link(e, n1)
+        net.settle(5)
+        lieAboutRoutes(n1, negativeWeight)
+        logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        with self.assertRaises(NoRoute) as caught:
+            explainAt(net, e, n2, "interactive")
+        self.assertIn("malformed", str(caught.exception))
+        lines = [formatEvent(ev) for ev in logged if "route explanation" in formatEvent(ev)]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("route weight must be a finite number >= 0", lines[0])
+        lieAboutRoutes(n1, extraKey)
+        with self.assertRaises(NoRoute):
+            explainAt(net, e, n2, "interactive")
+        # The link stays up, and the server's routes are still used.
+        self.assertIn(n1.nodeID, e.links)
+        d = Deferred.fromCoroutine(e.directory.requestRoute(n2.nodeID))  # type: ignore[union-attr]
+        net.settle()
+        self.assertEqual(resultOf(d), [e.nodeID, n1.nodeID, n2.nodeID])
+
 
 def explainAt(net: Net, e: Node, dest: Node, cos: str) -> tuple[Any, dict[str, str]]:
     assert e.directory is not None
@@ -504,6 +541,39 @@ class ExplanationWireTests(SynchronousTestCase):
         """
         wire = explanationToWire(explanation)
         self.assertEqual(explanationFromWire(wire).asDict(), wire)
+
+    def test_largestExplanationFitsOneMessage(self) -> None:
+        """
+        However much a server has to say, the reply fits one control
+        message: the least important lists are shortened first.
+        """
+        ids = [f"{c}{d}" * 26 for c in "abcdefgh" for d in "ijklmnop"]
+        why = "w" * 1000
+        hops = ids[:16]
+        explanation = RouteExplanation(
+            ids[0],
+            ids[15],
+            "interactive",
+            Route(hops, 1.5, [0.1] * 15, "interactive"),
+            [
+                {"hops": hops, "weight": 2.0, "hopWeights": [0.1] * 15, "lostBy": 0.5, "why": why}
+                for _ in range(3)
+            ],
+            [{"hops": hops, "excludedBy": [{"link": ids[:2], "why": why}] * 40} for _ in range(3)],
+            [{"node": i, "why": why} for i in ids[:20]],
+            why,
+        )
+        wire = explanationToWire(explanation)
+        self.assertLessEqual(len(encodeBody(wire)), MAX_WIRE_BYTES)
+        self.assertEqual(len(wire["alternatives"]), 3)
+        self.assertEqual(explanationFromWire(wire).route, explanation.route)
+        reply = RouteReply(
+            request_id="0" * 32,
+            route=hops,
+            explanation=wire,
+            names={i: "LABNET01.NODENAME" for i in ids},
+        )
+        self.assertLessEqual(len(encodeMessage(reply)), MAX_MESSAGE_SIZE + 4)
 
     @settings(max_examples=100, deadline=None)
     @given(

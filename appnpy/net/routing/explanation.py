@@ -5,8 +5,9 @@ so C{appn route} there asks its network-node server for the explanation
 node would.
 
 L{explanationToWire} bounds what the server sends (routes longer than a
-BIND may carry are left out, texts cut) so the answer fits one control
-message; L{explanationFromWire} checks every field of what arrives before
+BIND may carry are left out, texts cut, and the last listed elements
+dropped until it is at most L{MAX_WIRE_BYTES}) so the answer fits one
+control message with the names beside it; L{explanationFromWire} checks every field of what arrives before
 the end node shows any of it.
 """
 
@@ -16,10 +17,11 @@ import math
 import re
 from typing import Any
 
+from appnpy.cp.messages import encodeBody
 from appnpy.errors import ProtocolError
 from appnpy.net.routing.routes import MAX_ALTERNATIVES, MAX_EXCLUDED, Route, RouteExplanation
 
-__all__ = ["MAX_HOPS", "MAX_WHY", "explanationToWire", "explanationFromWire"]
+__all__ = ["MAX_HOPS", "MAX_WHY", "MAX_WIRE_BYTES", "explanationToWire", "explanationFromWire"]
 
 #: The longest route an explanation carries (a BIND's limit, MAX_ROUTE_NODES).
 MAX_HOPS = 16
@@ -27,6 +29,9 @@ MAX_HOPS = 16
 MAX_WHY = 256
 #: The most excluded elements listed for one rejected route.
 MAX_EXCLUDED_BY = 2 * MAX_HOPS
+#: The most bytes of encoded explanation sent: a control message is at
+#: most 64 KiB, and the CP names of up to 7 x 16 nodes travel beside it.
+MAX_WIRE_BYTES = 40 * 1024
 
 _NODE_ID = re.compile(r"[a-z2-7]{52}\Z")
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
@@ -64,6 +69,11 @@ def explanationToWire(explanation: RouteExplanation) -> dict[str, Any]:
     ]
     value["excluded"] = [{**e, "why": _cut(e["why"])} for e in value["excluded"]]
     value["reason"] = _cut(value["reason"])
+    # What matters least goes first: the list of excluded elements, then
+    # the rejected routes' details, then the alternatives.
+    for key in ("excluded", "rejected", "alternatives"):
+        while value[key] and len(encodeBody(value)) > MAX_WIRE_BYTES:
+            value[key].pop()
     return value
 
 
