@@ -18,11 +18,11 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from appnpy.cp.messages import MAX_MESSAGE_SIZE, encodeBody, encodeMessage
+from appnpy.cp.messages import MAX_MESSAGE_SIZE, MessageReader, encodeBody, encodeMessage
 from appnpy.errors import ConfigurationError, NoRoute, ProtocolError
 from appnpy.link.identity import createNetworkCA, loadOrCreateIdentity, signNodeCertificate
 from appnpy.link.tls import loadTrustPolicy
-from appnpy.net.directory import RouteReply
+from appnpy.net.directory import RouteReply, RouteRequest
 from appnpy.net.routing import (
     BUILTIN_COS,
     SECURE_FLOOR,
@@ -574,6 +574,31 @@ class ExplanationWireTests(SynchronousTestCase):
             names={i: "LABNET01.NODENAME" for i in ids},
         )
         self.assertLessEqual(len(encodeMessage(reply)), MAX_MESSAGE_SIZE + 4)
+
+    @settings(max_examples=30, deadline=None)
+    @given(explainedGraphs(), st.booleans(), st.data())
+    def test_messagesRoundTrip(self, explanation: Any, explain: bool, data: st.DataObject) -> None:
+        """
+        C{RouteRequest(explain)} and a C{RouteReply} carrying an explanation
+        and names decode to themselves, split anywhere on the wire.
+        """
+        wire = explanationToWire(explanation)
+        hops = wire["route"]["hops"] if wire["route"] else []
+        request = RouteRequest(
+            request_id="ab" * 16, destination=explanation.destination, cos="batch", explain=explain
+        )
+        reply = RouteReply(
+            request_id="ab" * 16,
+            route=hops,
+            explanation=wire,
+            names={n: f"LAB.N{i}" for i, n in enumerate(hops)},
+        )
+        for msg in (request, reply):
+            raw = encodeMessage(msg)
+            cut = data.draw(st.integers(0, len(raw)))
+            reader = MessageReader()
+            self.assertEqual(reader.feed(raw[:cut]) + reader.feed(raw[cut:]), [msg])
+        self.assertEqual(explanationFromWire(reply.explanation).asDict(), wire)
 
     @settings(max_examples=100, deadline=None)
     @given(

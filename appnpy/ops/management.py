@@ -413,6 +413,8 @@ class ManagementResource(resource.Resource):
         target = await self.resolve(destination)
         node = self.node
         topology = self.topology
+        # CP names the chooser knows (an end node's server).
+        serverNames: dict[str, str] = {}
         if topology is not None:
             if cos not in topology.cosTables:
                 raise APIError(
@@ -436,11 +438,10 @@ class ManagementResource(resource.Resource):
                 raise APIError(502, "timeout", "no route answer in time") from None
             explanation = found.asDict()
             explanation["computed_by"] = server
-        names = self.names(_nodesIn(explanation))
-        if topology is None:
-            # What this node knows of a name first; the server's for the rest.
-            names = {n: name or serverNames.get(n) for n, name in names.items()}
-        explanation["names"] = names
+        # What this node knows of a name first; the server's for the rest.
+        explanation["names"] = {
+            n: name or serverNames.get(n) for n, name in self.names(_nodesIn(explanation)).items()
+        }
         if explanation["route"] is None:
             raise APIError(
                 404,
