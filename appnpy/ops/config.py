@@ -146,8 +146,8 @@ def readConfigFile(
 ]:
     """
     Read a config file: its C{[node]} table, its C{[plugin.<name>]} tables,
-    its C{[cos.<name>]} tables and its C{[link.<selector>]} tables.  Only the shape is checked here; values are checked by
-    L{resolveConfig}.
+    its C{[cos.<name>]} tables and its C{[link.<selector>]} tables.  Only
+    the shape is checked here; values are checked by L{resolveConfig}.
 
     @raise ConfigurationError: unreadable file, bad TOML, unknown table or
         key, or a value of the wrong type, naming the file.

@@ -7,8 +7,8 @@ node would.
 L{explanationToWire} bounds what the server sends (routes longer than a
 BIND may carry are left out, texts cut, and the last listed elements
 dropped until it is at most L{MAX_WIRE_BYTES}) so the answer fits one
-control message with the names beside it; L{explanationFromWire} checks every field of what arrives before
-the end node shows any of it.
+control message with the names beside it; L{explanationFromWire} checks
+every field of what arrives before the end node shows any of it.
 """
 
 from __future__ import annotations

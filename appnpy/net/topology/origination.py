@@ -270,8 +270,8 @@ class OwnRecords:
     def measureLoad(self, relay: IRelayLoad) -> None:
         """
         Sample the sessions C{relay} carries; re-issue the node record when
-        the smoothed load moved by L{appnpy.net.topology.measurement.LOAD_HYSTERESIS} or fell back to 0
-        (see L{NodeLoad}).  A load set by L{setNodeCharacteristics} stays
+        the smoothed load moved far enough or fell back to 0 (see
+        L{NodeLoad}).  A load set by L{setNodeCharacteristics} stays
         announced until the measurement next moves that far.
         """
         level = self.measuredLoad.sample(relay.sessionCount, relay.maxSessions)
