@@ -2,19 +2,28 @@
 The ends of routed sessions: a BIND that travels through relays
 (L{appnpy.net.relay}), then TLS 1.3 end to end over the chain of streams.
 
-The origin sends L{SessionOpen} with the route to the first hop, waits for the
-answer, and runs a TLS client over the stream; the destination accepts and
-runs a TLS server.  Both use the node's own TLS context (its certificate and
+The origin sends L{SessionOpen} with the route to the first hop, signed with
+its node key (L{signBind}), waits for the answer, and runs a TLS client over
+the stream; the destination checks the signature, accepts and runs a TLS
+server.  Both use the node's own TLS context (its certificate and
 trust policy) and each pins the other end's node ID, as a link does, so the
 relays in between carry bytes they can neither read nor alter undetected.
 The plugin's protocol runs on top of that TLS layer, with a L{RoutedSession}
 as its transport: the same L{ISession} an adjacent session offers.
 
+Nothing is built or counted for an origin that has not authenticated: the
+destination calls the plugin's C{buildProtocol} only once its TLS server has
+verified the origin, then sends L{SessionStarted} back along the route (the
+relays hold the splice only for a deadline until it passes); the origin
+connects its protocol (and its caller's request completes) when that
+arrives, so a plugin's refusal still fails the open.
+
 A routed session is registered in the C{sessions} of the control point of the
 link it rides (so UNBIND for it is dispatched there, C{node.sessions()} lists
 it, and a graceful link close UNBINDs it) and in L{RoutedSessions.sessions}
 (which counts routed sessions per plugin and far end against the plugin's
-session limit).
+session limit) once both ends are authenticated; until then the
+destination keeps it in L{RoutedSessions.handshaking} only.
 
 The session (the plugin's transport over end-to-end TLS) and the service
 that opens and accepts sessions are one job, read best together: hence the
@@ -50,6 +59,7 @@ from appnpy.cp.messages import (
     SessionClose,
     SessionOpen,
     SessionRefuse,
+    SessionStarted,
     encodeMessage,
 )
 from appnpy.errors import (
@@ -60,7 +70,8 @@ from appnpy.errors import (
     SessionRefused,
     StreamLimitExceeded,
 )
-from appnpy.interfaces import ISessionPlugin
+from appnpy.interfaces import ISessionInfo, ISessionPlugin
+from appnpy.link.identity import Identity
 from appnpy.link.tls import LinkContextFactory, checkPeer
 from appnpy.session._interfaces import IRoutedSessionsHost, IRouteSource, ISessionHost
 from appnpy.session.adjacent import (
@@ -70,7 +81,13 @@ from appnpy.session.adjacent import (
     SessionInfo,
     newSessionID,
 )
-from appnpy.session.bind import acceptBind, checkRoute
+from appnpy.session.bind import (
+    BindVerifier,
+    buildPluginProtocol,
+    chainStartedHandler,
+    checkRoute,
+    signBind,
+)
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
@@ -80,6 +97,12 @@ __all__ = ["RoutedSession", "RoutedSessions", "installRoutedSessions"]
 
 #: Seconds the origin waits for the answer to its BIND.
 BIND_TIMEOUT = 30.0
+#: Routed sessions a destination holds at once whose origin has not yet
+#: authenticated (each for at most the handshake timeout).
+MAX_HANDSHAKING = 1024
+#: Plaintext the origin keeps for its protocol while it waits for the
+#: destination's SessionStarted (the destination's plugin may write first).
+MAX_EARLY_DATA = 256 * 1024
 
 
 class _Factory:
@@ -163,8 +186,7 @@ class RoutedSession(SessionBase):
         stream: Stream,
         info: SessionInfo,
         route: list[str],
-        protocolFactory: Callable[[Any], Any] | None = None,
-        protocol: Any = None,
+        protocolFactory: Callable[[Any], Any],
         ready: Deferred[Any] | None = None,
     ) -> None:
         self.info = info
@@ -175,12 +197,18 @@ class RoutedSession(SessionBase):
         self._owner = owner
         self._cp = cp
         self._stream = stream
-        self._factory = protocolFactory
-        self._built = protocol
+        self._factory: Callable[[Any], Any] | None = protocolFactory
         self._ready = ready
         self._tls: Any = None
         #: Whether the end-to-end TLS handshake has completed.
         self._handshakeDone = False
+        #: Whether the far end's certificate passed the pin check.
+        self._authenticated = False
+        #: At the origin: whether the destination's SessionStarted arrived.
+        self._destinationStarted = False
+        #: At the origin: plaintext that came before SessionStarted.
+        self._early: list[bytes] = []
+        self._earlySize = 0
         self._closing = False
         self._closeReason: tuple[str, str] | None = None
         self._peerReason: tuple[str, str] | None = None
@@ -226,22 +254,43 @@ class RoutedSession(SessionBase):
         except PeerAuthenticationError as e:
             self._fail(Reason.PROTOCOL_ERROR.value, f"end-to-end authentication failed: {e}")
             return
+        self._authenticated = True
+        if self.info.direction == OUTBOUND and not self._destinationStarted:
+            # The destination has yet to build its plugin's protocol.
+            return
+        self._connectPlugin()
+
+    def destinationStarted(self) -> None:
+        """
+        The destination's SessionStarted arrived (origin only).
+        """
+        self._destinationStarted = True
+        if self._authenticated and not self._closing and self.protocol is None:
+            self._connectPlugin()
+
+    def _connectPlugin(self) -> None:
         self._cancelHandshakeTimer()
-        protocol = self._built
-        self._built = None
-        if protocol is None:
-            assert self._factory is not None
-            try:
-                protocol = self._factory(self.info)
-            except Exception:
-                self.log.failure("protocol factory for session {sid} failed", sid=self.sessionID)
-                self._fail(Reason.ABORTED.value, "protocol factory failed")
-                return
+        assert self._factory is not None
+        try:
+            protocol = self._factory(self.info)
+        except SessionRefused as e:
+            self._fail(e.reason, e.detail)
+            return
+        except Exception:
+            self.log.failure("protocol factory for session {sid} failed", sid=self.sessionID)
+            self._fail(Reason.ABORTED.value, "protocol factory failed")
+            return
         self._factory = None
+        if self.info.direction == INBOUND:
+            self._owner.authenticated(self)
         self.protocol = protocol
         # Plaintext goes straight to the plugin from now on.
+        early, self._early = self._early, []
         self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
         protocol.makeConnection(self)
+        for data in early:
+            if self.protocol is protocol:
+                protocol.dataReceived(data)
         ready, self._ready = self._ready, None
         if ready is not None:
             ready.callback(protocol)
@@ -249,7 +298,8 @@ class RoutedSession(SessionBase):
     def _handshakeTimedOut(self) -> None:
         self._handshakeTimer = None
         if self.protocol is None:
-            self._fail(Reason.TIMEOUT.value, "end-to-end TLS handshake timed out")
+            what = "SessionStarted" if self._authenticated else "end-to-end TLS handshake"
+            self._fail(Reason.TIMEOUT.value, f"{what} timed out")
 
     def _cancelHandshakeTimer(self) -> None:
         if self._handshakeTimer is not None and self._handshakeTimer.active():
@@ -296,8 +346,15 @@ class RoutedSession(SessionBase):
 
     def dataReceived(self, data: bytes) -> None:
         # Replaced by the plugin's dataReceived once the far end is
-        # authenticated; nothing reaches the plugin before.
-        pass
+        # authenticated; nothing reaches the plugin before.  The origin
+        # keeps what the (authenticated) destination's plugin sends before
+        # its SessionStarted arrives on the control stream.
+        if self._authenticated and not self._closing:
+            self._earlySize += len(data)
+            if self._earlySize > MAX_EARLY_DATA:
+                self._fail(Reason.PROTOCOL_ERROR.value, "too much data before SessionStarted")
+            else:
+                self._early.append(data)
 
     def _farEndFinished(self) -> None:
         # The far end finished sending; sessions close as a whole.
@@ -401,12 +458,14 @@ class RoutedSessions:
         routes: IRouteSource,
         contextFactory: LinkContextFactory,
         trustMode: str,
+        identity: Identity,
     ) -> None:
         """
         @param plugins: the node's session plugins by name (its live mapping).
         @param routes: where routes and the far ends' CP names come from.
         @param contextFactory: the node's link TLS context, used end to end.
         @param trustMode: the trust policy's mode, for pinning the far end.
+        @param identity: the node's key, which signs the BINDs it originates.
         """
         self.host = host
         self.nodeID: str = host.nodeID
@@ -415,9 +474,14 @@ class RoutedSessions:
         self.routes = routes
         self.contextFactory = contextFactory
         self.trustMode = trustMode
+        self.identity = identity
         self.sessions: dict[str, RoutedSession] = {}
+        #: Sessions accepted here whose origin has not yet authenticated.
+        self.handshaking: dict[str, RoutedSession] = {}
+        self.maxHandshaking = MAX_HANDSHAKING
         self.pending: dict[str, Stream] = {}
         self.bindTimeout = BIND_TIMEOUT
+        self.verifier = BindVerifier()
         self._tlsFactories: dict[bool, TLSMemoryBIOFactory] = {}
 
     def tlsFactory(self, isClient: bool) -> TLSMemoryBIOFactory:
@@ -507,6 +571,8 @@ class RoutedSessions:
             parameters=dict(parameters or {}),
             route=route,
         )
+        identity = self.identity
+        request = signBind(request, identity.publicKeyBytes, identity.sign, self.reactor.seconds())
         answered: Deferred[tuple[Message, bytes]] = Deferred()
         sid = request.session_id
 
@@ -588,7 +654,28 @@ class RoutedSessions:
         if why is not None:
             cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, why)
             return
+        problem = self.verifier.check(req, self.reactor.seconds())
+        if problem is not None:
+            cp.refuse(stream, sid, *problem)
+            return
         plugin = self.plugins.get(req.plugin)
+        if plugin is None:
+            cp.refuse(stream, sid, Reason.UNKNOWN_PLUGIN, f"no plugin {req.plugin!r}")
+            return
+        if sid in self.sessions or sid in self.handshaking or sid in cp.sessions:
+            cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, "session ID in use")
+            return
+        limit = plugin.sessionLimit
+        if self.count(req.plugin, req.origin) >= limit:
+            cp.refuse(
+                stream, sid, Reason.LIMIT_REACHED, f"{limit} {req.plugin} sessions with this node"
+            )
+            return
+        if len(self.handshaking) >= self.maxHandshaking:
+            cp.refuse(
+                stream, sid, Reason.LIMIT_REACHED, f"{self.maxHandshaking} sessions authenticating"
+            )
+            return
         info = SessionInfo(
             sid,
             req.plugin,
@@ -599,21 +686,46 @@ class RoutedSessions:
             req.origin,
             self.routes.nodeName(req.origin),
         )
-        protocol = acceptBind(
-            cp,
-            stream,
-            req,
-            plugin,
-            sid in self.sessions or sid in cp.sessions,
-            self.count(req.plugin, req.origin),
-            plugin.sessionLimit if plugin is not None else 0,
-            info,
-        )
-        if protocol is None:
-            return
-        session = RoutedSession(self, cp, stream, info, route, protocol=protocol)
-        self._started(cp, session)
+
+        def build(info: ISessionInfo) -> Any:
+            # Runs once the origin is authenticated: only then does it
+            # count, and only then is the plugin asked.
+            assert plugin is not None
+            if self.count(info.plugin, info.peerNodeID) >= plugin.sessionLimit:
+                raise SessionRefused(
+                    Reason.LIMIT_REACHED.value,
+                    f"{plugin.sessionLimit} {info.plugin} sessions with this node",
+                )
+            return buildPluginProtocol(plugin, info)
+
+        stream.write(encodeMessage(SessionAccept(session_id=sid)))
+        session = RoutedSession(self, cp, stream, info, route, protocolFactory=build)
+        self.handshaking[sid] = session
         session.startTLS(isClient=False)
+
+    def authenticated(self, session: RoutedSession) -> None:
+        """
+        The origin of C{session} (ending here) is authenticated and the
+        plugin built its protocol: the session counts from now on, and the
+        relays learn that it started.
+        """
+        self.handshaking.pop(session.sessionID, None)
+        cp = session.viaLink
+        self._started(cp, session)
+        cp.send(SessionStarted(session_id=session.sessionID))
+
+    def startedReceived(self, cp: ControlPoint, msg: SessionStarted) -> bool:
+        """
+        The destination of a session opened here started it (if C{cp} is
+        the link the session rides).
+
+        @return: whether the session was one of this node's.
+        """
+        session = self.sessions.get(msg.session_id)
+        if session is None or session.viaLink is not cp or session.direction != OUTBOUND:
+            return False
+        session.destinationStarted()
+        return True
 
     def unbindReceived(self, cp: ControlPoint, msg: SessionClose) -> None:
         # A routed session's UNBIND reaches it through the control point of
@@ -627,6 +739,10 @@ class RoutedSessions:
         cp.sessionStarted(session)
 
     def sessionEnded(self, session: RoutedSession, why: SessionClosed) -> None:
+        if self.handshaking.get(session.sessionID) is session:
+            # Never counted, never bound on the link.
+            del self.handshaking[session.sessionID]
+            return
         if self.sessions.get(session.sessionID) is session:
             del self.sessions[session.sessionID]
         session.viaLink.sessionEnded(session, why)
@@ -653,6 +769,9 @@ def installRoutedSessions(node: IRoutedSessionsHost) -> RoutedSessions:
     that end here (L{appnpy.node.buildNode} keeps them as
     C{node.routedSessions}).
     """
-    routed = RoutedSessions(node, node.plugins, node, node.linkContextFactory, node.trust.mode)
+    routed = RoutedSessions(
+        node, node.plugins, node, node.linkContextFactory, node.trust.mode, node.identity
+    )
     node.setBindHandler(ROUTED_END, routed)
+    chainStartedHandler(node, routed.startedReceived)
     return routed
