@@ -92,8 +92,8 @@ MAX_RELAYED_PER_ORIGIN = 256
 MAX_RELAYED_PER_PREVIOUS_HOP = 1024
 #: Routed BINDs a neighbour may send per second (and at once): bounds the
 #: signature checks and replay-cache entries one neighbour can cause.
-BIND_RATE = 100.0
-BIND_BURST = 200.0
+BIND_RATE = 500.0
+BIND_BURST = 1000.0
 #: Seconds a splice may wait for the destination's SessionStarted (the ends
 #: have 10 s for their handshake by default; this leaves room for a slow
 #: route and a longer configured handshake timeout).

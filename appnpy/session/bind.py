@@ -7,6 +7,7 @@ a routed BIND (L{signBind}, L{BindVerifier}), shared by relays and ends.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -44,9 +45,9 @@ __all__ = [
 
 #: Seconds a routed BIND's timestamp may differ from this node's clock,
 #: either way (clock skew plus the time the BIND takes along its route).
-BIND_FRESHNESS = 120.0
+BIND_FRESHNESS = 60.0
 #: Routed BINDs a node remembers to refuse their replay (see L{BindVerifier}).
-REPLAY_CACHE_SIZE = 65536
+REPLAY_CACHE_SIZE = 262144
 
 log = Logger()
 
@@ -162,9 +163,9 @@ class BindVerifier:
     ) -> None:
         self.freshness = freshness
         self.maxEntries = maxEntries
-        #: (origin, session ID) -> when the entry may be forgotten; in
-        #: insertion order, which is also expiry order.
-        self.seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        #: (origin, session ID), as 16 bytes of their hash -> when the entry
+        #: may be forgotten; in insertion order, which is also expiry order.
+        self.seen: OrderedDict[bytes, float] = OrderedDict()
         #: Signatures checked (for metrics and the benchmark).
         self.checked = 0
 
@@ -187,7 +188,7 @@ class BindVerifier:
         self.checked += 1
         if not verifySignature(req.public_key, req.signature, req.signedBytes()):
             return Reason.BAD_SIGNATURE.value, "the BIND's signature does not verify"
-        key = (req.origin, req.session_id)
+        key = hashlib.sha256(f"{req.origin} {req.session_id}".encode()).digest()[:16]
         self._expire(now)
         if key in self.seen:
             return Reason.PROTOCOL_ERROR.value, "replayed BIND"
