@@ -292,13 +292,6 @@ class Relay:
         # counted for it before.
         problem = self.verifier.check(req, now)
         if problem is not None:
-            self.log.info(
-                "refused relayed BIND {sid} from {prev} for origin {origin}: {detail}",
-                sid=sid,
-                prev=prev,
-                origin=req.origin,
-                detail=problem[1],
-            )
             self.refuse(cp, stream, sid, *problem)
             return
         nextHop = route[here + 1]
