@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.api import SessionRefused
-from appnpy.cp.messages import SessionOpen
+from appnpy.cp.messages import SessionOpen, SessionStarted
 from appnpy.link.identity import generateIdentity
 from appnpy.net.relay import installRelay
 from appnpy.node import Node
@@ -168,24 +168,30 @@ class FloodTests(AttackHarness):
         The relay tears down a splice whose destination has not confirmed
         the end-to-end TLS within its deadline, though the destination
         holds on (here it never answers the handshake): both ends are told
-        why (timeout).
+        why (timeout).  A SessionStarted from any neighbour but the
+        session's next hop (the origin itself, a stranger) does not count.
         """
         plugin = RecordingPlugin()
-        a, r, d = self.nodes("A", "R", "D", plugins=[plugin])
+        a, r, d, x = self.nodes("A", "R", "D", "X", plugins=[plugin])
         self.net.connect(a, r)
         self.net.connect(r, d)
+        self.net.connect(x, r)
         d.handshakeTimeout = 1000
         hostile = BindSender(self.net, a)
         req = makeBind([a.nodeID, r.nodeID, d.nodeID], a.identity, 0, plugin="rec")
         [answer] = hostile.send(r, req)
         self.assertEqual(answer.typeName, "SessionAccept")
+        for liar in (a, x):
+            liar.links[r.nodeID].send(SessionStarted(session_id=req.session_id))
+        self.net.flush()
         self.assertEqual(r.relay.table[req.session_id].state, "starting")
+        self.assertEqual(x.links[r.nodeID].isActive, True)
         self.net.flush(advance=r.relay.startTimeout + 1)
         self.assertEqual(r.relay.table, {})
         self.assertEqual(d.routedSessions.handshaking, {})
         self.assertEqual(plugin.built, [])
         self.net.flush(advance=60)
-        self.assertEmpty([a, r, d])
+        self.assertEmpty([a, r, d, x])
 
     def test_bufferBudget(self) -> None:
         """
