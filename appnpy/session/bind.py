@@ -152,7 +152,7 @@ class BindVerifier:
     clock, and the pair (origin, session ID) must not have been seen.  The
     session ID (128 random bits chosen by the origin, covered by the
     signature) is the nonce.  Each accepted pair is remembered for
-    C{2 * freshness} (after that the timestamp alone refuses it), at most
+    C{2 * freshness + 1} s (after that the timestamp alone refuses it), at most
     C{maxEntries} pairs: when that many are still live, further BINDs are
     refused (C{limit-reached}) until some expire, so a replay is never
     accepted for lack of room.
@@ -194,7 +194,9 @@ class BindVerifier:
             return Reason.PROTOCOL_ERROR.value, "replayed BIND"
         if len(self.seen) >= self.maxEntries:
             return Reason.LIMIT_REACHED.value, f"{self.maxEntries} recent BINDs remembered"
-        self.seen[key] = now + 2 * self.freshness
+        # Forgotten only once the timestamp alone refuses the BIND, even
+        # if this node's clock jumps ahead: a replay is never accepted.
+        self.seen[key] = now + 2 * self.freshness + 1
         return None
 
     def _expire(self, now: float) -> None:
