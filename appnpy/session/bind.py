@@ -1,8 +1,10 @@
 """
-BIND acceptance: the one path on which an end of a session, adjacent or
-routed, accepts or refuses an inbound BIND for one of its plugins; the
-structural check of a routed session's route; and the origin's signature on
-a routed BIND (L{signBind}, L{BindVerifier}), shared by relays and ends.
+BIND acceptance: how an end of an adjacent session accepts or refuses an
+inbound BIND (L{acceptBind}), and how any end asks its plugin for the
+session's protocol (L{buildPluginProtocol}: a routed end does so only after
+the end-to-end TLS); the structural check of a routed session's route; and
+the origin's signature on a routed BIND (L{signBind}, L{BindVerifier}),
+shared by relays and ends.
 """
 
 from __future__ import annotations
