@@ -614,6 +614,9 @@ class Node(MultiService):
         self.ports.clear()
         for pending in list(self.pendingLinks):
             pending.dropUnauthenticated()
+        if self.relay is not None:
+            # The ends of relayed sessions hear shutting-down before the links go.
+            self.relay.stop()
         closing = [
             cp.close(Reason.SHUTTING_DOWN, "the node is stopping") for cp in self.links.values()
         ]

@@ -89,6 +89,13 @@ class Commands(LineReceiver):
         self.state["cps"] = cps
         return {"links": len(cps)}
 
+    async def cmd_dial(self, target: str) -> dict[str, Any]:
+        """
+        The listening node dials C{target}; answers once the link is active.
+        """
+        cp = await self.state["node"].connect(target)
+        return {"linked": cp.peerNodeID}
+
     async def cmd_tls(self, n: int, port: int, parallel: int = 20) -> dict[str, Any]:
         """
         C{n} raw TLS connections (one context), each after one echo round trip.
@@ -136,7 +143,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     state: dict[str, Any] = {}
     ready: dict[str, Any] = {}
     if args.mode == "listen":
-        node = C.makeNode(reactor, listen=[C.LISTEN])
+        node = C.makeNode(reactor, listen=[C.LISTEN], services=args.services)
         node.startService()
         while not node.ports:
             # startService listens asynchronously; the port is bound within
@@ -164,5 +171,8 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--mode", choices=["listen", "dialer"], default="listen")
     p.add_argument("--profile", default=None)
+    p.add_argument(
+        "--services", action="store_true", help="listen: network services (relay, routed ends)"
+    )
     a = p.parse_args()
     C.runMain(lambda reactor: main(reactor, a), a)

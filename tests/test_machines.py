@@ -169,7 +169,8 @@ class FakeRelayEntry(Fake):
         self.lost: set[int] = set()
         self.timer: Any = None
         self.relay = Fake(self._calls, "relay")
-        self.relay.__dict__.update(log=Logger(), bindTimeout=30.0)
+        self.relay.__dict__.update(log=Logger(), bindTimeout=30.0, startTimeout=60.0)
+        self.startTimer: Any = None
         self.inStream = Fake(self._calls, "inStream")
         self.outStream = Fake(self._calls, "outStream")
         self.inCp = Fake(self._calls, "inCp")
@@ -251,6 +252,9 @@ def relayArguments() -> dict[str, tuple[Any, ...]]:
         "lingerExpired": (),
         "linkLost": (1, Failure(ConnectionLost("gone"))),
         "bothStreamsEnded": (),
+        "started": (message("SessionStarted", session_id=sid),),
+        "startTimedOut": (),
+        "shutDown": (),
     }
 
 
@@ -453,7 +457,11 @@ class RelayMachineTests(MachineHarness):
         m.forwardBind(*args["forwardBind"])
         self.assertIn("outStream.write", e._calls)
         m.accepted(*args["accepted"])
+        self.assertEqual(self.state, "Starting")
+        m.started(*args["started"])
+        self.assertIn("inCp.send", e._calls)
         self.assertEqual(self.state, "Spliced")
+        m.startTimedOut()
         m.finReceived(0)
         self.assertIn("outStream.loseConnection", e._calls)
         m.streamLost(0, Failure(ConnectionDone()))
@@ -467,7 +475,9 @@ class RelayMachineTests(MachineHarness):
             self.trace,
             [
                 "Binding --forwardBind--> Binding",
-                "Binding --accepted--> Spliced",
+                "Binding --accepted--> Starting",
+                "Starting --started--> Spliced",
+                "Spliced --startTimedOut--> Spliced",
                 "Spliced --finReceived--> Spliced",
                 "Spliced --streamLost--> Spliced",
                 "Spliced --streamLost--> Spliced",
@@ -540,6 +550,38 @@ class RelayMachineTests(MachineHarness):
         self.assertIn("inCp.sendUnbind", e._calls)
         self.assertIn("inStream.abortConnection", e._calls)
         self.assertEqual(self.state, "Spliced")
+
+    def test_unstartedSpliceTornDown(self) -> None:
+        """
+        A splice whose destination never confirms the end-to-end TLS is
+        released when its deadline passes: both sides are told (timeout)
+        and both streams reset.
+        """
+        e = FakeRelayEntry()
+        m = self.start(e, "Starting")
+        m.startTimedOut()
+        self.assertEqual(self.state, "Released")
+        self.assertEqual(e.unbound, {0, 1})
+        self.assertIn("inStream.abortConnection", e._calls)
+        self.assertIn("outStream.abortConnection", e._calls)
+
+    def test_shutDown(self) -> None:
+        """
+        A stopping relay tells both ends of a spliced session
+        shutting-down once, and refuses a BIND still on its way.
+        """
+        e = FakeRelayEntry()
+        m = self.start(e, "Spliced")
+        m.shutDown()
+        m.shutDown()
+        self.assertEqual(e._calls.count("inCp.sendUnbind"), 1)
+        self.assertEqual(e._calls.count("outCp.sendUnbind"), 1)
+        self.assertEqual(self.state, "Spliced")
+        e = FakeRelayEntry()
+        m = self.start(e, "Binding")
+        m.shutDown()
+        self.assertEqual(self.state, "Released")
+        self.assertIn("relay.refuse", e._calls)
 
     def test_everyTransitionRuns(self) -> None:
         self.assertEveryTransitionRuns(FakeRelayEntry, relayArguments)

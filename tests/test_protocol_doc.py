@@ -38,6 +38,7 @@ from appnpy.cp.messages import (
     SessionClose,
     SessionOpen,
     SessionRefuse,
+    SessionStarted,
     decodeBody,
     encodeMessage,
 )
@@ -286,7 +287,7 @@ def _routeReply() -> Message:
 
 
 def _routedSessionOpen() -> Message:
-    return SessionOpen(
+    bind = SessionOpen(
         session_id=SESSION,
         origin=NODE_A,
         destination=NODE_C,
@@ -295,7 +296,10 @@ def _routedSessionOpen() -> Message:
         window=262144,
         parameters={},
         route=[NODE_A, NODE_B, NODE_C],
+        public_key=SPKI_A,
+        timestamp=SEQ // 1000,
     )
+    return attrs.evolve(bind, signature=KEY_A.sign(bind.signedBytes()))
 
 
 def _topologyDigest() -> str:
@@ -359,6 +363,7 @@ MESSAGE_EXAMPLES: dict[str, Callable[[], Message]] = {
         detail="64 echo sessions with this node",
     ),
     "SessionClose": lambda: SessionClose(session_id=SESSION, reason=Reason.NORMAL.value, detail=""),
+    "SessionStarted": lambda: SessionStarted(session_id=SESSION),
     "ProbeRequest": _probeRequest,
     "SessionOpen routed": _routedSessionOpen,
     "PeerAddresses": _peerAddresses,
@@ -409,6 +414,7 @@ _MODULES = {
     "directory": "appnpy.net.directory",
     "relay": "appnpy.net.relay",
     "routed": "appnpy.session.routed",
+    "bind": "appnpy.session.bind",
 }
 
 
@@ -451,6 +457,16 @@ SERVICE_CONSTANTS: dict[str, Callable[[], object]] = {
     "relay.BIND_TIMEOUT": lambda: _mod("relay").BIND_TIMEOUT,
     "relay.LINGER_TIMEOUT": lambda: _mod("relay").LINGER_TIMEOUT,
     "routed.BIND_TIMEOUT": lambda: _mod("routed").BIND_TIMEOUT,
+    "relay.MAX_RELAYED_PER_PREVIOUS_HOP": lambda: _mod("relay").MAX_RELAYED_PER_PREVIOUS_HOP,
+    "relay.BIND_RATE": lambda: _mod("relay").BIND_RATE,
+    "relay.BIND_BURST": lambda: _mod("relay").BIND_BURST,
+    "relay.START_TIMEOUT": lambda: _mod("relay").START_TIMEOUT,
+    "relay.RELAY_BUFFER_BUDGET": lambda: _mod("relay").RELAY_BUFFER_BUDGET,
+    "relay.RELAY_SEND_HIGH_WATER": lambda: _mod("relay").RELAY_SEND_HIGH_WATER,
+    "relay.RELAY_MIN_SEND_HIGH_WATER": lambda: _mod("relay").RELAY_MIN_SEND_HIGH_WATER,
+    "routed.MAX_HANDSHAKING": lambda: _mod("routed").MAX_HANDSHAKING,
+    "bind.BIND_FRESHNESS": lambda: _mod("bind").BIND_FRESHNESS,
+    "bind.REPLAY_CACHE_SIZE": lambda: _mod("bind").REPLAY_CACHE_SIZE,
 }
 
 # -- parsing the doc ------------------------------------------------------------

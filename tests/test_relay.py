@@ -12,39 +12,24 @@ from twisted.python.failure import Failure
 
 from appnpy.api import SessionRefused
 from appnpy.cp._interfaces import RELAY
-from appnpy.cp.bindreader import BindReader
-from appnpy.cp.messages import Message, SessionOpen, encodeMessage
-from appnpy.session.adjacent import newSessionID
+from appnpy.cp.messages import Message
 from appnpy.testing import resultOf
+from tests.hostile.relay import BindSender, makeBind
 from tests.test_routed import Recorder, RecordingPlugin, RoutedHarness
 
 
 class RelayTests(RoutedHarness):
     def rawBind(self, sender: Any, via: Any, route: list[str], **kw: Any) -> Message:
         """
-        Send a hand-made BIND from C{sender} to its neighbour C{via} and
-        return the answer.
+        Send a hand-made BIND, signed by C{sender}, from C{sender} to its
+        neighbour C{via} and return the answer.
         """
-        cp = sender.links[via.nodeID]
-        stream = cp.mux.openStream()
-        answers: list[Any] = []
-        stream.attachProtocol(
-            BindReader(lambda m, left: answers.append(m), lambda f: answers.append(f))
-        )
-        fields = dict(
-            session_id=newSessionID(),
-            origin=route[0],
-            destination=route[-1],
-            plugin="echo",
-            cos="interactive",
-            window=256 * 1024,
-            route=route,
-        )
-        fields.update(kw)
-        stream.write(encodeMessage(SessionOpen(**fields)))
-        self.net.flush()
+        req = makeBind(route, sender.identity, self.net.clock.seconds(), **kw)
+        bindSender = BindSender(self.net, sender)
+        answers = bindSender.send(via, req)
         self.assertEqual(len(answers), 1)
-        stream.loseConnection()
+        for stream in bindSender.held:
+            stream.loseConnection()
         self.net.flush()
         answer = answers[0]
         assert not isinstance(answer, Failure), answer

@@ -107,6 +107,9 @@ class RoutedHarness(SynchronousTestCase):
         for node in nodes:
             self.assertEqual(node.relay.table, {}, node.name)
             self.assertEqual(node.relay.perOrigin, {}, node.name)
+            self.assertEqual(node.relay.perPreviousHop, {}, node.name)
+            self.assertEqual(node.relay.bufferReserved, 0, node.name)
+            self.assertEqual(node.routedSessions.handshaking, {}, node.name)
             self.assertEqual(node.routedSessions.sessions, {}, node.name)
             self.assertEqual(node.routedSessions.pending, {}, node.name)
             self.assertEqual(node.sessions(), [], node.name)

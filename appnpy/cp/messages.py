@@ -293,6 +293,45 @@ class SessionOpen(Message):
     #: The route selection control vector: every node from origin to
     #: destination.  Empty for a session between neighbours.
     route: list[str] = attrs.field(factory=list, validator=listOf(nodeID, MAX_ROUTE_NODES))
+    #: A routed BIND is signed by its origin, so a relay can count it against
+    #: the origin's cap without trusting the neighbour that passed it on.
+    #: The origin's public key (DER SubjectPublicKeyInfo; the origin's node
+    #: ID is derived from it, so the BIND is self-certifying).  Empty on an
+    #: adjacent BIND (the link has authenticated the origin).
+    public_key: bytes = attrs.field(default=b"", validator=blob(256))
+    #: When the origin signed the BIND, in whole seconds of its clock (the
+    #: session ID, 128 random bits, is the nonce).  0 on an adjacent BIND.
+    timestamp: int = attrs.field(default=0, validator=integer(0, 2**63 - 1))
+    #: The origin's Ed25519 signature over L{signedBytes}.  Empty on an
+    #: adjacent BIND.
+    signature: bytes = attrs.field(default=b"", validator=blob(128))
+
+    def toWire(self) -> dict[str, Any]:
+        # The origin's key, time and signature are left out while they have
+        # their defaults, so an adjacent BIND is as short as it always was.
+        body = super().toWire()
+        for name, default in _UNSIGNED_BIND:
+            if body[name] == default:
+                del body[name]
+        return body
+
+    def signedBytes(self) -> bytes:
+        """
+        The bytes the origin signs: the BIND's deterministic encoding
+        without its C{signature} (its C{type} keeps a BIND's signature from
+        verifying as any other message's).
+        """
+        body = self.toWire()
+        body.pop("signature", None)
+        return encodeBody(body)
+
+
+#: The fields of a BIND that only a routed one carries, with their defaults.
+_UNSIGNED_BIND: tuple[tuple[str, object], ...] = (
+    ("public_key", b""),
+    ("timestamp", 0),
+    ("signature", b""),
+)
 
 
 @message("SessionAccept")
@@ -315,6 +354,19 @@ class SessionRefuse(Message):
     session_id: str = attrs.field(validator=sessionID)
     reason: str = attrs.field(validator=reasonCode)
     detail: str = attrs.field(default="", validator=text(512))
+
+
+@message("SessionStarted")
+@attrs.frozen
+class SessionStarted(Message):
+    """
+    SESSST: the destination of a routed session has authenticated the
+    origin by end-to-end TLS.  Sent on the destination's control stream to
+    the last relay, and by each relay to the one before it (not to the
+    origin): until it arrives a relay holds the splice only for a deadline.
+    """
+
+    session_id: str = attrs.field(validator=sessionID)
 
 
 @message("SessionClose")

@@ -3,15 +3,24 @@ Intermediate session routing (APPN ISR): a network node relays a routed
 session between two of its neighbours by splicing two streams.
 
 A BIND (L{SessionOpen}) whose destination is another node arrives on a stream
-from the previous hop.  After checking the route (this node exactly once, the
-previous element is the neighbour that sent it, no loop, not too long, the
-next hop an active neighbour) and the caps (per origin and in total), the relay
-opens a stream to the next hop, forwards the BIND unchanged and relays the
-answer back.  On an accept the two streams are spliced: each one's bytes are
+from the previous hop.  After checking the previous hop's BIND rate, the
+route (this node exactly once, the previous element is the neighbour that
+sent it, no loop, not too long, the next hop an active neighbour), the
+origin's signature on the BIND (L{BindVerifier}: self-certifying key, fresh,
+not replayed) and the caps (in total, per previous hop, per origin, and the
+buffer budget), the relay opens a stream to the next hop, forwards the BIND
+unchanged and relays the answer back.  Only a verified BIND counts against
+its origin's cap, so no neighbour can spend another node's places.  On an accept the two streams are spliced: each one's bytes are
 written to the other, and each stream is registered as the push producer of the
 other, so a slow receiver far away pauses this node's reading, which stops the
 window updates to the previous hop: backpressure travels hop by hop and a
-relay buffers about one window per direction.
+relay buffers about one window per direction.  What every splice may buffer
+is reserved from one budget per node (L{RELAY_BUFFER_BUDGET}): as the budget
+fills, new splices get smaller send buffers, then BINDs are refused.
+
+A splice holds its place only for L{START_TIMEOUT} until the destination
+confirms, by L{SessionStarted} passed back hop by hop, that the end-to-end
+TLS has authenticated the origin; otherwise both streams are reset.
 
 The relay never sees plaintext: the two ends run TLS end to end over the
 chain of streams (L{appnpy.session.routed}).
@@ -41,11 +50,13 @@ from appnpy.cp.messages import (
     SessionClose,
     SessionOpen,
     SessionRefuse,
+    SessionStarted,
 )
 from appnpy.errors import GoAwayReceived, Reason, StreamLimitExceeded
+from appnpy.net.ratelimit import TokenBucket
 from appnpy.net.relaymachine import IN, OUT, RelayEntry
 from appnpy.session._interfaces import IRoutedSessionsHost
-from appnpy.session.bind import checkRoute
+from appnpy.session.bind import BindVerifier, chainStartedHandler, checkRoute
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
@@ -67,12 +78,26 @@ __all__ = [
     "checkRoute",
     "MAX_RELAYED_SESSIONS",
     "MAX_RELAYED_PER_ORIGIN",
+    "MAX_RELAYED_PER_PREVIOUS_HOP",
+    "RELAY_BUFFER_BUDGET",
 ]
 
 #: Relayed sessions one node carries at most, all origins together.
 MAX_RELAYED_SESSIONS = 4096
 #: Relayed sessions one origin node may have through this node at a time.
 MAX_RELAYED_PER_ORIGIN = 256
+#: Relayed sessions whose BIND came from one neighbour, all origins
+#: together: a neighbour that makes up origins (each with a key of its own)
+#: still gets only this share of the relay.
+MAX_RELAYED_PER_PREVIOUS_HOP = 1024
+#: Routed BINDs a neighbour may send per second (and at once): bounds the
+#: signature checks and replay-cache entries one neighbour can cause.
+BIND_RATE = 500.0
+BIND_BURST = 1000.0
+#: Seconds a splice may wait for the destination's SessionStarted (the ends
+#: have 10 s for their handshake by default; this leaves room for a slow
+#: route and a longer configured handshake timeout).
+START_TIMEOUT = 60.0
 #: Seconds the next hop may take to answer a forwarded BIND.
 BIND_TIMEOUT = 30.0
 #: Seconds a session may take to finish closing (FINs through the splice)
@@ -83,6 +108,14 @@ LINGER_TIMEOUT = 30.0
 #: Send buffer per direction of a spliced session before the relay stops
 #: reading the other side (see benchmarks/routed_bulk.py).
 RELAY_SEND_HIGH_WATER = 1024 * 1024
+#: The least send buffer a splice gets; below it the relay refuses BINDs.
+RELAY_MIN_SEND_HIGH_WATER = 64 * 1024
+#: Bytes all splices of this node together may buffer.  Each splice
+#: reserves, per direction, its receive window, its send high water and one
+#: frame (a write may overshoot the high water by a frame), and gives it
+#: back when it ends; yamux's window growth beyond the initial window is
+#: bounded apart from this, per link (L{MuxConfig.maxLinkReceiveBuffer}).
+RELAY_BUFFER_BUDGET = 512 * 1024 * 1024
 
 
 @implementer(IPushProducer)
@@ -165,7 +198,11 @@ class Relay:
     @ivar table: relayed sessions by session ID (both directions share it).
     @ivar maxSessions: cap on relayed sessions, all origins.
     @ivar maxPerOrigin: cap on relayed sessions per origin node.
+    @ivar maxPerPreviousHop: cap on relayed sessions per neighbour the BIND
+        came from.
     @ivar maxRouteNodes: the longest route relayed.
+    @ivar bufferBudget: bytes all splices may buffer together.
+    @ivar bufferReserved: bytes of it the current entries hold.
     """
 
     log = Logger()
@@ -175,11 +212,21 @@ class Relay:
         self.reactor = node.reactor
         self.table: dict[str, RelayEntry] = {}
         self.perOrigin: dict[str, int] = {}
+        self.perPreviousHop: dict[str, int] = {}
         self.maxSessions = MAX_RELAYED_SESSIONS
         self.maxPerOrigin = MAX_RELAYED_PER_ORIGIN
+        self.maxPerPreviousHop = MAX_RELAYED_PER_PREVIOUS_HOP
         self.maxRouteNodes = MAX_ROUTE_NODES
         self.bindTimeout = BIND_TIMEOUT
         self.lingerTimeout = LINGER_TIMEOUT
+        self.startTimeout = START_TIMEOUT
+        self.bindRate = BIND_RATE
+        self.bindBurst = BIND_BURST
+        self.bufferBudget = RELAY_BUFFER_BUDGET
+        self.bufferReserved = 0
+        self.verifier = BindVerifier()
+        #: Each neighbour's BIND rate, by node ID (dropped with its link).
+        self._bindBuckets: dict[str, TokenBucket] = {}
         #: Counters for metrics and management.
         self.relayed = 0
         self.refused = 0
@@ -187,7 +234,7 @@ class Relay:
     @property
     def sessionCount(self) -> int:
         """
-        The sessions relayed now, spliced or being bound (read by the
+        The sessions relayed now, binding, starting or spliced (read by the
         topology database to measure this node's load).
         """
         return len(self.table)
@@ -216,6 +263,14 @@ class Relay:
         if node.role != "network":
             self.refuse(cp, stream, sid, Reason.NO_ROUTE, "an end node relays nothing")
             return
+        prev = cp.peerNodeID
+        bucket = self._bindBuckets.get(prev)
+        now = self.reactor.seconds()
+        if bucket is None:
+            bucket = self._bindBuckets[prev] = TokenBucket(self.bindRate, self.bindBurst, now)
+        if not bucket.take(now):
+            self.refuse(cp, stream, sid, Reason.RATE_LIMITED, "too many BINDs from this neighbour")
+            return
         count = route.count(me)
         why: str | None
         if count != 1:
@@ -229,10 +284,16 @@ class Relay:
                 why = "the route does not run from the origin to the destination"
             elif here in (0, len(route) - 1):
                 why = "this node is an end of the route"
-            elif route[here - 1] != cp.peerNodeID:
+            elif route[here - 1] != prev:
                 why = "the BIND came from a node that is not the previous hop"
         if why is not None:
             self.refuse(cp, stream, sid, Reason.PROTOCOL_ERROR, why)
+            return
+        # Only now is the origin known to be the origin: nothing was
+        # counted for it before.
+        problem = self.verifier.check(req, now)
+        if problem is not None:
+            self.refuse(cp, stream, sid, *problem)
             return
         nextHop = route[here + 1]
         nextCp = node.links.get(nextHop)
@@ -247,6 +308,15 @@ class Relay:
                 cp, stream, sid, Reason.LIMIT_REACHED, f"{self.maxSessions} relayed sessions"
             )
             return
+        if self.perPreviousHop.get(prev, 0) >= self.maxPerPreviousHop:
+            self.refuse(
+                cp,
+                stream,
+                sid,
+                Reason.LIMIT_REACHED,
+                f"{self.maxPerPreviousHop} relayed sessions from this neighbour",
+            )
+            return
         if self.perOrigin.get(req.origin, 0) >= self.maxPerOrigin:
             self.refuse(
                 cp,
@@ -255,6 +325,10 @@ class Relay:
                 Reason.LIMIT_REACHED,
                 f"{self.maxPerOrigin} relayed sessions from this origin",
             )
+            return
+        highWater, reserve = self._bufferShare(cp, nextCp)
+        if highWater == 0:
+            self.refuse(cp, stream, sid, Reason.LIMIT_REACHED, "the relay's buffer budget is spent")
             return
         try:
             outStream = nextCp.mux.openStream()
@@ -272,12 +346,32 @@ class Relay:
             self.reactor.seconds(),
             relay=self,
         )
+        entry.sendHighWater, entry.reserved = highWater, reserve
+        self.bufferReserved += reserve
         self.table[sid] = entry
         self.perOrigin[req.origin] = self.perOrigin.get(req.origin, 0) + 1
+        self.perPreviousHop[prev] = self.perPreviousHop.get(prev, 0) + 1
         entry.timer = self.reactor.callLater(self.bindTimeout, entry.lifecycle.bindTimedOut)
         # Data the previous hop already sent may cancel the BIND right here.
         stream.attachProtocol(_PendingInbound(entry))
         entry.lifecycle.forwardBind(req)
+
+    def _bufferShare(self, inCp: ControlPoint, outCp: ControlPoint) -> tuple[int, int]:
+        """
+        The send high water a new splice gets and the bytes it reserves
+        for it; (0, 0) if the budget cannot give it the minimum.
+        """
+        # Per direction: what the peer may send before this node reads
+        # (the receive window) and one frame of overshoot, plus the send
+        # buffer: the window and frame are fixed, the send buffer shrinks.
+        fixed = sum(
+            c.mux.config.initialWindow + c.mux.config.maxFramePayload for c in (inCp, outCp)
+        )
+        room = self.bufferBudget - self.bufferReserved - fixed
+        highWater = min(RELAY_SEND_HIGH_WATER, room // 2)
+        if highWater < RELAY_MIN_SEND_HIGH_WATER:
+            return 0, 0
+        return highWater, fixed + 2 * highWater
 
     def refuse(self, cp: ControlPoint, stream: Stream, sid: str, reason: str, detail: str) -> None:
         """
@@ -315,7 +409,8 @@ class Relay:
         # A deeper send buffer on each spliced stream keeps a chain of hops
         # streaming instead of stalling every 64 KiB; it bounds what the
         # relay holds per direction (plus the receive window).
-        inStream.sendHighWater = outStream.sendHighWater = RELAY_SEND_HIGH_WATER
+        inStream.sendHighWater = outStream.sendHighWater = entry.sendHighWater
+        entry.startTimer = self.reactor.callLater(self.startTimeout, entry.lifecycle.startTimedOut)
         outStream.registerProducer(_Pauser(inStream), True)
         inStream.registerProducer(_Pauser(outStream), True)
         self.log.info(
@@ -352,6 +447,28 @@ class Relay:
         side = IN if cp is entry.inCp else OUT
         entry.lifecycle.unbindReceived(side, msg.reason, msg.detail)
 
+    def startedReceived(self, cp: ControlPoint, msg: SessionStarted) -> bool:
+        """
+        SessionStarted for C{msg.session_id} from C{cp}: passed on if this
+        node relays that session and C{cp} is its next hop.
+
+        @return: whether it was this relay's.
+        """
+        entry = self.table.get(msg.session_id)
+        if entry is None or cp is not entry.outCp:
+            return False
+        entry.lifecycle.started(msg)
+        return True
+
+    def stop(self) -> None:
+        """
+        The node is stopping gracefully: every relayed session's ends are
+        told C{shutting-down} (a BIND still on its way is refused so) before
+        the links close.
+        """
+        for entry in list(self.table.values()):
+            entry.lifecycle.shutDown()
+
     def linkActive(self, cp: ControlPoint) -> None:
         """
         Nothing to do: a relayed session starts with its BIND.
@@ -364,6 +481,7 @@ class Relay:
         for entry in [e for e in self.table.values() if cp in (e.inCp, e.outCp)]:
             side = IN if cp is entry.inCp else OUT
             entry.lifecycle.linkLost(side, Failure(ConnectionError(why[1])))
+        self._bindBuckets.pop(cp.peerNodeID, None)
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -372,18 +490,23 @@ class Relay:
             entry.timer.cancel()
         entry.timer = None
 
+    def cancelStartTimer(self, entry: RelayEntry) -> None:
+        if entry.startTimer is not None and entry.startTimer.active():
+            entry.startTimer.cancel()
+        entry.startTimer = None
+
     def free(self, entry: RelayEntry) -> None:
         """
         Forget C{entry}: only on entering Released, so once per entry.
         """
         self.cancelTimer(entry)
+        self.cancelStartTimer(entry)
         if self.table.get(entry.sessionID) is entry:
             del self.table[entry.sessionID]
-        left = self.perOrigin.get(entry.origin, 0) - 1
-        if left > 0:
-            self.perOrigin[entry.origin] = left
-        else:
-            self.perOrigin.pop(entry.origin, None)
+        _countDown(self.perOrigin, entry.origin)
+        _countDown(self.perPreviousHop, entry.inCp.peerNodeID)
+        self.bufferReserved -= entry.reserved
+        entry.reserved = 0
 
     def asDict(self) -> dict[str, Any]:
         return {
@@ -392,7 +515,18 @@ class Relay:
             "refused": self.refused,
             "max_sessions": self.maxSessions,
             "max_per_origin": self.maxPerOrigin,
+            "max_per_previous_hop": self.maxPerPreviousHop,
+            "buffer_budget": self.bufferBudget,
+            "buffer_reserved": self.bufferReserved,
         }
+
+
+def _countDown(counts: dict[str, int], key: str) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 def installRelay(node: IRelayHost) -> Relay:
@@ -404,4 +538,5 @@ def installRelay(node: IRelayHost) -> Relay:
     relay = Relay(node)
     node.setBindHandler(RELAY, relay)
     node.addLinkObserver(relay)
+    chainStartedHandler(node, relay.startedReceived)
     return relay

@@ -1,8 +1,9 @@
 """
 The lifecycle of one relayed session: its core (L{RelayEntry}: the two
 streams and how far the session has got) and the Automat machine that moves
-it from Binding through Spliced to Released (docs/state-machines.md,
-"Relay").
+it from Binding through Starting (spliced, the end-to-end TLS not yet
+confirmed by the destination) and Spliced to Released
+(docs/state-machines.md, "Relay").
 
 Kept apart from L{appnpy.net.relay} (the BIND checks, caps and splicing of
 the whole relay) so the machine reads as one table of transitions; relayed
@@ -25,6 +26,7 @@ from appnpy.cp.messages import (
     SessionAccept,
     SessionOpen,
     SessionRefuse,
+    SessionStarted,
     encodeMessage,
 )
 from appnpy.errors import Reason
@@ -60,6 +62,12 @@ class RelayEntry:
     #: Sides whose stream is gone.
     lost: set[int] = attrs.Factory(set)
     timer: Any = None
+    #: The splice deadline: running while Starting.
+    startTimer: Any = None
+    #: Bytes of the relay's buffer budget this entry holds (L{Relay.splice}).
+    reserved: int = 0
+    #: The send high water of each spliced stream, from the budget.
+    sendHighWater: int = 0
     #: The entry's lifecycle (docs/state-machines.md, "Relay").
     lifecycle: _RelayInputs = attrs.field(init=False)
     #: The lifecycle's state, for readers; only the machine sets it.
@@ -71,8 +79,9 @@ class RelayEntry:
     @property
     def state(self) -> str:
         """
-        C{binding} until the next hop answers, then C{spliced}; C{released}
-        once the entry has left the relay table.
+        C{binding} until the next hop answers, C{starting} until the
+        destination confirms the end-to-end TLS, then C{spliced};
+        C{released} once the entry has left the relay table.
         """
         return self._state
 
@@ -186,10 +195,27 @@ class _RelayInputs(Protocol):
         Neither stream is left: the session is over.
         """
 
+    def started(self, msg: SessionStarted) -> None:
+        """
+        The next hop passed on the destination's SessionStarted: the ends
+        have authenticated each other.
+        """
+
+    def startTimedOut(self) -> None:
+        """
+        The end-to-end TLS was not confirmed within L{Relay.startTimeout}.
+        """
+
+    def shutDown(self) -> None:
+        """
+        This node is stopping gracefully.
+        """
+
 
 def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
     machine = TypeMachineBuilder(_RelayInputs, RelayEntry)
     Binding = machine.state("Binding")
+    Starting = machine.state("Starting")
     Spliced = machine.state("Spliced")
     Released = machine.state("Released")
     I = _RelayInputs  # noqa: E741
@@ -217,9 +243,9 @@ def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
         )
         e.outStream.write(encodeMessage(req))
 
-    @Binding.upon(I.accepted).to(Spliced)
+    @Binding.upon(I.accepted).to(Starting)
     def splice(m: _RelayInputs, e: RelayEntry, answer: SessionAccept, leftover: bytes) -> None:
-        e._state = "spliced"
+        e._state = "starting"
         e.relay.cancelTimer(e)
         e.inStream.write(encodeMessage(answer))
         e.relay.splice(e, leftover)
@@ -301,12 +327,50 @@ def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
         else:
             m.nextHopLost(reason)
 
-    # Only a spliced stream reports FIN or loss this way.
-    ignore([Binding], I.finReceived, I.streamLost, I.lingerExpired, I.bothStreamsEnded)
+    @Binding.upon(I.shutDown).to(Released)
+    def refuseShuttingDown(m: _RelayInputs, e: RelayEntry) -> None:
+        release(e)
+        e.inStream.protocol = _Ignore()
+        e.outCp.sendUnbind(e.sessionID, Reason.SHUTTING_DOWN.value, "a relay is stopping")
+        e.outStream.abortConnection()
+        e.relay.refuse(e.inCp, e.inStream, e.sessionID, Reason.SHUTTING_DOWN, "a relay is stopping")
 
-    # -- Spliced -------------------------------------------------------------
+    # Only a spliced stream reports FIN or loss this way; only the spliced
+    # session's destination confirms it.
+    ignore(
+        [Binding],
+        I.finReceived,
+        I.streamLost,
+        I.lingerExpired,
+        I.bothStreamsEnded,
+        I.started,
+        I.startTimedOut,
+    )
 
-    @Spliced.upon(I.unbindReceived).loop()
+    # -- Starting ------------------------------------------------------------
+
+    @Starting.upon(I.started).to(Spliced)
+    def confirm(m: _RelayInputs, e: RelayEntry, msg: SessionStarted) -> None:
+        e._state = "spliced"
+        e.relay.cancelStartTimer(e)
+        e.inCp.send(msg)
+
+    @Starting.upon(I.startTimedOut).to(Released)
+    def tearDownUnstarted(m: _RelayInputs, e: RelayEntry) -> None:
+        e.startTimer = None
+        relay = release(e)
+        detail = f"end-to-end TLS not confirmed within {relay.startTimeout:g} s"
+        relay.log.info("relayed session {sid}: {detail}; reset", sid=e.sessionID, detail=detail)
+        for side in (IN, OUT):
+            if side not in e.unbound:
+                e.unbound.add(side)
+                e.cp(1 - side).sendUnbind(e.sessionID, Reason.TIMEOUT.value, detail)
+        e.inStream.abortConnection()
+        e.outStream.abortConnection()
+
+    # -- Starting and Spliced ------------------------------------------------
+
+    @Starting.upon(I.unbindReceived).loop()
     def passUnbindOn(m: _RelayInputs, e: RelayEntry, side: int, reason: str, detail: str) -> None:
         if side in e.unbound:
             return
@@ -314,11 +378,28 @@ def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
         e.cp(1 - side).sendUnbind(e.sessionID, reason, detail)
         e.relay.linger(e)
 
-    @Spliced.upon(I.finReceived).loop()
+    Spliced.upon(I.unbindReceived).loop()(passUnbindOn)
+
+    def unbindBoth(m: _RelayInputs, e: RelayEntry) -> None:
+        # Both ends learn why before the links go: the FINs follow.
+        for side in (IN, OUT):
+            if side not in e.unbound:
+                e.unbound.add(side)
+                e.cp(side).sendUnbind(
+                    e.sessionID, Reason.SHUTTING_DOWN.value, "a relay is stopping"
+                )
+        e.relay.linger(e)
+
+    Starting.upon(I.shutDown).loop()(unbindBoth)
+    Spliced.upon(I.shutDown).loop()(unbindBoth)
+
+    @Starting.upon(I.finReceived).loop()
     def passFinOn(m: _RelayInputs, e: RelayEntry, side: int) -> None:
         # A half-close travels on: FIN the other stream after what is buffered.
         e.stream(1 - side).loseConnection()
         e.relay.linger(e)
+
+    Spliced.upon(I.finReceived).loop()(passFinOn)
 
     def sideLost(m: _RelayInputs, e: RelayEntry, side: int, reason: Failure) -> None:
         e.lost.add(side)
@@ -340,18 +421,23 @@ def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
         else:
             e.relay.linger(e)
 
+    Starting.upon(I.streamLost).loop()(sideLost)
     Spliced.upon(I.streamLost).loop()(sideLost)
 
-    @Spliced.upon(I.bothStreamsEnded).to(Released)
+    @Starting.upon(I.bothStreamsEnded).to(Released)
     def ended(m: _RelayInputs, e: RelayEntry) -> None:
         release(e).log.info("relayed session {sid} ended", sid=e.sessionID)
 
-    @Spliced.upon(I.linkLost).to(Released)
+    Spliced.upon(I.bothStreamsEnded).to(Released)(ended)
+
+    @Starting.upon(I.linkLost).to(Released)
     def spliceLinkLost(m: _RelayInputs, e: RelayEntry, side: int, reason: Failure) -> None:
         sideLost(m, e, side, reason)
         release(e).log.info("relayed session {sid} ended", sid=e.sessionID)
 
-    @Spliced.upon(I.lingerExpired).to(Released)
+    Spliced.upon(I.linkLost).to(Released)(spliceLinkLost)
+
+    @Starting.upon(I.lingerExpired).to(Released)
     def resetBoth(m: _RelayInputs, e: RelayEntry) -> None:
         e.timer = None
         relay = release(e)
@@ -364,9 +450,11 @@ def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
         e.outStream.abortConnection()
         relay.log.info("relayed session {sid} ended", sid=e.sessionID)
 
+    Spliced.upon(I.lingerExpired).to(Released)(resetBoth)
+
     # The BIND exchange is over once spliced; its late events change nothing.
     ignore(
-        [Spliced],
+        [Starting, Spliced],
         I.forwardBind,
         I.accepted,
         I.refused,
@@ -375,6 +463,7 @@ def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
         I.bindTimedOut,
         I.cancelBind,
     )
+    ignore([Spliced], I.started, I.startTimedOut)
 
     # -- Released ------------------------------------------------------------
 
@@ -408,6 +497,9 @@ def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
         I.lingerExpired,
         I.linkLost,
         I.bothStreamsEnded,
+        I.started,
+        I.startTimedOut,
+        I.shutDown,
     )
 
     return machine.build()

@@ -2,23 +2,31 @@
 The ends of routed sessions: a BIND that travels through relays
 (L{appnpy.net.relay}), then TLS 1.3 end to end over the chain of streams.
 
-The origin sends L{SessionOpen} with the route to the first hop, waits for the
-answer, and runs a TLS client over the stream; the destination accepts and
-runs a TLS server.  Both use the node's own TLS context (its certificate and
+The origin sends L{SessionOpen} with the route to the first hop, signed with
+its node key (L{signBind}), waits for the answer, and runs a TLS client over
+the stream; the destination checks the signature, accepts and runs a TLS
+server.  Both use the node's own TLS context (its certificate and
 trust policy) and each pins the other end's node ID, as a link does, so the
 relays in between carry bytes they can neither read nor alter undetected.
 The plugin's protocol runs on top of that TLS layer, with a L{RoutedSession}
 as its transport: the same L{ISession} an adjacent session offers.
 
+Nothing is built or counted for an origin that has not authenticated: the
+destination calls the plugin's C{buildProtocol} only once its TLS server has
+verified the origin, then sends L{SessionStarted} back along the route (the
+relays hold the splice only for a deadline until it passes); the origin
+connects its protocol (and its caller's request completes) when that
+arrives, so a plugin's refusal still fails the open.
+
 A routed session is registered in the C{sessions} of the control point of the
 link it rides (so UNBIND for it is dispatched there, C{node.sessions()} lists
 it, and a graceful link close UNBINDs it) and in L{RoutedSessions.sessions}
 (which counts routed sessions per plugin and far end against the plugin's
-session limit).
+session limit) once both ends are authenticated; until then the
+destination keeps it in L{RoutedSessions.handshaking} only.
 
-The session (the plugin's transport over end-to-end TLS) and the service
-that opens and accepts sessions are one job, read best together: hence the
-module's length.
+The session itself (the plugin's transport over the end-to-end TLS) is
+L{appnpy.session.endtoend.RoutedSession}.
 """
 
 from __future__ import annotations
@@ -26,22 +34,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from OpenSSL import SSL
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
-    IDelayedCall,
-    IHalfCloseableProtocol,
-    IHandshakeListener,
-    IProtocol,
     IProtocolFactory,
 )
 from twisted.logger import Logger
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from appnpy.cp._interfaces import ROUTED_END, IBindHandler, IBoundSession
+from appnpy.cp._interfaces import ROUTED_END, IBindHandler
 from appnpy.cp.bindreader import BindReader
 from appnpy.cp.messages import (
     MAX_ROUTE_NODES,
@@ -50,27 +52,34 @@ from appnpy.cp.messages import (
     SessionClose,
     SessionOpen,
     SessionRefuse,
+    SessionStarted,
     encodeMessage,
 )
 from appnpy.errors import (
     GoAwayReceived,
-    PeerAuthenticationError,
     Reason,
     SessionClosed,
     SessionRefused,
     StreamLimitExceeded,
 )
-from appnpy.interfaces import ISessionPlugin
-from appnpy.link.tls import LinkContextFactory, checkPeer
+from appnpy.interfaces import ISessionInfo, ISessionPlugin
+from appnpy.link.identity import Identity
+from appnpy.link.tls import LinkContextFactory
 from appnpy.session._interfaces import IRoutedSessionsHost, IRouteSource, ISessionHost
 from appnpy.session.adjacent import (
     INBOUND,
     OUTBOUND,
-    SessionBase,
     SessionInfo,
     newSessionID,
 )
-from appnpy.session.bind import acceptBind, checkRoute
+from appnpy.session.bind import (
+    BindVerifier,
+    buildPluginProtocol,
+    chainStartedHandler,
+    checkRoute,
+    signBind,
+)
+from appnpy.session.endtoend import RoutedSession
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
@@ -80,6 +89,9 @@ __all__ = ["RoutedSession", "RoutedSessions", "installRoutedSessions"]
 
 #: Seconds the origin waits for the answer to its BIND.
 BIND_TIMEOUT = 30.0
+#: Routed sessions a destination holds at once whose origin has not yet
+#: authenticated (each for at most the handshake timeout).
+MAX_HANDSHAKING = 1024
 
 
 class _Factory:
@@ -92,296 +104,6 @@ class _Factory:
 
     def doStop(self) -> None:
         pass
-
-
-class _EndToEndTLS(BufferingTLSTransport):
-    """
-    Twisted's TLS layer, telling the session of a TLS failure (a record that
-    does not authenticate, a bad alert) before it closes the stream, so the
-    UNBIND that names the failure goes out ahead of the FIN.
-    """
-
-    #: Whether the TLS connection has ended (the session then has nothing
-    #: left to shut down).
-    ended = False
-
-    def _tlsShutdownFinished(self, reason: Failure | None) -> None:
-        # Twisted's hook for the end of TLS (overridden, as Twisted's own
-        # subclasses do, to learn why before the stream closes).
-        if reason is not None:
-            cast("RoutedSession", self.wrappedProtocol)._tlsFailed(reason)
-        super()._tlsShutdownFinished(reason)  # type: ignore[no-untyped-call]  # unannotated Twisted method
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]  # Twisted gives reason a default
-        self.ended = True
-        super().connectionLost(reason)
-
-
-@implementer(IHalfCloseableProtocol)
-class _StreamEnd:
-    """
-    The protocol of the routed stream at an end: hands the TLS records to
-    the TLS layer (C{dataReceived} is that layer's, set per instance) and
-    tells the session when the far end half-closes.
-    """
-
-    def __init__(self, tls: Any, session: RoutedSession) -> None:
-        self.dataReceived = tls.dataReceived
-        self._tls = tls
-        self._session = session
-        self.transport: Any = None
-
-    def makeConnection(self, transport: Any) -> None:
-        self.transport = transport
-
-    def readConnectionLost(self) -> None:
-        self._session._farEndFinished()
-
-    def writeConnectionLost(self) -> None:
-        # IHalfCloseableProtocol requires it; streams never half-close this way.
-        pass
-
-    def connectionLost(self, reason: Failure) -> None:
-        self._session._streamGone = True
-        self._tls.connectionLost(reason)
-
-
-@implementer(IBoundSession, IHandshakeListener)
-class RoutedSession(SessionBase):
-    """
-    One end of a routed session: the transport of the plugin's protocol (on
-    top of the end-to-end TLS layer) and the protocol under that layer.
-    """
-
-    log = Logger()
-    routed = True
-
-    def __init__(
-        self,
-        owner: RoutedSessions,
-        cp: ControlPoint,
-        stream: Stream,
-        info: SessionInfo,
-        route: list[str],
-        protocolFactory: Callable[[Any], Any] | None = None,
-        protocol: Any = None,
-        ready: Deferred[Any] | None = None,
-    ) -> None:
-        self.info = info
-        self.route = route
-        self.protocol: Any = None
-        self.since = cp.reactor.seconds()
-        self.disconnecting = False
-        self._owner = owner
-        self._cp = cp
-        self._stream = stream
-        self._factory = protocolFactory
-        self._built = protocol
-        self._ready = ready
-        self._tls: Any = None
-        #: Whether the end-to-end TLS handshake has completed.
-        self._handshakeDone = False
-        self._closing = False
-        self._closeReason: tuple[str, str] | None = None
-        self._peerReason: tuple[str, str] | None = None
-        self._producer: Any = None
-        self._handshakeTimer: IDelayedCall | None = None
-        self._ended = False
-        self._streamGone = False
-
-    @property
-    def viaLink(self) -> ControlPoint:
-        """
-        The control point of the link this session's stream runs through.
-        """
-        return self._cp
-
-    # -- start -------------------------------------------------------------------
-
-    def startTLS(self, isClient: bool, leftover: bytes = b"") -> None:
-        owner = self._owner
-        factory = owner.tlsFactory(isClient)
-        tls = _EndToEndTLS(factory, cast(IProtocol, self))  # provides it without declaring it
-        self._handshakeTimer = owner.reactor.callLater(
-            owner.host.handshakeTimeout, self._handshakeTimedOut
-        )
-        tls.makeConnection(self._stream)  # type: ignore[no-untyped-call]  # unannotated Twisted method
-        end = _StreamEnd(tls, self)
-        self._stream.attachProtocol(end)
-        if leftover:
-            end.dataReceived(leftover)
-
-    def makeConnection(self, transport: Any) -> None:
-        # Called by the TLS layer with itself.
-        self._tls = transport
-
-    def handshakeCompleted(self) -> None:
-        self._handshakeDone = True
-        tls = self._tls
-        if tls is None or self._closing or self.protocol is not None:
-            return
-        owner = self._owner
-        try:
-            checkPeer(tls, self.info.peerNodeID, owner.nodeID, trustMode=owner.trustMode)
-        except PeerAuthenticationError as e:
-            self._fail(Reason.PROTOCOL_ERROR.value, f"end-to-end authentication failed: {e}")
-            return
-        self._cancelHandshakeTimer()
-        protocol = self._built
-        self._built = None
-        if protocol is None:
-            assert self._factory is not None
-            try:
-                protocol = self._factory(self.info)
-            except Exception:
-                self.log.failure("protocol factory for session {sid} failed", sid=self.sessionID)
-                self._fail(Reason.ABORTED.value, "protocol factory failed")
-                return
-        self._factory = None
-        self.protocol = protocol
-        # Plaintext goes straight to the plugin from now on.
-        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
-        protocol.makeConnection(self)
-        ready, self._ready = self._ready, None
-        if ready is not None:
-            ready.callback(protocol)
-
-    def _handshakeTimedOut(self) -> None:
-        self._handshakeTimer = None
-        if self.protocol is None:
-            self._fail(Reason.TIMEOUT.value, "end-to-end TLS handshake timed out")
-
-    def _cancelHandshakeTimer(self) -> None:
-        if self._handshakeTimer is not None and self._handshakeTimer.active():
-            self._handshakeTimer.cancel()
-        self._handshakeTimer = None
-
-    def _tlsFailed(self, reason: Failure) -> None:
-        # Once the stream is gone, the TLS layer reports the missing close
-        # notify as a failure too; that is the link's failure, not TLS's.
-        if not self._closing and not self._streamGone:
-            detail = f"end-to-end TLS failed: {reason.getErrorMessage()}"[:512]
-            self.log.warn(
-                "routed session {sid} with {peer}: {detail}",
-                sid=self.sessionID,
-                peer=self.peerNodeID,
-                detail=detail,
-            )
-            self._closing = self.disconnecting = True
-            self._closeReason = (Reason.PROTOCOL_ERROR.value, detail)
-            self._cp.sendUnbind(self.sessionID, Reason.PROTOCOL_ERROR.value, detail)
-
-    def _fail(self, reason: str, detail: str) -> None:
-        self.log.warn(
-            "routed session {sid} with {peer} failed: {reason} {detail}",
-            sid=self.sessionID,
-            peer=self.peerNodeID,
-            reason=reason,
-            detail=detail,
-        )
-        if not self._closing:
-            self._closing = self.disconnecting = True
-            self._closeReason = (reason, detail)
-            self._cp.sendUnbind(self.sessionID, reason, detail)
-        self._abort()
-
-    def _abort(self) -> None:
-        # Never reset the stream from inside the TLS layer's own call chain
-        # (a handshake or a record being processed): the stream would end
-        # the TLS layer under it.  The next reactor turn is soon enough;
-        # nothing reaches the plugin meanwhile, as the session is closing.
-        self._owner.reactor.callLater(0, self._stream.abortConnection)
-
-    # -- the protocol under TLS ----------------------------------------------------
-
-    def dataReceived(self, data: bytes) -> None:
-        # Replaced by the plugin's dataReceived once the far end is
-        # authenticated; nothing reaches the plugin before.
-        pass
-
-    def _farEndFinished(self) -> None:
-        # The far end finished sending; sessions close as a whole.
-        if not self._closing:
-            self._closing = self.disconnecting = True
-            self._finishSending()
-
-    def unbindReceived(self, reason: str, detail: str) -> None:
-        """
-        The far end (or a relay, for a failure on the way) sent UNBIND.
-        """
-        self._peerReason = (reason, detail)
-        if not self._closing:
-            self._closing = self.disconnecting = True
-            self._finishSending()
-
-    def connectionLost(self, reason: Failure) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        self._cancelHandshakeTimer()
-        if self._peerReason is not None:
-            why = SessionClosed(*self._peerReason)
-        elif self._closeReason is not None:
-            why = SessionClosed(*self._closeReason)
-        elif isinstance(reason.value, SSL.Error):
-            detail = f"end-to-end TLS failed: {reason.getErrorMessage()}"[:512]
-            why = SessionClosed(Reason.PROTOCOL_ERROR.value, detail)
-            self._cp.sendUnbind(self.sessionID, why.reason, detail)
-        elif reason.check(ConnectionDone):
-            why = SessionClosed(Reason.NORMAL.value, "")
-        else:
-            why = SessionClosed(Reason.LINK_FAILURE.value, reason.getErrorMessage())
-        self._owner.sessionEnded(self, why)
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.stopProducing()
-        protocol, self.protocol = self.protocol, None
-        self.dataReceived = RoutedSession.dataReceived.__get__(self)  # type: ignore[method-assign]
-        if protocol is not None:
-            protocol.connectionLost(Failure(why))
-        ready, self._ready = self._ready, None
-        if ready is not None:
-            ready.errback(SessionRefused(why.reason, why.detail))
-
-    # -- ITransport / IConsumer / IPushProducer for the plugin ---------------------
-
-    def write(self, data: bytes) -> None:
-        if not self._closing:
-            self._tls.write(data)
-
-    def writeSequence(self, data: Any) -> None:
-        if not self._closing:
-            self._tls.write(b"".join(data))
-
-    def _finishSending(self) -> None:
-        # Close notify after what is written, then FIN.  A registered
-        # producer would hold the TLS shutdown back; the session is ending,
-        # so it is detached now (and stopped once the session is gone).
-        tls = self._tls
-        if tls is None or self._streamGone or tls.ended:
-            self._stream.loseConnection()
-            return
-        if not self._handshakeDone:
-            # Nothing can have been written yet; Twisted's TLS layer would
-            # abort from inside its own loseConnection here.
-            self._abort()
-            return
-        if self._producer is not None:
-            tls.unregisterProducer()
-        tls.loseConnection()
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        if self._closing:
-            producer.stopProducing()
-            return
-        self._producer = producer
-        self._tls.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        if self._producer is not None:
-            self._producer = None
-            if self._tls is not None:
-                self._tls.unregisterProducer()
 
 
 @implementer(IBindHandler)
@@ -401,12 +123,14 @@ class RoutedSessions:
         routes: IRouteSource,
         contextFactory: LinkContextFactory,
         trustMode: str,
+        identity: Identity,
     ) -> None:
         """
         @param plugins: the node's session plugins by name (its live mapping).
         @param routes: where routes and the far ends' CP names come from.
         @param contextFactory: the node's link TLS context, used end to end.
         @param trustMode: the trust policy's mode, for pinning the far end.
+        @param identity: the node's key, which signs the BINDs it originates.
         """
         self.host = host
         self.nodeID: str = host.nodeID
@@ -415,9 +139,14 @@ class RoutedSessions:
         self.routes = routes
         self.contextFactory = contextFactory
         self.trustMode = trustMode
+        self.identity = identity
         self.sessions: dict[str, RoutedSession] = {}
+        #: Sessions accepted here whose origin has not yet authenticated.
+        self.handshaking: dict[str, RoutedSession] = {}
+        self.maxHandshaking = MAX_HANDSHAKING
         self.pending: dict[str, Stream] = {}
         self.bindTimeout = BIND_TIMEOUT
+        self.verifier = BindVerifier()
         self._tlsFactories: dict[bool, TLSMemoryBIOFactory] = {}
 
     def tlsFactory(self, isClient: bool) -> TLSMemoryBIOFactory:
@@ -507,6 +236,8 @@ class RoutedSessions:
             parameters=dict(parameters or {}),
             route=route,
         )
+        identity = self.identity
+        request = signBind(request, identity.publicKeyBytes, identity.sign, self.reactor.seconds())
         answered: Deferred[tuple[Message, bytes]] = Deferred()
         sid = request.session_id
 
@@ -588,7 +319,28 @@ class RoutedSessions:
         if why is not None:
             cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, why)
             return
+        problem = self.verifier.check(req, self.reactor.seconds())
+        if problem is not None:
+            cp.refuse(stream, sid, *problem)
+            return
         plugin = self.plugins.get(req.plugin)
+        if plugin is None:
+            cp.refuse(stream, sid, Reason.UNKNOWN_PLUGIN, f"no plugin {req.plugin!r}")
+            return
+        if sid in self.sessions or sid in self.handshaking or sid in cp.sessions:
+            cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, "session ID in use")
+            return
+        limit = plugin.sessionLimit
+        if self.count(req.plugin, req.origin) >= limit:
+            cp.refuse(
+                stream, sid, Reason.LIMIT_REACHED, f"{limit} {req.plugin} sessions with this node"
+            )
+            return
+        if len(self.handshaking) >= self.maxHandshaking:
+            cp.refuse(
+                stream, sid, Reason.LIMIT_REACHED, f"{self.maxHandshaking} sessions authenticating"
+            )
+            return
         info = SessionInfo(
             sid,
             req.plugin,
@@ -599,21 +351,46 @@ class RoutedSessions:
             req.origin,
             self.routes.nodeName(req.origin),
         )
-        protocol = acceptBind(
-            cp,
-            stream,
-            req,
-            plugin,
-            sid in self.sessions or sid in cp.sessions,
-            self.count(req.plugin, req.origin),
-            plugin.sessionLimit if plugin is not None else 0,
-            info,
-        )
-        if protocol is None:
-            return
-        session = RoutedSession(self, cp, stream, info, route, protocol=protocol)
-        self._started(cp, session)
+
+        def build(info: ISessionInfo) -> Any:
+            # Runs once the origin is authenticated: only then does it
+            # count, and only then is the plugin asked.
+            assert plugin is not None
+            if self.count(info.plugin, info.peerNodeID) >= plugin.sessionLimit:
+                raise SessionRefused(
+                    Reason.LIMIT_REACHED.value,
+                    f"{plugin.sessionLimit} {info.plugin} sessions with this node",
+                )
+            return buildPluginProtocol(plugin, info)
+
+        stream.write(encodeMessage(SessionAccept(session_id=sid)))
+        session = RoutedSession(self, cp, stream, info, route, protocolFactory=build)
+        self.handshaking[sid] = session
         session.startTLS(isClient=False)
+
+    def authenticated(self, session: RoutedSession) -> None:
+        """
+        The origin of C{session} (ending here) is authenticated and the
+        plugin built its protocol: the session counts from now on, and the
+        relays learn that it started.
+        """
+        self.handshaking.pop(session.sessionID, None)
+        cp = session.viaLink
+        self._started(cp, session)
+        cp.send(SessionStarted(session_id=session.sessionID))
+
+    def startedReceived(self, cp: ControlPoint, msg: SessionStarted) -> bool:
+        """
+        The destination of a session opened here started it (if C{cp} is
+        the link the session rides).
+
+        @return: whether the session was one of this node's.
+        """
+        session = self.sessions.get(msg.session_id)
+        if session is None or session.viaLink is not cp or session.direction != OUTBOUND:
+            return False
+        session.destinationStarted()
+        return True
 
     def unbindReceived(self, cp: ControlPoint, msg: SessionClose) -> None:
         # A routed session's UNBIND reaches it through the control point of
@@ -627,6 +404,10 @@ class RoutedSessions:
         cp.sessionStarted(session)
 
     def sessionEnded(self, session: RoutedSession, why: SessionClosed) -> None:
+        if self.handshaking.get(session.sessionID) is session:
+            # Never counted, never bound on the link.
+            del self.handshaking[session.sessionID]
+            return
         if self.sessions.get(session.sessionID) is session:
             del self.sessions[session.sessionID]
         session.viaLink.sessionEnded(session, why)
@@ -653,6 +434,9 @@ def installRoutedSessions(node: IRoutedSessionsHost) -> RoutedSessions:
     that end here (L{appnpy.node.buildNode} keeps them as
     C{node.routedSessions}).
     """
-    routed = RoutedSessions(node, node.plugins, node, node.linkContextFactory, node.trust.mode)
+    routed = RoutedSessions(
+        node, node.plugins, node, node.linkContextFactory, node.trust.mode, node.identity
+    )
     node.setBindHandler(ROUTED_END, routed)
+    chainStartedHandler(node, routed.startedReceived)
     return routed

@@ -1,0 +1,368 @@
+"""
+One end of a routed session (L{RoutedSession}): the transport of the
+plugin's protocol on top of TLS 1.3 end to end, and the protocol under that
+TLS layer on the session's stream.  The service that opens and accepts
+routed sessions is L{appnpy.session.routed.RoutedSessions}.
+
+The far end is pinned by node ID; nothing reaches the plugin before it is
+authenticated, and the destination builds the plugin's protocol only then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from OpenSSL import SSL
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IProtocol,
+)
+from twisted.logger import Logger
+from twisted.protocols.tls import BufferingTLSTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from appnpy.cp._interfaces import IBoundSession
+from appnpy.errors import PeerAuthenticationError, Reason, SessionClosed, SessionRefused
+from appnpy.link.tls import checkPeer
+from appnpy.session.adjacent import INBOUND, OUTBOUND, SessionBase, SessionInfo
+
+if TYPE_CHECKING:
+    from appnpy.cp.controlpoint import ControlPoint
+    from appnpy.link.yamux import Stream
+    from appnpy.session.routed import RoutedSessions
+
+__all__ = ["MAX_EARLY_DATA", "RoutedSession"]
+
+#: Plaintext the origin keeps for its protocol while it waits for the
+#: destination's SessionStarted (the destination's plugin may write first).
+MAX_EARLY_DATA = 256 * 1024
+
+
+class _EndToEndTLS(BufferingTLSTransport):
+    """
+    Twisted's TLS layer, telling the session of a TLS failure (a record that
+    does not authenticate, a bad alert) before it closes the stream, so the
+    UNBIND that names the failure goes out ahead of the FIN.
+    """
+
+    #: Whether the TLS connection has ended (the session then has nothing
+    #: left to shut down).
+    ended = False
+
+    def _tlsShutdownFinished(self, reason: Failure | None) -> None:
+        # Twisted's hook for the end of TLS (overridden, as Twisted's own
+        # subclasses do, to learn why before the stream closes).
+        if reason is not None:
+            cast("RoutedSession", self.wrappedProtocol)._tlsFailed(reason)
+        super()._tlsShutdownFinished(reason)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]  # Twisted gives reason a default
+        self.ended = True
+        super().connectionLost(reason)
+
+
+@implementer(IHalfCloseableProtocol)
+class _StreamEnd:
+    """
+    The protocol of the routed stream at an end: hands the TLS records to
+    the TLS layer (C{dataReceived} is that layer's, set per instance) and
+    tells the session when the far end half-closes.
+    """
+
+    def __init__(self, tls: Any, session: RoutedSession) -> None:
+        self.dataReceived = tls.dataReceived
+        self._tls = tls
+        self._session = session
+        self.transport: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+
+    def readConnectionLost(self) -> None:
+        self._session._farEndFinished()
+
+    def writeConnectionLost(self) -> None:
+        # IHalfCloseableProtocol requires it; streams never half-close this way.
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._session._streamGone = True
+        self._tls.connectionLost(reason)
+
+
+@implementer(IBoundSession, IHandshakeListener)
+class RoutedSession(SessionBase):
+    """
+    One end of a routed session: the transport of the plugin's protocol (on
+    top of the end-to-end TLS layer) and the protocol under that layer.
+    """
+
+    log = Logger()
+    routed = True
+
+    def __init__(
+        self,
+        owner: RoutedSessions,
+        cp: ControlPoint,
+        stream: Stream,
+        info: SessionInfo,
+        route: list[str],
+        protocolFactory: Callable[[Any], Any],
+        ready: Deferred[Any] | None = None,
+    ) -> None:
+        self.info = info
+        self.route = route
+        self.protocol: Any = None
+        self.since = cp.reactor.seconds()
+        self.disconnecting = False
+        self._owner = owner
+        self._cp = cp
+        self._stream = stream
+        self._factory: Callable[[Any], Any] | None = protocolFactory
+        self._ready = ready
+        self._tls: Any = None
+        #: Whether the end-to-end TLS handshake has completed.
+        self._handshakeDone = False
+        #: Whether the far end's certificate passed the pin check.
+        self._authenticated = False
+        #: At the origin: whether the destination's SessionStarted arrived.
+        self._destinationStarted = False
+        #: At the origin: plaintext that came before SessionStarted.
+        self._early: list[bytes] = []
+        self._earlySize = 0
+        self._closing = False
+        self._closeReason: tuple[str, str] | None = None
+        self._peerReason: tuple[str, str] | None = None
+        self._producer: Any = None
+        self._handshakeTimer: IDelayedCall | None = None
+        self._ended = False
+        self._streamGone = False
+
+    @property
+    def viaLink(self) -> ControlPoint:
+        """
+        The control point of the link this session's stream runs through.
+        """
+        return self._cp
+
+    # -- start -------------------------------------------------------------------
+
+    def startTLS(self, isClient: bool, leftover: bytes = b"") -> None:
+        owner = self._owner
+        factory = owner.tlsFactory(isClient)
+        tls = _EndToEndTLS(factory, cast(IProtocol, self))  # provides it without declaring it
+        self._handshakeTimer = owner.reactor.callLater(
+            owner.host.handshakeTimeout, self._handshakeTimedOut
+        )
+        tls.makeConnection(self._stream)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+        end = _StreamEnd(tls, self)
+        self._stream.attachProtocol(end)
+        if leftover:
+            end.dataReceived(leftover)
+
+    def makeConnection(self, transport: Any) -> None:
+        # Called by the TLS layer with itself.
+        self._tls = transport
+
+    def handshakeCompleted(self) -> None:
+        self._handshakeDone = True
+        tls = self._tls
+        if tls is None or self._closing or self.protocol is not None:
+            return
+        owner = self._owner
+        try:
+            checkPeer(tls, self.info.peerNodeID, owner.nodeID, trustMode=owner.trustMode)
+        except PeerAuthenticationError as e:
+            self._fail(Reason.PROTOCOL_ERROR.value, f"end-to-end authentication failed: {e}")
+            return
+        self._authenticated = True
+        if self.info.direction == OUTBOUND and not self._destinationStarted:
+            # The destination has yet to build its plugin's protocol.
+            return
+        self._connectPlugin()
+
+    def destinationStarted(self) -> None:
+        """
+        The destination's SessionStarted arrived (origin only).
+        """
+        self._destinationStarted = True
+        if self._authenticated and not self._closing and self.protocol is None:
+            self._connectPlugin()
+
+    def _connectPlugin(self) -> None:
+        self._cancelHandshakeTimer()
+        assert self._factory is not None
+        try:
+            protocol = self._factory(self.info)
+        except SessionRefused as e:
+            self._fail(e.reason, e.detail)
+            return
+        except Exception:
+            self.log.failure("protocol factory for session {sid} failed", sid=self.sessionID)
+            self._fail(Reason.ABORTED.value, "protocol factory failed")
+            return
+        self._factory = None
+        if self.info.direction == INBOUND:
+            self._owner.authenticated(self)
+        self.protocol = protocol
+        # Plaintext goes straight to the plugin from now on.
+        early, self._early = self._early, []
+        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        protocol.makeConnection(self)
+        for data in early:
+            if self.protocol is protocol:
+                protocol.dataReceived(data)
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.callback(protocol)
+
+    def _handshakeTimedOut(self) -> None:
+        self._handshakeTimer = None
+        if self.protocol is None:
+            what = "SessionStarted" if self._authenticated else "end-to-end TLS handshake"
+            self._fail(Reason.TIMEOUT.value, f"{what} timed out")
+
+    def _cancelHandshakeTimer(self) -> None:
+        if self._handshakeTimer is not None and self._handshakeTimer.active():
+            self._handshakeTimer.cancel()
+        self._handshakeTimer = None
+
+    def _tlsFailed(self, reason: Failure) -> None:
+        # Once the stream is gone, the TLS layer reports the missing close
+        # notify as a failure too; that is the link's failure, not TLS's.
+        if not self._closing and not self._streamGone:
+            detail = f"end-to-end TLS failed: {reason.getErrorMessage()}"[:512]
+            self.log.warn(
+                "routed session {sid} with {peer}: {detail}",
+                sid=self.sessionID,
+                peer=self.peerNodeID,
+                detail=detail,
+            )
+            self._closing = self.disconnecting = True
+            self._closeReason = (Reason.PROTOCOL_ERROR.value, detail)
+            self._cp.sendUnbind(self.sessionID, Reason.PROTOCOL_ERROR.value, detail)
+
+    def _fail(self, reason: str, detail: str) -> None:
+        self.log.warn(
+            "routed session {sid} with {peer} failed: {reason} {detail}",
+            sid=self.sessionID,
+            peer=self.peerNodeID,
+            reason=reason,
+            detail=detail,
+        )
+        if not self._closing:
+            self._closing = self.disconnecting = True
+            self._closeReason = (reason, detail)
+            self._cp.sendUnbind(self.sessionID, reason, detail)
+        self._abort()
+
+    def _abort(self) -> None:
+        # Never reset the stream from inside the TLS layer's own call chain
+        # (a handshake or a record being processed): the stream would end
+        # the TLS layer under it.  The next reactor turn is soon enough;
+        # nothing reaches the plugin meanwhile, as the session is closing.
+        self._owner.reactor.callLater(0, self._stream.abortConnection)
+
+    # -- the protocol under TLS ----------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        # Replaced by the plugin's dataReceived once the far end is
+        # authenticated; nothing reaches the plugin before.  The origin
+        # keeps what the (authenticated) destination's plugin sends before
+        # its SessionStarted arrives on the control stream.
+        if self._authenticated and not self._closing:
+            self._earlySize += len(data)
+            if self._earlySize > MAX_EARLY_DATA:
+                self._fail(Reason.PROTOCOL_ERROR.value, "too much data before SessionStarted")
+            else:
+                self._early.append(data)
+
+    def _farEndFinished(self) -> None:
+        # The far end finished sending; sessions close as a whole.
+        if not self._closing:
+            self._closing = self.disconnecting = True
+            self._finishSending()
+
+    def unbindReceived(self, reason: str, detail: str) -> None:
+        """
+        The far end (or a relay, for a failure on the way) sent UNBIND.
+        """
+        self._peerReason = (reason, detail)
+        if not self._closing:
+            self._closing = self.disconnecting = True
+            self._finishSending()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._cancelHandshakeTimer()
+        if self._peerReason is not None:
+            why = SessionClosed(*self._peerReason)
+        elif self._closeReason is not None:
+            why = SessionClosed(*self._closeReason)
+        elif isinstance(reason.value, SSL.Error):
+            detail = f"end-to-end TLS failed: {reason.getErrorMessage()}"[:512]
+            why = SessionClosed(Reason.PROTOCOL_ERROR.value, detail)
+            self._cp.sendUnbind(self.sessionID, why.reason, detail)
+        elif reason.check(ConnectionDone):
+            why = SessionClosed(Reason.NORMAL.value, "")
+        else:
+            why = SessionClosed(Reason.LINK_FAILURE.value, reason.getErrorMessage())
+        self._owner.sessionEnded(self, why)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.stopProducing()
+        protocol, self.protocol = self.protocol, None
+        self.dataReceived = RoutedSession.dataReceived.__get__(self)  # type: ignore[method-assign]
+        if protocol is not None:
+            protocol.connectionLost(Failure(why))
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.errback(SessionRefused(why.reason, why.detail))
+
+    # -- ITransport / IConsumer / IPushProducer for the plugin ---------------------
+
+    def write(self, data: bytes) -> None:
+        if not self._closing:
+            self._tls.write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        if not self._closing:
+            self._tls.write(b"".join(data))
+
+    def _finishSending(self) -> None:
+        # Close notify after what is written, then FIN.  A registered
+        # producer would hold the TLS shutdown back; the session is ending,
+        # so it is detached now (and stopped once the session is gone).
+        tls = self._tls
+        if tls is None or self._streamGone or tls.ended:
+            self._stream.loseConnection()
+            return
+        if not self._handshakeDone:
+            # Nothing can have been written yet; Twisted's TLS layer would
+            # abort from inside its own loseConnection here.
+            self._abort()
+            return
+        if self._producer is not None:
+            tls.unregisterProducer()
+        tls.loseConnection()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if self._closing:
+            producer.stopProducing()
+            return
+        self._producer = producer
+        self._tls.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        if self._producer is not None:
+            self._producer = None
+            if self._tls is not None:
+                self._tls.unregisterProducer()
