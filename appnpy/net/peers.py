@@ -43,7 +43,7 @@ from zope.interface import implementer
 from appnpy.cp._interfaces import ILinkObserver
 from appnpy.cp.controlpoint import ControlPoint
 from appnpy.errors import Reason
-from appnpy.link.identity import _writeAtomically
+from appnpy.link.statefile import writeAtomically
 from appnpy.link.tls import LinkAddress, parseAddress
 from appnpy.net._interfaces import IPeerHost
 from appnpy.net.addresses import MAX_RECORDS, AddressRecord, BadAddressRecord, PeerAddresses
@@ -196,7 +196,7 @@ class PeerManager(Service):
             ],
         }
         try:
-            _writeAtomically(path, json.dumps(document, indent=1).encode("utf-8"), 0o600)
+            writeAtomically(path, json.dumps(document, indent=1).encode("utf-8"), 0o600)
         except OSError as e:
             self.log.warn("could not save {path}: {why}", path=path, why=str(e))
             return
