@@ -146,11 +146,11 @@ class AddressRecord:
 
 # -- dialable addresses ----------------------------------------------------------
 
-_WILDCARD_HOSTS = {"0.0.0.0": socket.AF_INET, "::": socket.AF_INET6}
-_LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
+_WILDCARD_HOSTS: dict[str, int] = {"0.0.0.0": socket.AF_INET, "::": socket.AF_INET6}
+_LOOPBACK: dict[int, str] = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
 #: Documentation addresses (RFC 5737, RFC 3849): a UDP "connect" to one picks
 #: the interface of the default route without sending anything.
-_PROBE_TARGET = {socket.AF_INET: "192.0.2.1", socket.AF_INET6: "2001:db8::1"}
+_PROBE_TARGET: dict[int, str] = {socket.AF_INET: "192.0.2.1", socket.AF_INET6: "2001:db8::1"}
 
 
 def hostAddresses(family: int) -> list[str]:

@@ -687,9 +687,7 @@ class ManagementService(Service):
         # One line: the operator needs the reason, not a traceback; the
         # process entry point (tap) turns it into ERROR and exit status 1.
         self._failure = failure
-        self.log.error(
-            "the management API could not start: {why}", why=failure.getErrorMessage()
-        )
+        self.log.error("the management API could not start: {why}", why=failure.getErrorMessage())
 
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
