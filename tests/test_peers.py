@@ -374,6 +374,50 @@ class PeerExchangeTests(TestCase):
             self.assertTrue(ceiling / 2 <= delay <= ceiling, (attempt, delay))
             self.assertEqual(delay, two.backoffDelay(attempt))
 
+    def test_backoffBounded(self) -> None:
+        """
+        Nodes that link in and leave without a known address leave no
+        backoff entry behind (before, one per node ID ever lost, for ever);
+        an entry for a node whose record is forgotten goes with it.
+        """
+        pn = PeerNet(self)
+        seed = pn.add("LAB.SEED", maxPeers=50)
+        manager = pn.managers[seed.nodeID]
+        for i in range(30):
+            passer = pn.net.addNode(f"LAB.P{i}")
+            pn.net.link(passer, seed)
+            pn.flush()
+            passer.stopService()
+            pn.flush()
+            self.assertNotIn(passer.nodeID, seed.links)
+        pn.flush(1)
+        self.assertEqual(manager._backoff, {})
+        # A known node that fails is backed off, until its record goes.
+        other = generateIdentity()
+        manager.records[other.nodeID] = AddressRecord.create(
+            other, [f"appn://{other.nodeID}@10.9.9.9:7700"], 1
+        )
+        manager.maintain()
+        pn.flush()
+        self.assertIn(other.nodeID, manager._backoff)
+        del manager.records[other.nodeID]
+        pn.flush(manager.tickInterval)
+        self.assertNotIn(other.nodeID, manager._backoff)
+
+    def test_inboundSlackConfigured(self) -> None:
+        """
+        --inbound-slack reaches the peer manager that sheds inbound links.
+        """
+        from appnpy.node import buildNode
+        from appnpy.ops.config import NodeConfig
+
+        for slack in (0, 5):
+            node = buildNode(
+                Clock(), NodeConfig(dataDir=None, api=None, inboundSlack=slack), generateIdentity()
+            )
+            manager = node.getServiceNamed("peers")
+            self.assertEqual(manager.slack, slack)
+
     def test_wildcardAddressSubstituted(self) -> None:
         """
         A node listening on 0.0.0.0 advertises, to each neighbour, the local
@@ -454,6 +498,69 @@ class PersistenceTests(TestCase):
         empty = PeerManager(node, dataDir=dataDir)
         empty.load()
         self.assertEqual(empty.records, {})
+
+
+class ReadableFileTests(TestCase):
+    """
+    peers.json is JSON an operator can read, with each record's signed form
+    kept inside; only the signed form is trusted on load.
+    """
+
+    def test_readable(self) -> None:
+        """
+        Each record shows its node ID, addresses and seq in words beside
+        its signed form; a node loading the file gets the same records.
+        """
+        dataDir = self.mktemp()
+        os.makedirs(dataDir)
+        node = Node(Clock(), generateIdentity())
+        manager = PeerManager(node, dataDir=dataDir)
+        other = generateIdentity()
+        address = f"appn://{other.nodeID}@10.1.1.1:7700"
+        manager.records[other.nodeID] = AddressRecord.create(other, [address], 5)
+        manager.save()
+        with open(os.path.join(dataDir, PEERS_FILE)) as f:
+            document = json.load(f)
+        [entry] = document["records"]
+        self.assertEqual(document["version"], 2)
+        self.assertEqual(
+            {k: entry[k] for k in ("node_id", "addresses", "seq")},
+            {"node_id": other.nodeID, "addresses": [address], "seq": 5},
+        )
+        again = PeerManager(node, dataDir=dataDir)
+        again.load()
+        self.assertEqual(again.records[other.nodeID].raw, manager.records[other.nodeID].raw)
+
+    def test_readableFieldsNotTrusted(self) -> None:
+        """
+        Editing the readable fields changes nothing; a signed form that does
+        not verify is dropped.
+        """
+        import base64
+
+        dataDir = self.mktemp()
+        os.makedirs(dataDir)
+        other, third = generateIdentity(), generateIdentity()
+        record = AddressRecord.create(other, [f"appn://{other.nodeID}@10.1.1.1:7700"], 5)
+        body = cbor2.loads(record.raw)
+        body["seq"] = 6
+        forged = base64.b64encode(cbor2.dumps(body, canonical=True)).decode()
+        entries = [
+            {
+                "node_id": other.nodeID,
+                "addresses": [f"appn://{other.nodeID}@6.6.6.6:7700"],
+                "seq": 99,
+                "signed": base64.b64encode(record.raw).decode(),
+            },
+            {"node_id": third.nodeID, "addresses": [], "seq": 1, "signed": forged},
+        ]
+        with open(os.path.join(dataDir, PEERS_FILE), "w") as f:
+            json.dump({"version": 2, "records": entries}, f)
+        manager = PeerManager(Node(Clock(), generateIdentity()), dataDir=dataDir)
+        manager.load()
+        self.assertEqual(list(manager.records), [other.nodeID])
+        loaded = manager.records[other.nodeID]
+        self.assertEqual((loaded.seq, loaded.addresses), (5, record.addresses))
 
 
 class FakeLink(LinkProtocol):

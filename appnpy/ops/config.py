@@ -188,7 +188,9 @@ def readConfigFile(
             )
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise ConfigurationError(
-                f"{path}: [node] {key} must be " + " or ".join(_TYPE_WORDS[t] for t in types)
+                f"{path}: [node] {key} must be "
+                # A float key takes whole numbers too: just "a number".
+                + " or ".join(_TYPE_WORDS[t] for t in types if not (t is int and float in types))
             )
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise ConfigurationError(f"{path}: [node] {key} must be a list of strings")
