@@ -6,13 +6,18 @@ the in-memory network harness driven by one Clock.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import random
+import shutil
+import socket
+import tempfile
 from typing import Any
 
 import cbor2
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
@@ -561,6 +566,83 @@ class ReadableFileTests(TestCase):
         self.assertEqual(list(manager.records), [other.nodeID])
         loaded = manager.records[other.nodeID]
         self.assertEqual((loaded.seq, loaded.addresses), (5, record.addresses))
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["version", "records", "signed", "seq"]), children)
+    ),
+    max_leaves=20,
+)
+
+
+@functools.cache
+def _decoderNode() -> Node:
+    return Node(Clock(), generateIdentity())
+
+
+@functools.cache
+def _decoderDir() -> str:
+    path = tempfile.mkdtemp(prefix="appn-peers-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+class FileDecoderTests(TestCase):
+    @settings(max_examples=40, deadline=None)
+    @given(document=_json)
+    def test_anyDocumentIsSafe(self, document: Any) -> None:
+        """
+        Whatever JSON peers.json holds, loading it never raises and never
+        yields a record that does not verify.
+        """
+        dataDir = _decoderDir()
+        with open(os.path.join(dataDir, PEERS_FILE), "w") as f:
+            json.dump(document, f)
+        manager = PeerManager(_decoderNode(), dataDir=dataDir)
+        manager.load()
+        self.assertEqual(manager.records, {})
+
+
+class DialableAddressTests(TestCase):
+    def test_wildcardExpanded(self) -> None:
+        """
+        A wildcard listener stands for each of the host's addresses; other
+        addresses are kept; nothing is listed twice.
+        """
+        from appnpy.net.addresses import dialableAddresses
+
+        node = "a" * 52
+        hosts = {socket.AF_INET: ["192.0.2.7", "127.0.0.1"], socket.AF_INET6: ["::1"]}
+        self.assertEqual(
+            dialableAddresses(
+                [
+                    f"appn://{node}@0.0.0.0:7700",
+                    f"appn://{node}@[::]:7700",
+                    f"appn://{node}@127.0.0.1:7700",
+                    f"appn://{node}@10.0.0.1:7701",
+                ],
+                hosts.__getitem__,
+            ),
+            [
+                f"appn://{node}@192.0.2.7:7700",
+                f"appn://{node}@127.0.0.1:7700",
+                f"appn://{node}@[::1]:7700",
+                f"appn://{node}@10.0.0.1:7701",
+            ],
+        )
+
+    def test_hostAddresses(self) -> None:
+        """
+        The host's addresses end with loopback and hold no wildcard.
+        """
+        from appnpy.net.addresses import hostAddresses
+
+        found = hostAddresses(socket.AF_INET)
+        self.assertEqual(found[-1], "127.0.0.1")
+        self.assertNotIn("0.0.0.0", found)
 
 
 class FakeLink(LinkProtocol):
