@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from twisted.application.service import MultiService
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, gatherResults
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IListeningPort, ITCPTransport
@@ -600,10 +601,12 @@ class Node(MultiService):
                 factory = self.admission.wrap(factory)
             port = await serverFromString(self.reactor, description).listen(factory)
             self.ports.append(port)
-            host: Any = port.getHost()
+            host = port.getHost()
             self.log.info(
                 "listening on {address}",
-                address=f"{_hostText(host.host)}:{host.port}" if hasattr(host, "port") else host,
+                address=f"{_hostText(host.host)}:{host.port}"
+                if isinstance(host, (IPv4Address, IPv6Address))
+                else str(host),
             )
         # A wildcard listener is shown as the host's addresses: what a peer
         # can dial (0.0.0.0 is not).
