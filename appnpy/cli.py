@@ -28,7 +28,8 @@ from typing import Any, TextIO
 
 from zope.interface import implementer
 
-from appnpy.errors import APPNError
+import appnpy
+from appnpy.errors import APPNError, ConfigurationError
 from appnpy.interfaces import IAPIClient, ICommandPlugin, ISessionPlugin
 from appnpy.ops.config import defaultDataDir
 from appnpy.session.plugins import availablePlugins, loadPlugin
@@ -66,6 +67,24 @@ class APIRequestFailed(APPNError):
 
     def __str__(self) -> str:
         return self.message
+
+
+def errorCode(error: APPNError) -> str:
+    """
+    The stable code of an error for C{--json} output: the node's own code
+    for an API error, else one fixed word per kind of error.
+    """
+    if isinstance(error, APIRequestFailed):
+        if error.code:
+            return error.code
+        return "unreachable" if error.status == 0 else f"http-{error.status}"
+    if isinstance(error, NoNodeRunning):
+        return "no-node-running"
+    if isinstance(error, UsageError):
+        return "usage"
+    if isinstance(error, ConfigurationError):
+        return "configuration"
+    return "error"
 
 
 @implementer(IAPIClient)
@@ -525,6 +544,9 @@ class UsageError(APPNError):
     The command line is not valid; see `appn --help`.
     """
 
+    def __str__(self) -> str:
+        return f"{Exception.__str__(self)} (see appn --help)"
+
 
 #: What a plugin's command runs: C{run(args, api, out)} answers the exit status.
 PluginCommand = Callable[[argparse.Namespace, IAPIClient, TextIO], int]
@@ -576,12 +598,19 @@ def _runPluginCommand(run: PluginCommand) -> Callable[[argparse.Namespace, TextI
 def buildParser() -> argparse.ArgumentParser:
     parser = _Parser(prog="appn", description="Drive a running appnpy node.")
     parser.add_argument(
-        "--data-dir", default=None, help="the node's data directory (default %(default)s)"
+        "--data-dir",
+        default=None,
+        help="the node's data directory (default $XDG_DATA_HOME/appnpy)",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON (errors too: {error, message})"
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"appn (appnpy) {appnpy.__version__}"
+    )
     # Accepted after the command too, without overriding a value given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
@@ -602,8 +631,12 @@ def buildParser() -> argparse.ArgumentParser:
     add("plugins", cmdPlugins, "session plugins")
     echo = add("echo", cmdEcho, "measure round trips through an echo session")
     echo.add_argument("node", help="node ID, unique prefix or CP name")
-    echo.add_argument("--count", type=int, default=5)
-    echo.add_argument("--size", type=int, default=64)
+    echo.add_argument(
+        "--count", type=int, default=5, help="round trips to measure (default %(default)s)"
+    )
+    echo.add_argument(
+        "--size", type=int, default=64, help="bytes in each echo (default %(default)s)"
+    )
     add("topology", cmdTopology, "the topology database (network nodes)")
     add("resources", cmdResources, "local and registered resources")
     add("locate", cmdLocate, "find the node offering a resource").add_argument(
@@ -614,18 +647,20 @@ def buildParser() -> argparse.ArgumentParser:
     route.add_argument("--cos", default=None, help="class of service (default interactive)")
     probe = add("probe", cmdProbe, "check a node against the protocol (no node needed)")
     probe.add_argument("address", help="host:port or appn://<nodeid>@host:port")
-    probe.add_argument("--timeout", type=float, default=10.0)
+    probe.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds each step may take (default 10)"
+    )
     _addPluginCommands(commands, common)
     ca = commands.add_parser("ca", help="network CA tools", parents=[common])  # type: ignore[list-item]  # typeshed: parents must be parser_class
     caCommands = ca.add_subparsers(dest="ca_command", metavar="CA_COMMAND", parser_class=_Parser)
     caCommands.required = True
     create = caCommands.add_parser("create", help="create a network CA", parents=[common])  # type: ignore[list-item]  # typeshed: parents must be parser_class
     create.set_defaults(func=cmdCACreate)
-    create.add_argument("--ca-dir", required=True)
-    create.add_argument("--netid", required=True)
+    create.add_argument("--ca-dir", required=True, help="directory for the CA's key and cert")
+    create.add_argument("--netid", required=True, help="the network ID the CA signs names in")
     sign = caCommands.add_parser("sign", help="sign a node's certificate", parents=[common])  # type: ignore[list-item]  # typeshed: parents must be parser_class
     sign.set_defaults(func=cmdCASign)
-    sign.add_argument("--ca-dir", required=True)
+    sign.add_argument("--ca-dir", required=True, help="the network CA's directory")
     sign.add_argument("--data-dir", default=argparse.SUPPRESS, help="the node's data directory")
     return parser
 
@@ -639,17 +674,43 @@ def main(
     """
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    argv = sys.argv[1:] if argv is None else argv
+    # Known before parsing, so that even a usage error answers in JSON.
+    wantJSON = "--json" in argv
     try:
-        args = buildParser().parse_args(sys.argv[1:] if argv is None else argv)
-        if args.data_dir is None:
-            args.data_dir = defaultDataDir()
-        return int(args.func(args, out))
-    except APPNError as e:
-        err.write(f"ERROR: {e}\n")
-        return 2 if isinstance(e, UsageError) else 1
-    except KeyboardInterrupt:
-        err.write("ERROR: interrupted\n")
-        return 130
+        try:
+            args = buildParser().parse_args(argv)
+            if args.data_dir is None:
+                args.data_dir = defaultDataDir()
+            status = int(args.func(args, out))
+        except APPNError as e:
+            _reportError(out, err, wantJSON, errorCode(e), str(e))
+            status = 2 if isinstance(e, UsageError) else 1
+        except KeyboardInterrupt:
+            _reportError(out, err, wantJSON, "interrupted", "interrupted")
+            status = 130
+        except SystemExit as e:
+            # --help and --version print, then exit through argparse.
+            status = e.code if isinstance(e.code, int) else 0
+        out.flush()
+    except BrokenPipeError:
+        # The reader stopped reading (`appn status | head -3`): it has what
+        # it wanted.  Point stdout at /dev/null so the interpreter's final
+        # flush does not complain either, and exit quietly.
+        if out is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 0
+    return status
+
+
+def _reportError(out: TextIO, err: TextIO, wantJSON: bool, code: str, message: str) -> None:
+    if wantJSON:
+        # On stdout, where a script reads the answer it asked for.
+        out.write(json.dumps({"error": code, "message": message}) + "\n")
+    else:
+        err.write(f"ERROR: {message}\n")
 
 
 if __name__ == "__main__":

@@ -54,12 +54,22 @@ class ConfigurationError(APPNError):
     start again; `twist appnnode --help` and docs/configuration.md list them all.
     """
 
+    def __str__(self) -> str:
+        # The detail names the option or key and what is wrong with it; the
+        # class's explanation would be the same long preamble before every
+        # one, so it is shown only when there is no detail.
+        return Exception.__str__(self) or super().__str__()
+
 
 class InvalidCPName(ConfigurationError):
     """
     A CP name must be NETID.NAME: two parts of 1 to 8 characters each, letters,
     digits, $, # or @, not starting with a digit (for example LAB.ALPHA).
     """
+
+    def __str__(self) -> str:
+        # Here the class's text is the rule the name broke: worth showing.
+        return APPNError.__str__(self)
 
 
 class IdentityError(APPNError):

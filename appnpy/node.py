@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, gatherResults
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IListeningPort, ITCPTransport
 from twisted.internet.protocol import Factory
@@ -70,6 +71,7 @@ from appnpy.link.tls import (
 )
 from appnpy.link.yamux import MuxConfig
 from appnpy.net._interfaces import IPeerHost
+from appnpy.net.addresses import dialableAddresses
 from appnpy.net.admission import AdmissionControl
 from appnpy.net.directory import IDirectory, IDirectoryHost, installDirectory
 from appnpy.net.peers import PeerManager
@@ -77,7 +79,7 @@ from appnpy.net.relay import IRelayHost, Relay, installRelay
 from appnpy.net.topology import ITopology, ITopologyHost, installTopology
 from appnpy.ops._interfaces import IManagedNode
 from appnpy.ops.config import NodeConfig
-from appnpy.ops.lockfile import DataDirectoryLock, lockDataDirectory
+from appnpy.ops.lockfile import DataDirectoryLock, dataDirectoryProblem, lockDataDirectory
 from appnpy.ops.management import ManagementService
 from appnpy.ops.probe import installProbeResponder, proberPlugins
 from appnpy.session._interfaces import IRoutedSessionsHost
@@ -93,6 +95,9 @@ class _LinkFactory(Factory):
     """
     Builds the L{LinkProtocol} that TLS wraps, for one direction.
     """
+
+    # The node logs its links in words; not "Starting factory <... at 0x...>".
+    noisy = False
 
     def __init__(
         self, node: Node, isClient: bool, expectedNodeID: str | None, address: str
@@ -596,13 +601,21 @@ class Node(MultiService):
                 factory = self.admission.wrap(factory)
             port = await serverFromString(self.reactor, description).listen(factory)
             self.ports.append(port)
-            self.log.info("listening on {address}", address=str(port.getHost()))
+            host = port.getHost()
+            self.log.info(
+                "listening on {address}",
+                address=f"{_hostText(host.host)}:{host.port}"
+                if isinstance(host, (IPv4Address, IPv6Address))
+                else str(host),
+            )
+        # A wildcard listener is shown as the host's addresses: what a peer
+        # can dial (0.0.0.0 is not).
         self.log.info(
             "node {node_id} ({name}) ready, role {role}, listening on {addresses}",
             node_id=self.nodeID,
             name=self.name,
             role=self.role,
-            addresses=" ".join(self.advertisedAddresses()),
+            addresses=" ".join(dialableAddresses(self.advertisedAddresses())),
         )
 
     def stopService(self) -> Deferred[None]:
@@ -740,7 +753,11 @@ def buildNode(
         node.routedSessions = installRoutedSessions(node)
     if managePeers:
         peers = PeerManager(
-            node, dataDir=config.dataDir, bootstrap=config.peers, maxPeers=config.maxPeers
+            node,
+            dataDir=config.dataDir,
+            bootstrap=config.peers,
+            maxPeers=config.maxPeers,
+            slack=config.inboundSlack,
         )
         peers.setName("peers")  # type: ignore[no-untyped-call]  # unannotated Twisted method
         peers.setServiceParent(node)  # type: ignore[no-untyped-call]  # unannotated Twisted method
@@ -788,6 +805,9 @@ def deployNode(reactor: Any, config: NodeConfig) -> DeployedNode:
         trust = loadTrustPolicy(config.trust, config.dataDir)
         plugins = loadPlugins(config.plugins, config.pluginSections, config.configFile)
         node = buildNode(reactor, config, identity, plugins, trust)
+    except OSError as e:
+        lock.release()
+        raise dataDirectoryProblem(config.dataDir, e) from None
     except BaseException:
         lock.release()
         raise
@@ -805,7 +825,48 @@ class DeployedNode(MultiService):
         super().__init__()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         self.node = node
         self.lock = lock
+        self._started: list[Deferred[None]] | None = []
+        self._startFailure: Failure | None = None
         node.setServiceParent(self)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
+        waits = [self.node.whenStarted()]
+        if "management" in self.node.namedServices:
+            management = self.node.getServiceNamed("management")  # type: ignore[no-untyped-call]  # unannotated Twisted method
+            waits.append(cast(ManagementService, management).whenListening())
+        # The first failure wins: a management API that cannot listen fails
+        # the start before the node has even begun listening.
+        d: Deferred[list[None]] = gatherResults(waits, consumeErrors=True)
+        d.addCallbacks(self._fireStarted, self._fireStarted)
+
+    def _fireStarted(self, result: object) -> None:
+        if isinstance(result, Failure):
+            failure = result
+            if isinstance(failure.value, FirstError):
+                failure = failure.value.subFailure
+            self._startFailure = failure
+        waiters, self._started = self._started, None
+        for d in waiters or []:
+            if self._startFailure is not None:
+                d.errback(self._startFailure)
+            else:
+                d.callback(None)
+
+    def whenStarted(self) -> Deferred[None]:
+        """
+        Fires once the node listens on every endpoint and its management
+        API (when it has one) listens too; fails with the first reason one
+        of them could not (a port in use, ...): the operator must fix it.
+        """
+        d: Deferred[None] = Deferred()
+        if self._started is not None:
+            self._started.append(d)
+        elif self._startFailure is not None:
+            d.errback(self._startFailure)
+        else:
+            d.callback(None)
+        return d
 
     def stopService(self) -> Deferred[None]:
         d: Deferred[None] = super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method

@@ -15,9 +15,16 @@ from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.python import usage
 
+import appnpy
 from appnpy.errors import APPNError
 from appnpy.node import deployNode
-from appnpy.ops.config import DEFAULT_API, DEFAULT_MAX_PEERS, resolveConfig
+from appnpy.ops.config import (
+    DEFAULT_API,
+    DEFAULT_INBOUND_SLACK,
+    DEFAULT_MAX_PEERS,
+    resolveConfig,
+)
+from appnpy.ops.lockfile import dataDirectoryProblem
 
 log = Logger(namespace="appnpy.tap")
 
@@ -37,7 +44,19 @@ class Options(usage.Options):
         ["config", "c", None, "Read settings from this TOML file."],
         ["data-dir", "d", None, "Data directory (default: $XDG_DATA_HOME/appnpy)."],
         ["name", "n", None, "CP name NETID.NAME (default: APPN.N<node ID prefix>)."],
-        ["max-peers", None, None, f"Neighbours to keep linked (default: {DEFAULT_MAX_PEERS})."],
+        [
+            "max-peers",
+            None,
+            None,
+            f"Neighbours to dial and keep linked, 1-1000 (default: {DEFAULT_MAX_PEERS}).",
+        ],
+        [
+            "inbound-slack",
+            None,
+            None,
+            "Inbound links accepted beyond --max-peers before newcomers are refused as "
+            f"busy, 0-1000 (default: {DEFAULT_INBOUND_SLACK}).",
+        ],
         ["role", None, None, "network or end (default: network)."],
         ["trust", None, None, "open or network (default: open)."],
         ["api", None, None, f"Management API endpoint, or 'none' (default: {DEFAULT_API})."],
@@ -68,17 +87,25 @@ class Options(usage.Options):
         """
         self["plugins"].append(name)
 
+    def opt_version(self) -> None:
+        """
+        Print appnpy's version and exit.
+        """
+        print(f"appnpy {appnpy.__version__}")
+        sys.exit(0)
+
     opt_l = opt_listen
     opt_p = opt_peer
 
     def postOptions(self) -> None:
-        if self["max-peers"] is not None:
-            try:
-                self["max-peers"] = int(self["max-peers"])
-            except ValueError:
-                raise usage.UsageError(
-                    f"--max-peers {self['max-peers']!r} is not a whole number"
-                ) from None
+        for option in ("max-peers", "inbound-slack"):
+            if self[option] is not None:
+                try:
+                    self[option] = int(self[option])
+                except ValueError:
+                    raise usage.UsageError(
+                        f"--{option} {self[option]!r} is not a whole number"
+                    ) from None
 
     def commandLine(self) -> dict[str, Any]:
         """
@@ -91,6 +118,7 @@ class Options(usage.Options):
             "listen": list(self["listen"]),
             "peers": list(self["peers"]),
             "max-peers": self["max-peers"],
+            "inbound-slack": self["inbound-slack"],
             "role": self["role"],
             "trust": self["trust"],
             "api": self["api"],
@@ -121,26 +149,37 @@ def makeService(options: Options) -> IService:
         service = deployNode(reactor, config)
     except APPNError as e:
         raise SystemExit(f"ERROR: {e}") from None
+    except OSError as e:
+        dataDir = options["data-dir"] or (e.filename and os.path.dirname(str(e.filename)))
+        raise SystemExit(f"ERROR: {dataDirectoryProblem(str(dataDir or '.'), e)}") from None
     reactor.addSystemEventTrigger("after", "startup", _exitCleanlyOnSignals, reactor)
-    service.node.whenStarted().addErrback(_startFailed, reactor)
+    service.whenStarted().addErrback(_startFailed, reactor)
     return service
 
 
 def _startFailed(failure: Any, reactor: Any) -> None:
-    # The node could not listen (a port in use, no permission...): say so in
-    # one line and end the process with a failure status, not run on idle.
-    # twist redirects sys.stderr into the log; the operator's terminal is
-    # the process's real standard error.
-    print(
-        f"ERROR: the node could not start: {failure.getErrorMessage()}. "
-        "Free the port or choose another with --listen.",
-        file=sys.__stderr__,
-        flush=True,
-    )
+    # The node or its management API could not listen (a port in use, no
+    # permission...): say so in one line and end the process with a failure
+    # status, not run on idle.  twist redirects sys.stderr into the log; the
+    # operator's terminal is the process's real standard error.
+    error = failure.value
+    # An APPNError's own words, without its class's general preamble.
+    why = str(error.args[0]) if isinstance(error, APPNError) and error.args else str(error)
+    why = why.rstrip(".")
+    if "management API" in why:
+        advice = "Free the port, choose another with --api, or turn the API off with --api none."
+    else:
+        advice = "Free the port or choose another with --listen."
+    print(f"ERROR: the node could not start: {why}. {advice}", file=sys.__stderr__, flush=True)
 
     def exitFailed() -> None:
         sys.stdout.flush()
         os._exit(1)
 
+    if not reactor.running:
+        # Failed while starting, before the reactor runs (a port is taken
+        # at once): nothing listens and nothing was announced yet, so exit
+        # now, before the node would log its readiness.
+        exitFailed()
     reactor.addSystemEventTrigger("after", "shutdown", exitFailed)
     reactor.stop()

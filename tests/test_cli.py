@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import sys
 from typing import Any
 
@@ -220,6 +221,34 @@ class LiveTests(unittest.TestCase):
         A 401 from the node is an ERROR line.
         """
         return Deferred.fromCoroutine(self._wrongToken())
+
+    async def _brokenPipe(self) -> None:
+        node, service = await startManaged(self)
+
+        def closedReader() -> tuple[int, bytes]:
+            # The reader is gone before appn writes a byte, as when `head`
+            # has read its lines: every write fails with EPIPE.
+            process = subprocess.Popen(
+                [sys.executable, "-m", "appnpy.cli", "--data-dir", service.dataDir, "status"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=dict(os.environ),
+            )
+            assert process.stdout is not None and process.stderr is not None
+            process.stdout.close()
+            err = process.stderr.read()
+            return process.wait(timeout=60), err
+
+        code, err = await deferToThread(closedReader)
+        self.assertEqual((code, err), (0, b""))
+
+    def test_brokenPipe(self) -> Deferred[None]:
+        """
+        `appn status | head -3`: when the reader stops reading, appn exits
+        quietly (status 0, nothing on stderr), not with a BrokenPipeError
+        traceback.
+        """
+        return Deferred.fromCoroutine(self._brokenPipe())
 
     async def _probe(self) -> Any:
         node = makeNode(self, "LAB.TARGET")

@@ -170,7 +170,8 @@ session-limit = 4
         """
         self.assertRaises(InvalidCPName, resolveConfig, cli(name="nodot"), Clock())
         e = self.assertRaises(AddressError, resolveConfig, cli(peers=["nope"]), Clock())
-        self.assertIn("--peers", str(e))
+        # The option is --peer (repeatable), not the config key's plural.
+        self.assertTrue(str(e).startswith("--peer: 'nope': use host:port"), str(e))
         for bad in [0, 1001, "x"]:
             e = self.assertRaises(ConfigurationError, resolveConfig, cli(max_peers=bad), Clock())
             self.assertIn("--max-peers", str(e))
@@ -190,9 +191,50 @@ session-limit = 4
 
     def test_errorTextIsUserText(self) -> None:
         """
-        str() of a configuration error starts with the user-facing
-        explanation and ends with the specifics.
+        str() of a configuration error is the one line naming the option
+        and what is wrong, without a preamble repeated before every error.
         """
         e = self.assertRaises(ConfigurationError, resolveConfig, cli(role="router"), Clock())
-        self.assertTrue(str(e).startswith("The node's configuration is invalid."))
-        self.assertIn("'router'", str(e))
+        self.assertEqual(str(e), "--role must be one of network, end, not 'router'")
+
+    def test_typeWording(self) -> None:
+        """
+        A wrong type is named in plain words ("a whole number", not "a int").
+        """
+        for text, words in [
+            ('max-peers = "3"', "must be a whole number"),
+            ("keepalive-interval = 'x'", "keepalive-interval must be a number"),
+            ("cds = 1", "must be true or false"),
+            ("name = 1", "must be a string"),
+        ]:
+            path = self.writeConfig(f"[node]\n{text}\n")
+            e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=path), Clock())
+            self.assertIn(words, str(e))
+            self.assertNotIn("a int", str(e))
+
+    def test_optionNames(self) -> None:
+        """
+        Errors in repeatable options name the option as typed (--peer,
+        --plugin), not the config key (peers, plugins).
+        """
+        e = self.assertRaises(AddressError, resolveConfig, cli(peers=["a:1", "x"]), Clock())
+        self.assertTrue(str(e).startswith("--peer: 'x'"), str(e))
+        self.assertNotIn("--peers", str(e))
+
+    def test_inboundSlack(self) -> None:
+        """
+        inbound-slack: default 2, from the file or --inbound-slack, 0-1000,
+        and in the effective configuration.
+        """
+        self.assertEqual(resolveConfig(cli(), Clock()).inboundSlack, 2)
+        path = self.writeConfig("[node]\ninbound-slack = 0\n")
+        config = resolveConfig(cli(config=path), Clock())
+        self.assertEqual(config.inboundSlack, 0)
+        self.assertEqual(config.asDict()["node"]["inbound-slack"], 0)
+        line = cli(config=path)
+        line["inbound-slack"] = 5
+        self.assertEqual(resolveConfig(line, Clock()).inboundSlack, 5)
+        for bad in (-1, 1001, "x"):
+            line["inbound-slack"] = bad
+            e = self.assertRaises(ConfigurationError, resolveConfig, line, Clock())
+            self.assertTrue(str(e).startswith("--inbound-slack "), str(e))

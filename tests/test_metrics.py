@@ -9,8 +9,30 @@ from prometheus_client import REGISTRY
 from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 
-from appnpy.ops.metrics import NodeMetrics, handshakeFailureReason
+from appnpy.errors import Reason, SessionClosed
+from appnpy.ops.metrics import (
+    OTHER,
+    REASON_LABELS,
+    NodeMetrics,
+    handshakeFailureReason,
+    reasonLabel,
+)
 from appnpy.testing import MemoryNetwork, resultOf
+
+
+@attrs.define
+class _Info:
+    plugin: str = "no-such-plugin"
+    direction: str = "inbound"
+
+
+@attrs.define
+class _Session:
+    """
+    A session of a plugin this node does not have (what a peer names).
+    """
+
+    info: _Info = attrs.Factory(_Info)
 
 
 def value(metrics: NodeMetrics, name: str, **labels: str) -> float:
@@ -113,6 +135,35 @@ class MetricsTests(unittest.TestCase):
             handshakeFailureReason("connection closed before authentication: x"), "closed"
         )
         self.assertEqual(handshakeFailureReason("expected node abc"), "peer-rejected")
+
+    def test_peerChosenReasonsBounded(self) -> None:
+        """
+        Reasons a peer chooses (for closing a link, or a session) become the
+        label C{other} unless they are one of the protocol's reason codes,
+        so a peer cannot grow the label set.
+        """
+        for i in range(20):
+            self.net.link(self.a, self.b)
+            self.b.links[self.a.nodeID].close(f"made-up-{i}", "bye")
+            self.net.flush()
+            self.assertNotIn(self.b.nodeID, self.a.links)
+            self.metrics.sessionEnded(_Session(), SessionClosed(f"x{i}"))
+            self.metrics.sessionRefused(f"y{i}")
+        lost = {
+            s.labels["reason"]
+            for metric in self.metrics.registry.collect()
+            for s in metric.samples
+            if s.name == "appn_links_lost_total"
+        }
+        self.assertEqual(lost, {"other"})
+        self.assertEqual(value(self.metrics, "appn_links_lost_total", reason="other"), 20)
+        self.assertEqual(
+            value(self.metrics, "appn_sessions_ended_total", plugin="other", reason="other"), 20
+        )
+        self.assertEqual(value(self.metrics, "appn_session_refusals_total", reason="other"), 20)
+        self.assertEqual(reasonLabel("busy"), "busy")
+        self.assertEqual(reasonLabel("busy "), OTHER)
+        self.assertEqual(REASON_LABELS, {r.value for r in Reason})
 
     def test_ownRegistry(self) -> None:
         """

@@ -6,13 +6,18 @@ the in-memory network harness driven by one Clock.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import random
+import shutil
+import socket
+import tempfile
 from typing import Any
 
 import cbor2
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
@@ -374,6 +379,50 @@ class PeerExchangeTests(TestCase):
             self.assertTrue(ceiling / 2 <= delay <= ceiling, (attempt, delay))
             self.assertEqual(delay, two.backoffDelay(attempt))
 
+    def test_backoffBounded(self) -> None:
+        """
+        Nodes that link in and leave without a known address leave no
+        backoff entry behind (before, one per node ID ever lost, for ever);
+        an entry for a node whose record is forgotten goes with it.
+        """
+        pn = PeerNet(self)
+        seed = pn.add("LAB.SEED", maxPeers=50)
+        manager = pn.managers[seed.nodeID]
+        for i in range(30):
+            passer = pn.net.addNode(f"LAB.P{i}")
+            pn.net.link(passer, seed)
+            pn.flush()
+            passer.stopService()
+            pn.flush()
+            self.assertNotIn(passer.nodeID, seed.links)
+        pn.flush(1)
+        self.assertEqual(manager._backoff, {})
+        # A known node that fails is backed off, until its record goes.
+        other = generateIdentity()
+        manager.records[other.nodeID] = AddressRecord.create(
+            other, [f"appn://{other.nodeID}@10.9.9.9:7700"], 1
+        )
+        manager.maintain()
+        pn.flush()
+        self.assertIn(other.nodeID, manager._backoff)
+        del manager.records[other.nodeID]
+        pn.flush(manager.tickInterval)
+        self.assertNotIn(other.nodeID, manager._backoff)
+
+    def test_inboundSlackConfigured(self) -> None:
+        """
+        --inbound-slack reaches the peer manager that sheds inbound links.
+        """
+        from appnpy.node import buildNode
+        from appnpy.ops.config import NodeConfig
+
+        for slack in (0, 5):
+            node = buildNode(
+                Clock(), NodeConfig(dataDir=None, api=None, inboundSlack=slack), generateIdentity()
+            )
+            manager = node.getServiceNamed("peers")
+            self.assertEqual(manager.slack, slack)
+
     def test_wildcardAddressSubstituted(self) -> None:
         """
         A node listening on 0.0.0.0 advertises, to each neighbour, the local
@@ -454,6 +503,146 @@ class PersistenceTests(TestCase):
         empty = PeerManager(node, dataDir=dataDir)
         empty.load()
         self.assertEqual(empty.records, {})
+
+
+class ReadableFileTests(TestCase):
+    """
+    peers.json is JSON an operator can read, with each record's signed form
+    kept inside; only the signed form is trusted on load.
+    """
+
+    def test_readable(self) -> None:
+        """
+        Each record shows its node ID, addresses and seq in words beside
+        its signed form; a node loading the file gets the same records.
+        """
+        dataDir = self.mktemp()
+        os.makedirs(dataDir)
+        node = Node(Clock(), generateIdentity())
+        manager = PeerManager(node, dataDir=dataDir)
+        other = generateIdentity()
+        address = f"appn://{other.nodeID}@10.1.1.1:7700"
+        manager.records[other.nodeID] = AddressRecord.create(other, [address], 5)
+        manager.save()
+        with open(os.path.join(dataDir, PEERS_FILE)) as f:
+            document = json.load(f)
+        [entry] = document["records"]
+        self.assertEqual(document["version"], 2)
+        self.assertEqual(
+            {k: entry[k] for k in ("node_id", "addresses", "seq")},
+            {"node_id": other.nodeID, "addresses": [address], "seq": 5},
+        )
+        again = PeerManager(node, dataDir=dataDir)
+        again.load()
+        self.assertEqual(again.records[other.nodeID].raw, manager.records[other.nodeID].raw)
+
+    def test_readableFieldsNotTrusted(self) -> None:
+        """
+        Editing the readable fields changes nothing; a signed form that does
+        not verify is dropped.
+        """
+        import base64
+
+        dataDir = self.mktemp()
+        os.makedirs(dataDir)
+        other, third = generateIdentity(), generateIdentity()
+        record = AddressRecord.create(other, [f"appn://{other.nodeID}@10.1.1.1:7700"], 5)
+        body = cbor2.loads(record.raw)
+        body["seq"] = 6
+        forged = base64.b64encode(cbor2.dumps(body, canonical=True)).decode()
+        entries = [
+            {
+                "node_id": other.nodeID,
+                "addresses": [f"appn://{other.nodeID}@6.6.6.6:7700"],
+                "seq": 99,
+                "signed": base64.b64encode(record.raw).decode(),
+            },
+            {"node_id": third.nodeID, "addresses": [], "seq": 1, "signed": forged},
+        ]
+        with open(os.path.join(dataDir, PEERS_FILE), "w") as f:
+            json.dump({"version": 2, "records": entries}, f)
+        manager = PeerManager(Node(Clock(), generateIdentity()), dataDir=dataDir)
+        manager.load()
+        self.assertEqual(list(manager.records), [other.nodeID])
+        loaded = manager.records[other.nodeID]
+        self.assertEqual((loaded.seq, loaded.addresses), (5, record.addresses))
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["version", "records", "signed", "seq"]), children)
+    ),
+    max_leaves=20,
+)
+
+
+@functools.cache
+def _decoderNode() -> Node:
+    return Node(Clock(), generateIdentity())
+
+
+@functools.cache
+def _decoderDir() -> str:
+    path = tempfile.mkdtemp(prefix="appn-peers-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+class FileDecoderTests(TestCase):
+    @settings(max_examples=40, deadline=None)
+    @given(document=_json)
+    def test_anyDocumentIsSafe(self, document: Any) -> None:
+        """
+        Whatever JSON peers.json holds, loading it never raises and never
+        yields a record that does not verify.
+        """
+        dataDir = _decoderDir()
+        with open(os.path.join(dataDir, PEERS_FILE), "w") as f:
+            json.dump(document, f)
+        manager = PeerManager(_decoderNode(), dataDir=dataDir)
+        manager.load()
+        self.assertEqual(manager.records, {})
+
+
+class DialableAddressTests(TestCase):
+    def test_wildcardExpanded(self) -> None:
+        """
+        A wildcard listener stands for each of the host's addresses; other
+        addresses are kept; nothing is listed twice.
+        """
+        from appnpy.net.addresses import dialableAddresses
+
+        node = "a" * 52
+        hosts = {socket.AF_INET: ["192.0.2.7", "127.0.0.1"], socket.AF_INET6: ["::1"]}
+        self.assertEqual(
+            dialableAddresses(
+                [
+                    f"appn://{node}@0.0.0.0:7700",
+                    f"appn://{node}@[::]:7700",
+                    f"appn://{node}@127.0.0.1:7700",
+                    f"appn://{node}@10.0.0.1:7701",
+                ],
+                hosts.__getitem__,
+            ),
+            [
+                f"appn://{node}@192.0.2.7:7700",
+                f"appn://{node}@127.0.0.1:7700",
+                f"appn://{node}@[::1]:7700",
+                f"appn://{node}@10.0.0.1:7701",
+            ],
+        )
+
+    def test_hostAddresses(self) -> None:
+        """
+        The host's addresses end with loopback and hold no wildcard.
+        """
+        from appnpy.net.addresses import hostAddresses
+
+        found = hostAddresses(socket.AF_INET)
+        self.assertEqual(found[-1], "127.0.0.1")
+        self.assertNotIn("0.0.0.0", found)
 
 
 class FakeLink(LinkProtocol):

@@ -23,7 +23,6 @@ import datetime
 import hashlib
 import os
 import re
-import secrets
 from typing import Any
 
 import attrs
@@ -43,6 +42,7 @@ from appnpy.errors import (
     KeyPermissionsError,
     MissingKeyError,
 )
+from appnpy.link.statefile import writeAtomically
 
 log = Logger()
 
@@ -248,38 +248,6 @@ def _now(reactorSeconds: float | None) -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _writeAtomically(path: str, data: bytes, mode: int) -> None:
-    """
-    Write C{data} to C{path} so that a crash leaves either the old file or the
-    complete new one, never a partial one.  The file is created with C{mode}
-    from the start, so a key is never readable by others, not even briefly.
-    """
-    directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dirfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
-
-
 def _ensureDirectory(path: str) -> None:
     if not os.path.isdir(path):
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -314,7 +282,7 @@ def _writePrivateKey(keyPath: str, key: Ed25519PrivateKey) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _writeAtomically(keyPath, pem, 0o600)
+    writeAtomically(keyPath, pem, 0o600)
 
 
 def _readCertificate(path: str) -> x509.Certificate:
@@ -326,7 +294,7 @@ def _readCertificate(path: str) -> x509.Certificate:
 
 
 def _writeCertificate(path: str, cert: x509.Certificate) -> None:
-    _writeAtomically(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    writeAtomically(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def _isSelfSigned(cert: x509.Certificate) -> bool:

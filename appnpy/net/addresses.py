@@ -16,7 +16,9 @@ the wire form and its checks read on their own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -140,3 +142,56 @@ class AddressRecord:
 
     def linkAddresses(self) -> list[LinkAddress]:
         return [parseAddress(a) for a in self.addresses]
+
+
+# -- dialable addresses ----------------------------------------------------------
+
+_WILDCARD_HOSTS: dict[str, int] = {"0.0.0.0": socket.AF_INET, "::": socket.AF_INET6}
+_LOOPBACK: dict[int, str] = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
+#: Documentation addresses (RFC 5737, RFC 3849): a UDP "connect" to one picks
+#: the interface of the default route without sending anything.
+_PROBE_TARGET: dict[int, str] = {socket.AF_INET: "192.0.2.1", socket.AF_INET6: "2001:db8::1"}
+
+
+def hostAddresses(family: int) -> list[str]:
+    """
+    This host's addresses of C{family} that a peer may dial: the address
+    of the default route's interface (found by a UDP "connect", which sends
+    nothing and asks no DNS server, so it is cheap enough for every
+    C{appn status}), and loopback last (always there, so a node on a host
+    with no network still shows where a local peer can reach it).
+    """
+    found: list[str] = []
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.connect((_PROBE_TARGET[family], 9))
+        host = str(probe.getsockname()[0]).split("%")[0]
+        ip = ipaddress.ip_address(host)
+        if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
+            found.append(host)
+    except (OSError, ValueError):
+        pass
+    finally:
+        probe.close()
+    return found + [_LOOPBACK[family]]
+
+
+def dialableAddresses(
+    addresses: Iterable[str], hosts: Callable[[int], list[str]] = hostAddresses
+) -> list[str]:
+    """
+    The listening addresses C{addresses} (C{appn://<id>@host:port}) as a
+    peer can dial them: a wildcard host (C{0.0.0.0}, C{::}) stands for
+    every address of the host, so it is replaced by each of C{hosts}'s
+    answers; other addresses are kept as they are.
+    """
+    out: list[str] = []
+    for text in addresses:
+        address = parseAddress(text)
+        family = _WILDCARD_HOSTS.get(address.host)
+        if family is None:
+            expanded = [str(address)]
+        else:
+            expanded = [str(attrs.evolve(address, host=host)) for host in hosts(family)]
+        out.extend(a for a in expanded if a not in out)
+    return out

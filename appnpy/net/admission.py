@@ -16,6 +16,12 @@ from appnpy.cp.linkprotocol import LinkProtocol
 
 
 class _AdmittingFactory(Factory[Protocol]):
+    # The port logs "<logPrefix> starting on <port>": words, not a class name.
+    noisy = False
+
+    def logPrefix(self) -> str:
+        return "appnpy link listener"
+
     def __init__(self, admission: AdmissionControl, wrapped: Factory[Protocol]) -> None:
         self.admission = admission
         self.wrapped = wrapped

@@ -13,7 +13,15 @@ neighbour, and forwards every record that was new to it to its other
 neighbours (an equal or older C{seq} stops the flood).  Known records are
 kept in C{peers.json} in the data directory (written atomically, on change
 after a short delay, and at stop), so a restarted node rejoins without
-C{--peer}.
+C{--peer}.  The file is JSON an operator can read: per record its node ID,
+addresses and C{seq} in words, beside C{signed}, the record exactly as its
+node signed it (base64 of the CBOR).  Loading reads only C{signed} and
+verifies it again; the readable fields are never trusted.
+
+Bookkeeping is bounded: at most L{MAX_KNOWN} records, and a backoff entry
+only for a node worth redialling (a configured peer, or one with a known
+record); the entry of any other node is dropped when its link is lost or
+its record forgotten.
 
 When listening on a wildcard address (C{0.0.0.0} or C{::}) a node cannot
 know which of its addresses a neighbour can reach; it advertises to each
@@ -43,7 +51,7 @@ from zope.interface import implementer
 from appnpy.cp._interfaces import ILinkObserver
 from appnpy.cp.controlpoint import ControlPoint
 from appnpy.errors import Reason
-from appnpy.link.identity import _writeAtomically
+from appnpy.link.statefile import writeAtomically
 from appnpy.link.tls import LinkAddress, parseAddress
 from appnpy.net._interfaces import IPeerHost
 from appnpy.net.addresses import MAX_RECORDS, AddressRecord, BadAddressRecord, PeerAddresses
@@ -55,7 +63,7 @@ _MESSAGE_BUDGET = 60 * 1024
 #: Inbound links accepted beyond max-peers before new ones are shed.
 DEFAULT_SLACK = 2
 PEERS_FILE = "peers.json"
-_FILE_VERSION = 1
+_FILE_VERSION = 2
 _WILDCARDS = frozenset({"0.0.0.0", "::"})
 
 
@@ -164,7 +172,12 @@ class PeerManager(Service):
         try:
             with open(path, encoding="utf-8") as f:
                 document = json.load(f)
-            raws = [base64.b64decode(r, validate=True) for r in document["records"]]
+            # Version 1 kept bare base64 strings; version 2 objects with the
+            # signed record under "signed" and readable copies of its fields.
+            raws = [
+                base64.b64decode(r if isinstance(r, str) else r["signed"], validate=True)
+                for r in document["records"]
+            ]
         except (OSError, ValueError, KeyError, TypeError) as e:
             self.log.warn("ignoring unreadable {path}: {why}", path=path, why=str(e))
             return
@@ -191,12 +204,17 @@ class PeerManager(Service):
         document = {
             "version": _FILE_VERSION,
             "records": [
-                base64.b64encode(r.raw).decode("ascii")
+                {
+                    "node_id": r.node_id,
+                    "addresses": list(r.addresses),
+                    "seq": r.seq,
+                    "signed": base64.b64encode(r.raw).decode("ascii"),
+                }
                 for r in sorted(self.records.values(), key=lambda r: r.node_id)
             ],
         }
         try:
-            _writeAtomically(path, json.dumps(document, indent=1).encode("utf-8"), 0o600)
+            writeAtomically(path, json.dumps(document, indent=1).encode("utf-8"), 0o600)
         except OSError as e:
             self.log.warn("could not save {path}: {why}", path=path, why=str(e))
             return
@@ -246,6 +264,7 @@ class PeerManager(Service):
             spare = [r for r in self.records.values() if r.node_id not in self.node.links]
             oldest = min(spare or self.records.values(), key=lambda r: r.seq)
             del self.records[oldest.node_id]
+            self._pruneBackoff()
         return True
 
     def _send(self, cp: ControlPoint, records: list[AddressRecord]) -> None:
@@ -332,17 +351,21 @@ class PeerManager(Service):
             return
         if why[0] == Reason.DUPLICATE_LINK and cp.peerNodeID in self.node.links:
             return
-        state = self._backoff.setdefault(cp.peerNodeID, _Backoff())
-        if since is not None and self.reactor.seconds() - since >= self.stableAfter:
-            state.attempts = 0
-        delay = self._fail(cp.peerNodeID)
         if cp.peerNodeID in self.records or self._isBootstrap(cp.peerNodeID):
+            state = self._backoff.setdefault(cp.peerNodeID, _Backoff())
+            if since is not None and self.reactor.seconds() - since >= self.stableAfter:
+                state.attempts = 0
+            delay = self._fail(cp.peerNodeID)
             self.log.info(
                 "will redial {peer} in {delay:.1f} s ({reason})",
                 peer=cp.peerNodeID,
                 delay=delay,
                 reason=why[0],
             )
+        else:
+            # Never redialled (no address known): keep no entry for it, or
+            # every node that ever passed by would leave one behind.
+            self._backoff.pop(cp.peerNodeID, None)
         self._schedule(0)
 
     # -- dialling --------------------------------------------------------------
@@ -363,6 +386,15 @@ class PeerManager(Service):
         delay = self.backoffDelay(state.attempts)
         state.notBefore = self.reactor.seconds() + delay
         return delay
+
+    def _pruneBackoff(self) -> None:
+        """
+        Forget the backoff of nodes no longer worth dialling: neither a
+        configured peer nor a known record (forgotten as the oldest).
+        """
+        keep = {self._key(a) for a in self.bootstrap} | set(self.records) | self._dialling
+        for key in [k for k in self._backoff if k not in keep and not self._isBootstrap(k)]:
+            del self._backoff[key]
 
     def _isBootstrap(self, nodeID: str) -> bool:
         return any(
@@ -414,6 +446,7 @@ class PeerManager(Service):
         self._tick = None
         if not self.running:
             return
+        self._pruneBackoff()
         self._trimSurplus()
         wanted = self.maxPeers - len(self.node.links) - len(self._dialling)
         if wanted > 0:

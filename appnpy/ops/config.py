@@ -3,7 +3,8 @@ The node's configuration: defaults, the TOML config file and the command
 line, merged and validated into one L{NodeConfig}.
 
 The file has one C{[node]} table whose keys are the long command-line options
-(C{data-dir}, C{name}, C{listen}, C{peers}, C{max-peers}, C{role}, C{trust},
+(C{data-dir}, C{name}, C{listen}, C{peers}, C{max-peers}, C{inbound-slack},
+C{role}, C{trust},
 C{api}, C{plugins}) plus file-only tuning keys (C{keepalive-interval},
 C{keepalive-timeout}, C{cds}, C{cds-node}), one C{[plugin.<name>]} table per
 session plugin, handed to that plugin's C{configure}, one C{[cos.<name>]}
@@ -28,6 +29,7 @@ from appnpy import ROLES
 from appnpy.errors import AddressError, ConfigurationError
 from appnpy.link.identity import validateCPName
 from appnpy.link.tls import NETWORK, OPEN, parseAddress
+from appnpy.net.peers import DEFAULT_SLACK
 from appnpy.net.routing import ClassOfService, LinkSettings, parseCOSTables, parseLinkSections
 
 #: The default port of the node's links.
@@ -37,6 +39,10 @@ DEFAULT_LISTEN = f"tcp:{DEFAULT_PORT}"
 DEFAULT_API = "tcp:7701:interface=127.0.0.1"
 DEFAULT_MAX_PEERS = 8
 MAX_MAX_PEERS = 1000
+#: Inbound links accepted beyond max-peers before newcomers are refused as
+#: busy: room for nodes that dial this one (a node in the middle of a line
+#: dials one neighbour and is dialled by the next).
+DEFAULT_INBOUND_SLACK = DEFAULT_SLACK
 #: The value of C{api} that turns the management API off.
 API_OFF = "none"
 
@@ -47,6 +53,7 @@ NODE_KEYS: dict[str, tuple[type, ...]] = {
     "listen": (str, list),
     "peers": (list,),
     "max-peers": (int,),
+    "inbound-slack": (int,),
     "role": (str,),
     "trust": (str,),
     "api": (str,),
@@ -89,6 +96,7 @@ class NodeConfig:
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     peers: tuple[str, ...] = ()
     maxPeers: int = DEFAULT_MAX_PEERS
+    inboundSlack: int = DEFAULT_INBOUND_SLACK
     role: str = "network"
     trust: str = OPEN
     api: str | None = DEFAULT_API
@@ -123,6 +131,7 @@ class NodeConfig:
                 "listen": list(self.listen),
                 "peers": list(self.peers),
                 "max-peers": self.maxPeers,
+                "inbound-slack": self.inboundSlack,
                 "role": self.role,
                 "trust": self.trust,
                 "api": self.api if self.api is not None else API_OFF,
@@ -195,11 +204,36 @@ def readConfigFile(
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise ConfigurationError(
                 f"{path}: [node] {key} must be "
-                + " or ".join("a list" if t is list else f"a {t.__name__}" for t in types)
+                # A float key takes whole numbers too: just "a number".
+                + " or ".join(_TYPE_WORDS[t] for t in types if not (t is int and float in types))
             )
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise ConfigurationError(f"{path}: [node] {key} must be a list of strings")
     return node, sections, cosSections, linkSections
+
+
+#: How a usage error names a TOML type.
+_TYPE_WORDS = {
+    str: "a string",
+    list: "a list",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+}
+
+#: The command-line option of a config key, where it is not --<key>.
+_OPTION_OF = {"peers": "--peer", "plugins": "--plugin"}
+
+
+def _wholeNumber(value: Any, where: str, low: int, high: int) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigurationError(f"{where} {value!r} is not a whole number") from None
+    if type(value) is not int or not low <= value <= high:
+        raise ConfigurationError(f"{where} must be between {low} and {high}, not {value}")
+    return value
 
 
 def _checkEndpoint(reactor: object, option: str, description: str) -> str:
@@ -240,7 +274,7 @@ def resolveConfig(
     def pick(key: str) -> tuple[Any, str]:
         value = commandLine.get(key)
         if value not in (None, []):
-            return value, f"--{key}"
+            return value, _OPTION_OF.get(key, f"--{key}")
         if key in fileNode:
             return fileNode[key], f"{configFile}: [node] {key}"
         return None, key
@@ -273,13 +307,12 @@ def resolveConfig(
     maxPeers, where = pick("max-peers")
     if maxPeers is None:
         maxPeers = DEFAULT_MAX_PEERS
-    if isinstance(maxPeers, str):
-        try:
-            maxPeers = int(maxPeers)
-        except ValueError:
-            raise ConfigurationError(f"{where} {maxPeers!r} is not a whole number") from None
-    if type(maxPeers) is not int or not 1 <= maxPeers <= MAX_MAX_PEERS:
-        raise ConfigurationError(f"{where} must be between 1 and {MAX_MAX_PEERS}, not {maxPeers}")
+    maxPeers = _wholeNumber(maxPeers, where, 1, MAX_MAX_PEERS)
+
+    inboundSlack, where = pick("inbound-slack")
+    if inboundSlack is None:
+        inboundSlack = DEFAULT_INBOUND_SLACK
+    inboundSlack = _wholeNumber(inboundSlack, where, 0, MAX_MAX_PEERS)
 
     role, where = pick("role")
     role = role or "network"
@@ -323,6 +356,7 @@ def resolveConfig(
         listen=tuple(listen),
         peers=tuple(peers),
         maxPeers=maxPeers,
+        inboundSlack=inboundSlack,
         role=role,
         trust=trust,
         api=api,

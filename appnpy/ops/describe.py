@@ -12,6 +12,7 @@ import appnpy
 from appnpy.cp._interfaces import IBoundSession
 from appnpy.cp.controlpoint import ControlPoint
 from appnpy.interfaces import ISessionPlugin
+from appnpy.net.addresses import dialableAddresses
 from appnpy.ops._interfaces import IManagedNode
 
 
@@ -26,7 +27,8 @@ def describeNode(node: IManagedNode) -> dict[str, Any]:
         "role": node.role,
         "version": appnpy.__version__,
         "protocol_versions": [appnpy.PROTOCOL_VERSION_MIN, appnpy.PROTOCOL_VERSION_MAX],
-        "listen": node.advertisedAddresses(),
+        # Dialable: a wildcard listener is shown as the host's addresses.
+        "listen": dialableAddresses(node.advertisedAddresses()),
         "uptime_s": round(node.reactor.seconds() - node.startedAt, 3),
     }
 

@@ -48,7 +48,7 @@ from appnpy.errors import (
     SessionRefused,
 )
 from appnpy.interfaces import ISessionInfo
-from appnpy.link.identity import _writeAtomically
+from appnpy.link.statefile import writeAtomically
 from appnpy.link.tls import parseAddress
 from appnpy.ops._interfaces import DirectoryView, IManagedNode, TopologyView
 from appnpy.ops.describe import describeNeighbour, describeNode, describePlugin, describeSession, ms
@@ -615,6 +615,7 @@ class ManagementService(Service):
         self.url: str | None = None
         self.loopbackOnly = False
         self._starting: Deferred[None] | None = None
+        self._failure: Failure | None = None
 
     @property
     def tokenPath(self) -> str:
@@ -651,7 +652,8 @@ class ManagementService(Service):
 
         def fire(result: Any) -> Any:
             if self.port is None:
-                d.errback(APPNError(f"the management API could not listen on {self.endpoint}"))
+                why = f": {self._failure.getErrorMessage()}" if self._failure is not None else ""
+                d.errback(APPNError(f"the management API could not listen on {self.endpoint}{why}"))
             else:
                 d.callback(None)
             return result
@@ -662,9 +664,11 @@ class ManagementService(Service):
     async def _start(self) -> None:
         os.makedirs(self.dataDir, mode=0o700, exist_ok=True)
         self.token = secrets.token_urlsafe(32)
-        _writeAtomically(self.tokenPath, self.token.encode("ascii") + b"\n", 0o600)
+        writeAtomically(self.tokenPath, self.token.encode("ascii") + b"\n", 0o600)
         site = server.Site(ManagementResource(self))
         site.displayTracebacks = False
+        # Not "Starting factory <twisted.web.server.Site object at 0x...>".
+        site.noisy = False
         self.port = await serverFromString(self.reactor, self.endpoint).listen(site)
         host = cast(IPv4Address | IPv6Address, self.port.getHost())
         self.loopbackOnly = _isLoopback(host.host)
@@ -673,11 +677,14 @@ class ManagementService(Service):
             shown = f"[{shown}]"
         self.url = f"http://{shown}:{host.port}/"
         info = {"url": self.url, "pid": os.getpid(), "node_id": self.node.nodeID}
-        _writeAtomically(self.apiPath, json.dumps(info).encode("utf-8") + b"\n", 0o600)
+        writeAtomically(self.apiPath, json.dumps(info).encode("utf-8") + b"\n", 0o600)
         self.log.info("management API on {url}", url=self.url)
 
     def _startFailed(self, failure: Failure) -> None:
-        self.log.failure("the management API could not start", failure)
+        # One line: the operator needs the reason, not a traceback; the
+        # process entry point (tap) turns it into ERROR and exit status 1.
+        self._failure = failure
+        self.log.error("the management API could not start: {why}", why=failure.getErrorMessage())
 
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]  # unannotated Twisted method

@@ -11,6 +11,11 @@ process, in tests and embeddings), fed two ways:
 Handshake failures happen before a link knows its node, so they are counted
 from the C{appnpy.link.tls} log events (C{refused link from ...}, field C{why});
 these counts are per process, not per node.
+
+Every label comes from a fixed set, so no peer can grow the registry: a
+reason is one of L{appnpy.errors.Reason}'s codes or C{other} (a peer may
+send any text as the reason it closed a session or link), and a plugin is
+an installed plugin's name or C{other}.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from appnpy.cp._interfaces import IBoundSession, NodeObserver
 from appnpy.cp.controlpoint import ControlPoint
-from appnpy.errors import SessionClosed
+from appnpy.errors import Reason, SessionClosed
 from appnpy.ops._interfaces import IManagedNode
 from appnpy.ops.extensions import registerPluginMetrics
 
@@ -31,6 +36,18 @@ from appnpy.ops.extensions import registerPluginMetrics
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: The reason labels: the protocol's reason codes, and C{other} for the rest.
+REASON_LABELS = frozenset(r.value for r in Reason)
+OTHER = "other"
+
+
+def reasonLabel(reason: object) -> str:
+    """
+    C{reason} as a metric label: a known reason code, or C{other}.
+    """
+    text = str(reason)
+    return text if text in REASON_LABELS else OTHER
 
 
 def handshakeFailureReason(why: str) -> str:
@@ -153,16 +170,23 @@ class NodeMetrics(NodeObserver):
         self.closedBytes = (sent + cp.mux.bytesSent, received + cp.mux.bytesReceived)
         self.observeRTT(cp)
         self._lastRTT.pop(id(cp), None)
-        self.linksLost.labels(str(why[0])).inc()
+        self.linksLost.labels(reasonLabel(why[0])).inc()
 
     def sessionStarted(self, session: IBoundSession) -> None:
-        self.sessionsStarted.labels(session.info.plugin, session.info.direction).inc()
+        self.sessionsStarted.labels(
+            self._pluginLabel(session.info.plugin), session.info.direction
+        ).inc()
 
     def sessionEnded(self, session: IBoundSession, why: SessionClosed) -> None:
-        self.sessionsEnded.labels(session.info.plugin, str(why.reason)).inc()
+        self.sessionsEnded.labels(
+            self._pluginLabel(session.info.plugin), reasonLabel(why.reason)
+        ).inc()
 
     def sessionRefused(self, reason: str) -> None:
-        self.sessionRefusals.labels(str(reason)).inc()
+        self.sessionRefusals.labels(reasonLabel(reason)).inc()
+
+    def _pluginLabel(self, name: str) -> str:
+        return name if name in self.node.plugins else OTHER
 
     def observeRTT(self, cp: ControlPoint) -> None:
         """

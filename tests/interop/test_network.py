@@ -134,8 +134,9 @@ class RoutedNetworkTests(TestCase):
         await onlyB
         code, echo, err = await appn(a, "echo", "LAB.D", "--count", "1")
         self.assertNotEqual(code, 0)
-        self.assertIn("ERROR", err)
-        self.assertIn("no route", err.lower())
+        # With --json the error is a JSON object with a stable code.
+        self.assertEqual(echo["error"], "no-route", echo)
+        self.assertIn("no route", echo["message"].lower())
 
 
 class EndNodeTests(TestCase):

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 
 from appnpy.errors import ConfigurationError
+from appnpy.link.statefile import writeAtomically
 from appnpy.net.topology.records import MAX_RSN
 
 __all__ = ["RSN_RESERVE", "STATE_FILE", "OwnRSN"]
@@ -76,12 +76,7 @@ class OwnRSN:
             return
         os.makedirs(self.stateDir or ".", exist_ok=True)
         data = json.dumps({"reserved_rsn": self._reserved, "version": 1}).encode()
-        tmp = f"{path}.{secrets.token_hex(6)}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        writeAtomically(path, data, 0o600)
 
     def next(self) -> int:
         """
