@@ -55,6 +55,7 @@ messages = st.one_of(
         capabilities=st.lists(tokens, max_size=5),
         listen=st.lists(texts, max_size=3),
         plugins=st.dictionaries(tokens, st.integers(0, 1000), max_size=5),
+        dial_serial=st.integers(0, 2**63 - 1),
         signature=st.binary(max_size=64),
     ),
     st.builds(LinkRefused, reason=tokens, detail=texts),
@@ -261,6 +262,7 @@ class FramingTests(SynchronousTestCase):
             capabilities=[],
             listen=[],
             plugins={},
+            dial_serial=0,
         )
         import attrs
 
@@ -281,6 +283,7 @@ class FramingTests(SynchronousTestCase):
             capabilities=[],
             listen=[],
             plugins={},
+            dial_serial=0,
         )
 
 
@@ -303,6 +306,7 @@ class HelloForwardCompatibility(SynchronousTestCase):
             "capabilities": [],
             "listen": [],
             "plugins": {},
+            "dial_serial": 0,
             "zz_future": {"x": 1},
         }
         body["signature"] = ident.sign(encodeBody(body))

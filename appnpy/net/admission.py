@@ -1,10 +1,12 @@
 """
-Admission control: how a busy node (a seed) sheds a flood of inbound
-connections before they cost it a TLS handshake each.
+Admission control: how a node sheds a flood of inbound connections before
+they cost it a TLS handshake each, and keeps room for honest peers while
+idle or slow connections (slowloris) are held open against it.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IDelayedCall
@@ -13,6 +15,9 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 
 from appnpy.cp.linkprotocol import LinkProtocol
+from appnpy.errors import Reason
+from appnpy.link.tls import refusalLine
+from appnpy.net.ratelimit import TokenBucket
 
 
 class _AdmittingFactory(Factory[Protocol]):
@@ -30,15 +35,41 @@ class _AdmittingFactory(Factory[Protocol]):
         return self.admission.admit(self.wrapped, addr)
 
 
+class _Refusal(Protocol):
+    """
+    A refused connection: the refusal line instead of TLS, then close, so
+    that the dialler can log why (docs/protocol.md section 4.4).
+    """
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.line)
+        self.transport.loseConnection()
+
+
 class AdmissionControl:
     """
-    Protects a busy node (a seed) from a flood of connections: at most
-    C{rate} new connections a second (a token bucket of C{burst}), and at
-    most C{maxUnauthenticated} connections still in the TLS handshake.  An
-    excess connection is closed at once; refusals are summarised in at most
-    one log line a second.
+    Protects a node from a flood of connections and from connections held
+    open without finishing the handshake:
 
-    Set as C{node.admission}; the node listens with C{wrap(factory)}.
+      - at most C{rate} new connections a second (a token bucket of
+        C{burst}); an excess connection is answered with a refusal line
+        (reason C{busy}) instead of TLS and closed;
+      - at most C{maxUnauthenticated} connections still in the TLS handshake
+        (the handshake deadline ends each after 10 s anyway).  A new
+        connection beyond that drops the B{oldest} unauthenticated one
+        (OpenSSH's MaxStartups drops at random; the oldest is what idle and
+        slow connections are), so an honest peer always gets a slot and,
+        with connections arriving at most at C{rate}, keeps it for at least
+        C{maxUnauthenticated / rate} seconds (about a second by default),
+        enough for a handshake.
+
+    Refusals and drops are summarised in at most one log line per
+    C{reportInterval}.  Set as C{node.admission}; the node listens with
+    C{wrap(factory)}.
     """
 
     log = Logger()
@@ -52,69 +83,76 @@ class AdmissionControl:
         reportInterval: float = 1.0,
     ) -> None:
         self.reactor = reactor
-        self.rate = rate
-        self.burst = burst
         self.maxUnauthenticated = maxUnauthenticated
         self.reportInterval = reportInterval
-        self.tokens = float(burst)
-        self._filled = reactor.seconds()
-        self.unauthenticated = 0
-        self.refused = {"rate": 0, "handshakes": 0}
+        self._bucket = TokenBucket(rate, burst, reactor.seconds())
+        #: Connections still in the handshake, oldest first.
+        self._pending: OrderedDict[LinkProtocol, None] = OrderedDict()
+        self.refused = {"rate": 0, "dropped": 0}
         self._report: IDelayedCall | None = None
+
+    @property
+    def unauthenticated(self) -> int:
+        """
+        How many admitted connections are still in the handshake.
+        """
+        return len(self._pending)
 
     def wrap(self, factory: Factory[Protocol]) -> Factory[Protocol]:
         return _AdmittingFactory(self, factory)
 
-    def _refill(self) -> None:
-        now = self.reactor.seconds()
-        self.tokens = min(float(self.burst), self.tokens + (now - self._filled) * self.rate)
-        self._filled = now
-
     def admit(self, factory: Factory[Protocol], addr: IAddress | None) -> Protocol | None:
         """
-        The protocol for a new connection, or L{None} (the reactor then
-        closes it at once) when over either limit.
+        The protocol for a new connection: the link's, or a refusal when
+        over the accept rate.  Over the unauthenticated cap, the oldest
+        connection still in its handshake is dropped to make room.
         """
-        self._refill()
-        if self.unauthenticated >= self.maxUnauthenticated:
-            self._refuse("handshakes")
-            return None
-        if self.tokens < 1:
-            self._refuse("rate")
-            return None
-        self.tokens -= 1
+        if not self._bucket.take(self.reactor.seconds()):
+            self._count("rate")
+            return _Refusal(
+                refusalLine(Reason.BUSY.value, "too many new connections; retry in a few seconds")
+            )
         protocol = factory.buildProtocol(addr)
         # A link is its TLS wrapper's wrapped protocol (TLSMemoryBIOProtocol
         # is a ProtocolWrapper); anything else is not counted.
         link = protocol.wrappedProtocol if isinstance(protocol, ProtocolWrapper) else protocol
         if isinstance(link, LinkProtocol):
-            self.unauthenticated += 1
-            link.whenAuthenticatedOrLost().addBoth(self._authenticatedOrLost)
+            while len(self._pending) >= self.maxUnauthenticated:
+                oldest, _ = self._pending.popitem(last=False)
+                self._count("dropped")
+                oldest.evict()
+            self._pending[link] = None
+            link.whenAuthenticatedOrLost().addBoth(self._authenticatedOrLost, link)
         return protocol
 
-    def _authenticatedOrLost(self, result: object) -> None:
-        self.unauthenticated -= 1
+    def _authenticatedOrLost(self, result: object, link: LinkProtocol) -> None:
+        self._pending.pop(link, None)
 
-    def _refuse(self, why: str) -> None:
+    def _count(self, why: str) -> None:
         self.refused[why] += 1
         if self._report is None:
             self._report = self.reactor.callLater(self.reportInterval, self._summarise)
 
     def _summarise(self) -> None:
         self._report = None
-        rate, handshakes = self.refused["rate"], self.refused["handshakes"]
-        self.refused = {"rate": 0, "handshakes": 0}
+        rate, dropped = self.refused["rate"], self.refused["dropped"]
+        self.refused = {"rate": 0, "dropped": 0}
         self.log.warn(
-            "refused {count} inbound connections in the last {interval:g} s: {rate} over "
-            "the accept rate, {handshakes} over {max} unauthenticated",
-            count=rate + handshakes,
+            "in the last {interval:g} s: refused {rate} inbound connections over the "
+            "accept rate, dropped {dropped} still in the handshake (oldest first, "
+            "over {max} unauthenticated)",
+            count=rate + dropped,
             interval=self.reportInterval,
             rate=rate,
-            handshakes=handshakes,
+            dropped=dropped,
             max=self.maxUnauthenticated,
         )
 
     def stop(self) -> None:
+        """
+        The node stops: log what is still to be summarised, now.
+        """
         if self._report is not None and self._report.active():
             self._report.cancel()
+            self._summarise()
         self._report = None

@@ -317,8 +317,15 @@ class OutboundBind:
         self.stream.write(encodeMessage(self.request))
 
     def _answered(self, answer: Message, leftover: bytes) -> None:
+        # The BIND stops counting once answered, after its session (if any)
+        # counts: a draining link must not see itself empty in between.
+        try:
+            self._answer(answer, leftover)
+        finally:
+            self.cp.bindFinished(self.request.session_id)
+
+    def _answer(self, answer: Message, leftover: bytes) -> None:
         req = self.request
-        self.cp.bindFinished(self.request.session_id)
         if isinstance(answer, SessionAccept) and answer.session_id == req.session_id:
             info = SessionInfo(
                 req.session_id,
