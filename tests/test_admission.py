@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
@@ -19,7 +21,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.errors import SessionClosed
-from appnpy.link.tls import LinkAddress, parseRefusalLine, refusalLine
+from appnpy.link.tls import (
+    MAX_REFUSAL_LINE,
+    REFUSAL_PREFIX,
+    LinkAddress,
+    parseRefusalLine,
+    refusalLine,
+)
 from appnpy.net.admission import AdmissionControl
 from appnpy.testing import MemoryNetwork
 from tests.test_robustness import NodeFaultTestCase, PlainClient, whenSome, withTimeout
@@ -37,11 +45,17 @@ class FakeLink(LinkProtocol):
 
     def __init__(self) -> None:
         self.waiting: list[Deferred[None]] = []
+        self.lostWaiting: list[Deferred[None]] = []
         self.evicted = False
 
     def whenAuthenticatedOrLost(self) -> Deferred[None]:
         d: Deferred[None] = Deferred()
         self.waiting.append(d)
+        return d
+
+    def whenLost(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.lostWaiting.append(d)
         return d
 
     def evict(self) -> None:
@@ -110,6 +124,39 @@ class AdmissionUnitTests(SynchronousTestCase):
         self.assertFalse(third.wrappedProtocol.evicted)
         self.assertEqual(admission.unauthenticated, 2)
 
+    def test_connectionBudget(self) -> None:
+        """
+        At C{maxConnections} open connections (counting those still
+        closing) a newcomer is closed at once, and the oldest one still in
+        its handshake is dropped to make room for the next; when every open
+        one is authenticated, running out is logged once for the episode,
+        and once more when a connection closes.
+        """
+        clock = Clock()
+        admission = AdmissionControl(clock, rate=1000, burst=1000, maxConnections=2)
+        factory = admission.wrap(FakeFactory())  # type: ignore[arg-type]
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        first, second = factory.buildProtocol(None), factory.buildProtocol(None)
+        assert isinstance(first, FakeWrapper) and isinstance(second, FakeWrapper)
+        self.assertIsNone(factory.buildProtocol(None))
+        self.assertTrue(first.wrappedProtocol.evicted)
+        # Still counted until its connection is gone.
+        self.assertIsNone(factory.buildProtocol(None))
+        first.wrappedProtocol.lostWaiting[0].callback(None)
+        third = factory.buildProtocol(None)
+        assert isinstance(third, FakeWrapper)
+        for p in (second, third):
+            p.wrappedProtocol.waiting[0].callback(None)  # authenticated
+        self.assertEqual([factory.buildProtocol(None) for _ in range(5)], [None] * 5)
+        out = [e for e in events if "out of file descriptors" in e.get("log_format", "")]
+        self.assertEqual(len(out), 1)
+        second.wrappedProtocol.lostWaiting[0].callback(None)
+        again = [e for e in events if "again" in e.get("log_format", "")]
+        self.assertEqual([e["count"] for e in again], [5])
+        self.assertIsInstance(factory.buildProtocol(None), FakeWrapper)
+
     def test_oneSummaryPerInterval(self) -> None:
         """
         Many refusals and drops produce one summary line per interval.
@@ -127,6 +174,29 @@ class AdmissionUnitTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1)
         self.assertEqual(lines[0]["count"], 49)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    @given(st.binary(max_size=1000))
+    def test_refusalLineAnyBytes(self, data: bytes) -> None:
+        """
+        Whatever follows the prefix, parsing gives a printable one-line
+        reason and detail, and never fails.
+        """
+        reason, detail = parseRefusalLine(REFUSAL_PREFIX + data)
+        for text in (reason, detail):
+            self.assertTrue(all(32 <= ord(c) < 127 for c in text))
+        self.assertTrue(reason)
+        self.assertLessEqual(len(reason) + len(detail), MAX_REFUSAL_LINE)
+
+    @given(st.from_regex(r"[a-z][a-z-]{0,30}", fullmatch=True), st.text(max_size=700))
+    def test_refusalLineRoundTrip(self, reason: str, detail: str) -> None:
+        """
+        A refusal line is one line of at most MAX_REFUSAL_LINE bytes that
+        parses back to its reason.
+        """
+        line = refusalLine(reason, detail)
+        self.assertLessEqual(len(line), MAX_REFUSAL_LINE)
+        self.assertEqual(line.count(b"\n"), 1)
+        self.assertEqual(parseRefusalLine(line)[0], reason)
 
     def test_refusalLine(self) -> None:
         """
