@@ -23,11 +23,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from appnpy.cp._interfaces import NodeObserver
 from appnpy.cp.controlpoint import ControlPoint, LinkState, preferredLink
 from appnpy.cp.linkmachine import DRAIN_TIMEOUT
+from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.link.identity import generateIdentity
 from appnpy.node import Node
 from appnpy.testing import EchoPlugin, MemoryLink, MemoryNetwork, resultOf
 from tests.test_robustness import NodeFaultTestCase, withTimeout
 
+DUPLICATE = "duplicate-link"
 #: Interleavings tried; each is a different seed of the pump's choices.
 SEEDS = 80
 #: Simultaneous dials over real sockets.
@@ -76,6 +78,13 @@ def stepOne(rng: random.Random, link: MemoryLink, clientToServer: bool) -> bool:
     return True
 
 
+def protocolOf(conn: MemoryLink) -> LinkProtocol:
+    """
+    The dialler's link protocol of an in-memory connection (under its TLS).
+    """
+    return conn.pump.clientIO.protocol.wrappedProtocol
+
+
 def linkOf(node: Node, peer: Node) -> ControlPoint:
     return node.links[peer.nodeID]
 
@@ -97,6 +106,11 @@ class SimultaneousDialTests(SynchronousTestCase):
         order = [(a, b), (b, a)]
         rng.shuffle(order)
         conns = [net.connect(dialler, listener, flush=False) for dialler, listener in order]
+        # What each dialler's connect() waits on.
+        dials = [
+            (dialler, Deferred.fromCoroutine(dialler.whenLinkActive(protocolOf(c))))
+            for (dialler, _), c in zip(order, conns, strict=True)
+        ]
         opened: list[tuple[Any, bytes]] = []
         for _step in range(20000):
             # Open a session from whichever end has a link up, now and then:
@@ -116,6 +130,15 @@ class SimultaneousDialTests(SynchronousTestCase):
                 break
         net.flush()
         self.assertKeptOne(net, a, b, conns, seed)
+        # Both connects succeed: with the surviving link, or with the other
+        # one if it was up (and the only one) when they fired.
+        for dialler, d in dials:
+            peer = b if dialler is a else a
+            cp = resultOf(d)
+            self.assertEqual(cp.peerNodeID, peer.nodeID, f"seed {seed}")
+            if cp is not linkOf(dialler, peer):
+                assert cp.closeReason is not None
+                self.assertEqual(cp.closeReason[0], DUPLICATE, f"seed {seed}")
         # Every session opened during the race was bound and echoes.
         for d, greeting in opened:
             protocol = resultOf(d)
