@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults
@@ -208,6 +208,48 @@ class AdmissionUnitTests(SynchronousTestCase):
         self.assertTrue(line.endswith(b"\r\n"))
         self.assertEqual(line.count(b"\n"), 1)
         self.assertEqual(parseRefusalLine(line), ("busy", "caf???"))
+
+
+class RefusalSniffingTests(SynchronousTestCase):
+    """
+    A dialled connection tells a refusal line from TLS by its first byte,
+    however the line is split across reads.
+    """
+
+    def setUp(self) -> None:
+        self.node = MemoryNetwork(services=False).addNode("LAB.D")
+
+    def dial(self) -> tuple[Any, FakeTransport]:
+        client = self.node.clientFactory(LinkAddress("127.0.0.1", 7)).buildProtocol(None)
+        transport = FakeTransport(client, isServer=False)
+        client.makeConnection(transport)
+        return client, transport
+
+    @settings(max_examples=40)
+    @given(st.lists(st.integers(1, 40), min_size=1, max_size=20), st.text(max_size=200))
+    def test_splitRefusal(self, cuts: list[int], detail: str) -> None:
+        client, transport = self.dial()
+        data = refusalLine("busy", detail)
+        offset = 0
+        for cut in cuts:
+            client.dataReceived(data[offset : offset + cut])
+            offset += cut
+        client.dataReceived(data[offset:])
+        self.assertEqual(client.wrappedProtocol.refusal, parseRefusalLine(data))
+        self.assertTrue(transport.disconnecting)
+
+    @settings(max_examples=40)
+    @given(st.binary(min_size=1, max_size=200))
+    def test_notARefusal(self, data: bytes) -> None:
+        """
+        Bytes that do not start the refusal prefix go to TLS (which may fail
+        the handshake, but never reads them as a refusal).
+        """
+        if REFUSAL_PREFIX.startswith(data[: len(REFUSAL_PREFIX)]):
+            return
+        client, transport = self.dial()
+        client.dataReceived(data)
+        self.assertIsNone(client.wrappedProtocol.refusal)
 
 
 class MemorySlowlorisTests(SynchronousTestCase):
