@@ -228,6 +228,10 @@ class RefusalSniffingTests(SynchronousTestCase):
     @settings(max_examples=40)
     @given(st.lists(st.integers(1, 40), min_size=1, max_size=20), st.text(max_size=200))
     def test_splitRefusal(self, cuts: list[int], detail: str) -> None:
+        """
+        A refusal line arriving in pieces is read whole: the link protocol
+        has the reason and detail, and the connection is closed.
+        """
         client, transport = self.dial()
         data = refusalLine("busy", detail)
         offset = 0
