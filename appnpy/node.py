@@ -39,7 +39,8 @@ from appnpy.cp._interfaces import (
     INodeObserver,
     ISessionOpener,
 )
-from appnpy.cp.controlpoint import ControlPoint, LinkState, preferredLink
+from appnpy.cp.controlpoint import ControlPoint, LinkState
+from appnpy.cp.linkmachine import preferredLink
 from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.cp.messages import Message
 from appnpy.errors import (
@@ -60,11 +61,11 @@ from appnpy.link.identity import (
     loadOrCreateIdentity,
     validateCPName,
 )
+from appnpy.link.refusal import LinkTLSFactory
 from appnpy.link.tls import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     LinkAddress,
     LinkContextFactory,
-    LinkTLSFactory,
     TrustPolicy,
     loadTrustPolicy,
     parseAddress,

@@ -21,13 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.errors import SessionClosed
-from appnpy.link.tls import (
-    MAX_REFUSAL_LINE,
-    REFUSAL_PREFIX,
-    LinkAddress,
-    parseRefusalLine,
-    refusalLine,
-)
+from appnpy.link.refusal import MAX_REFUSAL_LINE, REFUSAL_PREFIX, parseRefusalLine, refusalLine
+from appnpy.link.tls import LinkAddress
 from appnpy.net.admission import AdmissionControl
 from appnpy.testing import MemoryNetwork
 from tests.test_robustness import NodeFaultTestCase, PlainClient, whenSome, withTimeout

@@ -21,8 +21,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.cp._interfaces import NodeObserver
-from appnpy.cp.controlpoint import ControlPoint, LinkState, preferredLink
-from appnpy.cp.linkmachine import DRAIN_TIMEOUT
+from appnpy.cp.controlpoint import ControlPoint, LinkState
+from appnpy.cp.linkmachine import DRAIN_TIMEOUT, preferredLink
 from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.link.identity import generateIdentity
 from appnpy.node import Node

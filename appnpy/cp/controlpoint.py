@@ -41,6 +41,7 @@ from appnpy.cp.linkmachine import (
     LinkInputs,
     LinkState,
     buildLinkMachine,
+    nextDialSerial,
 )
 from appnpy.cp.messages import (
     Hello,
@@ -71,7 +72,6 @@ __all__ = [
     "ControlPoint",
     "LinkState",
     "negotiateLimits",
-    "preferredLink",
     "wireReason",
 ]
 
@@ -81,36 +81,6 @@ CAPABILITIES = ["sessions"]
 MAX_PENDING_INBOUND = 64
 #: Seconds a peer-opened stream may take to send its first message.
 FIRST_MESSAGE_TIMEOUT = 30.0
-
-_lastDialSerial = 0
-
-
-def nextDialSerial(now: float) -> int:
-    """
-    A dial serial for a link this process dials: its clock in microseconds,
-    kept strictly increasing, so that a node's later dial always carries a
-    higher serial than its earlier ones (across restarts too, as long as the
-    clock does not go back).
-    """
-    global _lastDialSerial
-    _lastDialSerial = max(_lastDialSerial + 1, int(now * 1_000_000))
-    return _lastDialSerial
-
-
-def preferredLink(a: ControlPoint, b: ControlPoint) -> ControlPoint:
-    """
-    Of two active links between the same two nodes, the one both ends keep
-    (docs/protocol.md section 7.4).  A pure function of what both ends know
-    about each link, its dialler's node ID and dial serial, so that both
-    compute the same survivor whatever order the links came up in: the link
-    dialled by the lower node ID; of two links dialled by the same node, the
-    one with the higher dial serial (its later dial: the dialler has given
-    up on the earlier one).  Ties (a peer that repeats a serial) keep C{a}.
-    """
-    ka, kb = a.tieBreakKey(), b.tieBreakKey()
-    if ka[0] != kb[0]:
-        return a if ka[0] < kb[0] else b
-    return b if kb[1] > ka[1] else a
 
 
 class _ControlReader:
@@ -231,7 +201,7 @@ class ControlPoint:
     def tieBreakKey(self) -> tuple[str, int]:
         """
         (dialler's node ID, dial serial): what both ends know of this link
-        once it is active, for L{preferredLink}.
+        once it is active, for L{appnpy.cp.linkmachine.preferredLink}.
         """
         if self.isDialer:
             return self.localNodeID, self.dialSerial
@@ -560,8 +530,8 @@ class ControlPoint:
 
     def supersede(self) -> None:
         """
-        The node keeps another link to this neighbour (L{preferredLink}):
-        drain this one.  It stops being a neighbour now; the sessions and
+        The node keeps another link to this neighbour
+        (L{appnpy.cp.linkmachine.preferredLink}): drain this one.  It stops being a neighbour now; the sessions and
         BINDs already on it finish, for at most C{DRAIN_TIMEOUT} seconds;
         both ends send C{LinkRefused(duplicate-link)} and close it once it is
         empty.

@@ -40,6 +40,37 @@ LINGER_TIMEOUT = 2.0
 DRAIN_TIMEOUT = 30.0
 
 
+_lastDialSerial = 0
+
+
+def nextDialSerial(now: float) -> int:
+    """
+    A dial serial for a link this process dials: its clock in microseconds,
+    kept strictly increasing, so that a node's later dial always carries a
+    higher serial than its earlier ones (across restarts too, as long as the
+    clock does not go back).
+    """
+    global _lastDialSerial
+    _lastDialSerial = max(_lastDialSerial + 1, int(now * 1_000_000))
+    return _lastDialSerial
+
+
+def preferredLink(a: ControlPoint, b: ControlPoint) -> ControlPoint:
+    """
+    Of two active links between the same two nodes, the one both ends keep
+    (docs/protocol.md section 7.4).  A pure function of what both ends know
+    about each link, its dialler's node ID and dial serial, so that both
+    compute the same survivor whatever order the links came up in: the link
+    dialled by the lower node ID; of two links dialled by the same node, the
+    one with the higher dial serial (its later dial: the dialler has given
+    up on the earlier one).  Ties (a peer that repeats a serial) keep C{a}.
+    """
+    ka, kb = a.tieBreakKey(), b.tieBreakKey()
+    if ka[0] != kb[0]:
+        return a if ka[0] < kb[0] else b
+    return b if kb[1] > ka[1] else a
+
+
 class LinkState(enum.Enum):
     """
     Where a link is in its lifecycle: the state of its L{ControlPoint}'s

@@ -17,7 +17,7 @@ from twisted.protocols.policies import ProtocolWrapper
 
 from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.errors import Reason
-from appnpy.link.tls import refusalLine
+from appnpy.link.refusal import refusalLine
 from appnpy.net.ratelimit import TokenBucket
 
 #: File descriptors kept free for everything but inbound links (dialled links,
