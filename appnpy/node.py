@@ -40,7 +40,8 @@ from appnpy.cp._interfaces import (
     INodeObserver,
     ISessionOpener,
 )
-from appnpy.cp.controlpoint import ControlPoint
+from appnpy.cp.controlpoint import ControlPoint, LinkState
+from appnpy.cp.linkmachine import preferredLink
 from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.cp.messages import Message
 from appnpy.errors import (
@@ -61,6 +62,7 @@ from appnpy.link.identity import (
     loadOrCreateIdentity,
     validateCPName,
 )
+from appnpy.link.refusal import LinkTLSFactory
 from appnpy.link.tls import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     LinkAddress,
@@ -157,6 +159,8 @@ class Node(MultiService):
         self.plugins: dict[str, ISessionPlugin] = {}
         #: Active links by the neighbour's node ID.
         self.links: dict[str, ControlPoint] = {}
+        #: Links that lost a simultaneous dial, until their sessions end.
+        self.drainingLinks: set[ControlPoint] = set()
         self.ports: list[IListeningPort] = []
         self.shuttingDown = False
         self.startedAt = reactor.seconds()
@@ -267,12 +271,12 @@ class Node(MultiService):
     # -- links ---------------------------------------------------------------
 
     def serverFactory(self) -> TLSMemoryBIOFactory:
-        return TLSMemoryBIOFactory(
+        return LinkTLSFactory(
             self.linkContextFactory, False, _LinkFactory(self, False, None, ""), clock=self.reactor
         )
 
     def clientFactory(self, address: LinkAddress) -> TLSMemoryBIOFactory:
-        return TLSMemoryBIOFactory(
+        return LinkTLSFactory(
             self.linkContextFactory,
             True,
             _LinkFactory(self, True, address.nodeID, str(address)),
@@ -327,18 +331,12 @@ class Node(MultiService):
     def linkActive(self, cp: ControlPoint) -> None:
         existing = self.links.get(cp.peerNodeID)
         if existing is not None and existing is not cp:
-            # Two links to one neighbour (a simultaneous dial, or a re-dial).
-            # Keep the one whose dialer has the lower node ID, so both ends
-            # choose the same one; but never drop a link carrying sessions
-            # for an idle newcomer.
-            if existing.sessions and not cp.sessions:
-                keep, drop = existing, cp
-            else:
-                keep, drop = sorted((existing, cp), key=_dialerID)
-                if _dialerID(keep) == _dialerID(drop):
-                    keep, drop = existing, cp
-            # Refusing a link also forgets it (and tells the observers).
-            drop.refuseLink(Reason.DUPLICATE_LINK, "a link between these nodes already exists")
+            # Two links to one neighbour (a simultaneous dial, or a re-dial):
+            # both ends keep the same one; the other drains.
+            keep = preferredLink(existing, cp)
+            drop = cp if keep is existing else existing
+            drop.supersede()  # it stops being a neighbour (and tells the observers)
+            self.drainingLinks.add(drop)
             if keep is existing:
                 return
         self.links[cp.peerNodeID] = cp
@@ -360,6 +358,8 @@ class Node(MultiService):
         self.linkLost(cp, why)
 
     def linkLost(self, cp: ControlPoint, why: tuple[str, str]) -> None:
+        if cp.state is LinkState.CLOSED:
+            self.drainingLinks.discard(cp)
         if self.links.get(cp.peerNodeID) is cp:
             del self.links[cp.peerNodeID]
             self.log.info(
@@ -524,7 +524,8 @@ class Node(MultiService):
         raise NoRoute(f"this node has no topology database or directory to reach {destination}")
 
     def sessions(self) -> list[IBoundSession]:
-        return [s for cp in self.links.values() for s in cp.sessions.values()]
+        cps = [*self.links.values(), *self.drainingLinks]
+        return [s for cp in cps for s in cp.sessions.values()]
 
     def sessionStarted(self, session: IBoundSession) -> None:
         for observer in self._nodeObservers:
@@ -631,7 +632,8 @@ class Node(MultiService):
             # The ends of relayed sessions hear shutting-down before the links go.
             self.relay.stop()
         closing = [
-            cp.close(Reason.SHUTTING_DOWN, "the node is stopping") for cp in self.links.values()
+            cp.close(Reason.SHUTTING_DOWN, "the node is stopping")
+            for cp in [*self.links.values(), *self.drainingLinks]
         ]
         if closing:
             timeout = self.reactor.callLater(STOP_TIMEOUT, self._abortAll)
@@ -646,7 +648,7 @@ class Node(MultiService):
                 plugin.detach()
 
     def _abortAll(self) -> None:
-        for cp in list(self.links.values()):
+        for cp in [*self.links.values(), *self.drainingLinks]:
             cast(ITCPTransport, cp.link.transport).abortConnection()
 
 
@@ -661,10 +663,6 @@ def isResourceName(text: str) -> bool:
     """
     kind, sep, rest = text.partition(":")
     return bool(sep and kind and rest) and "/" not in kind
-
-
-def _dialerID(cp: ControlPoint) -> str:
-    return cp.localNodeID if cp.isDialer else cp.peerNodeID
 
 
 def _hostText(host: str) -> str:

@@ -127,7 +127,12 @@ class MemoryNetwork:
         return node
 
     def connect(
-        self, dialer: Node, listener: Node, pin: bool = True, expect: str | None = None
+        self,
+        dialer: Node,
+        listener: Node,
+        pin: bool = True,
+        expect: str | None = None,
+        flush: bool = True,
     ) -> MemoryLink:
         """
         Open an in-memory TCP connection from C{dialer} to C{listener} and run
@@ -136,6 +141,8 @@ class MemoryNetwork:
         @param pin: the dialer pins the listener's node ID (as
             C{appn://<id>@host:port} does); with C{False} it accepts any.
         @param expect: pin this node ID instead (to test a wrong pin).
+        @param flush: settle the network; with C{False} nothing has moved
+            yet (the caller pumps, e.g. to interleave two handshakes).
         """
         port = next(self._ports)
         serverAddr = IPv4Address("TCP", "127.0.0.1", port)
@@ -154,7 +161,8 @@ class MemoryNetwork:
         pump = connect(server, serverIO, client, clientIO, greet=False, clock=self.clock)
         link = MemoryLink(dialer, listener, pump)
         self.links.append(link)
-        self.flush()
+        if flush:
+            self.flush()
         return link
 
     def link(self, dialer: Node, listener: Node) -> ControlPoint:

@@ -146,6 +146,8 @@ class FakeControlPoint(Fake):
         self.peerNodeID = "peer"
         self.sessions: dict[str, Any] = {}
         self.pendingInbound: dict[Any, Any] = {}
+        self.outboundBinds: dict[str, Any] = {}
+        self.peerDrained = False
         self.waiters: list[Deferred[Any]] = []
         self.closeReason: tuple[str, str] | None = None
         self.closeTimer: Any = None
@@ -220,6 +222,11 @@ def linkArguments() -> dict[str, tuple[Any, ...]]:
         "sessionsDrained": (),
         "closeTimedOut": (),
         "connectionLost": (Failure(ConnectionLost("gone")),),
+        "superseded": (),
+        "peerDraining": (),
+        "drainCheck": (),
+        "drained": (),
+        "drainTimedOut": (),
     }
 
 

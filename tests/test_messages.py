@@ -56,6 +56,7 @@ messages = st.one_of(
         capabilities=st.lists(tokens, max_size=5),
         listen=st.lists(texts, max_size=3),
         plugins=st.dictionaries(tokens, st.integers(0, 1000), max_size=5),
+        dial_serial=st.integers(0, 2**63 - 1),
         signature=st.binary(max_size=64),
     ),
     st.builds(LinkRefused, reason=tokens, detail=texts),
@@ -267,6 +268,7 @@ class FramingTests(SynchronousTestCase):
             capabilities=[],
             listen=[],
             plugins={},
+            dial_serial=0,
         )
         import attrs
 
@@ -287,6 +289,7 @@ class FramingTests(SynchronousTestCase):
             capabilities=[],
             listen=[],
             plugins={},
+            dial_serial=0,
         )
 
 
@@ -309,6 +312,7 @@ class HelloForwardCompatibility(SynchronousTestCase):
             "capabilities": [],
             "listen": [],
             "plugins": {},
+            "dial_serial": 0,
             "zz_future": {"x": 1},
         }
         body["signature"] = ident.sign(encodeBody(body))

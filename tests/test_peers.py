@@ -23,17 +23,14 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import TestCase
 
-from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.cp.messages import decodeBody, encodeMessage
 from appnpy.errors import Reason
 from appnpy.link.identity import generateIdentity
 from appnpy.link.tls import LinkAddress
 from appnpy.net.addresses import MAX_RECORD_SIZE, AddressRecord, BadAddressRecord, PeerAddresses
-from appnpy.net.admission import AdmissionControl
 from appnpy.net.peers import PEERS_FILE, PeerManager
 from appnpy.node import Node
 from appnpy.testing import MemoryLink, MemoryNetwork
@@ -643,95 +640,3 @@ class DialableAddressTests(TestCase):
         found = hostAddresses(socket.AF_INET)
         self.assertEqual(found[-1], "127.0.0.1")
         self.assertNotIn("0.0.0.0", found)
-
-
-class FakeLink(LinkProtocol):
-    """
-    A link that only waits for its handshake.
-    """
-
-    def __init__(self) -> None:
-        self.waiting: list[Deferred[None]] = []
-
-    def whenAuthenticatedOrLost(self) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.waiting.append(d)
-        return d
-
-
-class FakeWrapper(ProtocolWrapper):
-    wrappedProtocol: FakeLink
-
-    def __init__(self, link: FakeLink) -> None:
-        self.wrappedProtocol = link
-
-
-class FakeFactory:
-    def __init__(self) -> None:
-        self.built: list[FakeWrapper] = []
-
-    def doStart(self) -> None:
-        pass
-
-    def doStop(self) -> None:
-        pass
-
-    def buildProtocol(self, addr: Any) -> FakeWrapper:
-        p = FakeWrapper(FakeLink())
-        self.built.append(p)
-        return p
-
-
-class AdmissionControlTests(TestCase):
-    """
-    Admission control bounds the accept rate and unauthenticated connections.
-    """
-
-    def test_rateLimited(self) -> None:
-        """
-        Beyond the burst, connections are refused (None: closed at once)
-        until tokens refill at the configured rate.
-        """
-        clock = Clock()
-        admission = AdmissionControl(clock, rate=10, burst=5, maxUnauthenticated=100)
-        inner = FakeFactory()
-        factory = admission.wrap(inner)
-        results = [factory.buildProtocol(None) for _ in range(8)]
-        self.assertEqual(sum(r is not None for r in results), 5)
-        clock.advance(0.2)
-        results = [factory.buildProtocol(None) for _ in range(3)]
-        self.assertEqual(sum(r is not None for r in results), 2)
-
-    def test_unauthenticatedCap(self) -> None:
-        """
-        Connections still in the handshake count against the cap until they
-        authenticate or are lost.
-        """
-        clock = Clock()
-        admission = AdmissionControl(clock, rate=1000, burst=1000, maxUnauthenticated=2)
-        inner = FakeFactory()
-        factory = admission.wrap(inner)
-        first, second = factory.buildProtocol(None), factory.buildProtocol(None)
-        self.assertIsNone(factory.buildProtocol(None))
-        first.wrappedProtocol.waiting[0].callback(None)
-        self.assertIsNotNone(factory.buildProtocol(None))
-        self.assertEqual(admission.unauthenticated, 2)
-        del second
-
-    def test_oneSummaryPerSecond(self) -> None:
-        """
-        Many refusals produce one summary line per interval, with counts.
-        """
-        clock = Clock()
-        admission = AdmissionControl(clock, rate=1, burst=1, maxUnauthenticated=100)
-        factory = admission.wrap(FakeFactory())
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        for _ in range(50):
-            factory.buildProtocol(None)
-        clock.advance(1)
-        lines = [e for e in events if e.get("log_namespace", "").endswith("AdmissionControl")]
-        self.assertEqual(len(lines), 1)
-        self.assertEqual(lines[0]["count"], 49)
-        self.assertEqual(clock.getDelayedCalls(), [])

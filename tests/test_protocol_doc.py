@@ -120,6 +120,7 @@ def _exampleHello() -> Hello:
         capabilities=["sessions"],
         listen=[f"appn://{NODE_A}@192.0.2.1:7700"],
         plugins={"echo": 64, "ping": 64},
+        dial_serial=1764460800000000,
     )
     return attrs.evolve(hello, signature=KEY_A.sign(hello.signedBytes()))
 

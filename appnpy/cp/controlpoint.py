@@ -41,6 +41,7 @@ from appnpy.cp.linkmachine import (
     LinkInputs,
     LinkState,
     buildLinkMachine,
+    nextDialSerial,
 )
 from appnpy.cp.messages import (
     Hello,
@@ -157,6 +158,8 @@ class ControlPoint:
         self.localNodeID: str = host.nodeID
         self.localName: str = host.name
         self.isDialer: bool = link.isClient
+        #: This link's dial serial if this node dialled it (sent in Hello).
+        self.dialSerial = nextDialSerial(self.reactor.seconds()) if self.isDialer else 0
         self.address = link.addressText()
         self.peerHello: Hello | None = None
         self.version: int | None = None
@@ -175,6 +178,8 @@ class ControlPoint:
         self.closeReason: tuple[str, str] | None = None
         self.closeTimer: IDelayedCall | None = None
         self.waiters: list[Deferred[ControlPoint]] = []
+        #: A draining link: the peer sent its duplicate-link LinkRefused.
+        self.peerDrained = False
         self._lifecycle: LinkInputs = _LinkMachine(self)
 
     @property
@@ -192,6 +197,16 @@ class ControlPoint:
         sessions and control messages may use it.
         """
         return self.linkState is LinkState.ACTIVE
+
+    def tieBreakKey(self) -> tuple[str, int]:
+        """
+        (dialler's node ID, dial serial): what both ends know of this link
+        once it is active, for L{appnpy.cp.linkmachine.preferredLink}.
+        """
+        if self.isDialer:
+            return self.localNodeID, self.dialSerial
+        serial = self.peerHello.dial_serial if self.peerHello is not None else 0
+        return self.peerNodeID, serial
 
     @property
     def peerName(self) -> str:
@@ -221,6 +236,7 @@ class ControlPoint:
             capabilities=sorted(set(CAPABILITIES) | host.capabilities()),
             listen=host.advertisedAddresses(),
             plugins=dict(sorted(host.sessionLimits().items())),
+            dial_serial=self.dialSerial,
         )
         signature = host.identity.sign(hello.signedBytes())
         self.sendControl(attrs.evolve(hello, signature=signature))
@@ -265,6 +281,8 @@ class ControlPoint:
         timer = self.pendingInbound.pop(stream, None)
         if timer is not None and timer.active():
             timer.cancel()
+        if self.linkState is LinkState.DRAINING:
+            self._lifecycle.drainCheck()
 
     def firstMessageReceived(self, stream: Stream, msg: Message, leftover: bytes) -> None:
         self.pendingInboundEnded(stream)
@@ -350,7 +368,11 @@ class ControlPoint:
                 if relay is not None:
                     relay.unbindReceived(self, msg)
         elif isinstance(msg, LinkRefused):
-            self._lifecycle.peerRefused(msg.reason, msg.detail)
+            if msg.reason == Reason.DUPLICATE_LINK and self.linkState is not LinkState.HANDSHAKE:
+                # The peer kept another link to this node: drain this one.
+                self._lifecycle.peerDraining()
+            else:
+                self._lifecycle.peerRefused(msg.reason, msg.detail)
         else:
             handler = self.host.controlHandler(type(msg))
             if handler is None:
@@ -466,6 +488,8 @@ class ControlPoint:
 
     def bindFinished(self, sessionID: str) -> None:
         self.outboundBinds.pop(sessionID, None)
+        if self.linkState is LinkState.DRAINING:
+            self._lifecycle.drainCheck()
 
     def sessionStarted(self, session: IBoundSession) -> None:
         self.sessions[session.info.sessionID] = session
@@ -491,6 +515,8 @@ class ControlPoint:
         if not self.sessions and self.linkState is LinkState.CLOSING:
             # Only a closing link waits for its sessions to drain.
             self._lifecycle.sessionsDrained()
+        elif self.linkState is LinkState.DRAINING:
+            self._lifecycle.drainCheck()
 
     def cancelCloseTimer(self) -> None:
         if self.closeTimer is not None and self.closeTimer.active():
@@ -501,6 +527,16 @@ class ControlPoint:
 
     def protocolError(self, detail: str) -> None:
         self.refuseLink(Reason.PROTOCOL_ERROR, detail)
+
+    def supersede(self) -> None:
+        """
+        The node keeps another link to this neighbour
+        (L{appnpy.cp.linkmachine.preferredLink}): drain this one.  It stops being a neighbour now; the sessions and
+        BINDs already on it finish, for at most C{DRAIN_TIMEOUT} seconds;
+        both ends send C{LinkRefused(duplicate-link)} and close it once it is
+        empty.
+        """
+        self._lifecycle.superseded()
 
     def refuseLink(self, reason: str, detail: str) -> None:
         """

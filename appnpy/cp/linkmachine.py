@@ -35,6 +35,40 @@ if TYPE_CHECKING:
 CLOSE_TIMEOUT = 5.0
 #: Seconds a refused link may take to finish closing before it is aborted.
 LINGER_TIMEOUT = 2.0
+#: Seconds the losing link of a simultaneous dial lets its sessions run on
+#: before it UNBINDs them (docs/protocol.md section 7.4).
+DRAIN_TIMEOUT = 30.0
+
+
+_lastDialSerial = 0
+
+
+def nextDialSerial(now: float) -> int:
+    """
+    A dial serial for a link this process dials: its clock in microseconds,
+    kept strictly increasing, so that a node's later dial always carries a
+    higher serial than its earlier ones (across restarts too, as long as the
+    clock does not go back).
+    """
+    global _lastDialSerial
+    _lastDialSerial = max(_lastDialSerial + 1, int(now * 1_000_000))
+    return _lastDialSerial
+
+
+def preferredLink(a: ControlPoint, b: ControlPoint) -> ControlPoint:
+    """
+    Of two active links between the same two nodes, the one both ends keep
+    (docs/protocol.md section 7.4).  A pure function of what both ends know
+    about each link, its dialler's node ID and dial serial, so that both
+    compute the same survivor whatever order the links came up in: the link
+    dialled by the lower node ID; of two links dialled by the same node, the
+    one with the higher dial serial (its later dial: the dialler has given
+    up on the earlier one).  Ties (a peer that repeats a serial) keep C{a}.
+    """
+    ka, kb = a.tieBreakKey(), b.tieBreakKey()
+    if ka[0] != kb[0]:
+        return a if ka[0] < kb[0] else b
+    return b if kb[1] > ka[1] else a
 
 
 class LinkState(enum.Enum):
@@ -45,6 +79,7 @@ class LinkState(enum.Enum):
 
     HANDSHAKE = "handshake"
     ACTIVE = "active"
+    DRAINING = "draining"
     CLOSING = "closing"
     CLOSED = "closed"
 
@@ -99,6 +134,34 @@ class LinkInputs(Protocol):
         The peer's control stream ended.
         """
 
+    def superseded(self) -> None:
+        """
+        The node keeps another link to the same neighbour (a simultaneous
+        dial): drain this one.
+        """
+
+    def peerDraining(self) -> None:
+        """
+        The peer sent C{LinkRefused(duplicate-link)}: it drains this link and
+        opens no more streams on it.
+        """
+
+    def drainCheck(self) -> None:
+        """
+        A session, BIND or new stream on the link ended: a draining link may
+        be done.
+        """
+
+    def drained(self) -> None:
+        """
+        A draining link has nothing left on it, and the peer is draining too.
+        """
+
+    def drainTimedOut(self) -> None:
+        """
+        A draining link waited L{DRAIN_TIMEOUT} for its sessions.
+        """
+
     def close(self, reason: str, detail: str) -> None:
         """
         Close gracefully: UNBIND the sessions, go-away, then drop the link.
@@ -134,6 +197,7 @@ def buildLinkMachine(
     """
     Handshake = machine.state("Handshake")
     Active = machine.state("Active")
+    Draining = machine.state("Draining")
     Closing = machine.state("Closing")
     Closed = machine.state("Closed")
     I = LinkInputs  # noqa: E741
@@ -155,7 +219,7 @@ def buildLinkMachine(
         cp.limits = limits
         return True
 
-    for state in (Active, Closing, Closed):
+    for state in (Active, Draining, Closing, Closed):
         state.upon(I.helloAccepted).loop().returns(False)
 
     @Active.upon(I.announced).loop()
@@ -164,7 +228,7 @@ def buildLinkMachine(
         for d in waiters:
             d.callback(cp)
 
-    ignore([Handshake, Closing, Closed], I.announced)
+    ignore([Handshake, Draining, Closing, Closed], I.announced)
 
     @Handshake.upon(I.awaitActive).loop()
     @Closing.upon(I.awaitActive).loop()
@@ -175,14 +239,18 @@ def buildLinkMachine(
     def alreadyActive(m: LinkInputs, cp: ControlPoint, d: Deferred[ControlPoint]) -> None:
         d.callback(cp)
 
+    @Draining.upon(I.awaitActive).loop()
     @Closed.upon(I.awaitActive).loop()
     def neverActive(m: LinkInputs, cp: ControlPoint, d: Deferred[ControlPoint]) -> None:
         d.errback(SessionClosed(*(cp.closeReason or (Reason.LINK_FAILURE.value, ""))))
 
     # -- streams the peer opens ------------------------------------------
 
+    # A draining link still takes the streams and BINDs the peer sent before
+    # it heard that the link lost: their sessions finish on it.
     @Handshake.upon(I.streamAccepted).loop()
     @Active.upon(I.streamAccepted).loop()
+    @Draining.upon(I.streamAccepted).loop()
     def admitStream(m: LinkInputs, cp: ControlPoint, stream: Stream) -> None:
         cp.admitStream(stream)
 
@@ -192,6 +260,7 @@ def buildLinkMachine(
         stream.abortConnection()
 
     @Active.upon(I.bindArrived).loop()
+    @Draining.upon(I.bindArrived).loop()
     def bind(
         m: LinkInputs, cp: ControlPoint, stream: Stream, msg: SessionOpen, leftover: bytes
     ) -> None:
@@ -212,6 +281,7 @@ def buildLinkMachine(
 
     @Handshake.upon(I.refuseLink).to(Closing)
     @Active.upon(I.refuseLink).to(Closing)
+    @Draining.upon(I.refuseLink).to(Closing)
     def sendRefusal(m: LinkInputs, cp: ControlPoint, reason: str, detail: str) -> None:
         cp.linkState = LinkState.CLOSING
         cp.log.warn(
@@ -235,6 +305,7 @@ def buildLinkMachine(
         sendRefusal(m, cp, Reason.PROTOCOL_ERROR.value, "the peer closed its control stream")
 
     @Active.upon(I.peerRefused).to(Closing)
+    @Draining.upon(I.peerRefused).to(Closing)
     def refusedByPeer(m: LinkInputs, cp: ControlPoint, reason: str, detail: str) -> None:
         cp.linkState = LinkState.CLOSING
         cp.log.warn(
@@ -248,7 +319,9 @@ def buildLinkMachine(
 
     @Handshake.upon(I.close).to(Closing)
     @Active.upon(I.close).to(Closing)
+    @Draining.upon(I.close).to(Closing)
     def unbindAll(m: LinkInputs, cp: ControlPoint, reason: str, detail: str) -> None:
+        cp.cancelCloseTimer()
         cp.linkState = LinkState.CLOSING
         cp.closeReason = (reason, detail)
         for session in list(cp.sessions.values()):
@@ -263,6 +336,7 @@ def buildLinkMachine(
 
     @Handshake.upon(I.multiplexerClosed).to(Closing)
     @Active.upon(I.multiplexerClosed).to(Closing)
+    @Draining.upon(I.multiplexerClosed).to(Closing)
     def linkUnusable(m: LinkInputs, cp: ControlPoint, reason: Failure) -> None:
         cp.linkState = LinkState.CLOSING
         if reason.check(ConnectionDone, ConnectionLost):
@@ -278,8 +352,78 @@ def buildLinkMachine(
     # A LinkRefused before this end has verified the Hello is one end of a
     # refusal race: this end is already closing, or about to.
     ignore([Handshake, Closing, Closed], I.peerRefused)
-    ignore([Handshake, Closing, Closed], I.peerControlStreamLost)
+    # A draining peer may close its control stream once it is done.
+    ignore([Handshake, Draining, Closing, Closed], I.peerControlStreamLost)
     ignore([Closing, Closed], I.refuseLink, I.close, I.multiplexerClosed)
+
+    # -- Draining: the losing link of a simultaneous dial -------------------
+
+    def startDraining(m: LinkInputs, cp: ControlPoint) -> None:
+        cp.linkState = LinkState.DRAINING
+        cp.closeReason = (
+            Reason.DUPLICATE_LINK.value,
+            "another link between these nodes was kept",
+        )
+        cp.log.info(
+            "draining link with {peer}: another link between these nodes was kept",
+            peer=cp.peerNodeID,
+        )
+        # "No more streams from this end": the peer drains too.
+        cp.sendControl(LinkRefused(reason=Reason.DUPLICATE_LINK.value, detail="draining"))
+        cp.host.linkClosing(cp, cp.closeReason)
+        waiters, cp.waiters = cp.waiters, []
+        for d in waiters:
+            d.errback(SessionClosed(*cp.closeReason))
+        cp.cancelCloseTimer()
+        cp.closeTimer = cp.reactor.callLater(DRAIN_TIMEOUT, m.drainTimedOut)
+
+    def peerDone(m: LinkInputs, cp: ControlPoint) -> None:
+        # Every stream the peer opened came before its LinkRefused: nothing
+        # new can arrive, so GoAway refuses nothing that was in flight.
+        cp.peerDrained = True
+        cp.mux.goAway(0)
+
+    def checkDrained(m: LinkInputs, cp: ControlPoint) -> None:
+        if cp.peerDrained and not (cp.sessions or cp.outboundBinds or cp.pendingInbound):
+            m.drained()
+
+    @Active.upon(I.superseded).to(Draining)
+    def supersede(m: LinkInputs, cp: ControlPoint) -> None:
+        startDraining(m, cp)
+
+    @Active.upon(I.peerDraining).to(Draining)
+    def drainWithPeer(m: LinkInputs, cp: ControlPoint) -> None:
+        startDraining(m, cp)
+        peerDone(m, cp)
+        checkDrained(m, cp)
+
+    @Draining.upon(I.peerDraining).loop()
+    def peerDrainingToo(m: LinkInputs, cp: ControlPoint) -> None:
+        if not cp.peerDrained:
+            peerDone(m, cp)
+        checkDrained(m, cp)
+
+    @Draining.upon(I.drainCheck).loop()
+    def drainProgress(m: LinkInputs, cp: ControlPoint) -> None:
+        checkDrained(m, cp)
+
+    @Draining.upon(I.drained).to(Closing)
+    def drainDone(m: LinkInputs, cp: ControlPoint) -> None:
+        cp.linkState = LinkState.CLOSING
+        cp.cancelCloseTimer()
+        cp.link.closeTransport()
+        cp.closeTimer = cp.reactor.callLater(LINGER_TIMEOUT, cp.link.abortTransport)
+
+    @Draining.upon(I.drainTimedOut).to(Closing)
+    def drainTooLong(m: LinkInputs, cp: ControlPoint) -> None:
+        cp.closeTimer = None
+        unbindAll(m, cp, Reason.DUPLICATE_LINK.value, f"still draining after {DRAIN_TIMEOUT:g} s")
+
+    # A link that is not active was never kept: no contest to lose.  A
+    # peer's duplicate-link LinkRefused before its Hello is a refusal.
+    ignore([Handshake, Draining, Closing, Closed], I.superseded)
+    ignore([Handshake, Closing, Closed], I.peerDraining)
+    ignore([Handshake, Active, Closing, Closed], I.drainCheck, I.drained, I.drainTimedOut)
 
     # -- Closing -------------------------------------------------------------
 
@@ -293,7 +437,7 @@ def buildLinkMachine(
     def closeAnyway(m: LinkInputs, cp: ControlPoint) -> None:
         cp.closeGracefully()
 
-    ignore([Handshake, Active, Closed], I.sessionsDrained, I.closeTimedOut)
+    ignore([Handshake, Active, Draining, Closed], I.sessionsDrained, I.closeTimedOut)
 
     # -- into Closed ---------------------------------------------------------
 
@@ -319,6 +463,7 @@ def buildLinkMachine(
         tearDown(cp, reason)
 
     @Active.upon(I.connectionLost).to(Closed)
+    @Draining.upon(I.connectionLost).to(Closed)
     @Closing.upon(I.connectionLost).to(Closed)
     def lost(m: LinkInputs, cp: ControlPoint, reason: Failure) -> None:
         cp.host.linkLost(cp, tearDown(cp, reason))

@@ -244,6 +244,11 @@ class Hello(Message):
     capabilities: list[str] = attrs.field(validator=listOf(token, 64))
     listen: list[str] = attrs.field(validator=listOf(text(300), 16))
     plugins: dict[str, int] = attrs.field(validator=mapOf(token, integer(0, 2**31 - 1), 64))
+    #: On a link the sender dialled, a number larger than on any link it
+    #: dialled before (its clock in microseconds, kept strictly increasing);
+    #: 0 on a link it accepted.  Two links between the same pair of nodes
+    #: dialled by the same node: the higher serial survives (section 7.4).
+    dial_serial: int = attrs.field(validator=integer(0, 2**63 - 1))
     signature: bytes = attrs.field(default=b"", validator=blob(128))
     #: The map as received, unknown fields included: the signature covers
     #: them too, so a newer peer's Hello verifies.  Not sent.

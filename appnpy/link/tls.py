@@ -343,6 +343,8 @@ class AuthenticatedProtocol(Protocol):
         self.peerNodeID = None
         self._deadline: IDelayedCall | None = None
         self._refused = False
+        #: Why the link was refused before it came up, if it was.
+        self.refusal: tuple[str, str] | None = None
 
     # -- hooks for subclasses --
 
@@ -367,6 +369,37 @@ class AuthenticatedProtocol(Protocol):
         # is shadowed by an instance attribute, so the data path costs no
         # extra call.
         return None
+
+    def refusedBeforeTLS(self, reason: str, detail: str) -> None:
+        """
+        The listener refused this dialled connection with a refusal line
+        (it is busy): one log line with its reason; the connection closes.
+        """
+        if self._refused:
+            return
+        self._refused = True
+        self._cancelDeadline()
+        self.refusal = (reason, detail)
+        _log.warn(
+            "link to {peer} refused by the peer before TLS: {reason} {detail}",
+            peer=_describePeer(self.transport),
+            reason=reason,
+            detail=detail,
+        )
+        self.authenticationFailed(f"refused by the peer: {reason}")
+
+    def evict(self) -> None:
+        """
+        Drop this connection, still in its handshake, to make room for a
+        newer one (admission control drops the oldest first).  Admission
+        control summarises evictions, so this logs nothing itself.
+        """
+        if self.peerNodeID is not None or self._refused:
+            return
+        self._refused = True
+        self._cancelDeadline()
+        if self.transport is not None:
+            cast(ITCPTransport, self.transport).abortConnection()
 
     def _cancelDeadline(self) -> None:
         if self._deadline is not None and self._deadline.active():

@@ -1,10 +1,13 @@
 """
-Admission control: how a busy node (a seed) sheds a flood of inbound
-connections before they cost it a TLS handshake each.
+Admission control: how a node sheds a flood of inbound connections before
+they cost it a TLS handshake each, and keeps room for honest peers while
+idle or slow connections (slowloris) are held open against it.
 """
 
 from __future__ import annotations
 
+import resource
+from collections import OrderedDict
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IDelayedCall
@@ -13,6 +16,25 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 
 from appnpy.cp.linkprotocol import LinkProtocol
+from appnpy.errors import Reason
+from appnpy.link.refusal import refusalLine
+from appnpy.net.ratelimit import TokenBucket
+
+#: File descriptors kept free for everything but inbound links (dialled links,
+#: the management API and its clients, state files, logs).
+FD_RESERVE = 32
+
+
+def defaultMaxConnections() -> int:
+    """
+    How many inbound connections the process's file-descriptor limit (the
+    soft C{RLIMIT_NOFILE}, C{ulimit -n}) leaves room for, after
+    L{FD_RESERVE}.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(8, soft - FD_RESERVE)
 
 
 class _AdmittingFactory(Factory[Protocol]):
@@ -36,15 +58,54 @@ class _AdmittingFactory(Factory[Protocol]):
         return self.admission.admit(self.wrapped, addr)
 
 
+class _Refusal(Protocol):
+    """
+    A refused connection: the refusal line instead of TLS, then close, so
+    that the dialler can log why (docs/protocol.md section 4.4).
+    """
+
+    def __init__(self, line: bytes, closed: Any) -> None:
+        self.line = line
+        self._closed = closed
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.line)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: object = None) -> None:
+        self._closed()
+
+
 class AdmissionControl:
     """
-    Protects a busy node (a seed) from a flood of connections: at most
-    C{rate} new connections a second (a token bucket of C{burst}), and at
-    most C{maxUnauthenticated} connections still in the TLS handshake.  An
-    excess connection is closed at once; refusals are summarised in at most
-    one log line a second.
+    Protects a node from a flood of connections and from connections held
+    open without finishing the handshake:
 
-    Set as C{node.admission}; the node listens with C{wrap(factory)}.
+      - at most C{rate} new connections a second (a token bucket of
+        C{burst}); an excess connection is answered with a refusal line
+        (reason C{busy}) instead of TLS and closed;
+      - at most C{maxUnauthenticated} connections still in the TLS handshake
+        (the handshake deadline ends each after 10 s anyway).  A new
+        connection beyond that drops the B{oldest} unauthenticated one
+        (OpenSSH's MaxStartups drops at random; the oldest is what idle and
+        slow connections are), so an honest peer always gets a slot and,
+        with connections arriving at most at C{rate}, keeps it for at least
+        C{maxUnauthenticated / rate} seconds (about a second by default),
+        enough for a handshake;
+      - at most C{maxConnections} inbound connections open at all,
+        counting those still closing (by default what C{ulimit -n} leaves
+        after L{FD_RESERVE}), so that the node never runs out of file
+        descriptors.  At the limit a newcomer is closed at once (no refusal
+        line: that would hold its descriptor a moment longer), and the
+        oldest connection still in its handshake, if any, is dropped to make
+        room for the next; with none (every open one an authenticated link)
+        the node logs once that it is out of descriptors, and once that it
+        accepts again.
+
+    Refusals and drops are summarised in at most one log line per
+    C{reportInterval}.  Set as C{node.admission}; the node listens with
+    C{wrap(factory)}.
     """
 
     log = Logger()
@@ -56,71 +117,131 @@ class AdmissionControl:
         burst: int = 100,
         maxUnauthenticated: int = 64,
         reportInterval: float = 1.0,
+        maxConnections: int | None = None,
     ) -> None:
         self.reactor = reactor
-        self.rate = rate
-        self.burst = burst
         self.maxUnauthenticated = maxUnauthenticated
+        self.maxConnections = maxConnections or defaultMaxConnections()
         self.reportInterval = reportInterval
-        self.tokens = float(burst)
-        self._filled = reactor.seconds()
-        self.unauthenticated = 0
-        self.refused = {"rate": 0, "handshakes": 0}
+        self._bucket = TokenBucket(rate, burst, reactor.seconds())
+        #: Connections still in the handshake, oldest first.
+        self._pending: OrderedDict[LinkProtocol, None] = OrderedDict()
+        #: Every admitted connection not yet lost.
+        self._open: set[LinkProtocol] = set()
+        #: Refused for lack of file descriptors since running out, or None.
+        self._fdRefusals: int | None = None
+        #: Refusal lines still being written.
+        self._refusing = 0
+        self.refused = {"rate": 0, "dropped": 0, "full": 0}
         self._report: IDelayedCall | None = None
+
+    @property
+    def unauthenticated(self) -> int:
+        """
+        How many admitted connections are still in the handshake.
+        """
+        return len(self._pending)
 
     def wrap(self, factory: Factory[Protocol]) -> Factory[Protocol]:
         return _AdmittingFactory(self, factory)
 
-    def _refill(self) -> None:
-        now = self.reactor.seconds()
-        self.tokens = min(float(self.burst), self.tokens + (now - self._filled) * self.rate)
-        self._filled = now
-
     def admit(self, factory: Factory[Protocol], addr: IAddress | None) -> Protocol | None:
         """
-        The protocol for a new connection, or L{None} (the reactor then
-        closes it at once) when over either limit.
+        The protocol for a new connection: the link's, a refusal when over
+        the accept rate, or L{None} (closed at once) at the connection
+        limit.  Over the unauthenticated cap, the oldest connection still in
+        its handshake is dropped to make room.
         """
-        self._refill()
-        if self.unauthenticated >= self.maxUnauthenticated:
-            self._refuse("handshakes")
+        if len(self._open) + self._refusing >= self.maxConnections:
+            # Closed by the reactor before it accepts the next one.
+            if self._pending:
+                self._evictOldest()
+                self._count("full")
+            else:
+                self._outOfDescriptors()
             return None
-        if self.tokens < 1:
-            self._refuse("rate")
-            return None
-        self.tokens -= 1
+        if not self._bucket.take(self.reactor.seconds()):
+            self._count("rate")
+            self._refusing += 1
+            return _Refusal(
+                refusalLine(Reason.BUSY.value, "too many new connections; retry in a few seconds"),
+                self._refusalClosed,
+            )
         protocol = factory.buildProtocol(addr)
         # A link is its TLS wrapper's wrapped protocol (TLSMemoryBIOProtocol
         # is a ProtocolWrapper); anything else is not counted.
         link = protocol.wrappedProtocol if isinstance(protocol, ProtocolWrapper) else protocol
         if isinstance(link, LinkProtocol):
-            self.unauthenticated += 1
-            link.whenAuthenticatedOrLost().addBoth(self._authenticatedOrLost)
+            while len(self._pending) >= self.maxUnauthenticated:
+                self._evictOldest()
+            self._pending[link] = None
+            self._open.add(link)
+            link.whenAuthenticatedOrLost().addBoth(self._authenticatedOrLost, link)
+            link.whenLost().addBoth(self._lost, link)
         return protocol
 
-    def _authenticatedOrLost(self, result: object) -> None:
-        self.unauthenticated -= 1
+    def _evictOldest(self) -> None:
+        # It stays in _open (its descriptor) until it is gone.
+        oldest, _ = self._pending.popitem(last=False)
+        self._count("dropped")
+        oldest.evict()
 
-    def _refuse(self, why: str) -> None:
+    def _refusalClosed(self) -> None:
+        self._refusing -= 1
+
+    def _authenticatedOrLost(self, result: object, link: LinkProtocol) -> None:
+        self._pending.pop(link, None)
+
+    def _lost(self, result: object, link: LinkProtocol) -> None:
+        self._open.discard(link)
+        if self._fdRefusals is not None and len(self._open) < self.maxConnections:
+            self.log.info(
+                "accepting inbound connections again ({open} open); refused {count} "
+                "while out of file descriptors",
+                open=len(self._open),
+                count=self._fdRefusals,
+            )
+            self._fdRefusals = None
+
+    def _outOfDescriptors(self) -> None:
+        if self._fdRefusals is None:
+            self._fdRefusals = 0
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            self.log.warn(
+                "out of file descriptors for inbound connections: {open} open, the most "
+                "that ulimit -n {limit} leaves room for; refusing new ones until some "
+                "close (raise ulimit -n to allow more)",
+                open=len(self._open),
+                limit=soft,
+            )
+        self._fdRefusals += 1
+
+    def _count(self, why: str) -> None:
         self.refused[why] += 1
         if self._report is None:
             self._report = self.reactor.callLater(self.reportInterval, self._summarise)
 
     def _summarise(self) -> None:
         self._report = None
-        rate, handshakes = self.refused["rate"], self.refused["handshakes"]
-        self.refused = {"rate": 0, "handshakes": 0}
+        rate, dropped, full = (self.refused[k] for k in ("rate", "dropped", "full"))
+        self.refused = {"rate": 0, "dropped": 0, "full": 0}
         self.log.warn(
-            "refused {count} inbound connections in the last {interval:g} s: {rate} over "
-            "the accept rate, {handshakes} over {max} unauthenticated",
-            count=rate + handshakes,
+            "in the last {interval:g} s: refused {rate} inbound connections over the "
+            "accept rate, closed {full} at the connection limit ({maxConnections}), "
+            "dropped {dropped} still in the handshake (oldest first)",
+            count=rate + full,
             interval=self.reportInterval,
             rate=rate,
-            handshakes=handshakes,
-            max=self.maxUnauthenticated,
+            full=full,
+            dropped=dropped,
+            maxConnections=self.maxConnections,
         )
 
     def stop(self) -> None:
+        """
+        The node stops: log what is still to be summarised, now.
+        """
         if self._report is not None and self._report.active():
             self._report.cancel()
+            self._summarise()
         self._report = None

@@ -51,6 +51,11 @@ if TYPE_CHECKING:
 INBOUND = "inbound"
 #: Seconds a session that ended cleanly waits for the peer's UNBIND reason.
 UNBIND_GRACE = 2.0
+#: Seconds a session waits, once this end has sent its FIN (closed or
+#: half-closed), for the peer's FIN; then it is reset with reason timeout.
+#: A peer that never finishes closing must not hold the session (and its
+#: stream's buffers) forever.
+CLOSE_WAIT_TIMEOUT = 60.0
 OUTBOUND = "outbound"
 
 
@@ -152,6 +157,13 @@ class SessionBase:
             self._cp.sendUnbind(self.info.sessionID, Reason.ABORTED.value, "")
         self._abort()
 
+    def loseWriteConnection(self) -> None:
+        """
+        Finish sending but keep receiving (half-close).  Sessions that cannot
+        half-close close as a whole.
+        """
+        self.loseConnection()
+
     def _finishSending(self) -> None:
         """
         Close this end's direction after what is written (UNBIND is sent).
@@ -182,9 +194,17 @@ class Session(SessionBase):
     """
     A bound session: the transport its plugin protocol writes to, and the
     protocol of the stream underneath.
+
+    Half-close (docs/writing-plugins.md): C{loseWriteConnection} sends FIN
+    without UNBIND and keeps delivering what the peer sends.  A FIN from the
+    peer without UNBIND reaches a plugin protocol that provides
+    L{IHalfCloseableProtocol} as C{readConnectionLost}, and it may go on
+    writing; any other plugin's session closes as a whole.  Either way, once
+    this end has sent its FIN the peer has L{CLOSE_WAIT_TIMEOUT} seconds to
+    send its own.
     """
 
-    __slots__ = ("protocol", "_peerReason", "since", "_graceTimer")
+    __slots__ = ("protocol", "_peerReason", "since", "_graceTimer", "_writeClosed", "_closeWait")
     log = Logger()
 
     def __init__(self, cp: ControlPoint, stream: Stream, info: SessionInfo) -> None:
@@ -198,6 +218,9 @@ class Session(SessionBase):
         self.disconnecting = False
         self.since = cp.reactor.seconds()
         self._graceTimer: IDelayedCall | None = None
+        #: This end half-closed (FIN without UNBIND).
+        self._writeClosed = False
+        self._closeWait: IDelayedCall | None = None
 
     def start(self, protocol: Any, leftover: bytes = b"") -> None:
         self.protocol = protocol
@@ -209,15 +232,52 @@ class Session(SessionBase):
     # -- ITransport / IConsumer / IPushProducer ------------------------------
 
     def write(self, data: bytes) -> None:
-        if not self._closing:
+        if not (self._closing or self._writeClosed):
             self._stream.write(data)
 
     def writeSequence(self, data: Any) -> None:
-        if not self._closing:
+        if not (self._closing or self._writeClosed):
             self._stream.writeSequence(data)
 
+    def loseWriteConnection(self) -> None:
+        """
+        Half-close: FIN after what is written (no UNBIND); what the peer
+        sends is still delivered.  A plugin protocol that provides
+        L{IHalfCloseableProtocol} hears C{writeConnectionLost}.
+        """
+        if self._closing or self._writeClosed:
+            return
+        self._writeClosed = True
+        self._sendFin()
+        protocol = self.protocol
+        if protocol is not None and IHalfCloseableProtocol.providedBy(protocol):
+            protocol.writeConnectionLost()
+
     def _finishSending(self) -> None:
+        self._sendFin()
+
+    def _sendFin(self) -> None:
+        # The timer first: the FIN may end the stream (and cancel it) at once.
+        if self._closeWait is None:
+            self._closeWait = self._cp.reactor.callLater(CLOSE_WAIT_TIMEOUT, self._closeTimedOut)
         self._stream.loseConnection()
+
+    def _closeTimedOut(self) -> None:
+        self._closeWait = None
+        self.log.info(
+            "session {sid} ({plugin}) with {peer}: no FIN from the peer within "
+            "{timeout:g} s of ours; reset",
+            sid=self.info.sessionID,
+            plugin=self.info.plugin,
+            peer=self.info.peerNodeID,
+            timeout=CLOSE_WAIT_TIMEOUT,
+        )
+        detail = f"the peer did not finish closing within {CLOSE_WAIT_TIMEOUT:g} s"
+        if self._closeReason is None:
+            self._closeReason = (Reason.TIMEOUT.value, detail)
+        self._closing = self.disconnecting = True
+        self._cp.sendUnbind(self.info.sessionID, Reason.TIMEOUT.value, detail)
+        self._stream.abortConnection()
 
     def _abort(self) -> None:
         self._stream.abortConnection()
@@ -237,13 +297,19 @@ class Session(SessionBase):
         self.protocol.dataReceived(data)
 
     def readConnectionLost(self) -> None:
-        # The peer finished sending.  Sessions close as a whole: finish ours.
-        if not self._closing:
+        # The peer finished sending.  A half-closeable plugin hears it and
+        # may go on writing (unless the session is closing anyway); for any
+        # other the session closes as a whole.
+        protocol = self.protocol
+        if protocol is not None and IHalfCloseableProtocol.providedBy(protocol):
+            protocol.readConnectionLost()
+            return
+        if not (self._closing or self._writeClosed):
             self._closing = self.disconnecting = True
-            self._stream.loseConnection()
+            self._sendFin()
 
     def writeConnectionLost(self) -> None:
-        # IHalfCloseableProtocol requires it; streams never half-close this way.
+        # IHalfCloseableProtocol requires it; the stream never calls it.
         pass
 
     def unbindReceived(self, reason: str, detail: str) -> None:
@@ -256,17 +322,21 @@ class Session(SessionBase):
             return
         if not self._closing:
             self._closing = self.disconnecting = True
-            self._stream.loseConnection()
+            if not self._writeClosed:
+                self._sendFin()
 
     def connectionLost(self, reason: Failure) -> None:
         if (
             self._peerReason is None
             and self._closeReason is None
+            and not self._writeClosed
             and reason.check(ConnectionDone)
             and self._graceTimer is None
         ):
             # A clean end without UNBIND yet: the peer's FIN can overtake its
             # UNBIND, which travels on its control stream.  Wait a moment.
+            # (A session this end half-closed ends at once: both FINs, no
+            # UNBIND, is its normal end.)
             self._graceTimer = self._cp.reactor.callLater(UNBIND_GRACE, self._finish, reason)
             return
         self._finish(reason)
@@ -283,6 +353,12 @@ class Session(SessionBase):
             if self._graceTimer.active():
                 self._graceTimer.cancel()
             self._graceTimer = None
+        if self._closeWait is not None:
+            if self._closeWait.active():
+                self._closeWait.cancel()
+            self._closeWait = None
+        # Over: a late close from the plugin sends nothing and starts no timer.
+        self._closing = self.disconnecting = True
         if self._peerReason is not None:
             why = SessionClosed(*self._peerReason)
         elif self._closeReason is not None:
@@ -317,8 +393,15 @@ class OutboundBind:
         self.stream.write(encodeMessage(self.request))
 
     def _answered(self, answer: Message, leftover: bytes) -> None:
+        # The BIND stops counting once answered, after its session (if any)
+        # counts: a draining link must not see itself empty in between.
+        try:
+            self._answer(answer, leftover)
+        finally:
+            self.cp.bindFinished(self.request.session_id)
+
+    def _answer(self, answer: Message, leftover: bytes) -> None:
         req = self.request
-        self.cp.bindFinished(self.request.session_id)
         if isinstance(answer, SessionAccept) and answer.session_id == req.session_id:
             info = SessionInfo(
                 req.session_id,

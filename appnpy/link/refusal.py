@@ -1,0 +1,92 @@
+"""
+Refusing a connection before TLS (docs/protocol.md section 4.4): the line a
+busy listener sends instead of a handshake, and the TLS factory of links,
+whose dialled connections read that line and hand its reason to the link
+protocol to log.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from twisted.internet.interfaces import ITCPTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+
+from appnpy.link.tls import AuthenticatedProtocol
+
+#: What a node writes instead of TLS when it refuses a connection before the
+#: handshake (admission control, docs/protocol.md section 4.4), followed by
+#: a reason code, a space, a detail and CRLF.  No TLS record starts with "A".
+REFUSAL_PREFIX = b"APPN-REFUSED "
+#: The longest refusal line a dialler reads.
+MAX_REFUSAL_LINE = 600
+
+
+def refusalLine(reason: str, detail: str) -> bytes:
+    """
+    The line that refuses a connection before TLS, with C{reason} (a token)
+    and a one-line C{detail}.
+    """
+    text = f"{reason} {detail}".encode("ascii", "replace")
+    text = bytes(b if 32 <= b < 127 else 63 for b in text)
+    return REFUSAL_PREFIX + text[: MAX_REFUSAL_LINE - len(REFUSAL_PREFIX) - 2] + b"\r\n"
+
+
+def parseRefusalLine(data: bytes) -> tuple[str, str]:
+    """
+    The (reason, detail) of a refusal line (printable ASCII only; anything
+    else becomes "?").
+    """
+    line = data[len(REFUSAL_PREFIX) : MAX_REFUSAL_LINE].split(b"\n", 1)[0].rstrip(b"\r")
+    text = bytes(b if 32 <= b < 127 else 63 for b in line).decode("ascii")
+    reason, _, detail = text.partition(" ")
+    return reason or "refused", detail
+
+
+class _LinkTLSProtocol(TLSMemoryBIOProtocol):
+    """
+    TLS for a link.  On a dialled connection, the first bytes may instead be
+    the listener's refusal line (admission control refuses before spending a
+    handshake): it is read, handed to the link protocol to log, and the
+    connection closed.
+    """
+
+    _sniffed = b""
+    factory: LinkTLSFactory
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.factory.isClient:
+            self._passThrough(data)
+            return
+        data = self._sniffed + data
+        if not REFUSAL_PREFIX.startswith(data[: len(REFUSAL_PREFIX)]):
+            self._passThrough(data)
+            return
+        if b"\n" not in data and len(data) < MAX_REFUSAL_LINE:
+            self._sniffed = data
+            return
+        self._sniffed = b""
+        wrapped = self.wrappedProtocol
+        if isinstance(wrapped, AuthenticatedProtocol):
+            wrapped.refusedBeforeTLS(*parseRefusalLine(data))
+        cast(ITCPTransport, self.transport).abortConnection()
+
+    def _passThrough(self, data: bytes) -> None:
+        # Decided: from now on the data path is TLS's own, with no check.
+        self.dataReceived = super().dataReceived  # type: ignore[method-assign]
+        super().dataReceived(data)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+
+
+class LinkTLSFactory(TLSMemoryBIOFactory):
+    """
+    The TLS factory of links (both directions): a dialled connection
+    understands a refusal line sent instead of TLS.
+    """
+
+    protocol = _LinkTLSProtocol
+
+    def __init__(
+        self, contextFactory: Any, isClient: bool, wrappedFactory: Any, clock: Any = None
+    ) -> None:
+        super().__init__(contextFactory, isClient, wrappedFactory, clock=clock)
+        self.isClient = isClient
