@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.errors import StreamLimitExceeded
@@ -26,7 +28,7 @@ from appnpy.link.yamux import (
     withNodeBudget,
 )
 from appnpy.testing import MemoryNetwork, resultOf
-from tests.test_yamux import NO_KEEPALIVE, Echo, Pair, Recorder, listener, parseFrames
+from tests.test_yamux import NO_KEEPALIVE, Echo, Pair, Recorder, data, listener, parseFrames
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -155,6 +157,51 @@ class PausedLinkTests(SynchronousTestCase):
                 + encodeHeader(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)
             )
         self.assertEqual(side.transport.producerState, "producing")
+
+
+class FrameFloodTests(SynchronousTestCase):
+    config = MuxConfig(maxFrameRate=1000, keepaliveInterval=0, keepaliveTimeout=0)
+
+    def oneByteFrames(self, n: int) -> bytes:
+        return b"".join(data(1, b"x") for _ in range(n))
+
+    def test_floodOfTinyFramesPausesReading(self) -> None:
+        """
+        More than maxFrameRate frames a second (one-byte Data frames here)
+        stop the multiplexer reading the link until the excess is paid for;
+        then it reads again.  Every frame read is still delivered.
+        """
+        side = listener(self.config)
+        clock = side.mux._reactor
+        side.mux.dataReceived(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0))
+        for _ in range(11):
+            side.mux.dataReceived(self.oneByteFrames(100))
+        self.assertEqual(side.transport.producerState, "paused")
+        [stream] = side.accepted
+        self.assertEqual(len(stream.protocol.received), 1100)
+        clock.advance(0.05)
+        self.assertEqual(side.transport.producerState, "paused")
+        clock.advance(0.1)
+        self.assertEqual(side.transport.producerState, "producing")
+
+    def test_steadyTrafficUnderTheRateIsNotPaused(self) -> None:
+        side = listener(self.config)
+        clock = side.mux._reactor
+        side.mux.dataReceived(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0))
+        for _ in range(50):
+            side.mux.dataReceived(self.oneByteFrames(90))
+            clock.advance(0.1)
+        self.assertEqual(side.transport.producerState, "producing")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_floodTimerCancelledOnClose(self) -> None:
+        side = listener(self.config)
+        side.mux.dataReceived(
+            self.oneByteFrames(0) + encodeHeader(TYPE_PING, FLAG_SYN, 0, 1) * 2000
+        )
+        self.assertEqual(len(side.mux._reactor.getDelayedCalls()), 1)
+        side.mux.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(side.mux._reactor.getDelayedCalls(), [])
 
 
 class NodeBudgetTests(SynchronousTestCase):
