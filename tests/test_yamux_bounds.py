@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -183,6 +184,26 @@ class FrameFloodTests(SynchronousTestCase):
         self.assertEqual(side.transport.producerState, "paused")
         clock.advance(0.1)
         self.assertEqual(side.transport.producerState, "producing")
+
+    def test_repeatedPausesLogOneLine(self) -> None:
+        """
+        A peer that keeps flooding pauses the link again and again: one log
+        line (with the peer's address), not one per pause.
+        """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        side = listener(self.config)
+        clock = side.mux._reactor
+        side.mux.dataReceived(encodeHeader(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0))
+        for _ in range(20):
+            side.mux.dataReceived(self.oneByteFrames(1200))
+            clock.advance(1.5)
+        self.assertEqual(side.mux._readPauses, 20)
+        lines = [e for e in events if "paused reading" in e.get("log_format", "")]
+        self.assertEqual(len(lines), 1)
+        self.assertIn("frames a second", formatEvent(lines[0]))
+        self.assertIn("192.168.1.1:", formatEvent(lines[0]))
 
     def test_steadyTrafficUnderTheRateIsNotPaused(self) -> None:
         side = listener(self.config)

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -122,6 +123,16 @@ def withNodeBudget(config: MuxConfig) -> MuxConfig:
     if config.budget is not None:
         return config
     return attrs.evolve(config, budget=MuxBudget())
+
+
+def _peerText(transport: ITransport) -> str:
+    """
+    A link's peer address for log lines, as C{host:port}.
+    """
+    peer = transport.getPeer()
+    if isinstance(peer, (IPv4Address, IPv6Address)):
+        return f"[{peer.host}]:{peer.port}" if ":" in peer.host else f"{peer.host}:{peer.port}"
+    return "an unknown address"
 
 
 def encodeHeader(type: int, flags: int, streamID: int, length: int) -> bytes:
@@ -767,6 +778,8 @@ class Multiplexer:
         self._frameBurst = self._frameTokens = float(config.maxFrameRate)
         self._frameTime = reactor.seconds()
         self._floodCall: Any = None
+        self._readPauses = 0
+        self._readPauseLogged = 0.0
         self._paused = False
         self._closed = False
         self._goAwaySent = False
@@ -879,9 +892,7 @@ class Multiplexer:
             self._frameTime = now
             self._frameTokens = tokens = tokens - frames
             if tokens < 0 and self._floodCall is None and not self._closed:
-                self._log.info(
-                    "paused reading the link: more than {rate:g} frames a second", rate=rate
-                )
+                self._readPaused(now, f"more than {rate:g} frames a second")
                 self.transport.pauseProducing()
                 self._floodCall = self._reactor.callLater(-tokens / rate, self._floodOver)
 
@@ -1055,11 +1066,23 @@ class Multiplexer:
             self._backlog += len(frame)
             if self._backlog > self.config.maxControlBacklog and not self._readStopped:
                 self._readStopped = True
-                self._log.info(
-                    "paused reading the link: {n} bytes of replies wait to be sent",
-                    n=self._backlog,
+                self._readPaused(
+                    self._reactor.seconds(), f"{self._backlog} bytes of replies wait to be sent"
                 )
                 self.transport.pauseProducing()
+
+    def _readPaused(self, now: float, why: str) -> None:
+        # One line for the first pause, then at most one a minute with the
+        # count, however fast a hostile peer makes us pause.
+        self._readPauses += 1
+        if self._readPauses == 1 or now - self._readPauseLogged >= 60:
+            self._readPauseLogged = now
+            self._log.info(
+                "paused reading the link from {peer}: {why} ({count} pauses so far)",
+                peer=_peerText(self.transport),
+                why=why,
+                count=self._readPauses,
+            )
 
     def _resumeReading(self) -> None:
         # Reading stops for a reply backlog or a frame flood (pausing twice
