@@ -392,6 +392,7 @@ CONSTANTS: dict[str, Callable[[], object]] = {
     "MuxConfig.keepaliveTimeout": lambda: yamux.MuxConfig().keepaliveTimeout,
     "MuxConfig.maxControlBacklog": lambda: yamux.MuxConfig().maxControlBacklog,
     "MuxConfig.maxFrameRate": lambda: yamux.MuxConfig().maxFrameRate,
+    "MuxConfig.ownStreams": lambda: yamux.MuxConfig().ownStreams,
     "yamux.SEND_HIGH_WATER": lambda: yamux.SEND_HIGH_WATER,
     "budget.DEFAULT_NODE_RECEIVE_WINDOW": lambda: (
         __import__("appnpy.link.budget", fromlist=["x"]).DEFAULT_NODE_RECEIVE_WINDOW

@@ -226,8 +226,10 @@ class FrameFloodTests(SynchronousTestCase):
 
 
 class NodeBudgetTests(SynchronousTestCase):
-    def sharedPairs(self, budget: MuxBudget, n: int = 2) -> list[Pair]:
-        config = MuxConfig(budget=budget, keepaliveInterval=0, keepaliveTimeout=0)
+    def sharedPairs(self, budget: MuxBudget, n: int = 2, ownStreams: int = 0) -> list[Pair]:
+        config = MuxConfig(
+            budget=budget, ownStreams=ownStreams, keepaliveInterval=0, keepaliveTimeout=0
+        )
         return [Pair(NO_KEEPALIVE, serverConfig=config) for _ in range(n)]
 
     def test_inboundStreamsShareOneBudget(self) -> None:
@@ -254,6 +256,28 @@ class NodeBudgetTests(SynchronousTestCase):
         second.client.mux.openStream()
         second.pump()
         self.assertEqual(len(second.server.mux.streams), 2)
+
+    def test_everyLinkHasStreamsOfItsOwn(self) -> None:
+        """
+        A link's first ownStreams streams do not draw on the node budget: a
+        peer that fills the budget on one link does not stop another link
+        from opening its control streams.
+        """
+        budget = MuxBudget(maxWindow=2 * 256 * KiB)
+        hostile, honest = self.sharedPairs(budget, ownStreams=2)
+        for _ in range(6):
+            hostile.client.mux.openStream()
+        hostile.pump()
+        self.assertEqual(len(hostile.server.mux.streams), 4)
+        self.assertEqual(budget.windowInUse, budget.maxWindow)
+        honest.server.mux.openStream()
+        honest.client.mux.openStream()
+        honest.pump()
+        self.assertEqual(len(honest.server.mux.streams), 2)
+        self.assertRaises(StreamLimitExceeded, honest.server.mux.openStream)
+        for stream in list(hostile.server.mux.streams.values()):
+            stream.abortConnection()
+        self.assertEqual(budget.windowInUse, 0)
 
     def test_openStreamRefusedWhenBudgetUsed(self) -> None:
         budget = MuxBudget(maxWindow=256 * KiB)
@@ -291,7 +315,6 @@ class NodeBudgetTests(SynchronousTestCase):
             budgets.add(id(cp.mux._budget))
         self.assertEqual(budgets, {id(b.muxConfig.budget)})
         self.assertIsNot(a.muxConfig.budget, b.muxConfig.budget)
-        self.assertGreater(b.muxConfig.budget.windowInUse if b.muxConfig.budget else 0, 0)
         net.stop()
 
     def test_withNodeBudgetKeepsAGivenOne(self) -> None:

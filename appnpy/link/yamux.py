@@ -201,6 +201,11 @@ class MuxConfig:
     # a frame, benchmarks/frame_flood.py); bulk data at 1 GB/s is 16,000
     # frames a second.  0 disables.
     maxFrameRate: int = 200_000
+    # Streams of every link whose initial window does not come out of the
+    # node budget, so that a link always gets its control streams and a few
+    # sessions however full the budget is (a peer that fills it cannot stop
+    # other links from coming up).
+    ownStreams: int = 8
     # The node's receive budget, shared by all its links (buildNode makes
     # one); None: this multiplexer gets a budget of its own.
     budget: MuxBudget | None = attrs.field(default=None, eq=False, repr=False)
@@ -706,9 +711,13 @@ class Stream:
         if self._sendBuf is not None:
             budget.free(len(self._sendBuf))
             self._sendBuf = None
+        config = mux.config
         mux.streams.pop(self.streamID, None)
-        mux._extraGranted -= self._recvMax - mux.config.initialWindow
-        budget.release(self._recvMax)
+        extra = self._recvMax - config.initialWindow
+        mux._extraGranted -= extra
+        budget.release(extra)
+        if len(mux.streams) >= config.ownStreams:
+            budget.release(config.initialWindow)
         if not self._acked:
             self._acked = True
             mux._unacked -= 1
@@ -827,7 +836,7 @@ class Multiplexer:
         streamID = self._nextStreamID
         if streamID > _MAX_U32:
             raise StreamLimitExceeded("stream IDs exhausted on this link")
-        if not self._budget.reserveStream(config.initialWindow):
+        if not self._reserveStream():
             raise StreamLimitExceeded("the node's receive window budget is used up")
         self._nextStreamID = streamID + 2
         stream = Stream(self, streamID, outbound=True)
@@ -835,6 +844,14 @@ class Multiplexer:
         self._unacked += 1
         self._control(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_SYN, streamID, 0))
         return stream
+
+    def _reserveStream(self) -> bool:
+        # The first ownStreams streams of the link are its own; the node
+        # budget pays for the rest.  Streams are interchangeable, so the
+        # budget holds initialWindow x (open streams - ownStreams).
+        if len(self.streams) < self.config.ownStreams:
+            return True
+        return self._budget.reserveStream(self.config.initialWindow)
 
     def _inboundSyn(self, streamID: int) -> Stream | None:
         if streamID == 0 or (streamID & 1) == (1 if self.isClient else 0):
@@ -854,7 +871,7 @@ class Multiplexer:
         if (
             self._goAwaySent
             or len(self.streams) >= self.config.maxStreams
-            or not self._budget.reserveStream(self.config.initialWindow)
+            or not self._reserveStream()
         ):
             self._control(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_RST, streamID, 0))
             return None
