@@ -905,7 +905,9 @@ class Multiplexer:
             # The frame budget, charged once per read: a flood of tiny frames
             # costs a fixed amount of work per frame, so capping frames per
             # second caps the CPU one link can take.
-            tokens = min(self._frameBurst, self._frameTokens + (now - self._frameTime) * rate)
+            tokens = self._frameTokens + (now - self._frameTime) * rate
+            if tokens > self._frameBurst:
+                tokens = self._frameBurst
             self._frameTime = now
             self._frameTokens = tokens = tokens - frames
             if tokens < 0 and self._floodCall is None and not self._closed:
