@@ -71,7 +71,7 @@ from appnpy.link.tls import (
     loadTrustPolicy,
     parseAddress,
 )
-from appnpy.link.yamux import MuxConfig
+from appnpy.link.yamux import MuxConfig, withNodeBudget
 from appnpy.net._interfaces import IPeerHost
 from appnpy.net.addresses import dialableAddresses
 from appnpy.net.admission import AdmissionControl
@@ -152,7 +152,8 @@ class Node(MultiService):
         self.role = role
         self.trust = trust or TrustPolicy.open()
         self.listenEndpoints = list(listen)
-        self.muxConfig = muxConfig or MuxConfig()
+        # One receive budget for all of this node's links.
+        self.muxConfig = withNodeBudget(muxConfig or MuxConfig())
         self.handshakeTimeout = handshakeTimeout
         #: The protocol versions this node speaks, lowest and highest.
         self.protocolVersions = (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX)

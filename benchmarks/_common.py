@@ -30,6 +30,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from appnpy.api import ISessionInfo, ISessionPlugin
+from appnpy.link.budget import DEFAULT_NODE_RECEIVE_WINDOW, MuxBudget
 from appnpy.link.identity import generateIdentity
 from appnpy.link.tls import LinkContextFactory, TrustPolicy
 from appnpy.link.yamux import MuxConfig
@@ -221,11 +222,15 @@ class AMPEcho(amp.AMP):
 def muxConfig() -> MuxConfig:
     """
     The benchmarks' multiplexer settings: defaults, with room for memory.py's
-    sessions.  C{APPN_BENCH_MUX} (JSON, e.g. C{{"initialWindow": 16777216}})
-    overrides fields in both processes, for experiments.
+    sessions (streams per link and the node receive budget: idle streams
+    reserve window but hold no memory).  C{APPN_BENCH_MUX} (JSON, e.g.
+    C{{"initialWindow": 16777216}}) overrides fields in both processes, for
+    experiments.
     """
     overrides = json.loads(os.environ.get("APPN_BENCH_MUX", "{}"))
-    return MuxConfig(**{"maxStreams": SESSION_LIMIT + 100, **overrides})
+    streams = SESSION_LIMIT + 100
+    budget = MuxBudget(maxWindow=streams * MuxConfig().initialWindow + DEFAULT_NODE_RECEIVE_WINDOW)
+    return MuxConfig(**{"maxStreams": streams, "budget": budget, **overrides})
 
 
 def makeNode(

@@ -45,6 +45,7 @@ EXPECTED = {
         "tls_GBps",
     ],
     "bootstrap": ["all_at_max_peers_s", "ready_first_start_s", "dials_hanging"],
+    "frame_flood": ["data_1B_cpu_s_per_MB", "data_1B_us_per_frame", "flood_cpu_share_per_link"],
 }
 
 

@@ -396,6 +396,13 @@ CONSTANTS: dict[str, Callable[[], object]] = {
     "MuxConfig.maxPendingOutbound": lambda: yamux.MuxConfig().maxPendingOutbound,
     "MuxConfig.keepaliveInterval": lambda: yamux.MuxConfig().keepaliveInterval,
     "MuxConfig.keepaliveTimeout": lambda: yamux.MuxConfig().keepaliveTimeout,
+    "MuxConfig.maxControlBacklog": lambda: yamux.MuxConfig().maxControlBacklog,
+    "MuxConfig.maxFrameRate": lambda: yamux.MuxConfig().maxFrameRate,
+    "MuxConfig.ownStreams": lambda: yamux.MuxConfig().ownStreams,
+    "yamux.SEND_HIGH_WATER": lambda: yamux.SEND_HIGH_WATER,
+    "budget.DEFAULT_NODE_RECEIVE_WINDOW": lambda: (
+        __import__("appnpy.link.budget", fromlist=["x"]).DEFAULT_NODE_RECEIVE_WINDOW
+    ),
     "control.MAX_PENDING_INBOUND": lambda: control.MAX_PENDING_INBOUND,
     "control.FIRST_MESSAGE_TIMEOUT": lambda: control.FIRST_MESSAGE_TIMEOUT,
     "control.CLOSE_TIMEOUT": lambda: control.CLOSE_TIMEOUT,

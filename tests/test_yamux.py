@@ -40,6 +40,7 @@ from appnpy.link.yamux import (
     TYPE_PING,
     TYPE_WINDOW_UPDATE,
     Multiplexer,
+    MuxBudget,
     MuxConfig,
     Stream,
     decodeHeader,
@@ -498,7 +499,13 @@ class SendPathTests(SynchronousTestCase):
             True,
             lambda s: None,
             Clock(),
-            MuxConfig(maxPendingOutbound=20000, keepaliveInterval=0, keepaliveTimeout=0),
+            MuxConfig(
+                maxPendingOutbound=20000,
+                maxStreams=20000,
+                budget=MuxBudget(maxWindow=20000 * 256 * KiB),
+                keepaliveInterval=0,
+                keepaliveTimeout=0,
+            ),
         )
         gc.collect()
         tracemalloc.start()

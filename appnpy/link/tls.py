@@ -311,6 +311,28 @@ def _describePeer(transport: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def setNoDelay(transport: object) -> None:
+    """
+    Turn Nagle's algorithm off on a link's TCP connection (dialled and
+    accepted alike).  A link carries small messages that wait for an answer
+    (pings, BINDs, one echo): with Nagle holding a short write back until the
+    previous one is acknowledged, and the peer delaying that acknowledgement,
+    a write-write-read exchange costs about 40 ms instead of one round trip,
+    and the RTT measured on the link feeds route weights.  Bulk data is not
+    slowed: yamux already sends whole frames in one write.
+
+    The TLS transport of a link provides what its TCP transport provides
+    (and forwards the call to it); the in-memory transports of tests are no
+    TCP and are left alone.
+    """
+    if ITCPTransport.providedBy(transport):
+        try:
+            transport.setTcpNoDelay(True)
+        except OSError as e:
+            # The connection is already gone; its loss is reported anyway.
+            _log.debug("could not set TCP_NODELAY: {error}", error=e)
+
+
 @implementer(IHandshakeListener)
 class AuthenticatedProtocol(Protocol):
     """
@@ -362,6 +384,7 @@ class AuthenticatedProtocol(Protocol):
     # -- machinery --
 
     def connectionMade(self) -> None:
+        setNoDelay(self.transport)
         self._deadline = self.reactor.callLater(self.handshakeTimeout, self._handshakeTimedOut)
 
     def dataReceived(self, data: bytes) -> None:

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -47,15 +48,18 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from appnpy.errors import GoAwayReceived, LinkError, ProtocolError, StreamLimitExceeded
+from appnpy.link.budget import MuxBudget
 
 __all__ = [
     "GoAwayReceived",
+    "MuxBudget",
     "MuxConfig",
     "Multiplexer",
     "Stream",
     "StreamLimitExceeded",
     "decodeHeader",
     "encodeHeader",
+    "withNodeBudget",
     "TYPE_DATA",
     "TYPE_WINDOW_UPDATE",
     "TYPE_PING",
@@ -92,7 +96,9 @@ _MAX_U32 = 0xFFFFFFFF
 
 # A stream's unsent data above this pauses its producer; it resumes once the
 # buffer has drained to half of it (hysteresis, so a producer writing exactly
-# the mark does not flap).
+# the mark does not flap).  A stream the peer opened also stops granting the
+# peer receive window above it, producer or not, so a peer that writes into
+# an echo and never reads fills at most this plus one receive window.
 SEND_HIGH_WATER = 64 * 1024
 SEND_LOW_WATER = SEND_HIGH_WATER // 2
 
@@ -107,6 +113,26 @@ _UNKNOWN_RTT_GROWTH_INTERVAL = 0.005
 # positions stay acceptable for a while; anything else below the highest seen
 # ID is a reuse and a protocol error.
 _SYN_REORDER_SLACK = 32
+
+
+def withNodeBudget(config: MuxConfig) -> MuxConfig:
+    """
+    C{config} as one node's links share it: with a receive budget of the
+    node's own, unless C{config} already carries one.
+    """
+    if config.budget is not None:
+        return config
+    return attrs.evolve(config, budget=MuxBudget())
+
+
+def _peerText(transport: ITransport) -> str:
+    """
+    A link's peer address for log lines, as C{host:port}.
+    """
+    peer = transport.getPeer()
+    if isinstance(peer, (IPv4Address, IPv6Address)):
+        return f"[{peer.host}]:{peer.port}" if ":" in peer.host else f"{peer.host}:{peer.port}"
+    return "an unknown address"
 
 
 def encodeHeader(type: int, flags: int, streamID: int, length: int) -> bytes:
@@ -154,14 +180,35 @@ class MuxConfig:
     # payload would cost a fifth, 12-byte record: 25% more work per frame).
     maxFramePayload: int = 64 * 1024 - 12
     # Concurrently open streams per link (both directions); an excess inbound
-    # SYN is reset.
-    maxStreams: int = 16384
+    # SYN is reset.  512 as the libp2p DoS-mitigation guide advises ("surely
+    # you don't need >512"; rust-yamux's default too); hashicorp/yamux
+    # bounds its accept backlog at 256.
+    maxStreams: int = 512
     # Our streams opened but not yet acknowledged by the peer.
     maxPendingOutbound: int = 256
     # Seconds between keepalive pings (0 disables them).
     keepaliveInterval: float = 15.0
     # No frame received for this long: the link is declared dead (0 disables).
     keepaliveTimeout: float = 60.0
+    # Link-level replies (SYN ACKs, RSTs, window updates, FINs) written while
+    # the link transport is paused: above this many bytes the multiplexer
+    # stops reading the link until it can send again.  Ping ACKs are not
+    # queued at all while paused: only the latest is kept.
+    maxControlBacklog: int = 64 * 1024
+    # Frames a second read from the link (any type, charged per read), up
+    # to a burst of as many: above it the link is not read until the excess
+    # is paid for.  Caps the CPU a flood of tiny frames takes (about 0.8 us
+    # a frame, benchmarks/frame_flood.py); bulk data at 1 GB/s is 16,000
+    # frames a second.  0 disables.
+    maxFrameRate: int = 200_000
+    # Streams of every link whose initial window does not come out of the
+    # node budget, so that a link always gets its control streams and a few
+    # sessions however full the budget is (a peer that fills it cannot stop
+    # other links from coming up).
+    ownStreams: int = 8
+    # The node's receive budget, shared by all its links (buildNode makes
+    # one); None: this multiplexer gets a budget of its own.
+    budget: MuxBudget | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @implementer(ITransport, IPushProducer, IConsumer)
@@ -203,6 +250,7 @@ class Stream:
         "_producerPaused",
         "_pullCall",
         "_queued",
+        "_inbound",
     )
 
     def __init__(self, mux: Multiplexer, streamID: int, outbound: bool) -> None:
@@ -238,6 +286,7 @@ class Stream:
         self._producerPaused = False
         self._pullCall: Any = None
         self._queued = False
+        self._inbound = not outbound
 
     def __repr__(self) -> str:
         return f"<Stream {self.streamID}>"
@@ -298,12 +347,15 @@ class Stream:
                 and not self._readPaused
                 and not self.remoteClosed
                 and not self._finished
+                and not self._sendBlocked()
             ):
                 self._sendWindowUpdate(0)
-        elif self._recvBuf is None:
-            self._recvBuf = bytearray(data)
         else:
-            self._recvBuf += data
+            if self._recvBuf is None:
+                self._recvBuf = bytearray(data)
+            else:
+                self._recvBuf += data
+            self._mux._budget.hold(n)
 
     def _deliverPending(self) -> None:
         """
@@ -316,6 +368,7 @@ class Stream:
         buf = self._recvBuf
         if buf is not None and not self._readPaused:
             self._recvBuf = None
+            self._mux._budget.free(len(buf))
             data = bytes(buf)
             if not self._finished:
                 self._consumed += len(data)
@@ -336,8 +389,35 @@ class Stream:
             if not self._lostDelivered:
                 self._lostDelivered = True
                 protocol.connectionLost(self._lostReason)
-        elif (
-            not self._readPaused and not self.remoteClosed and self._consumed >= self._recvMax >> 1
+        else:
+            self._grantIfDue()
+
+    def _sendBlocked(self) -> bool:
+        """
+        Whether this stream withholds receive window because of its own send
+        buffer: a stream the peer opened whose unsent data is above
+        C{sendHighWater}.  Such data is what the peer made us write (an echo,
+        a reply) while not reading it, so the peer gets no more window until
+        it reads.  Streams we opened hold what our own application wrote,
+        and keep granting: with one end of every stream granting, two ends
+        that both write more than they read cannot stall each other.
+        """
+        buf = self._sendBuf
+        return buf is not None and self._inbound and len(buf) > self.sendHighWater
+
+    def _grantIfDue(self) -> None:
+        """
+        Send the window update held back, if one is due and nothing holds
+        it back any longer.
+        """
+        if (
+            self._consumed >= self._recvMax >> 1
+            and not self._readPaused
+            and not self.remoteClosed
+            and not self._finished
+            and self._recvBuf is None
+            and self.protocol is not None
+            and not self._sendBlocked()
         ):
             self._sendWindowUpdate(0)
 
@@ -363,14 +443,16 @@ class Stream:
             if fast:
                 grown = min(current * 2, config.maxStreamWindow)
                 extra = grown - current
-                if mux._extraGranted + extra <= config.maxLinkReceiveBuffer:
+                if mux._extraGranted + extra <= config.maxLinkReceiveBuffer and (
+                    mux._budget.reserveGrowth(extra)
+                ):
                     mux._extraGranted += extra
                     self._recvMax = grown
                     delta += extra
         self._lastUpdate = now
         self._consumed = 0
         self._recvWindow += delta
-        mux.transport.write(_pack(VERSION, TYPE_WINDOW_UPDATE, flags, self.streamID, delta))
+        mux._control(_pack(VERSION, TYPE_WINDOW_UPDATE, flags, self.streamID, delta))
 
     # -- send side -----------------------------------------------------------
 
@@ -401,6 +483,7 @@ class Stream:
             self._sendBuf = bytearray(data)
         else:
             self._sendBuf += data
+        mux._budget.hold(n)
         if not mux._paused:
             self._flush()
         else:
@@ -435,6 +518,7 @@ class Stream:
         self._sendWindow -= n
         self.bytesSent += n
         mux.bytesSent += n
+        mux._budget.free(n)
         mux.transport.write(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + chunk)
         if not buf:
             self._sendBuf = None
@@ -442,9 +526,11 @@ class Stream:
                 self._sendFin()
             else:
                 self._resumeProducer()
+                self._grantIfDue()
             return False
         if len(buf) <= self.sendHighWater >> 1:
             self._resumeProducer()
+            self._grantIfDue()
         return self._sendWindow > 0 and self._sendBuf is not None
 
     def _flush(self) -> None:
@@ -569,7 +655,7 @@ class Stream:
         if self.localClosed or self._finished:
             return
         self.localClosed = True
-        self._mux.transport.write(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_FIN, self.streamID, 0))
+        self._mux._control(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_FIN, self.streamID, 0))
         if self.remoteClosed:
             self._finish(Failure(ConnectionDone()), clean=True)
 
@@ -582,9 +668,7 @@ class Stream:
             return
         self._writeClosed = True
         if not self._mux._closed:
-            self._mux.transport.write(
-                _pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_RST, self.streamID, 0)
-            )
+            self._mux._control(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_RST, self.streamID, 0))
         self._finish(Failure(ConnectionAborted()), clean=False)
 
     def getPeer(self) -> Any:
@@ -622,10 +706,18 @@ class Stream:
         self._finished = True
         self._writeClosed = True
         self._finPending = False
-        self._sendBuf = None
         mux = self._mux
+        budget = mux._budget
+        if self._sendBuf is not None:
+            budget.free(len(self._sendBuf))
+            self._sendBuf = None
+        config = mux.config
         mux.streams.pop(self.streamID, None)
-        mux._extraGranted -= self._recvMax - mux.config.initialWindow
+        extra = self._recvMax - config.initialWindow
+        mux._extraGranted -= extra
+        budget.release(extra)
+        if len(mux.streams) >= config.ownStreams:
+            budget.release(config.initialWindow)
         if not self._acked:
             self._acked = True
             mux._unacked -= 1
@@ -636,7 +728,8 @@ class Stream:
         if producer is not None:
             self._producer = None
             producer.stopProducing()
-        if not clean:
+        if not clean and self._recvBuf is not None:
+            budget.free(len(self._recvBuf))
             self._recvBuf = None
         self._lostReason = reason
         self._deliverPending()
@@ -681,6 +774,21 @@ class Multiplexer:
         self._peerSkipped: set[int] = set()
         self._unacked = 0
         self._extraGranted = 0
+        self._budget = config.budget if config.budget is not None else MuxBudget()
+        # Control bytes written since the link transport paused us, whether
+        # we stopped reading the link because of them, and the one ping ACK
+        # held back while paused.
+        self._backlog = 0
+        self._readStopped = False
+        self._pingAck: int | None = None
+        # The frame budget (frames a second, up to a burst) and the call
+        # that resumes reading once a flood has paid for itself.
+        self._frameRate = config.maxFrameRate
+        self._frameBurst = self._frameTokens = float(config.maxFrameRate)
+        self._frameTime = reactor.seconds()
+        self._floodCall: Any = None
+        self._readPauses = 0
+        self._readPauseLogged = 0.0
         self._paused = False
         self._closed = False
         self._goAwaySent = False
@@ -728,12 +836,22 @@ class Multiplexer:
         streamID = self._nextStreamID
         if streamID > _MAX_U32:
             raise StreamLimitExceeded("stream IDs exhausted on this link")
+        if not self._reserveStream():
+            raise StreamLimitExceeded("the node's receive window budget is used up")
         self._nextStreamID = streamID + 2
         stream = Stream(self, streamID, outbound=True)
         self.streams[streamID] = stream
         self._unacked += 1
-        self.transport.write(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_SYN, streamID, 0))
+        self._control(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_SYN, streamID, 0))
         return stream
+
+    def _reserveStream(self) -> bool:
+        # The first ownStreams streams of the link are its own; the node
+        # budget pays for the rest.  Streams are interchangeable, so the
+        # budget holds initialWindow x (open streams - ownStreams).
+        if len(self.streams) < self.config.ownStreams:
+            return True
+        return self._budget.reserveStream(self.config.initialWindow)
 
     def _inboundSyn(self, streamID: int) -> Stream | None:
         if streamID == 0 or (streamID & 1) == (1 if self.isClient else 0):
@@ -750,12 +868,16 @@ class Multiplexer:
             self._peerSkipped.discard(streamID)
         else:
             raise ProtocolError(f"peer reused stream ID {streamID}")
-        if self._goAwaySent or len(self.streams) >= self.config.maxStreams:
-            self.transport.write(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_RST, streamID, 0))
+        if (
+            self._goAwaySent
+            or len(self.streams) >= self.config.maxStreams
+            or not self._reserveStream()
+        ):
+            self._control(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_RST, streamID, 0))
             return None
         stream = Stream(self, streamID, outbound=False)
         self.streams[streamID] = stream
-        self.transport.write(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_ACK, streamID, 0))
+        self._control(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_ACK, streamID, 0))
         try:
             self._acceptStream(stream)
         except BaseException:
@@ -772,14 +894,33 @@ class Multiplexer:
         """
         if self._closed:
             return
-        self._lastReceived = self._reactor.seconds()
+        self._lastReceived = now = self._reactor.seconds()
         try:
-            self._parse(data)
+            frames = self._parse(data)
         except ProtocolError as e:
             self._protocolError(e)
+            return
+        rate = self._frameRate
+        if rate and frames:
+            # The frame budget, charged once per read: a flood of tiny frames
+            # costs a fixed amount of work per frame, so capping frames per
+            # second caps the CPU one link can take.
+            tokens = self._frameTokens + (now - self._frameTime) * rate
+            if tokens > self._frameBurst:
+                tokens = self._frameBurst
+            self._frameTime = now
+            self._frameTokens = tokens = tokens - frames
+            if tokens < 0 and self._floodCall is None and not self._closed:
+                self._readPaused(now, f"more than {rate:g} frames a second")
+                self.transport.pauseProducing()
+                self._floodCall = self._reactor.callLater(-tokens / rate, self._floodOver)
 
-    def _parse(self, data: bytes) -> None:
+    def _parse(self, data: bytes) -> int:
+        """
+        Parse C{data}; return how many frame headers it completed.
+        """
         pos = 0
+        frames = 0
         end = len(data)
         header = self._header
         if header:
@@ -787,17 +928,18 @@ class Multiplexer:
             take = HEADER_SIZE - len(header)
             header += data[:take]
             if len(header) < HEADER_SIZE:
-                return
+                return 0
             pos = take
             fields = decodeHeader(bytes(header))
             header.clear()
+            frames = 1
             self._frame(*fields)
         while not self._closed:
             remaining = self._payloadRemaining
             if remaining:
                 avail = end - pos
                 if not avail:
-                    return
+                    return frames
                 if avail >= remaining:
                     chunk = data[pos : pos + remaining] if (pos or remaining != end) else data
                     pos += remaining
@@ -821,12 +963,14 @@ class Multiplexer:
             if end - pos < HEADER_SIZE:
                 if pos < end:
                     header += data[pos:]
-                return
+                return frames
             version, type, flags, streamID, length = _unpackFrom(data, pos)
             pos += HEADER_SIZE
+            frames += 1
             if version or type > TYPE_GO_AWAY:
                 _checkHeader(version, type)
             self._frame(type, flags, streamID, length)
+        return frames
 
     def _frame(self, type: int, flags: int, streamID: int, length: int) -> None:
         if type <= TYPE_WINDOW_UPDATE:
@@ -865,7 +1009,12 @@ class Multiplexer:
                 stream._finIn()
         elif type == TYPE_PING:
             if flags & FLAG_SYN:
-                self.transport.write(_pack(VERSION, TYPE_PING, FLAG_ACK, 0, length))
+                if self._paused:
+                    # Only the latest answer waits: a flood of pings to a
+                    # paused link costs nothing.
+                    self._pingAck = length
+                else:
+                    self.transport.write(_pack(VERSION, TYPE_PING, FLAG_ACK, 0, length))
             elif flags & FLAG_ACK:
                 self._pong(length)
         else:
@@ -902,6 +1051,15 @@ class Multiplexer:
         resume starts where this one stopped and no stream starves.
         """
         self._paused = False
+        if self._closed:
+            return
+        self._backlog = 0
+        if self._pingAck is not None:
+            opaque, self._pingAck = self._pingAck, None
+            self.transport.write(_pack(VERSION, TYPE_PING, FLAG_ACK, 0, opaque))
+        if self._readStopped:
+            self._readStopped = False
+            self._resumeReading()
         ready = self._ready
         while ready and not self._paused and not self._closed:
             stream = ready.popleft()
@@ -914,6 +1072,57 @@ class Multiplexer:
         The link transport is going away; C{connectionLost} follows.
         """
         self._paused = True
+
+    def _control(self, frame: bytes) -> None:
+        """
+        Write a link-level frame.  While the link transport is paused these
+        pile up in its buffer, and the peer can provoke them (a SYN costs us
+        an ACK or RST): past C{maxControlBacklog} bytes we stop reading the
+        link until it drains, so the pile stays bounded.
+        """
+        self.transport.write(frame)
+        if self._paused and not self._closed:
+            self._backlog += len(frame)
+            if self._backlog > self.config.maxControlBacklog and not self._readStopped:
+                self._readStopped = True
+                self._readPaused(
+                    self._reactor.seconds(), f"{self._backlog} bytes of replies wait to be sent"
+                )
+                self.transport.pauseProducing()
+
+    def _readPaused(self, now: float, why: str) -> None:
+        # One line for the first pause, then at most one a minute with the
+        # count, however fast a hostile peer makes us pause.
+        self._readPauses += 1
+        if self._readPauses == 1 or now - self._readPauseLogged >= 60:
+            self._readPauseLogged = now
+            self._log.info(
+                "paused reading the link from {peer}: {why} ({count} pauses so far)",
+                peer=_peerText(self.transport),
+                why=why,
+                count=self._readPauses,
+            )
+
+    def _resumeReading(self) -> None:
+        # Reading stops for a reply backlog or a frame flood (pausing twice
+        # is harmless); it resumes when neither holds any more.
+        if not self._readStopped and self._floodCall is None and not self._closed:
+            self.transport.resumeProducing()
+
+    def _floodOver(self) -> None:
+        # Frames that were already on their way were charged too: wait until
+        # the whole excess is paid for.
+        now = self._reactor.seconds()
+        rate = self._frameRate
+        self._frameTokens = tokens = min(
+            self._frameBurst, self._frameTokens + (now - self._frameTime) * rate
+        )
+        self._frameTime = now
+        if tokens < 0:
+            self._floodCall = self._reactor.callLater(-tokens / rate, self._floodOver)
+            return
+        self._floodCall = None
+        self._resumeReading()
 
     # -- ping and keepalive ----------------------------------------------------
 
@@ -1010,10 +1219,10 @@ class Multiplexer:
             return
         self._closed = True
         self._paused = True
-        for call in (self._keepaliveCall, self._timeoutCall):
+        for call in (self._keepaliveCall, self._timeoutCall, self._floodCall):
             if call is not None and call.active():
                 call.cancel()
-        self._keepaliveCall = self._timeoutCall = None
+        self._keepaliveCall = self._timeoutCall = self._floodCall = None
         self._ready.clear()
         self._payloadStream = None
         # The owner hears why first, before the streams' protocols see them
