@@ -719,13 +719,14 @@ def buildNode(
     # Every node answers the interop probe.
     installProbeResponder(node)
     if services:
+        # On an end node this installs only its signed end record.
+        node.topology = installTopology(
+            node,
+            cosTables=dict(config.cosTables),
+            stateDir=config.dataDir,
+            **(topologyOptions or {}),
+        )
         if node.role == "network":
-            node.topology = installTopology(
-                node,
-                cosTables=dict(config.cosTables),
-                stateDir=config.dataDir,
-                **(topologyOptions or {}),
-            )
             node.relay = installRelay(node)
         node.directory = installDirectory(
             node, cds=config.cds, cdsNode=config.cdsNode, **(directoryOptions or {})

@@ -107,8 +107,13 @@ class OwnRecords:
             own = self.links[peer] = OwnLink(
                 cost=cfg.get("cost", self.linkCost), security=cfg.get("security", self.linkSecurity)
             )
+        first = not any(link.up for link in self.links.values())
         own.linkUp(cp, now)
         self.markDirty((LINK, self.nodeID, peer))
+        if first:
+            # The first link after none: the others may have withdrawn our
+            # records (tombstoned at their RSNs), so issue a newer node record.
+            self.markDirty((NODE, self.nodeID, ""))
 
     def linkDown(self, peer: str, now: float) -> None:
         own = self.links.get(peer)
