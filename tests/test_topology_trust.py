@@ -20,7 +20,6 @@ from tests.hostile.topology import (
     FreshIdentity,
     HostileTopologyNode,
     identityBelow,
-    linkBody,
     nodeBody,
 )
 from tests.test_topology import Net, build, push
@@ -152,7 +151,7 @@ class SybilFloodTests(SynchronousTestCase):
         for a, b in ((0, 2), (1, 2), (2, 3), (0, 1)):
             t.link(a, b)
         hostiles = [HostileTopologyNode(t.net, f"LAB.H{i}") for i in (1, 2)]
-        for h, victim in zip(hostiles, t.nodes[:2]):
+        for h, victim in zip(hostiles, t.nodes[:2], strict=True):
             t.net.connect(h.node, victim)
         t.settle()
         return t, hostiles
@@ -173,8 +172,8 @@ class SybilFloodTests(SynchronousTestCase):
         a node joining afterwards is admitted everywhere.
         """
         t, hostiles = self.lab()
-        for round in range(3):
-            for h, victim in zip(hostiles, t.nodes[:2]):
+        for _ in range(3):
+            for h, victim in zip(hostiles, t.nodes[:2], strict=True):
                 h.push(victim, list(h.sybilRecords(h.mint(400))))
             t.net.flush(advance=1)
         t.settle()
@@ -192,8 +191,8 @@ class SybilFloodTests(SynchronousTestCase):
         t.add("LAB.J")
         t.link(4, 3)
         # (its own first sync is rate-limited too; it asks again later)
-        for _ in range(4):
-            t.net.flush(advance=30)
+        for _ in range(8):
+            t.net.flush(advance=5)
         self.assertHonestWhole(t, [0, 1, 2, 3, 4])
 
     def test_paddedRecordsRefused(self) -> None:
