@@ -87,6 +87,7 @@ class RecordStore:
         self._linkCount: dict[str, int] = {}
         #: The keys held, by owner.
         self._byOwner: dict[str, set[Key]] = {}
+        self._nodeCount = 0
         #: Bytes of the records held (their wire form).
         self.bytes = 0
         #: The highest RSN removed, by key (see the module docstring).
@@ -115,6 +116,8 @@ class RecordStore:
         old = self.entries.get(record.key)
         if old is None and record.kind == LINK:
             self._linkCount[record.owner] = self._linkCount.get(record.owner, 0) + 1
+        elif old is None and record.kind == NODE:
+            self._nodeCount += 1
         if old is not None:
             self.bytes -= len(old.record.raw)
             self._unindex(old.record)
@@ -183,7 +186,9 @@ class RecordStore:
             self.tombstones.move_to_end(key)
             while len(self.tombstones) > MAX_TOMBSTONES:
                 self.tombstones.popitem(last=False)
-        if key[0] == LINK:
+        if key[0] == NODE:
+            self._nodeCount -= 1
+        elif key[0] == LINK:
             n = self._linkCount.get(key[1], 1) - 1
             if n:
                 self._linkCount[key[1]] = n
@@ -252,7 +257,7 @@ class RecordStore:
         return self._linkCount.get(owner, 0)
 
     def nodeCount(self) -> int:
-        return sum(1 for k in self.entries if k[0] == NODE)
+        return self._nodeCount
 
     def verify(self, record: TopologyRecord) -> None:
         """
@@ -344,7 +349,7 @@ class RecordStore:
         The owners whose records go first when the database is full, first
         to go first: (1) owners that nothing ties to this node (no path of
         links confirmed by both ends; an end node counts as tied when its
-        named server is), oldest first, so a node that just joined outlives
+        named server lists it and is tied), oldest first, so a node that just joined outlives
         the records pushed before it; then (2) tied owners farthest away
         first, the most recently heard first among equals.  This node and
         C{keep} never go.
@@ -354,9 +359,9 @@ class RecordStore:
         servers: dict[str, str] = {}
         for owner, keys in self._byOwner.items():
             newest[owner] = max(self.entries[k].receivedAt for k in keys)
-            end = self.entries.get((END, owner, ""))
-            if end is not None:
-                servers[owner] = end.record.subject
+            if (END, owner, "") in self.entries:
+                # Tied only through a server that lists it, as for routes.
+                servers[owner] = self.servingNode(owner) or ""
         protected = set(keep) | {self.nodeID}
         loose: list[tuple[float, str]] = []
         tied: list[tuple[int, float, str]] = []
