@@ -117,9 +117,11 @@ class HostileTopologyNode:
     def push(self, peer: Node, records: Iterable[TopologyRecord | bytes]) -> int:
         """
         Send C{records} to the neighbour C{peer}, as many per message as
-        allowed; returns how many messages.
+        allowed; returns how many messages (0 once C{peer} cut the link).
         """
-        cp = self.node.links[peer.nodeID]
+        cp = self.node.links.get(peer.nodeID)
+        if cp is None:  # the victim cut us off
+            return 0
         count = 0
         chunk: list[bytes] = []
         size = 0
