@@ -88,6 +88,23 @@ class EndNodeHijackTests(SynchronousTestCase):
         self.assertGreaterEqual(b.topology.stats["bad_signature"], 1)
         self.assertEqual(b.topology.servingNode(e.nodeID), a.nodeID)
 
+    def test_endNodeSpeaksOnlyForItself(self) -> None:
+        """
+        Over its link, an end node's end record counts only when it names
+        the network node it sends it to; other records from it are ignored.
+        """
+        net, a, b, e, hostile = self.lab()
+        before = a.topology.stats["not_network"]
+        body = {"name": "LAB.E", "public_key": e.identity.publicKeyBytes}
+        elsewhere = TopologyRecord.create(e.identity, "end", hostile.nodeID, 10**9, body)
+        stranger = FreshIdentity()
+        node = TopologyRecord.create(stranger, "node", "", 2, nodeBody(stranger))
+        push(e.links[a.nodeID], [elsewhere, node])
+        net.flush()
+        self.assertEqual(a.topology.stats["not_network"], before + 2)
+        self.assertEqual(b.topology.servingNode(e.nodeID), a.nodeID)
+        self.assertIsNone(a.topology.record("node", stranger.nodeID))
+
     def test_endRecordFollowsFailover(self) -> None:
         """
         When the end node's server goes, it names its other network node,

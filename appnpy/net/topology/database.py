@@ -153,19 +153,24 @@ class RecordStore:
         revived, self._revived = self._revived, []
         return revived
 
-    def _unindex(self, record: TopologyRecord) -> None:
+    def _unindex(self, record: TopologyRecord, notify: bool = True) -> None:
         if record.kind == LINK and record.body["up"]:
             owners = self._upLinksTo.get(record.subject)
             if owners is not None:
                 owners.discard(record.owner)
                 if not owners:
                     del self._upLinksTo[record.subject]
-            self._lost.add(record.subject)
+            if notify:
+                self._lost.add(record.subject)
 
-    def remove(self, key: Key, tombstone: bool = False, dormant: bool = False) -> None:
+    def remove(
+        self, key: Key, tombstone: bool = False, dormant: bool = False, notify: bool = True
+    ) -> None:
         """
         Forget the record under C{key}; with C{tombstone}, refuse its RSN
         and below from now on; with C{dormant} too, keep it to revive.
+        Without C{notify}, a link it announced up does not make its
+        subject a candidate for withdrawal (L{takeLost}).
         """
         entry = self.entries.pop(key, None)
         if entry is None:
@@ -176,7 +181,7 @@ class RecordStore:
             while self._dormantBytes > MAX_DORMANT_BYTES:
                 self._undorm(next(iter(self.dormant)))
         self.bytes -= len(entry.record.raw)
-        self._unindex(entry.record)
+        self._unindex(entry.record, notify)
         keys = self._byOwner[key[1]]
         keys.discard(key)
         if not keys:
@@ -195,13 +200,15 @@ class RecordStore:
             else:
                 self._linkCount.pop(key[1], None)
 
-    def removeOwner(self, owner: str, tombstone: bool = False, dormant: bool = False) -> int:
+    def removeOwner(
+        self, owner: str, tombstone: bool = False, dormant: bool = False, notify: bool = True
+    ) -> int:
         """
-        Forget every record of C{owner}; returns how many.
+        Forget every record of C{owner} (see L{remove}); returns how many.
         """
         keys = sorted(self._byOwner.get(owner, ()))
         for k in keys:
-            self.remove(k, tombstone, dormant)
+            self.remove(k, tombstone, dormant, notify)
         return len(keys)
 
     def replayed(self, record: TopologyRecord) -> bool:

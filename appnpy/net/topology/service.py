@@ -264,6 +264,10 @@ class TopologyDatabase(Service):
         self.store.cachedGraph = None
         self._withdrawDead()
         self.store.cachedGraph = None
+        revived = self.store.takeRevived()
+        if revived:
+            # A withdrawn node is tied again: pass its records on.
+            self.flooder.flood(revived, None, self.reactor.seconds())
         if self.running and "summary" not in self._timers:
             self._timers["summary"] = self.reactor.callLater(SUMMARY_DELAY, self._summarise)
         for observer in list(self._observers):
@@ -510,7 +514,6 @@ class TopologyDatabase(Service):
             return
         self._enforceBudget({cp.peerNodeID} if not isNetworkPeer(cp) else set())
         applied = [e for e in batch.applied if self.store.entries.get(e.record.key) is e]
-        applied += self.store.takeRevived()
         self.stats["applied"] += len(applied)
         if applied:
             self.flooder.flood(applied, cp.peerNodeID, now)
@@ -585,7 +588,8 @@ class TopologyDatabase(Service):
             if store.bytes <= bytesGoal and nodes <= nodesGoal:
                 break
             nodes -= (NODE, owner, "") in store.entries
-            count += store.removeOwner(owner)
+            # Dropped for space, not gone: its links withdraw nobody.
+            count += store.removeOwner(owner, notify=False)
         self.stats["db_full"] += count
         now = self.reactor.seconds()
         if count and now - self._lastFullLog >= self.abuseWindow:
