@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Any
 
 import attrs
@@ -332,6 +332,37 @@ class RecordStore:
         return server
 
     # -- space -----------------------------------------------------------------
+
+    def withdrawCutOff(self, linked: Container[str]) -> int:
+        """
+        Withdraw (tombstone, keep dormant) every node that lost a link and
+        that no other node announces a link up to any more, unless it is
+        C{linked} to us; returns how many records went.
+        """
+        count = 0
+        lost = self.takeLost()
+        while lost:
+            for node in lost:
+                if node != self.nodeID and node not in linked and self.isCutOff(node):
+                    count += self.removeOwner(node, tombstone=True, dormant=True)
+            lost = self.takeLost()
+        return count
+
+    def evict(self, maxBytes: int, maxNodes: int, keep: Iterable[str] = ()) -> int:
+        """
+        Over C{maxBytes} or C{maxNodes}: drop whole owners in
+        L{evictionOrder} until back under 95% of both; returns how many
+        records went.  No tombstones (they may come back when there is room)
+        and no withdrawals (their links withdraw nobody).
+        """
+        if self.bytes <= maxBytes and self._nodeCount <= maxNodes:
+            return 0
+        count = 0
+        for owner in self.evictionOrder(keep):
+            if self.bytes <= maxBytes * 0.95 and self._nodeCount <= maxNodes * 0.95:
+                break
+            count += self.removeOwner(owner, notify=False)
+        return count
 
     def reachable(self) -> dict[str, int]:
         """

@@ -281,13 +281,7 @@ class TopologyDatabase(Service):
         # digest operators compare across nodes to see convergence.
         del self._timers["summary"]
         graph = self.graph()
-        reachable = {self.nodeID}
-        frontier = [self.nodeID]
-        while frontier:
-            for peer in graph.adjacency.get(frontier.pop(), {}):
-                if peer not in reachable:
-                    reachable.add(peer)
-                    frontier.append(peer)
+        reachable = self.store.reachable()
         self.log.info(
             "topology: {nodes} network nodes ({reachable} reachable), {links} routable links, "
             "digest {digest}",
@@ -562,14 +556,7 @@ class TopologyDatabase(Service):
         to us: its last link went down, so it is gone from the network now,
         not when its records age out.
         """
-        store = self.store
-        count = 0
-        lost = store.takeLost()
-        while lost:
-            for node in lost:
-                if node != self.nodeID and node not in self.links.links and store.isCutOff(node):
-                    count += store.removeOwner(node, tombstone=True, dormant=True)
-            lost = store.takeLost()
+        count = self.store.withdrawCutOff(self.links.links)
         if count:
             self.stats["withdrawn"] += count
 
@@ -578,18 +565,7 @@ class TopologyDatabase(Service):
         Over C{maxBytes} or C{maxNodes}: drop whole owners in
         L{RecordStore.evictionOrder} until back under 95% of the budget.
         """
-        store = self.store
-        if store.bytes <= self.maxBytes and store.nodeCount() <= self.maxNodes:
-            return
-        bytesGoal, nodesGoal = self.maxBytes * 0.95, self.maxNodes * 0.95
-        count = 0
-        nodes = store.nodeCount()
-        for owner in store.evictionOrder(keep):
-            if store.bytes <= bytesGoal and nodes <= nodesGoal:
-                break
-            nodes -= (NODE, owner, "") in store.entries
-            # Dropped for space, not gone: its links withdraw nobody.
-            count += store.removeOwner(owner, notify=False)
+        count = self.store.evict(self.maxBytes, self.maxNodes, keep)
         self.stats["db_full"] += count
         now = self.reactor.seconds()
         if count and now - self._lastFullLog >= self.abuseWindow:
