@@ -734,15 +734,16 @@ def buildNode(
     # Every node answers the interop probe.
     installProbeResponder(node)
     if services:
+        # On an end node this installs only its signed end record (None).
+        topology = installTopology(
+            node,
+            cosTables=dict(config.cosTables),
+            stateDir=config.dataDir,
+            linkSettings=config.linkSettings,
+            **(topologyOptions or {}),
+        )
+        node.topology = topology
         if node.role == "network":
-            topology = installTopology(
-                node,
-                cosTables=dict(config.cosTables),
-                stateDir=config.dataDir,
-                linkSettings=config.linkSettings,
-                **(topologyOptions or {}),
-            )
-            node.topology = topology
             node.relay = installRelay(node)
             if topology is not None:
                 topology.setLoadSource(node.relay)

@@ -259,10 +259,15 @@ class FailureTests(SynchronousTestCase):
         Records of an owner that stops refreshing age out after max-age
         (local receive time); live owners' refreshes keep theirs.
         """
-        t = build("line", 4, refreshInterval=100.0, maxAge=250.0)
-        gone = t.id(3)
-        t.nodes[3].stopService()
+        t = Net(3, refreshInterval=100.0, maxAge=250.0)
+        # The fourth stays linked but does not refresh in time, so nothing
+        # withdraws it: only aging removes its records.
+        t.options["refreshInterval"] = 10_000.0
+        t.add("LAB.N3")
+        for a, b in shape("line", 4):
+            t.link(a, b)
         t.settle()
+        gone = t.id(3)
         self.assertIsNotNone(t.dbs[0].record("node", gone))
         for _ in range(16):
             t.net.flush(advance=50)
@@ -287,7 +292,9 @@ class FailureTests(SynchronousTestCase):
             t.link(0, 1)
             t.net.flush(advance=0.05)
         t.settle()
-        self.assertLessEqual(t.dbs[0].stats["originated"] - before, 8)
+        # Per announcement: the link record and (the first link after
+        # none) the node record.
+        self.assertLessEqual(t.dbs[0].stats["originated"] - before, 12)
         self.assertEqual(len(t.digests()), 1)
         self.assertIn(t.id(1), t.dbs[2].graph().neighbours(t.id(0)))
 
@@ -387,8 +394,9 @@ class BadRecordTests(SynchronousTestCase):
 
     def test_unknownOwnerOversizedMalformed(self) -> None:
         """
-        A link record whose owner has no node record, an oversized record and
-        garbage are each dropped and counted, without closing the link.
+        A link record whose owner has no node record is held (not applied,
+        not forwarded); an oversized record and garbage are each dropped
+        and counted, without closing the link.
         """
         t = self.t
         stranger = FakeIdentity()
@@ -398,7 +406,8 @@ class BadRecordTests(SynchronousTestCase):
         far = self.farReceived()
         push(self.cp, [orphan, big, b"\xff\x00garbage"])
         t.net.flush()
-        self.assertEqual(self.victim.stats["unknown_owner_key"], 1)
+        self.assertEqual(self.victim.stats["held"], 1)
+        self.assertIsNone(self.victim.record("link", stranger.nodeID, t.id(1)))
         self.assertEqual(self.victim.stats["oversized"], 1)
         self.assertEqual(self.victim.stats["malformed"], 1)
         self.assertEqual(self.farReceived(), far)
@@ -437,10 +446,12 @@ class BadRecordTests(SynchronousTestCase):
         for i in range(10_000):
             if i % 2:
                 records.append(
-                    TopologyRecord.create(me, "node", "", rsn + i, nodeBody(me, "LAB.N0"))
+                    TopologyRecord.create(me, "node", "", rsn + 2 * i, nodeBody(me, "LAB.N0"))
                 )
             else:
-                records.append(TopologyRecord.create(me, "link", fakes[i % 50], rsn + i, LINK_BODY))
+                records.append(
+                    TopologyRecord.create(me, "link", fakes[i % 50], rsn + 2 * i, LINK_BODY)
+                )
         for i in range(0, 10_000, 200):
             push(self.cp, records[i : i + 200])
         t.net.flush()

@@ -2,14 +2,17 @@
 The topology database of a network node (APPN Topology and Routing Services).
 
 Every network node keeps a replica of the network's topology: one I{node
-record} per network node and one I{link record} per (owner, neighbour) link,
-each signed by its owner and stamped with a resource sequence number (RSN)
+record} per network node, one I{link record} per (owner, neighbour) link and
+one I{end record} per end node (naming its server), each signed by its owner and stamped with a resource sequence number (RSN)
 that only the owner raises.  The parts, one job each:
 
   - L{records}: the records and the two messages as they travel;
-  - L{database}: the store, signature checks, digest, aging, the graph;
-  - L{flooding}: forwarding to neighbours and the per-neighbour rate limit;
-  - L{sync}: FRSN resynchronisation when a link comes up;
+  - L{database}: the store, signature checks, digest, aging, tombstones,
+    the eviction order, the graph;
+  - L{flooding}: forwarding to neighbours and the rate limits (per
+    neighbour and per owner);
+  - L{sync}: FRSN resynchronisation when a link comes up, held records;
+  - L{endnode}: an end node's signed record naming its server;
   - L{measurement}: RTT and throughput of this node's own links;
   - L{rsn}: the own RSN, persisted across restarts;
   - L{origination}: issuing this node's own records, damped and refreshed;
@@ -22,7 +25,9 @@ What it needs of its host and what others use of it: L{_interfaces}.
 from appnpy.net.topology._interfaces import IRouteQueries, ITopology, ITopologyHost
 from appnpy.net.topology.measurement import DEFAULT_RTT_MS, DEFAULT_THROUGHPUT
 from appnpy.net.topology.records import (
+    END,
     LINK,
+    MAX_CERT_BYTES,
     MAX_END_NODES,
     MAX_LINKS_PER_ORIGIN,
     MAX_NODES,
@@ -50,6 +55,8 @@ __all__ = [
     "ITopologyHost",
     "NODE",
     "LINK",
+    "END",
+    "MAX_CERT_BYTES",
     "MAX_RECORD_BYTES",
     "MAX_RECORDS_PER_MESSAGE",
     "MAX_LINKS_PER_ORIGIN",

@@ -58,7 +58,8 @@ class ITopology(Interface):
 
     def servingNode(endNodeID: str) -> str | None:
         """
-        The network node whose node record lists C{endNodeID} as attached.
+        The network node C{endNodeID} named as its server in its own signed
+        end record, while that node's record lists it as attached.
         """
 
     def setAttachedEndNodes(ids: Iterable[str]) -> None:
@@ -151,7 +152,8 @@ class IRouteQueries(Interface):
 
     def servingNode(endNodeID: str) -> str | None:
         """
-        The network node serving C{endNodeID}, if any announced it.
+        The network node serving C{endNodeID}: the one the end node named in
+        its own signed end record (and that lists it), if any.
         """
 
     def setAttachedEndNodes(ids: Iterable[str]) -> None:

@@ -5,12 +5,22 @@ per-neighbour rate limit on what they send us.
 A change (applied from a neighbour, or originated here) is forwarded once to
 every other network-node neighbour, batched into as few L{TopologyUpdate}
 messages as the size limits allow, each claiming the FRSN range it completes.
-Incoming records are charged to the sender's token bucket; a neighbour that
-keeps flooding past it is disconnected with reason C{rate-limited}.
+Incoming records are charged twice: to the token bucket of the neighbour
+that sent them, and to that of the node that I{originated} them (their
+owner, L{OwnerBuckets}).  Past either, records are dropped (and the sender's
+FRSN does not advance, so the next sync fills the gap); only a neighbour
+whose I{own} records keep being dropped past the abuse limit is
+disconnected with reason C{rate-limited}: an honest forwarder relaying
+another node's flood is never cut off for it.
+
+Per-neighbour state is kept across link outages (for the FRSN resync) but
+pruned: a neighbour not linked for C{forgetAfter} seconds is forgotten, and
+at most L{MAX_NEIGHBOURS} are kept.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import attrs
@@ -30,7 +40,12 @@ from appnpy.net.topology.records import (
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
 
-__all__ = ["Neighbour", "Flooder", "isNetworkPeer"]
+__all__ = ["Neighbour", "Flooder", "OwnerBuckets", "isNetworkPeer", "MAX_NEIGHBOURS"]
+
+#: Most per-neighbour states kept (linked ones are never pruned).
+MAX_NEIGHBOURS = 1024
+#: Most per-owner buckets kept (the least recently charged go first).
+MAX_OWNER_BUCKETS = 20_000
 
 
 def isNetworkPeer(cp: ControlPoint) -> bool:
@@ -57,6 +72,38 @@ class Neighbour:
     #: The FRSN up to which this neighbour has had every change it needs
     #: from us, while the link is up and synced; None otherwise.
     sentUpTo: int | None = None
+    #: Whether a link to it is up, and when it last went down.
+    linked: bool = False
+    lastLinked: float = 0.0
+    #: When we last asked it again for records we had to drop.
+    lastResync: float = -1e18
+
+
+class OwnerBuckets:
+    """
+    A token bucket per record owner: what an originator may make the
+    network carry, whichever neighbours forward it.  Bounded (least
+    recently charged forgotten first: a forgotten owner starts full again,
+    which is what a fresh identity gets anyway).
+    """
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, owner: str, now: float) -> bool:
+        bucket = self._buckets.get(owner)
+        if bucket is None:
+            bucket = self._buckets[owner] = TokenBucket(self.rate, self.burst, now)
+            while len(self._buckets) > MAX_OWNER_BUCKETS:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(owner)
+        return bucket.take(now)
 
 
 class Flooder:
@@ -92,6 +139,22 @@ class Flooder:
         if ns is None:
             ns = self.neighbours[peer] = Neighbour(TokenBucket(self.rate, self.burst, now))
         return ns
+
+    def prune(self, now: float, forgetAfter: float) -> int:
+        """
+        Forget neighbours not linked for C{forgetAfter} seconds, and the
+        longest unlinked past L{MAX_NEIGHBOURS}; returns how many.
+        """
+        unlinked = sorted(
+            (ns.lastLinked, peer) for peer, ns in self.neighbours.items() if not ns.linked
+        )
+        excess = len(self.neighbours) - MAX_NEIGHBOURS
+        gone = [
+            peer for i, (at, peer) in enumerate(unlinked) if i < excess or now - at > forgetAfter
+        ]
+        for peer in gone:
+            del self.neighbours[peer]
+        return len(gone)
 
     def send(
         self, cp: ControlPoint, records: list[TopologyRecord], frsnFrom: int, frsnTo: int
@@ -144,15 +207,18 @@ class Flooder:
             if source is not None:
                 self.stats["forwarded"] += len(entries)
 
-    def rateLimited(self, cp: ControlPoint, ns: Neighbour, count: int, now: float) -> None:
+    def rateLimited(
+        self, cp: ControlPoint, ns: Neighbour, count: int, own: int, now: float
+    ) -> None:
         """
-        C{count} records from C{cp} were dropped for want of tokens: log the
-        start of a burst, and refuse the link past the abuse limit.
+        C{count} records from C{cp} were dropped for want of tokens, C{own}
+        of them its own: log the start of a burst, and refuse the link when
+        its own records dropped pass the abuse limit.
         """
         self.stats["rate_limited"] += count
         if now - ns.droppedWindowStart > self.abuseWindow:
             ns.droppedWindowStart, ns.dropped = now, 0
-        ns.dropped += count
+        ns.dropped += own
         if not ns.inBurst:
             ns.inBurst = True
             self.log.warn(

@@ -105,6 +105,7 @@ class OwnRecords:
     def linkUp(self, cp: ControlPoint, now: float) -> None:
         peer = cp.peerNodeID
         own = self.links.get(peer)
+        first = not any(link.up for link in self.links.values())
         if own is None:
             own = self.links[peer] = OwnLink()
         setting = self._settingFor(cp)
@@ -112,6 +113,10 @@ class OwnRecords:
         own.securityCap = setting.security
         own.linkUp(cp, now)
         self.markDirty((LINK, self.nodeID, peer))
+        if first:
+            # The first link after none: the others may have withdrawn our
+            # records (tombstoned at their RSNs), so issue a newer node record.
+            self.markDirty((NODE, self.nodeID, ""))
 
     def _settingFor(self, cp: ControlPoint) -> LinkSetting:
         """

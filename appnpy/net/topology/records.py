@@ -7,7 +7,12 @@ what changed since the last flow-reduction sequence number (FRSN) we hold.
 
 Wire form of a record: the deterministic CBOR map
 C{{kind, owner, subject, rsn, body, sig}}; the signature covers the same map
-without C{sig}.  L{TopologyRecord.decode} checks the form (size first, then
+without C{sig}.  Three kinds: a network node's C{node} record, a C{link}
+record per (owner, neighbour), and an end node's C{end} record naming the
+network node that serves it (signed by the end node, whose key it carries,
+so no other node can speak for it).  Bodies have fixed key sets: an unknown
+key is refused, so a record cannot be padded.  RSNs are even (APPN's rule:
+the owner adds 2 per issue); an odd one is refused.  L{TopologyRecord.decode} checks the form (size first, then
 types and ranges of every field) before anything else looks at a record; a
 record that fails raises L{BadRecord} naming the statistic that counts it.
 """
@@ -42,6 +47,8 @@ __all__ = [
     "MESSAGE_BUDGET",
     "NODE",
     "LINK",
+    "END",
+    "MAX_CERT_BYTES",
     "Key",
     "BadRecord",
     "TopologyRecord",
@@ -64,8 +71,15 @@ MAX_RSN = 2**62
 #: Bytes of records per message, under the control-message limit (flooding batches by it).
 MESSAGE_BUDGET = MAX_MESSAGE_SIZE - 4096
 
+#: Largest CA-issued certificate (DER) a node record may carry.
+MAX_CERT_BYTES = 2048
+
 _RECORD_KEYS = frozenset({"kind", "owner", "subject", "rsn", "body", "sig"})
-NODE, LINK = "node", "link"
+_NODE_KEYS = frozenset({"name", "role", "public_key", "resistance", "load", "cds", "end_nodes"})
+_NODE_OPTIONAL = frozenset({"cert"})
+_LINK_KEYS = frozenset({"rtt_ms", "throughput", "cost", "security", "up"})
+_END_KEYS = frozenset({"name", "public_key"})
+NODE, LINK, END = "node", "link", "end"
 Key = tuple[str, str, str]
 
 
@@ -132,7 +146,17 @@ def _bool(body: dict[str, Any], key: str) -> bool:
     return v
 
 
-def _checkNodeBody(body: dict[str, Any]) -> None:
+def _checkKeys(
+    body: dict[str, Any], required: frozenset[str], optional: frozenset[str] = frozenset()
+) -> None:
+    keys = set(body)
+    if not required <= keys or not keys <= required | optional:
+        extra = sorted(keys - required - optional)[:3]
+        missing = sorted(required - keys)[:3]
+        raise BadRecord("malformed", f"body keys: unknown {extra}, missing {missing}")
+
+
+def _checkName(body: dict[str, Any]) -> None:
     name = body.get("name")
     if not isinstance(name, str) or len(name) > 17:
         raise BadRecord("malformed", "name must be a CP name")
@@ -140,11 +164,24 @@ def _checkNodeBody(body: dict[str, Any]) -> None:
         validateCPName(name)
     except Exception:
         raise BadRecord("malformed", f"invalid CP name {name[:20]!r}") from None
-    if body.get("role") != "network":
-        raise BadRecord("malformed", "node records are for network nodes")
+
+
+def _checkKey(body: dict[str, Any]) -> None:
     pk = body.get("public_key")
     if not isinstance(pk, bytes) or len(pk) > 256:
         raise BadRecord("malformed", "public_key must be bytes")
+
+
+def _checkNodeBody(body: dict[str, Any]) -> None:
+    _checkKeys(body, _NODE_KEYS, _NODE_OPTIONAL)
+    _checkName(body)
+    _checkKey(body)
+    if "cert" in body and (
+        not isinstance(body["cert"], bytes) or len(body["cert"]) > MAX_CERT_BYTES
+    ):
+        raise BadRecord("malformed", f"cert must be up to {MAX_CERT_BYTES} bytes")
+    if body.get("role") != "network":
+        raise BadRecord("malformed", "node records are for network nodes")
     _int(body, "resistance", 0, 255)
     _int(body, "load", 0, 255)
     _bool(body, "cds")
@@ -158,11 +195,18 @@ def _checkNodeBody(body: dict[str, Any]) -> None:
 
 
 def _checkLinkBody(body: dict[str, Any]) -> None:
+    _checkKeys(body, _LINK_KEYS)
     _int(body, "rtt_ms", 0, 2**31 - 1)
     _int(body, "throughput", 0, 2**63 - 1)
     _int(body, "cost", 0, 255)
     _int(body, "security", 0, 255)
     _bool(body, "up")
+
+
+def _checkEndBody(body: dict[str, Any]) -> None:
+    _checkKeys(body, _END_KEYS)
+    _checkName(body)
+    _checkKey(body)
 
 
 @attrs.frozen
@@ -181,7 +225,21 @@ class TopologyRecord:
 
     @property
     def key(self) -> Key:
-        return (self.kind, self.owner, self.subject)
+        """
+        What a newer version replaces: an end node has one C{end} record
+        (naming its current server), so its subject is not in the key.
+        """
+        return (self.kind, self.owner, "" if self.kind == END else self.subject)
+
+    @property
+    def publicKey(self) -> bytes | None:
+        """
+        The key a C{node} or C{end} record carries (its owner's, if genuine).
+        """
+        if self.kind == LINK:
+            return None
+        pk: bytes = self.body["public_key"]
+        return pk
 
     @staticmethod
     def signedBytes(kind: str, owner: str, subject: str, rsn: int, body: dict[str, Any]) -> bytes:
@@ -227,10 +285,12 @@ class TopologyRecord:
             raise BadRecord("malformed", "not a topology record")
         kind, owner, subject, rsn = value["kind"], value["owner"], value["subject"], value["rsn"]
         body, sig = value["body"], value["sig"]
-        if kind not in (NODE, LINK) or not isNodeID(owner):
+        if kind not in (NODE, LINK, END) or not isNodeID(owner):
             raise BadRecord("malformed", "bad kind or owner")
         if type(rsn) is not int or not 0 <= rsn <= MAX_RSN:
             raise BadRecord("malformed", "bad RSN")
+        if rsn % 2:
+            raise BadRecord("odd_rsn", "RSNs are even")
         if not isinstance(sig, bytes) or len(sig) > 128 or not isinstance(body, dict):
             raise BadRecord("malformed", "bad signature or body")
         if not all(isinstance(k, str) for k in body):
@@ -239,6 +299,10 @@ class TopologyRecord:
             if subject != "":
                 raise BadRecord("malformed", "a node record has no subject")
             _checkNodeBody(body)
+        elif kind == END:
+            if not isNodeID(subject) or subject == owner:
+                raise BadRecord("malformed", "an end record's subject is its server's node ID")
+            _checkEndBody(body)
         else:
             if not isNodeID(subject) or subject == owner:
                 raise BadRecord("malformed", "a link record's subject is a neighbour's node ID")

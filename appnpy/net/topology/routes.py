@@ -1,7 +1,8 @@
 """
 Route selection over the topology database: the graph's least-weight route,
 with an end node at either end reached through its serving network node
-(the network node whose node record lists it; that hop weighs 0).
+(the one its own end record names, while that node lists it; that hop
+weighs 0).
 """
 
 from __future__ import annotations

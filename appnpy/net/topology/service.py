@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from twisted.application.service import MultiService, Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -44,9 +45,11 @@ from appnpy.net.routing import (
 )
 from appnpy.net.topology._interfaces import IRelayLoad, IRouteQueries, ITopology, ITopologyHost
 from appnpy.net.topology.database import Entry, RecordStore
-from appnpy.net.topology.flooding import Flooder, isNetworkPeer
+from appnpy.net.topology.endnode import EndRecord
+from appnpy.net.topology.flooding import Flooder, Neighbour, OwnerBuckets, isNetworkPeer
 from appnpy.net.topology.origination import OwnRecords
 from appnpy.net.topology.records import (
+    END,
     LINK,
     MAX_LINKS_PER_ORIGIN,
     MAX_NODES,
@@ -58,15 +61,41 @@ from appnpy.net.topology.records import (
 )
 from appnpy.net.topology.routes import explainRoute, selectRoute
 from appnpy.net.topology.rsn import OwnRSN
-from appnpy.net.topology.sync import advance, changesSince, syncRequest
+from appnpy.net.topology.sync import (
+    Held,
+    HeldRecords,
+    advance,
+    changesSince,
+    rewind,
+    syncRequest,
+)
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
 
-__all__ = ["TopologyDatabase", "installTopology"]
+__all__ = ["TopologyDatabase", "installTopology", "MAX_BYTES"]
 
 #: Seconds of quiet after a change before the database logs its summary.
 SUMMARY_DELAY = 1.0
+#: The default byte budget of the records held from other nodes.
+MAX_BYTES = 16 << 20
+#: The default bounds of the records held for their owner's key.
+HOLD_RECORDS, HOLD_BYTES = 4096, 1 << 20
+
+
+@attrs.define
+class _Batch:
+    """
+    What became of the records of one message.
+    """
+
+    applied: list[Entry] = attrs.Factory(list)
+    newer: list[TopologyRecord] = attrs.Factory(list)
+    unheld: list[Held] = attrs.Factory(list)
+    limited: int = 0
+    ownLimited: int = 0
+    ownSeen: bool = False
+
 
 _STATS = (
     "received",
@@ -83,6 +112,11 @@ _STATS = (
     "rate_limited",
     "origin_cap",
     "db_full",
+    "odd_rsn",
+    "replayed",
+    "held",
+    "held_dropped",
+    "withdrawn",
     "not_network",
     "aged_out",
     "own_rsn_bumped",
@@ -129,6 +163,12 @@ class TopologyDatabase(Service):
         cds: bool = False,
         linkSettings: LinkSettings | None = None,
         rttChange: float = 0.5,
+        maxBytes: int = MAX_BYTES,
+        maxNodes: int = MAX_NODES,
+        ownerRate: float = 1.0,
+        ownerBurst: float = MAX_LINKS_PER_ORIGIN + 16,
+        holdRecords: int = HOLD_RECORDS,
+        holdBytes: int = HOLD_BYTES,
     ) -> None:
         self.reactor = reactor
         self.identity = identity
@@ -143,7 +183,12 @@ class TopologyDatabase(Service):
         self.syncCredit = syncCredit
         self.abuseWindow = abuseWindow
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
+        self.maxBytes = maxBytes
+        self.maxNodes = maxNodes
+        self._lastFullLog = -1e18
         self.store = RecordStore(self.nodeID, identity.publicKeyBytes)
+        self.owners = OwnerBuckets(ownerRate, ownerBurst)
+        self.held = HeldRecords(holdRecords, holdBytes)
         self.flooder = Flooder(links, self.store, self.stats, rate, burst, abuseLimit, abuseWindow)
         self.ownRSN = OwnRSN(stateDir, reactor.seconds())
         self.own = OwnRecords(
@@ -217,6 +262,12 @@ class TopologyDatabase(Service):
 
     def _changed(self) -> None:
         self.store.cachedGraph = None
+        self._withdrawDead()
+        self.store.cachedGraph = None
+        revived = self.store.takeRevived()
+        if revived:
+            # A withdrawn node is tied again: pass its records on.
+            self.flooder.flood(revived, None, self.reactor.seconds())
         if self.running and "summary" not in self._timers:
             self._timers["summary"] = self.reactor.callLater(SUMMARY_DELAY, self._summarise)
         for observer in list(self._observers):
@@ -230,13 +281,7 @@ class TopologyDatabase(Service):
         # digest operators compare across nodes to see convergence.
         del self._timers["summary"]
         graph = self.graph()
-        reachable = {self.nodeID}
-        frontier = [self.nodeID]
-        while frontier:
-            for peer in graph.adjacency.get(frontier.pop(), {}):
-                if peer not in reachable:
-                    reachable.add(peer)
-                    frontier.append(peer)
+        reachable = self.store.reachable()
         self.log.info(
             "topology: {nodes} network nodes ({reachable} reachable), {links} routable links, "
             "digest {digest}",
@@ -260,14 +305,18 @@ class TopologyDatabase(Service):
             ns.bucket.credit(self.syncCredit, now + self.abuseWindow)
             ns.lastCredit = now
         ns.sentUpTo = None
+        ns.linked = True
         cp.send(syncRequest(ns))
         self.own.linkUp(cp, now)
 
     def linkLost(self, cp: ControlPoint, why: tuple[str, str]) -> None:
+        now = self.reactor.seconds()
         ns = self.flooder.neighbours.get(cp.peerNodeID)
         if ns is not None:
             ns.sentUpTo = None
-        self.own.linkDown(cp.peerNodeID, self.reactor.seconds())
+            ns.linked = False
+            ns.lastLinked = now
+        self.own.linkDown(cp.peerNodeID, now)
 
     # -- what this node announces (see OwnRecords) -----------------------------
 
@@ -321,7 +370,9 @@ class TopologyDatabase(Service):
         Remove records not refreshed within C{maxAge}; a node record takes
         its owner's link records with it.
         """
-        count = self.store.ageOut(self.reactor.seconds(), self.maxAge)
+        now = self.reactor.seconds()
+        self.flooder.prune(now, self.maxAge)
+        count = self.store.ageOut(now, self.maxAge)
         if count:
             self.stats["aged_out"] += count
             self.log.info("topology: {count} records aged out", count=count)
@@ -329,78 +380,209 @@ class TopologyDatabase(Service):
 
     def updateReceived(self, cp: ControlPoint, msg: TopologyUpdate) -> None:
         """
-        Handle a TDU from a neighbour.
+        Handle a TDU from a neighbour (from an end node: only its own
+        C{end} record naming this node).
         """
         peer = cp.peerNodeID
-        if not isNetworkPeer(cp):
-            self.stats["not_network"] += len(msg.records)
-            return
         now = self.reactor.seconds()
+        if not isNetworkPeer(cp):
+            self._endNodeUpdate(cp, msg, now)
+            return
         ns = self.flooder.neighbour(peer, now)
-        store = self.store
-        decoded: list[TopologyRecord] = []
-        for raw in msg.records:
+        # Node records first: they carry the keys that verify link records.
+        decoded = sorted(self._decode(msg.records), key=lambda r: r.kind != NODE)
+        batch = _Batch()
+        for rec in decoded:
+            self._consider(rec, peer, ns, msg.epoch, msg.frsn_from, now, batch)
+        self._finish(cp, ns, batch, now)
+        advance(ns, msg, bool(batch.limited))
+        if batch.limited and msg.frsn_to:
+            self._resyncLater(peer, ns)
+        self._rewind(batch.unheld, now)
+        if batch.ownSeen:
+            self.own.markDirty((NODE, self.nodeID, ""))
+
+    def _decode(self, raws: list[bytes]) -> list[TopologyRecord]:
+        decoded = []
+        for raw in raws:
             self.stats["received"] += 1
             try:
                 decoded.append(TopologyRecord.decode(raw))
             except BadRecord as e:
                 self.stats[e.counter] += 1
-        # Node records first: they carry the keys that verify link records.
-        decoded.sort(key=lambda r: r.kind != NODE)
-        applied: list[Entry] = []
-        newer: list[TopologyRecord] = []
-        limited = 0
-        ownSeen = False
-        for rec in decoded:
-            current = store.entries.get(rec.key)
-            if current is not None and rec.rsn == current.record.rsn:
-                if rec.raw == current.record.raw:
-                    self.stats["duplicate"] += 1
-                    continue
-                self.stats["inconsistent"] += 1
-                if rec.owner != self.nodeID:
-                    continue
-            if not ns.bucket.take(now):
-                limited += 1
+        return decoded
+
+    def _endNodeUpdate(self, cp: ControlPoint, msg: TopologyUpdate, now: float) -> None:
+        """
+        An end node names this node as its server in an C{end} record it
+        signed; anything else from a non-network node is ignored.
+        """
+        peer = cp.peerNodeID
+        if cp.peerHello is None or cp.peerHello.role != "end":
+            self.stats["not_network"] += len(msg.records)
+            return
+        batch = _Batch()
+        for rec in self._decode(msg.records):
+            if rec.kind != END or rec.owner != peer or rec.subject != self.nodeID:
+                self.stats["not_network"] += 1
                 continue
-            if current is not None and rec.rsn < current.record.rsn:
-                self.stats["older"] += 1
-                newer.append(current.record)
-                continue
-            try:
-                store.verify(rec)
-            except BadRecord as e:
+            self._consider(rec, peer, None, "", 0, now, batch)
+        self._finish(cp, None, batch, now)
+
+    def _consider(
+        self,
+        rec: TopologyRecord,
+        source: str,
+        ns: Neighbour | None,
+        epoch: str,
+        frsnFrom: int,
+        now: float,
+        batch: _Batch,
+    ) -> None:
+        """
+        Apply one received record if it is new, genuine and within the
+        limits; C{ns} is the sender's state when it is still to be charged.
+        """
+        store = self.store
+        current = store.entries.get(rec.key)
+        if current is not None and rec.rsn == current.record.rsn:
+            if rec.raw == current.record.raw:
+                self.stats["duplicate"] += 1
+                return
+            self.stats["inconsistent"] += 1
+            if rec.owner != self.nodeID:
+                return
+        if ns is not None and not ns.bucket.take(now):
+            batch.limited += 1
+            batch.ownLimited += rec.owner == source
+            return
+        if current is not None and rec.rsn < current.record.rsn:
+            self.stats["older"] += 1
+            batch.newer.append(current.record)
+            return
+        if store.replayed(rec):
+            self.stats["replayed"] += 1
+            return
+        try:
+            store.verify(rec)
+        except BadRecord as e:
+            if e.counter != "unknown_owner_key":
                 self.stats[e.counter] += 1
-                continue
-            if rec.owner == self.nodeID:
-                # Our own record, newer than (or as new as) ours: we lost our
-                # RSN state.  Jump past it and re-issue.
-                self.ownRSN.jumpPast(rec.rsn)
-                self.stats["own_rsn_bumped"] += 1
-                self.own.ownSeen(rec.key)
-                ownSeen = True
-                continue
-            if current is None:
-                if rec.kind == LINK and store.linkCount(rec.owner) >= MAX_LINKS_PER_ORIGIN:
-                    self.stats["origin_cap"] += 1
-                    continue
-                if rec.kind == NODE and store.nodeCount() >= MAX_NODES:
-                    self.stats["db_full"] += 1
-                    continue
-            applied.append(store.apply(rec, peer, now))
+                return
+            # Its owner's node record may be further on in the sync.
+            self.stats["held"] += 1
+            batch.unheld.extend(self.held.hold(Held(rec, source, epoch, frsnFrom)))
+            return
+        if rec.owner == self.nodeID:
+            # Our own record, newer than (or as new as) ours: we lost our
+            # RSN state.  Jump past it and re-issue.
+            self.ownRSN.jumpPast(rec.rsn)
+            self.stats["own_rsn_bumped"] += 1
+            self.own.ownSeen(rec.key)
+            batch.ownSeen = True
+            return
+        # Charged to the originator only once its signature is known good,
+        # so a forger cannot spend an honest owner's allowance.
+        if not self.owners.take(rec.owner, now):
+            batch.limited += 1
+            batch.ownLimited += rec.owner == source
+            return
+        if (
+            current is None
+            and rec.kind == LINK
+            and store.linkCount(rec.owner) >= MAX_LINKS_PER_ORIGIN
+        ):
+            self.stats["origin_cap"] += 1
+            return
+        batch.applied.append(store.apply(rec, source, now))
+        if rec.kind == NODE:
+            for held in self.held.release(rec.owner):
+                self._consider(
+                    held.record, held.source, None, held.epoch, held.frsnFrom, now, batch
+                )
+
+    def _finish(self, cp: ControlPoint, ns: Neighbour | None, batch: _Batch, now: float) -> None:
+        """
+        After a message: the rate-limit verdict, the newer copies back, the
+        budget, and the flood of what was applied.
+        """
+        if ns is not None:
+            if batch.limited:
+                self.flooder.rateLimited(cp, ns, batch.limited, batch.ownLimited, now)
+            elif ns.inBurst and ns.bucket.tokens >= ns.bucket.burst / 2:
+                ns.inBurst = False
+        if batch.newer:
+            self.flooder.send(cp, batch.newer, 0, 0)
+        if not batch.applied:
+            return
+        self._enforceBudget({cp.peerNodeID} if not isNetworkPeer(cp) else set())
+        applied = [e for e in batch.applied if self.store.entries.get(e.record.key) is e]
         self.stats["applied"] += len(applied)
-        if limited:
-            self.flooder.rateLimited(cp, ns, limited, now)
-        elif ns.inBurst and ns.bucket.tokens >= ns.bucket.burst / 2:
-            ns.inBurst = False
-        advance(ns, msg, bool(limited))
-        if newer:
-            self.flooder.send(cp, newer, 0, 0)
         if applied:
-            self.flooder.flood(applied, peer, now)
+            self.flooder.flood(applied, cp.peerNodeID, now)
             self._changed()
-        if ownSeen:
-            self.own.markDirty((NODE, self.nodeID, ""))
+
+    def _rewind(self, unheld: list[Held], now: float) -> None:
+        """
+        Records pushed out of the hold un-applied: move their senders' FRSN
+        back and ask them again (at most once per C{abuseWindow} each).
+        """
+        for held in unheld:
+            self.stats["held_dropped"] += 1
+            ns = self.flooder.neighbours.get(held.source)
+            if ns is None:
+                continue
+            rewind(ns, held)
+            cp = self.links.links.get(held.source)
+            if cp is not None and now - ns.lastResync >= self.abuseWindow:
+                ns.lastResync = now
+                cp.send(syncRequest(ns))
+
+    def _resyncLater(self, peer: str, ns: Neighbour) -> None:
+        """
+        Part of a range was rate-limited, so our FRSN from C{peer} stays
+        behind: ask again once its bucket has refilled (one timer per
+        neighbour), rather than only at the next link-up.
+        """
+        name = f"resync {peer}"
+        if name in self._timers or not self.running:
+            return
+
+        def resync() -> None:
+            del self._timers[name]
+            cp = self.links.links.get(peer)
+            if cp is not None:
+                ns.lastResync = self.reactor.seconds()
+                cp.send(syncRequest(ns))
+
+        delay = max(1.0, ns.bucket.burst / max(ns.bucket.rate, 1e-3))
+        self._timers[name] = self.reactor.callLater(delay, resync)
+
+    def _withdrawDead(self) -> None:
+        """
+        Withdraw (tombstone, keep dormant) the records of every node that no
+        other node announces a link up to any more and that is not linked
+        to us: its last link went down, so it is gone from the network now,
+        not when its records age out.
+        """
+        count = self.store.withdrawCutOff(self.links.links)
+        if count:
+            self.stats["withdrawn"] += count
+
+    def _enforceBudget(self, keep: set[str]) -> None:
+        """
+        Over C{maxBytes} or C{maxNodes}: drop whole owners in
+        L{RecordStore.evictionOrder} until back under 95% of the budget.
+        """
+        count = self.store.evict(self.maxBytes, self.maxNodes, keep)
+        self.stats["db_full"] += count
+        now = self.reactor.seconds()
+        if count and now - self._lastFullLog >= self.abuseWindow:
+            self._lastFullLog = now
+            self.log.warn(
+                "topology: database full; {count} records of unconnected or distant nodes dropped",
+                count=count,
+            )
 
     def syncReceived(self, cp: ControlPoint, msg: TopologySync) -> None:
         """
@@ -475,6 +657,9 @@ class TopologyDatabase(Service):
             "frsn": self.frsn,
             "rsn": self.ownRSN.value,
             "records": len(self.store),
+            "bytes": self.store.bytes,
+            "max_bytes": self.maxBytes,
+            "held": len(self.held),
             "nodes": nodes,
             "links": links,
             "stats": dict(self.stats),
@@ -491,8 +676,9 @@ def installTopology(
     """
     Make a network node's topology database, observing its links and
     running as its child service (L{appnpy.node.buildNode} keeps it as
-    C{node.topology}); end nodes keep none (they ask their network-node server for routes), so for them
-    this does nothing and returns C{None}.
+    C{node.topology}); end nodes keep none (they ask their network-node
+    server for routes): for them this installs only the issuing of their
+    C{end} record (L{appnpy.net.topology.endnode}) and returns C{None}.
 
     @param cosTables: classes of service added to (or replacing) the
         built-in ones, by name.
@@ -500,6 +686,13 @@ def installTopology(
     @param options: tuning, see L{TopologyDatabase}.
     """
     if host.role != "network":
+        refresh = options.get("refreshInterval", 1800.0)
+        end = EndRecord(host.reactor, host.identity, host.name, host, stateDir, refresh)
+        host.addLinkObserver(end)
+        if isinstance(host, MultiService):
+            end.setServiceParent(host)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+        else:
+            end.startService()
         return None
     db = TopologyDatabase(
         host.reactor, host.identity, host.name, host, cosTables, stateDir, **options
