@@ -94,6 +94,12 @@ class AccessLogSite(server.Site):
 
     accessLog = Logger(namespace="appnpy.ops.access")
     displayTracebacks = False
+    #: No "Starting factory <...object at 0x...>" lines.
+    noisy = False
+
+    def logPrefix(self) -> str:
+        # What the listening port logs: "management API starting on 7701".
+        return "management API"
 
     def log(self, request: http.Request) -> None:
         self.accessLog.debug(

@@ -86,7 +86,8 @@ class SnapshotStream:
         self._soon: IDelayedCall | None = None
         self._ticker = LoopingCall(self.push)
         self._ticker.clock = reactor
-        self._period = period
+        #: Seconds between snapshots when nothing happens (read when the first client comes).
+        self.period = period
 
     def add(self, request: Request) -> bool:
         """
@@ -102,7 +103,7 @@ class SnapshotStream:
         request.write(b"retry: %d\n\n" % RETRY_MS)
         request.notifyFinish().addBoth(self._gone, client)
         if not self._ticker.running:
-            self._ticker.start(self._period, now=False)
+            self._ticker.start(self.period, now=False)
         self._send(client, self._encode())
         return True
 

@@ -177,16 +177,17 @@
     renderSections(s);
   }
 
-  function say(text, failed) {
+  // Show an action's state: "pending", then "done" or "failed".
+  function say(text, state) {
     const out = document.getElementById("action-result");
     out.textContent = text;
-    out.className = failed ? "failed" : "done";
+    out.className = state;
   }
 
   // POST an action; the cookie authenticates and the CSRF header shows
   // the request comes from this page.
   async function act(action, body, describe) {
-    say(`${action}...`, false);
+    say(`${action}...`, "pending");
     try {
       const response = await fetch("/api/v1/" + action, {
         method: "POST",
@@ -195,10 +196,10 @@
         body: JSON.stringify(body),
       });
       const answer = await response.json();
-      if (!response.ok) say(`${action} failed: ${answer.error}`, true);
-      else say(describe(answer), false);
+      if (!response.ok) say(`${action} failed: ${answer.error}`, "failed");
+      else say(describe(answer), "done");
     } catch (e) {
-      say(`${action} failed: ${e}`, true);
+      say(`${action} failed: ${e}`, "failed");
     }
   }
 
