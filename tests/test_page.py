@@ -144,6 +144,7 @@ class _Events(Protocol):
     def __init__(self) -> None:
         self.buffer = b""
         self.snapshots: list[dict[str, Any]] = []
+        self.ids: list[int] = []
         self.waiter: tuple[Callable[[dict[str, Any]], bool], Deferred[dict[str, Any]]] | None = None
         self.done: Deferred[None] = Deferred()
 
@@ -152,6 +153,8 @@ class _Events(Protocol):
         *events, self.buffer = self.buffer.split(b"\n\n")
         for event in events:
             for line in event.split(b"\n"):
+                if line.startswith(b"id: "):
+                    self.ids.append(int(line[4:]))
                 if line.startswith(b"data: "):
                     self.snapshots.append(json.loads(line[6:]))
                     self._check()
@@ -202,22 +205,32 @@ class EventStreamHTTPTests(unittest.TestCase):
         cp = await other.connect(await nodeAddress(node))
         shown = await reader.next(lambda s: [n["name"] for n in s["neighbours"]] == ["LAB.BETA"])
         self.assertRegex(shown["node"]["uptime"], r"^\d+ s$")
+        # A client that reconnects is current with its first event.
+        code, again, _ = await openEvents(
+            url, {**bearer, b"last-event-id": str(reader.ids[-1]).encode()}
+        )
+        resumed = await again.next(lambda s: True)
+        self.assertEqual([n["name"] for n in resumed["neighbours"]], ["LAB.BETA"])
+        self.assertGreater(again.ids[0], reader.ids[0])
         await cp.close()
         await reader.next(lambda s: s["neighbours"] == [] and len(reader.snapshots) > 2)
+        await again.next(lambda s: s["neighbours"] == [])
         # Bounded: one client more than the limit is answered 503.
-        service.events.maxClients = 1
+        service.events.maxClients = 2
         code, second, _ = await openEvents(url, bearer)
         self.assertEqual(code, 503)
         await second.done
         # The service's stop ends the stream.
         await service.stopService()
         await reader.done
+        await again.done
         self.assertEqual(service.events.clients, [])
 
     def test_live(self) -> Deferred[None]:
         """
         GET /events needs the token or the page cookie, sends a snapshot at
-        once and again when a neighbour comes or goes, turns away clients
+        once and again when a neighbour comes or goes, brings a client that
+        reconnects up to date at once, turns away clients
         beyond its bound, and ends when the API stops.
         """
         return Deferred.fromCoroutine(self._live())
