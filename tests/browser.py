@@ -160,10 +160,14 @@ class Browser:
             " if (v) resolve(v); else if (Date.now() > end) reject(new Error('timed out'));"
             " else setTimeout(poll, 25); })(); })"
         ) % (int(seconds * 1000), expression)
-        try:
-            return await self.evaluate(script)
-        except BrowserError as e:
-            raise BrowserError(f"waiting for {expression}: {e}") from None
+        for attempt in range(3):
+            try:
+                return await self.evaluate(script)
+            except BrowserError as e:
+                # A navigation (the page's login redirect) ends an evaluation
+                # under way: ask the new document.
+                if "navigated" not in str(e) or attempt == 2:
+                    raise BrowserError(f"waiting for {expression}: {e}") from None
 
     async def screenshot(self, path: str) -> None:
         shot = await self.command("Page.captureScreenshot", format="png")

@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import os
 
-from appnpy_echo import EchoPlugin, Pong, SimplePlugin
+from appnpy_echo import Echo, EchoPlugin, Pong, SimplePlugin
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.trial import unittest
+from zope.interface import implementer
 
+from appnpy.api import IStatusPagePlugin, PageSection
 from appnpy.link.identity import generateIdentity
 from appnpy.node import Node, buildNode
 from appnpy.ops.config import NodeConfig
@@ -34,15 +36,30 @@ def inCI() -> bool:
     return bool(os.environ.get("APPN_CI") or os.environ.get("CI"))
 
 
-def makeNode(testCase: unittest.TestCase, name: str) -> Node:
+@implementer(IStatusPagePlugin)
+class Notes(SimplePlugin):
+    """
+    A plugin whose page section appears once it has something to say, and
+    says it in markup, which the page must show as text.
+    """
+
+    note: str | None = None
+
+    def pageSection(self) -> PageSection | None:
+        if self.note is None:
+            return None
+        return PageSection("<i>Notes</i>", ["<b>note</b>"], [[self.note]])
+
+
+def makeNode(testCase: unittest.TestCase, name: str, *extra: SimplePlugin) -> Node:
     """
     A started network node on a real loopback port, with the echo plugin
-    (which has a page section), stopped at cleanup.
+    (which has a page section) and C{extra}, stopped at cleanup.
     """
     config = NodeConfig(
         dataDir=None, name=name, role="network", listen=("tcp:0:interface=127.0.0.1",), api=None
     )
-    plugins = [EchoPlugin(), SimplePlugin("ping", Pong, sessionLimit=3)]
+    plugins = [EchoPlugin(), SimplePlugin("ping", Pong, sessionLimit=3), *extra]
     node = buildNode(
         reactor,
         config,
@@ -71,7 +88,9 @@ class BrowserPageTests(unittest.TestCase):
             raise unittest.SkipTest("chromium is not installed (apt-get install -y chromium)")
 
     async def _page(self) -> None:
-        alpha, beta, gamma = (makeNode(self, f"LAB.{n}") for n in ("ALPHA", "BETA", "GAMMA"))
+        notes = Notes("notes", Echo)
+        alpha = makeNode(self, "LAB.ALPHA", notes)
+        beta, gamma = makeNode(self, "LAB.BETA"), makeNode(self, "LAB.GAMMA")
         api = ManagementService(alpha, "tcp:0:interface=127.0.0.1", self.mktemp(), {})
         api.events.period = 0.5  # RTTs change with no event: the test waits for one
         api.startService()
@@ -136,6 +155,24 @@ class BrowserPageTests(unittest.TestCase):
         if shot:
             await chromium.screenshot(shot)
 
+        # A plugin's section, live, its markup shown as text.
+        notes.note = "<img src=x onerror=alert(1)>"
+        await chromium.waitFor("document.querySelectorAll('#plugin-sections h2').length === 2")
+        self.assertEqual(
+            await chromium.evaluate(
+                "[...document.querySelectorAll('#plugin-sections section:last-child *')]"
+                ".map(e => e.tagName + ':' + (e.children.length ? '' : e.textContent))"
+            ),
+            [
+                "H2:<i>Notes</i>",
+                "TABLE:",
+                "TR:",
+                "TH:<b>note</b>",
+                "TR:",
+                "TD:<img src=x onerror=alert(1)>",
+            ],
+        )
+
         # A node that leaves disappears: beta's row, and gamma behind it.
         client.transport.loseConnection()
         await beta.stopService()
@@ -148,7 +185,7 @@ class BrowserPageTests(unittest.TestCase):
     def test_page(self) -> Deferred[None]:
         """
         The page shows the neighbour with its RTT, the topology graph and a
-        session, live; its echo button works; it fits 1280x800; a node that
-        stops disappears from it.
+        session, live; its echo button works; it fits 1280x800; a plugin's
+        section appears live, as text; a node that stops disappears from it.
         """
         return Deferred.fromCoroutine(self._page())
