@@ -291,6 +291,8 @@ class IStatusPagePlugin(Interface):
         An L{appnpy.api.PageSection} (a title, column headers and rows of
         plain values, which the page escapes), or C{None} for no section
         now.  Plugins never write HTML: the page stays free of injection.
+        Asked again for every snapshot of the live page (every 2 s while
+        one is open), so keep it cheap; the section is live.
         """
 
 

@@ -21,7 +21,8 @@ from twisted.web.http_headers import Headers
 from appnpy.link.identity import generateIdentity
 from appnpy.node import Node, buildNode
 from appnpy.ops.config import NodeConfig
-from appnpy.ops.management import ManagementService, renderStatusPage
+from appnpy.ops.management import ManagementService
+from appnpy.ops.page import humanDuration, pageSnapshot, renderStatusPage
 
 TIMEOUT = 20.0
 
@@ -84,11 +85,15 @@ async def http(
     body: Any = None,
     token: str | None | bool = True,
     raw: bytes | None = None,
+    extra: dict[bytes, bytes] | None = None,
 ) -> tuple[int, Any, Any]:
     """
-    One request; answers (status, decoded JSON or bytes, headers).
+    One request (with the C{extra} headers); answers (status, decoded JSON
+    or bytes, headers).
     """
     headers = Headers()
+    for name, value in (extra or {}).items():
+        headers.addRawHeader(name, value)
     if token is True:
         headers.addRawHeader(b"authorization", b"Bearer " + service.token.encode())
     elif token:
@@ -355,7 +360,7 @@ class APITests(unittest.TestCase):
 
         code, page, _ = await http(service, b"GET", "/")
         self.assertEqual(code, 200)
-        self.assertIn(b"LAB.BETA", page)
+        self.assertIn(b'"name": "LAB.BETA"', page)
 
         code, result, _ = await http(
             service, b"POST", "/api/v1/disconnect", body={"node": other.nodeID[:10]}
@@ -403,14 +408,68 @@ class APITests(unittest.TestCase):
     async def _pageCookie(self) -> None:
         node, service = await startManaged(self)
         code, body, headers = await http(service, b"GET", "/?token=" + service.token, token=None)
-        self.assertEqual(code, 200)
+        # Taken once: a cookie, and a redirect to the URL without the token.
+        self.assertEqual(code, 303)
+        self.assertEqual(headers.getRawHeaders(b"location"), [b"/"])
+        self.assertEqual(headers.getRawHeaders(b"referrer-policy"), [b"no-referrer"])
         cookie = headers.getRawHeaders(b"set-cookie")[0]
         self.assertIn(b"HttpOnly", cookie)
         self.assertIn(b"SameSite=strict", cookie)
+        self.assertNotIn(service.token.encode(), cookie)
+        pair = cookie.split(b";")[0]
+        code, page, headers = await http(service, b"GET", "/", token=None, extra={b"cookie": pair})
+        self.assertEqual(code, 200)
+        self.assertIn(f'content="{service.credentials.csrf}"'.encode(), page)
+        self.assertNotIn(service.token.encode(), page)
+        policy = headers.getRawHeaders(b"content-security-policy")[0]
+        self.assertIn(b"script-src 'self'", policy)
+        # The form takes the token in a POST body, as the query does.
+        code, _, headers = await http(
+            service,
+            b"POST",
+            "/",
+            token=None,
+            raw=b"token=" + service.token.encode(),
+            extra={b"content-type": b"application/x-www-form-urlencoded"},
+        )
+        self.assertEqual(code, 303)
+        code, page, _ = await http(service, b"GET", "/?token=wrong", token=None)
+        self.assertEqual(code, 401)
+        self.assertIn(b'<form method="post"', page)
+
+        # The cookie alone does not act: the page's CSRF header is needed too.
+        body = {"address": "127.0.0.1:1"}
+        for extra in ({b"cookie": pair}, {b"cookie": pair, b"x-appn-csrf": b"guess"}):
+            code, answer, _ = await http(
+                service, b"POST", "/api/v1/connect", body=body, token=None, extra=extra
+            )
+            self.assertEqual((code, answer["code"]), (401, "unauthorized"))
+        csrf = service.credentials.csrf.encode()
+        code, answer, _ = await http(
+            service,
+            b"POST",
+            "/api/v1/connect",
+            body=body,
+            token=None,
+            extra={b"cookie": pair, b"x-appn-csrf": csrf},
+        )
+        self.assertEqual((code, answer["code"]), (502, "connect-failed"))
+        code, _, _ = await http(
+            service, b"GET", "/api/v1/node", token=None, extra={b"x-appn-csrf": csrf}
+        )
+        self.assertEqual(code, 401)
+        # The static files need nothing, and hold no secret.
+        for path in ("/page.js", "/page.css"):
+            code, data, _ = await http(service, b"GET", path, token=None)
+            self.assertEqual(code, 200)
+            self.assertNotIn(service.token.encode(), data)
 
     def test_pageTokenQuery(self) -> Deferred[None]:
         """
-        The HTML page accepts ?token= and sets an HTTP-only same-site cookie.
+        The page takes ?token= (or its form's POST) once: it sets an
+        HTTP-only, SameSite=Strict cookie holding another secret and
+        redirects to C{/}; the cookie opens the page, and acts on the API
+        only with the page's CSRF header.
         """
         return self.run_(self._pageCookie())
 
@@ -592,53 +651,77 @@ class NetworkServicesTests(unittest.TestCase):
         return self.run_(self._echo())
 
 
-class PageTests(unittest.TestCase):
+class PageTests(unittest.SynchronousTestCase):
     def test_escaped(self) -> None:
         """
-        Values from peers are HTML-escaped on the status page.
+        Values from peers reach the page as JSON data that cannot close its
+        element or start markup (the script renders them as text).
         """
         from appnpy.testing import MemoryNetwork
 
         net = MemoryNetwork(services=False)
         a, b = net.addNode("LAB.A"), net.addNode("LAB.B")
         cp = net.link(a, b)
-        cp.address = "<script>alert(1)</script>"
-        page = renderStatusPage(a)
-        self.assertNotIn("<script>", page)
-        self.assertIn("&lt;script&gt;", page)
+        cp.address = "</script><script>alert(1)</script>"
+        page = renderStatusPage(a, "csrf-value")
+        self.assertNotIn("alert(1)</script>", page)
+        self.assertIn("\\u003c/script\\u003e\\u003cscript\\u003ealert(1)", page)
+        self.assertEqual(page.count("<script"), 2)  # the data and page.js, nothing else
+        self.assertEqual(pageSnapshot(a)["neighbours"][0]["address"], cp.address)
         net.stop()
 
+    def test_uptime(self) -> None:
+        """
+        Uptime reads as an operator says it.
+        """
+        self.assertEqual(
+            [humanDuration(s) for s in (0, 12.7, 274.373, 7500, 3 * 86400 + 4 * 3600 + 59)],
+            ["0 s", "12 s", "4 min 34 s", "2 h 5 min", "3 d 4 h"],
+        )
 
-class StatusPageTopologyTests(unittest.SynchronousTestCase):
-    def test_topologyDrawn(self) -> None:
+    def test_topologyGraph(self) -> None:
         """
-        On a network node the status page draws the topology: one circle per
-        network node, one line per routable link, and the digest.
+        On a network node the graph holds the network nodes reachable over
+        routable links; a node whose links are withdrawn leaves it, though
+        its record is still in the database.
         """
-        from appnpy.ops.management import renderStatusPage
         from appnpy.testing import MemoryNetwork
 
         net = MemoryNetwork(services=True)
         a, b, c = (net.addNode(f"LAB.{x}") for x in "ABC")
         net.link(a, b)
-        net.link(b, c)
+        cp = net.link(b, c)
         net.flush(advance=10)
-        page = renderStatusPage(a)
-        self.assertIn("<h2>Topology</h2>", page)
-        self.assertIn(a.topology.digest(), page)
-        self.assertEqual(page.count("<circle"), 3)
-        self.assertEqual(page.count("<line"), 2)
+        graph = pageSnapshot(a)["topology"]
+        self.assertEqual(graph["digest"], a.topology.digest())
+        self.assertEqual(
+            sorted((n["name"], n["self"]) for n in graph["nodes"]),
+            [("LAB.A", True), ("LAB.B", False), ("LAB.C", False)],
+        )
+        self.assertEqual(len(graph["links"]), 2)
+        cp.close()
+        net.flush(advance=10)
+        graph = pageSnapshot(a)["topology"]
+        self.assertEqual(sorted(n["name"] for n in graph["nodes"]), ["LAB.A", "LAB.B"])
+        self.assertIn(c.nodeID, {n["node_id"] for n in a.topology.asDict()["nodes"]})
         net.stop()
 
-    def test_noTopologyOnPlainNode(self) -> None:
+    def test_endNodeGraph(self) -> None:
         """
-        A node without a topology database shows no topology section.
+        A node without a topology database draws itself and its neighbours.
         """
-        from appnpy.ops.management import renderStatusPage
         from appnpy.testing import MemoryNetwork
 
-        a = MemoryNetwork(services=False).addNode("LAB.A")
-        self.assertNotIn("Topology", renderStatusPage(a))
+        net = MemoryNetwork(services=False)
+        a, b = net.addNode("LAB.A"), net.addNode("LAB.B")
+        net.link(a, b)
+        graph = pageSnapshot(a)["topology"]
+        self.assertFalse(graph["has_database"])
+        self.assertEqual(sorted(n["name"] for n in graph["nodes"]), ["LAB.A", "LAB.B"])
+        self.assertEqual(
+            graph["links"], [{"a": min(a.nodeID, b.nodeID), "b": max(a.nodeID, b.nodeID)}]
+        )
+        net.stop()
 
 
 class PluginExtensionTests(unittest.TestCase):
@@ -744,11 +827,16 @@ class PluginExtensionTests(unittest.TestCase):
         net = MemoryNetwork()
         self.addCleanup(net.stop)
         node = net.addNode("LAB.A", plugins=[Shouting("loud", Echo), Broken("broken", Echo)])
-        page = renderStatusPage(node)
-        self.assertIn("<h2>&lt;b&gt;loud&lt;/b&gt;</h2>", page)
-        self.assertIn("&lt;script&gt;x&lt;/script&gt;", page)
-        self.assertNotIn("<script>", page)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        sections = pageSnapshot(node)["sections"]
+        self.assertEqual(
+            sections,
+            [{"title": "<b>loud</b>", "headers": ["<th>"], "rows": [["<script>x</script>"]]}],
+        )
+        page = renderStatusPage(node, "csrf-value")
+        self.assertIn("\\u003cb\\u003eloud", page)
+        self.assertNotIn("<b>loud", page)
+        self.assertNotIn("<script>x", page)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
     def test_echoPageSection(self) -> None:
         """
@@ -762,6 +850,6 @@ class PluginExtensionTests(unittest.TestCase):
         self.addCleanup(net.stop)
         echo = EchoPlugin()
         echo.echoedBytes = 4242
-        page = renderStatusPage(net.addNode("LAB.A", plugins=[echo]))
-        self.assertIn("<h2>Echo</h2>", page)
-        self.assertIn("<td>4242</td>", page)
+        sections = pageSnapshot(net.addNode("LAB.A", plugins=[echo]))["sections"]
+        self.assertEqual([s["title"] for s in sections], ["Echo"])
+        self.assertIn("4242", sections[0]["rows"][0])

@@ -1,23 +1,23 @@
 """
 The node's local management API: HTTP + JSON, token-protected, plus a small
-HTML status page and Prometheus metrics.  docs/management-api.md is the
+live web page and Prometheus metrics.  docs/management-api.md is the
 reference for every endpoint.
 
-Authentication: every request to C{/api/v1/...} carries
-C{Authorization: Bearer <token>}, the token being a fresh random string the
-service writes to C{<dataDir>/api-token} (mode 0600) on each start.  The HTML
-page also accepts C{?token=} once and then a same-site, HTTP-only cookie.
-C{/metrics} is open when the API listens on a loopback interface only (any
-local user may read counters, never act); otherwise it needs the token too.
+Authentication (L{appnpy.ops.access}): every request to C{/api/v1/...}
+carries C{Authorization: Bearer <token>}, the token being a fresh random
+string the service writes to C{<dataDir>/api-token} (mode 0600) on each
+start, or the web page's cookie with its CSRF header.  C{/metrics} is open
+when the API listens on a loopback interface only (any local user may read
+counters, never act); otherwise it needs the token too.
 
-The page itself is L{appnpy.ops.page}, the JSON views L{appnpy.ops.describe};
+The page itself is L{appnpy.ops.page} and its event stream
+L{appnpy.ops.events}, the JSON views L{appnpy.ops.describe};
 this module is the HTTP dispatch and every endpoint, read best together
 (hence its length).
 """
 
 from __future__ import annotations
 
-import hmac
 import inspect
 import ipaddress
 import json
@@ -51,7 +51,9 @@ from appnpy.interfaces import ISessionInfo
 from appnpy.link.statefile import writeAtomically
 from appnpy.link.tls import parseAddress
 from appnpy.ops._interfaces import DirectoryView, IManagedNode, TopologyView
+from appnpy.ops.access import AccessLogSite, Credentials
 from appnpy.ops.describe import describeNeighbour, describeNode, describePlugin, describeSession, ms
+from appnpy.ops.events import NodeChanges, SnapshotStream
 from appnpy.ops.extensions import (
     PLUGIN_ROUTE_PREFIX,
     APIError,
@@ -60,7 +62,7 @@ from appnpy.ops.extensions import (
     pluginRoutes,
 )
 from appnpy.ops.metrics import CONTENT_TYPE, NodeMetrics
-from appnpy.ops.page import renderStatusPage
+from appnpy.ops.page import STATIC, PageResource, pageSnapshot
 from appnpy.ops.probe import EchoClient
 
 API_PREFIX = b"/api/v1/"
@@ -72,7 +74,6 @@ MAX_BODY = 64 * 1024
 ACTION_TIMEOUT = 30.0
 MAX_ECHO_COUNT = 1000
 MAX_ECHO_SIZE = 1024 * 1024
-_COOKIE = b"appn_token"
 
 
 def _nodesIn(explanation: dict[str, Any]) -> list[str]:
@@ -111,6 +112,7 @@ class ManagementResource(resource.Resource):
         super().__init__()  # type: ignore[no-untyped-call]  # unannotated Twisted method
         self.service = service
         self.node = service.node
+        self.page = PageResource(service.node, service.credentials, service.events)
         self.routes: dict[tuple[bytes, bytes], Callable[[Request], Awaitable[Any]]] = {
             (b"GET", b"node"): self.getNode,
             (b"GET", b"neighbours"): self.getNeighbours,
@@ -133,8 +135,16 @@ class ManagementResource(resource.Resource):
         path = request.path
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-content-type-options", b"nosniff")
-        if path == b"/":
-            return self.renderPage(request)
+        # The page's first URL carries ?token=: never let it out as a referrer.
+        request.setHeader(b"referrer-policy", b"no-referrer")
+        page = {b"/": self.page.page, b"/events": self.page.stream}.get(path)
+        if page is None and path in STATIC:
+            page = self.page.static
+        if page is not None:
+            try:
+                return page(request)
+            except APIError as e:
+                return self.error(request, e)
         if path == b"/metrics":
             return self.renderMetrics(request)
         if not path.startswith(API_PREFIX):
@@ -566,27 +576,6 @@ class ManagementResource(resource.Resource):
         request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
         return self.service.metrics.render()
 
-    def renderPage(self, request: Request) -> bytes:
-        if request.method != b"GET":
-            return self.error(request, APIError(405, "method-not-allowed", "GET only"))
-        query = request.args.get(b"token", [b""])[0]
-        cookie = request.getCookie(_COOKIE) or b""
-        if self.service.checkToken(query):
-            request.addCookie(_COOKIE, query, path=b"/", httpOnly=True, sameSite="strict")
-        elif not (self.service.authorised(request) or self.service.checkToken(cookie)):
-            request.setResponseCode(401)
-            request.setHeader(b"content-type", b"text/html; charset=utf-8")
-            return (
-                b"<!doctype html><title>appnpy</title><p>Open this page with "
-                b"<code>?token=</code> and the contents of <code>api-token</code> "
-                b"from the node's data directory.</p>\n"
-            )
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(
-            b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"
-        )
-        return renderStatusPage(self.node).encode("utf-8")
-
 
 class ManagementService(Service):
     """
@@ -610,7 +599,11 @@ class ManagementService(Service):
         self.effectiveConfig = effectiveConfig
         self.reactor: IReactorTime = reactor if reactor is not None else node.reactor
         self.metrics = NodeMetrics(node)
-        self.token = ""
+        self.credentials = Credentials()
+        self.events = SnapshotStream(self.reactor, lambda: pageSnapshot(node))
+        node.addObserver(NodeChanges(self.events))
+        if node.topology is not None:
+            node.topology.addObserver(self.events.changed)
         self.port: IListeningPort | None = None
         self.url: str | None = None
         self.loopbackOnly = False
@@ -625,17 +618,15 @@ class ManagementService(Service):
     def apiPath(self) -> str:
         return os.path.join(self.dataDir, API_FILE)
 
-    def checkToken(self, candidate: bytes) -> bool:
-        return bool(self.token) and hmac.compare_digest(candidate, self.token.encode("ascii"))
+    @property
+    def token(self) -> str:
+        """
+        The API token of this start (C{""} before it).
+        """
+        return self.credentials.token
 
     def authorised(self, request: Request) -> bool:
-        header = request.getHeader(b"authorization") or b""
-        scheme, _, value = (
-            header.encode("latin-1").partition(b" ")
-            if isinstance(header, str)
-            else header.partition(b" ")
-        )
-        return scheme.lower() == b"bearer" and self.checkToken(value.strip())
+        return self.credentials.authorised(request)
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]  # unannotated Twisted method
@@ -663,10 +654,9 @@ class ManagementService(Service):
 
     async def _start(self) -> None:
         os.makedirs(self.dataDir, mode=0o700, exist_ok=True)
-        self.token = secrets.token_urlsafe(32)
+        self.credentials.renew()
         writeAtomically(self.tokenPath, self.token.encode("ascii") + b"\n", 0o600)
-        site = server.Site(ManagementResource(self))
-        site.displayTracebacks = False
+        site = AccessLogSite(ManagementResource(self))  # type: ignore[no-untyped-call]  # Site.__init__ is unannotated
         # Not "Starting factory <twisted.web.server.Site object at 0x...>".
         site.noisy = False
         self.port = await serverFromString(self.reactor, self.endpoint).listen(site)
@@ -691,6 +681,7 @@ class ManagementService(Service):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        self.events.stop()
         if self.port is not None:
             port, self.port = self.port, None
             stopped = port.stopListening()

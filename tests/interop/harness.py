@@ -236,6 +236,7 @@ class NodeHarness:
         extra: Iterable[str] = (),
         wrap: Sequence[str] = (),
         listen: str = "tcp:0:interface=127.0.0.1",
+        twistOptions: Iterable[str] = (),
     ) -> NodeProcess:
         """
         Spawn C{twist appnnode} for a node labelled C{label} (its data
@@ -246,6 +247,7 @@ class NodeHarness:
             namespace; its first word is looked up on C{PATH}.  The wrapper
             must exec the node (so signals reach the node itself).
         @param listen: the endpoint for links.
+        @param twistOptions: options of C{twist} itself, e.g. C{--log-level=debug}.
         """
         dataDir = dataDir or self.dataDir(label)
         os.makedirs(dataDir, mode=0o700, exist_ok=True)
@@ -255,6 +257,7 @@ class NodeHarness:
             "-c",
             _TWIST,
             "--log-format=json",
+            *twistOptions,
             "appnnode",
             "--data-dir",
             dataDir,
