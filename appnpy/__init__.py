@@ -11,8 +11,8 @@ L{appnpy.ops}, composed into a node by L{appnpy.node.buildNode}.
 __version__ = "0.1.0"
 
 # The wire protocol versions this implementation speaks (docs/protocol.md).
-PROTOCOL_VERSION_MIN = 1
-PROTOCOL_VERSION_MAX = 1
+PROTOCOL_VERSION_MIN = 2
+PROTOCOL_VERSION_MAX = 2
 
 #: The node roles (DESIGN.md, "Node roles"): a network node keeps the
 #: topology database and relays; an end node is a leaf served by one.

@@ -264,7 +264,7 @@ class FramingTests(SynchronousTestCase):
             public_key=b"k",
             name="LAB.A",
             role="network",
-            versions=[1, 1],
+            versions=[2, 2],
             capabilities=[],
             listen=[],
             plugins={},

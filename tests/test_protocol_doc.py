@@ -116,7 +116,7 @@ def _exampleHello() -> Hello:
         public_key=SPKI_A,
         name="LAB.ALPHA",
         role="network",
-        versions=[1, 1],
+        versions=[2, 2],
         capabilities=["sessions"],
         listen=[f"appn://{NODE_A}@192.0.2.1:7700"],
         plugins={"echo": 64, "ping": 64},
