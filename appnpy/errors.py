@@ -35,6 +35,8 @@ class Reason(enum.StrEnum):
     BUSY = "busy"
     NO_ROUTE = "no-route"
     RATE_LIMITED = "rate-limited"
+    NAME_NOT_CERTIFIED = "name-not-certified"
+    AMBIGUOUS_NAME = "ambiguous-name"
 
 
 class APPNError(Exception):

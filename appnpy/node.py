@@ -54,6 +54,7 @@ from appnpy.errors import (
 from appnpy.interfaces import INode, IPluginLifecycle, IResourceDirectory, ISessionPlugin
 from appnpy.link.identity import (
     Identity,
+    certifiedCPName,
     defaultCPName,
     generateIdentity,
     isNodeID,
@@ -63,6 +64,7 @@ from appnpy.link.identity import (
 from appnpy.link.tls import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     LinkAddress,
+    NETWORK,
     LinkContextFactory,
     TrustPolicy,
     loadTrustPolicy,
@@ -144,6 +146,8 @@ class Node(MultiService):
         self.name: str = validateCPName(name) if name else defaultCPName(identity.nodeID)
         self.role = role
         self.trust = trust or TrustPolicy.open()
+        if self.trust.mode == NETWORK:
+            self.name = _certifiedName(identity, name)
         self.listenEndpoints = list(listen)
         self.muxConfig = muxConfig or MuxConfig()
         self.handshakeTimeout = handshakeTimeout
@@ -637,6 +641,25 @@ class Node(MultiService):
 async def _stopPort(port: IListeningPort) -> None:
     # Twisted types the result as optional; real ports return a Deferred.
     await cast("Deferred[None]", port.stopListening())
+
+
+def _certifiedName(identity: Identity, configured: str | None) -> str:
+    """
+    In network trust mode the node's CP name is the one its certificate
+    certifies; a configured name must agree with it.
+    """
+    certified = certifiedCPName(identity.certificate)
+    if certified is None:
+        raise ConfigurationError(
+            "network trust mode needs a certificate that certifies this node's CP "
+            "name; re-sign it with `appn ca sign --name NETID.NAME`"
+        )
+    if configured and validateCPName(configured) != certified:
+        raise ConfigurationError(
+            f"the configured CP name {validateCPName(configured)} is not the name "
+            f"{certified} the network CA certified for this node"
+        )
+    return certified
 
 
 def isResourceName(text: str) -> bool:
