@@ -181,6 +181,14 @@ class NoSuchNode(SessionError):
     """
 
 
+class AmbiguousName(NoSuchNode):
+    """
+    Several nodes claim that name (open trust mode lets any node call itself
+    anything); the name is not resolved to one of them.  Name the node by its
+    node ID or an appn://<nodeid>@ address: `appn locate` lists the claimants.
+    """
+
+
 class NoRoute(SessionError):
     """
     There is no route to the destination: no path of active links reaches

@@ -43,6 +43,7 @@ from appnpy.cp.controlpoint import ControlPoint
 from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.cp.messages import Message
 from appnpy.errors import (
+    AmbiguousName,
     ConfigurationError,
     NoRoute,
     NoSuchNode,
@@ -63,8 +64,8 @@ from appnpy.link.identity import (
 )
 from appnpy.link.tls import (
     DEFAULT_HANDSHAKE_TIMEOUT,
-    LinkAddress,
     NETWORK,
+    LinkAddress,
     LinkContextFactory,
     TrustPolicy,
     loadTrustPolicy,
@@ -440,15 +441,26 @@ class Node(MultiService):
             cos = cos or (localPlugin.defaultCOS if localPlugin else "interactive")
             # The route an end node's server returns is chosen for this COS.
             found = await self.directory.locate(destination, cos)
+            if found.conflict:
+                raise SessionRefused(
+                    Reason.AMBIGUOUS_NAME.value, _conflict(destination, found.owners)
+                )
             if found.owner == self.nodeID:
                 raise SessionRefused(Reason.NO_ROUTE.value, f"{destination} is on this node")
             destination, route = found.owner, found.route
         try:
+            if not isNodeID(destination):
+                self._refuseAmbiguous(destination)
             cp = self.findNeighbour(destination)
+        except AmbiguousName as e:
+            raise SessionRefused(Reason.AMBIGUOUS_NAME.value, str(e.args[0])) from None
         except NoSuchNode:
             if self.routedSessions is None:
                 raise
-            target = await self.locateNode(destination)
+            try:
+                target = await self.locateNode(destination)
+            except AmbiguousName as e:
+                raise SessionRefused(Reason.AMBIGUOUS_NAME.value, str(e.args[0])) from None
             return await self.routedSessions.open(
                 target, plugin, protocolFactory, parameters, cos, route=route
             )
@@ -460,7 +472,9 @@ class Node(MultiService):
         unique ID prefix or CP name.
 
         @raise NoSuchNode: if no known node matches exactly one way.
+        @raise AmbiguousName: if several nodes claim the CP name C{name}.
         """
+        self._refuseAmbiguous(name)
         try:
             return self.findNeighbour(name).peerNodeID
         except NoSuchNode:
@@ -477,7 +491,24 @@ class Node(MultiService):
             matches = [nid for nid in known if nid.startswith(name.lower())]
         if len(matches) == 1:
             return matches[0]
-        raise NoSuchNode(repr(name) if not matches else f"{name!r} matches {len(matches)} nodes")
+        if not matches:
+            raise NoSuchNode(repr(name))
+        raise NoSuchNode(f"{name!r} matches {len(matches)} nodes")
+
+    def _refuseAmbiguous(self, name: str) -> None:
+        """
+        Raise L{AmbiguousName} if several nodes (neighbours, or nodes of the
+        topology database) call themselves C{name}: a CP name is only a
+        claim in open trust mode, and a conflict is never resolved silently.
+        """
+        upper = name.upper()
+        claimants = {nid for nid, cp in self.links.items() if cp.peerName == upper}
+        if self.topology is not None and "." in name:
+            claimants.update(
+                nid for nid in self.topology.networkNodes() if self.topology.nodeName(nid) == upper
+            )
+        if len(claimants) > 1:
+            raise AmbiguousName(_conflict(upper, sorted(claimants)))
 
     async def locateNode(self, name: str) -> str:
         """
@@ -494,6 +525,8 @@ class Node(MultiService):
             found = await self.directory.locate(f"node:{name.upper()}")
         except ResourceNotFound:
             raise NoSuchNode(repr(name)) from None
+        if found.conflict:
+            raise AmbiguousName(_conflict(name.upper(), found.owners))
         return str(found.owner)
 
     def nodeName(self, nodeID: str) -> str:
@@ -641,6 +674,15 @@ class Node(MultiService):
 async def _stopPort(port: IListeningPort) -> None:
     # Twisted types the result as optional; real ports return a Deferred.
     await cast("Deferred[None]", port.stopListening())
+
+
+def _conflict(name: str, owners: Iterable[str]) -> str:
+    """
+    Why a session by C{name} is refused: several nodes claim it; a node ID
+    (or C{appn://<id>@} address) names one of them unambiguously.
+    """
+    ids = list(owners)
+    return f"{name} is claimed by {len(ids)} nodes: {', '.join(ids)}; name one by its node ID"
 
 
 def _certifiedName(identity: Identity, configured: str | None) -> str:

@@ -414,9 +414,10 @@ class AuthenticatedProtocol(Protocol):
         self._cancelDeadline()
         self.peerNodeID = peerNodeID
         if self.trustMode == NETWORK:
-            self.peerCertifiedName = certifiedCPName(
-                transport.getPeerCertificate().to_cryptography()
-            )
+            # checkPeer has just read this certificate (Any: ITransport
+            # declares no getPeerCertificate; the TLS transport has it).
+            tls: Any = transport
+            self.peerCertifiedName = certifiedCPName(tls.getPeerCertificate().to_cryptography())
         self.dataReceived = self.authenticatedDataReceived  # type: ignore[method-assign]
         self.linkAuthenticated(peerNodeID)
 
