@@ -358,13 +358,18 @@ def cmdCACreate(args: argparse.Namespace, out: TextIO) -> int:
 def cmdCASign(args: argparse.Namespace, out: TextIO) -> int:
     from appnpy.link.identity import signNodeCertificate
 
-    signNodeCertificate(args.ca_dir, args.data_dir)
-    result = {"ca_dir": os.path.abspath(args.ca_dir), "data_dir": os.path.abspath(args.data_dir)}
+    signNodeCertificate(args.ca_dir, args.data_dir, cpName=args.name)
+    result = {
+        "ca_dir": os.path.abspath(args.ca_dir),
+        "data_dir": os.path.abspath(args.data_dir),
+        "name": args.name.upper(),
+    }
     if args.json:
         _json(out, result)
     else:
         out.write(
-            f"signed the node certificate in {result['data_dir']}; restart the node "
+            f"signed the node certificate in {result['data_dir']} for {result['name']}; "
+            "restart the node "
             "with --trust network to use it\n"
         )
     return 0
@@ -662,6 +667,9 @@ def buildParser() -> argparse.ArgumentParser:
     sign.set_defaults(func=cmdCASign)
     sign.add_argument("--ca-dir", required=True, help="the network CA's directory")
     sign.add_argument("--data-dir", default=argparse.SUPPRESS, help="the node's data directory")
+    sign.add_argument(
+        "--name", required=True, help="the node's CP name NETID.NAME, certified by the CA"
+    )
     return parser
 
 

@@ -35,6 +35,8 @@ class Reason(enum.StrEnum):
     BUSY = "busy"
     NO_ROUTE = "no-route"
     RATE_LIMITED = "rate-limited"
+    NAME_NOT_CERTIFIED = "name-not-certified"
+    AMBIGUOUS_NAME = "ambiguous-name"
 
 
 class APPNError(Exception):
@@ -186,6 +188,14 @@ class NoSuchNode(SessionError):
     """
     No link to that node exists.  Connect to it first (`appn connect`), or use
     its full node ID, a unique prefix of it, or its CP name.
+    """
+
+
+class AmbiguousName(NoSuchNode):
+    """
+    Several nodes claim that name (open trust mode lets any node call itself
+    anything); the name is not resolved to one of them.  Name the node by its
+    node ID or an appn://<nodeid>@ address: `appn locate` lists the claimants.
     """
 
 

@@ -45,6 +45,7 @@ from appnpy.cp.linkmachine import preferredLink
 from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.cp.messages import Message
 from appnpy.errors import (
+    AmbiguousName,
     ConfigurationError,
     NoRoute,
     NoSuchNode,
@@ -56,6 +57,7 @@ from appnpy.errors import (
 from appnpy.interfaces import INode, IPluginLifecycle, IResourceDirectory, ISessionPlugin
 from appnpy.link.identity import (
     Identity,
+    certifiedCPName,
     defaultCPName,
     generateIdentity,
     isNodeID,
@@ -65,6 +67,7 @@ from appnpy.link.identity import (
 from appnpy.link.refusal import LinkTLSFactory
 from appnpy.link.tls import (
     DEFAULT_HANDSHAKE_TIMEOUT,
+    NETWORK,
     LinkAddress,
     LinkContextFactory,
     TrustPolicy,
@@ -151,6 +154,8 @@ class Node(MultiService):
         self.name: str = validateCPName(name) if name else defaultCPName(identity.nodeID)
         self.role = role
         self.trust = trust or TrustPolicy.open()
+        if self.trust.mode == NETWORK:
+            self.name = _certifiedName(identity, name)
         self.listenEndpoints = list(listen)
         # One receive budget for all of this node's links.
         self.muxConfig = withNodeBudget(muxConfig or MuxConfig())
@@ -442,15 +447,26 @@ class Node(MultiService):
             cos = cos or (localPlugin.defaultCOS if localPlugin else "interactive")
             # The route an end node's server returns is chosen for this COS.
             found = await self.directory.locate(destination, cos)
+            if found.conflict:
+                raise SessionRefused(
+                    Reason.AMBIGUOUS_NAME.value, _conflict(destination, found.owners)
+                )
             if found.owner == self.nodeID:
                 raise SessionRefused(Reason.NO_ROUTE.value, f"{destination} is on this node")
             destination, route = found.owner, found.route
         try:
+            if not isNodeID(destination):
+                self._refuseAmbiguous(destination)
             cp = self.findNeighbour(destination)
+        except AmbiguousName as e:
+            raise SessionRefused(Reason.AMBIGUOUS_NAME.value, str(e.args[0])) from None
         except NoSuchNode:
             if self.routedSessions is None:
                 raise
-            target = await self.locateNode(destination)
+            try:
+                target = await self.locateNode(destination)
+            except AmbiguousName as e:
+                raise SessionRefused(Reason.AMBIGUOUS_NAME.value, str(e.args[0])) from None
             return await self.routedSessions.open(
                 target, plugin, protocolFactory, parameters, cos, route=route
             )
@@ -462,7 +478,9 @@ class Node(MultiService):
         unique ID prefix or CP name.
 
         @raise NoSuchNode: if no known node matches exactly one way.
+        @raise AmbiguousName: if several nodes claim the CP name C{name}.
         """
+        self._refuseAmbiguous(name)
         try:
             return self.findNeighbour(name).peerNodeID
         except NoSuchNode:
@@ -479,7 +497,24 @@ class Node(MultiService):
             matches = [nid for nid in known if nid.startswith(name.lower())]
         if len(matches) == 1:
             return matches[0]
-        raise NoSuchNode(repr(name) if not matches else f"{name!r} matches {len(matches)} nodes")
+        if not matches:
+            raise NoSuchNode(repr(name))
+        raise NoSuchNode(f"{name!r} matches {len(matches)} nodes")
+
+    def _refuseAmbiguous(self, name: str) -> None:
+        """
+        Raise L{AmbiguousName} if several nodes (neighbours, or nodes of the
+        topology database) call themselves C{name}: a CP name is only a
+        claim in open trust mode, and a conflict is never resolved silently.
+        """
+        upper = name.upper()
+        claimants = {nid for nid, cp in self.links.items() if cp.peerName == upper}
+        if self.topology is not None and "." in name:
+            claimants.update(
+                nid for nid in self.topology.networkNodes() if self.topology.nodeName(nid) == upper
+            )
+        if len(claimants) > 1:
+            raise AmbiguousName(_conflict(upper, sorted(claimants)))
 
     async def locateNode(self, name: str) -> str:
         """
@@ -496,6 +531,8 @@ class Node(MultiService):
             found = await self.directory.locate(f"node:{name.upper()}")
         except ResourceNotFound:
             raise NoSuchNode(repr(name)) from None
+        if found.conflict:
+            raise AmbiguousName(_conflict(name.upper(), found.owners))
         return str(found.owner)
 
     def nodeName(self, nodeID: str) -> str:
@@ -656,6 +693,34 @@ class Node(MultiService):
 async def _stopPort(port: IListeningPort) -> None:
     # Twisted types the result as optional; real ports return a Deferred.
     await cast("Deferred[None]", port.stopListening())
+
+
+def _conflict(name: str, owners: Iterable[str]) -> str:
+    """
+    Why a session by C{name} is refused: several nodes claim it; a node ID
+    (or C{appn://<id>@} address) names one of them unambiguously.
+    """
+    ids = list(owners)
+    return f"{name} is claimed by {len(ids)} nodes: {', '.join(ids)}; name one by its node ID"
+
+
+def _certifiedName(identity: Identity, configured: str | None) -> str:
+    """
+    In network trust mode the node's CP name is the one its certificate
+    certifies; a configured name must agree with it.
+    """
+    certified = certifiedCPName(identity.certificate)
+    if certified is None:
+        raise ConfigurationError(
+            "network trust mode needs a certificate that certifies this node's CP "
+            "name; re-sign it with `appn ca sign --name NETID.NAME`"
+        )
+    if configured and validateCPName(configured) != certified:
+        raise ConfigurationError(
+            f"the configured CP name {validateCPName(configured)} is not the name "
+            f"{certified} the network CA certified for this node"
+        )
+    return certified
 
 
 def isResourceName(text: str) -> bool:

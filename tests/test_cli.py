@@ -105,7 +105,7 @@ class CATests(unittest.TestCase):
         """
         ca create makes a CA; ca sign issues the node's certificate with it.
         """
-        from appnpy.link.identity import loadOrCreateIdentity
+        from appnpy.link.identity import certifiedCPName, loadOrCreateIdentity
 
         ca, nodeDir = self.mktemp(), self.mktemp()
         out, err = io.StringIO(), io.StringIO()
@@ -114,10 +114,12 @@ class CATests(unittest.TestCase):
         self.assertTrue(os.path.exists(os.path.join(ca, "ca.crt")))
         before = loadOrCreateIdentity(nodeDir)
         out = io.StringIO()
-        code = main(["--json", "ca", "sign", "--ca-dir", ca, "--data-dir", nodeDir], out, err)
+        argv = ["--json", "ca", "sign", "--ca-dir", ca, "--data-dir", nodeDir, "--name", "lab.a"]
+        code = main(argv, out, err)
         self.assertEqual(code, 0, err.getvalue())
         self.assertEqual(json.loads(out.getvalue())["data_dir"], os.path.abspath(nodeDir))
         after = loadOrCreateIdentity(nodeDir)
+        self.assertEqual(certifiedCPName(after.certificate), "LAB.A")
         self.assertEqual(before.nodeID, after.nodeID)
         self.assertFalse(after.isSelfSigned)
         self.assertTrue(os.path.exists(os.path.join(nodeDir, "network-ca.crt")))

@@ -133,7 +133,9 @@ class EndNodeTests(DirectoryTestCase):
         lab, e, n1, n2, a, _ = self.build()
         other = ResourceRecord.create(a.identity, "chat:lobby", 1, 300)
         own = ResourceRecord.create(e.identity, "chat:mine", 1, 300)
-        e.links[n1.nodeID].send(RegisterResources(records=[other.toBlob(), own.toBlob()]))
+        e.links[n1.nodeID].send(
+            RegisterResources.create(e.identity, [other.toBlob(), own.toBlob()], 2**62)
+        )
         lab.net.flush()
         registered = n1.directory.asDict()["registered"]
         self.assertNotIn("chat:lobby", registered)

@@ -240,7 +240,7 @@ def _topologySync() -> Message:
 def _registerResources() -> Message:
     from appnpy.net.directory import RegisterResources
 
-    return RegisterResources(records=[_resourceRecord().toBlob()])
+    return RegisterResources.create(ID_C, [_resourceRecord().toBlob()], SEQ + 1)  # type: ignore[arg-type]
 
 
 def _locateRequest() -> Message:

@@ -106,6 +106,10 @@ class ILinkTransport(Interface):
 
     isClient = Attribute("C{bool}: whether this node dialled the link.")
     transport = Attribute("The TLS transport of the link.")
+    peerCertifiedName = Attribute(
+        "C{str | None}: in network trust mode, the CP name the network CA certified "
+        "for the peer; else None."
+    )
 
     def addressText() -> str:
         """

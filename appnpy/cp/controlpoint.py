@@ -61,6 +61,7 @@ from appnpy.errors import (
     SessionClosed,
 )
 from appnpy.link.identity import nodeIDFromSPKI, validateCPName, verifySignature
+from appnpy.link.tls import NETWORK
 from appnpy.link.yamux import Multiplexer, Stream
 
 __all__ = [
@@ -352,6 +353,15 @@ class ControlPoint:
             canonical = None
         if canonical != hello.name:
             return bad, f"invalid CP name {hello.name!r} (NETID.NAME in upper case)"
+        if self.host.trust.mode == NETWORK and hello.name != self.link.peerCertifiedName:
+            # Network trust: the CA binds the CP name to the key; a peer may
+            # not call itself by another node's name.
+            certified = self.link.peerCertifiedName
+            return Reason.NAME_NOT_CERTIFIED, (
+                f"the Hello claims CP name {hello.name}, but the network CA certified "
+                + (certified if certified else "no CP name")
+                + f" for node {self.peerNodeID}"
+            )
         if hello.role not in ("network", "end"):
             return bad, f"unknown role {hello.role!r}"
         return None

@@ -14,6 +14,12 @@ the key only, so renewing the certificate keeps the ID.
 
 A network CA lives in its own directory (C{ca.key}, mode 0600, and C{ca.crt});
 see L{createNetworkCA} and L{signNodeCertificate}.
+
+In C{network} trust mode the CA binds the node's B{CP name} to its key: the
+certificate it issues carries a subjectAltName URI C{urn:appn:cp:NETID.NAME}
+(L{CP_NAME_URI}), and L{certifiedCPName} reads it back.  A node's Hello, its
+topology node record and its resource names must agree with that name, so
+only the holder of the key the CA named can be C{NETID.NAME}.
 """
 
 from __future__ import annotations
@@ -58,6 +64,10 @@ RENEW_BEFORE = datetime.timedelta(days=30)
 # behind ours still accepts a freshly made certificate.
 BACKDATE = datetime.timedelta(hours=1)
 VALIDITY = datetime.timedelta(days=3650)
+#: The subjectAltName URI prefix under which the network CA certifies a CP name.
+CP_NAME_URI = "urn:appn:cp:"
+#: Largest certificate a node record or a resource record may carry (DER).
+MAX_CERTIFICATE_SIZE = 2048
 
 _NODE_ID_RE = re.compile(r"[a-z2-7]{52}")
 _CP_PART_RE = re.compile(r"[A-Z$#@][A-Z0-9$#@]{0,7}")
@@ -311,6 +321,7 @@ def _nodeCertificate(
     issuerName: x509.Name | None,
     now: datetime.datetime,
     notAfter: datetime.datetime | None = None,
+    cpName: str | None = None,
 ) -> x509.Certificate:
     nodeID = nodeIDFromPublicKey(publicKey)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, nodeID)])
@@ -330,6 +341,13 @@ def _nodeCertificate(
     if issuerName is not None:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuerKey.public_key()),
+            critical=False,
+        )
+    if cpName is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(CP_NAME_URI + validateCPName(cpName))]
+            ),
             critical=False,
         )
     return builder.sign(issuerKey, algorithm=None)
@@ -502,11 +520,15 @@ def signNodeCertificate(
     caDir: str | os.PathLike[str],
     dataDir: str | os.PathLike[str],
     reactorSeconds: float | None = None,
+    cpName: str | None = None,
 ) -> None:
     """
     Replace the node's C{node.crt} in C{dataDir} with one for the same public
     key, issued and signed by the network CA in C{caDir}, and copy the CA
     certificate into C{dataDir} as C{network-ca.crt}.
+
+    C{cpName} is the CP name the CA certifies for the node (its NETID must be
+    the CA's); a node runs in network trust mode only with a certified name.
 
     The node's public key is taken from C{node.crt} if present, else from
     C{node.key}; the private key is not needed, so the CA operator may work
@@ -530,8 +552,98 @@ def signNodeCertificate(
     if not isinstance(publicKey, Ed25519PublicKey):
         raise IdentityError(f"the node key in {directory} is not Ed25519")
     now = _now(reactorSeconds)
-    cert = _nodeCertificate(
-        publicKey, caKey, caCert.subject, now, notAfter=caCert.not_valid_after_utc
-    )
+    cert = issueNodeCertificate(caKey, caCert, publicKey, cpName, now)
     _writeCertificate(certPath, cert)
     _writeCertificate(os.path.join(directory, NETWORK_CA_FILE), caCert)
+
+
+def _caNetID(caCert: x509.Certificate) -> str | None:
+    values = caCert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return str(values[0].value) if values else None
+
+
+def issueNodeCertificate(
+    caKey: Ed25519PrivateKey,
+    caCert: x509.Certificate,
+    publicKey: Ed25519PublicKey,
+    cpName: str | None,
+    now: datetime.datetime,
+) -> x509.Certificate:
+    """
+    A certificate for C{publicKey} signed by the network CA, certifying
+    C{cpName} (whose NETID must be the CA's) when given.
+
+    @raise IdentityError: if C{cpName} is outside the CA's network.
+    """
+    if cpName is not None:
+        cpName = validateCPName(cpName)
+        netID = _caNetID(caCert)
+        if netID is not None and cpName.split(".")[0] != netID:
+            raise IdentityError(
+                f"the CA of network {netID} cannot certify {cpName} (another NETID)"
+            )
+    return _nodeCertificate(
+        publicKey,
+        caKey,
+        caCert.subject,
+        now,
+        notAfter=caCert.not_valid_after_utc,
+        cpName=cpName,
+    )
+
+
+def certifiedCPName(cert: x509.Certificate) -> str | None:
+    """
+    The CP name the certificate's issuer certified (its subjectAltName URI
+    C{urn:appn:cp:NETID.NAME}), or C{None} if it names none or several.
+    Whether the issuer is to be trusted is the caller's check.
+    """
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    names = [
+        uri[len(CP_NAME_URI) :]
+        for uri in san.get_values_for_type(x509.UniformResourceIdentifier)
+        if uri.startswith(CP_NAME_URI)
+    ]
+    if len(names) != 1:
+        return None
+    try:
+        canonical = validateCPName(names[0])
+    except InvalidCPName:
+        return None
+    return canonical if canonical == names[0] else None
+
+
+def verifyCertifiedName(
+    certDER: object, caCert: x509.Certificate, spkiDER: bytes, now: float
+) -> str | None:
+    """
+    The CP name that C{certDER} certifies for the key C{spkiDER}, if it is a
+    certificate for that key, signed by C{caCert} and valid at C{now}
+    (seconds); else C{None}.  Never raises: anything malformed is C{None}.
+
+    This is how a node checks a name another node claims in a record: the
+    record carries the owner's certificate and the CA vouches for the name.
+    """
+    if not isinstance(certDER, bytes) or len(certDER) > MAX_CERTIFICATE_SIZE:
+        return None
+    try:
+        cert = x509.load_der_x509_certificate(certDER)
+        if _spki(cert.public_key()) != spkiDER:
+            return None
+        cert.verify_directly_issued_by(caCert)
+        when = _now(now)
+        if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
+            return None
+    except Exception:
+        return None
+    return certifiedCPName(cert)
+
+
+def certificateBytes(cert: x509.Certificate) -> bytes:
+    """
+    The DER encoding of C{cert}, as node and resource records carry it.
+    """
+    return cert.public_bytes(serialization.Encoding.DER)

@@ -49,6 +49,7 @@ from appnpy.link.identity import (
     NETWORK_CA_FILE,
     Identity,
     _isSelfSigned,
+    certifiedCPName,
     isNodeID,
     nodeIDFromCertificate,
 )
@@ -345,9 +346,13 @@ class AuthenticatedProtocol(Protocol):
     connection is aborted.
 
     @ivar peerNodeID: the peer's node ID once authenticated, else L{None}.
+    @ivar peerCertifiedName: in network trust mode, the CP name the network
+        CA certified in the peer's certificate (L{certifiedCPName}), else
+        L{None}; the peer's Hello must claim exactly that name.
     """
 
     peerNodeID: str | None = None
+    peerCertifiedName: str | None = None
 
     def __init__(
         self,
@@ -464,6 +469,11 @@ class AuthenticatedProtocol(Protocol):
             return
         self._cancelDeadline()
         self.peerNodeID = peerNodeID
+        if self.trustMode == NETWORK:
+            # checkPeer has just read this certificate (Any: ITransport
+            # declares no getPeerCertificate; the TLS transport has it).
+            tls: Any = transport
+            self.peerCertifiedName = certifiedCPName(tls.getPeerCertificate().to_cryptography())
         self.dataReceived = self.authenticatedDataReceived  # type: ignore[method-assign]
         self.linkAuthenticated(peerNodeID)
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+from cryptography import x509
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -35,7 +36,7 @@ from appnpy.net.directory.messages import (
     SearchReply,
     newSearchID,
 )
-from appnpy.net.directory.records import ResourceRecord, validResourceName
+from appnpy.net.directory.records import NameRules, ResourceRecord, validResourceName
 from appnpy.net.directory.registry import Registry
 from appnpy.net.ratelimit import TokenBucket
 from appnpy.net.topology._interfaces import IRouteQueries
@@ -65,6 +66,11 @@ class SearchEntry:
     sentResults: int = 0
     sentBytes: int = 0
     heldRecords: list[bytes] = attrs.field(factory=list)
+    #: Locate: the owners whose records were taken for this search (each
+    #: owner's record is verified and passed on once), and how many
+    #: record-bearing replies each neighbour sent (capped).
+    owners: set[str] = attrs.field(factory=set)
+    repliesFrom: Counter[str] = attrs.field(factory=Counter)
 
 
 @attrs.define(eq=False)
@@ -89,7 +95,13 @@ class DirectoryBase(Service):
     broadcast; C{neighbourRate}/C{neighbourBurst} and
     C{overallRate}/C{overallBurst} (requests per second) admit requests;
     C{searchTableSize} entries kept C{searchTableTTL}; C{tickInterval} of
-    refresh and expiry (default a third of C{recordTTL}).
+    refresh and expiry (default a third of C{recordTTL});
+    C{replyRate}/C{replyBurst} (records per second) of locate answers a
+    neighbour may send; C{registerRate}/C{registerBurst} (registrations per
+    second) a neighbour may send and an origin may make.
+
+    C{caCertificate} (network trust mode) binds names to keys: see
+    L{appnpy.net.directory.records.NameRules}.
     """
 
     log = Logger()
@@ -122,6 +134,11 @@ class DirectoryBase(Service):
         searchTableTTL: float = 30.0,
         cacheSize: int = 4096,
         tickInterval: float | None = None,
+        replyRate: float = 100.0,
+        replyBurst: float = 400.0,
+        registerRate: float = 2.0,
+        registerBurst: float = 20.0,
+        caCertificate: x509.Certificate | None = None,
     ) -> None:
         if not ILinkRegistry.providedBy(links):
             raise TypeError(f"{links!r} does not provide ILinkRegistry")
@@ -146,6 +163,11 @@ class DirectoryBase(Service):
         self.neighbourBurst = neighbourBurst
         self.searchTableSize = searchTableSize
         self.searchTableTTL = searchTableTTL
+        self.replyRate = replyRate
+        self.replyBurst = replyBurst
+        self.registerRate = registerRate
+        self.registerBurst = registerBurst
+        self.names = NameRules(caCertificate)
         #: Records are refreshed (re-registered, re-pushed) three times per TTL.
         self.tickInterval = tickInterval or max(1.0, recordTTL / 3)
         self.serverNodeID: str | None = None
@@ -159,6 +181,11 @@ class DirectoryBase(Service):
         self._attached: dict[str, ControlPoint] = {}
         self._routes: dict[str, PendingRoute] = {}
         self._buckets: dict[str, TokenBucket] = {}
+        self._replyBuckets: dict[str, TokenBucket] = {}
+        self._registerBuckets: dict[str, TokenBucket] = {}
+        #: Per origin, the newest registration seq accepted (no replays).
+        self._registrationSeqs: dict[str, int] = {}
+        self._refusedOwn: set[str] = set()
         self._overall = TokenBucket(overallRate, overallBurst, self.reactor.seconds())
         self._lastLimited = -1e18
         self._loop: LoopingCall | None = None
@@ -171,6 +198,8 @@ class DirectoryBase(Service):
         The resources this node offers: C{node:<CP name>} (so any node can
         find another by name, end nodes included), registered names, its
         plugins' C{resources()}, and C{echo:<CP name>} with the echo plugin.
+        In network trust mode only names under this node's certified CP name
+        (others are left out, logged once each).
         """
         names = set(self._registered)
         names.add(f"node:{self.cpName}")
@@ -183,13 +212,26 @@ class DirectoryBase(Service):
             names.update(n for n in offered if validResourceName(n))
         if "echo" in self.plugins:
             names.add(f"echo:{self.cpName}")
+        if self.names.bound:
+            refused = {n for n in names if not self.names.mayOffer(n, self.cpName)}
+            for name in sorted(refused - self._refusedOwn):
+                self.log.warn(
+                    "not offering {name}: in network trust mode this node offers only "
+                    "names under its CP name ({cpName} or <kind>:{cpName}/...)",
+                    name=name,
+                    cpName=self.cpName,
+                )
+            self._refusedOwn |= refused
+            names -= refused
         return sorted(names)
 
     def _ownRecord(self, name: str) -> ResourceRecord:
         record = self._own.get(name)
         if record is None:
-            self._seq = max(self._seq + 1, int(self.reactor.seconds() * 1000))
-            record = ResourceRecord.create(self.identity, name, self._seq, self.recordTTL)
+            self._nextSeq()
+            record = ResourceRecord.create(
+                self.identity, name, self._seq, self.recordTTL, withCertificate=self.names.bound
+            )
             self._own[name] = record
         return record
 
@@ -236,6 +278,26 @@ class DirectoryBase(Service):
     def _send(self, cp: ControlPoint, msg: Message) -> None:
         self.stats["messages-sent"] += 1
         cp.send(msg)
+
+    def _nextSeq(self) -> int:
+        """
+        A sequence number greater than every one this node used before (and,
+        as it follows the clock in ms, than those of its previous runs).
+        """
+        self._seq = max(self._seq + 1, int(self.reactor.seconds() * 1000))
+        return self._seq
+
+    def _bucket(
+        self, buckets: dict[str, TokenBucket], key: str, rate: float, burst: float
+    ) -> TokenBucket:
+        bucket = buckets.get(key)
+        if bucket is None:
+            if len(buckets) >= self.searchTableSize:
+                # Bounded: forget the oldest (a fresh bucket starts full,
+                # which only the keys seen least recently get).
+                del buckets[next(iter(buckets))]
+            bucket = buckets[key] = TokenBucket(rate, burst, self.reactor.seconds())
+        return bucket
 
     def _admit(self, cp: ControlPoint) -> bool:
         """
@@ -315,6 +377,9 @@ class DirectoryBase(Service):
         if not self.running:
             raise ResourceNotFound(f"{name or 'search'} (this node is stopping)")
         now = self.reactor.seconds()
+        if kind == "locate":
+            # Every owner found is kept: several are a conflict to report.
+            maxResults = MAX_RECORDS_PER_ANSWER
         entry = SearchEntry(
             newSearchID(),
             kind,

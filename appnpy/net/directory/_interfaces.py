@@ -91,6 +91,9 @@ class IDirectoryHost(ILinkRegistry):
     nodeID = Attribute("C{str}: this node's node ID.")
     name = Attribute("C{str}: this node's CP name.")
     role = Attribute("C{'network'} or C{'end'}.")
+    trust = Attribute(
+        "L{appnpy.link.tls.TrustPolicy}: in network mode its CA certificate binds names to keys."
+    )
     plugins = Attribute("C{Mapping[str, ISessionPlugin]}: the node's plugins by name (live).")
     topology = Attribute(
         "The topology database (an L{IRouteQueries}), C{None} on end nodes; built first."

@@ -20,6 +20,19 @@ services):
 
 An end node sends its locates to its network-node server, which runs the
 whole sequence and adds the route from the end node.
+
+Answers are bounded: every node, intermediate ones too, verifies the records
+of a reply before it passes them on (signature, name and the name rules of
+L{records.NameRules}) and takes each owner's record once per search; a
+search takes at most L{MAX_RECORDS_PER_ANSWER} records, a neighbour may send
+at most L{MAX_REPLIES_PER_NEIGHBOUR} record-bearing replies per search and
+C{replyRate} records per second overall, and replies to a search that has
+ended (the origin's locate returned, or the node sent its final answer) are
+dropped unread.
+
+In open trust mode the origin collects every owner until the search is
+complete (several are a conflict: L{LocateResult.owners}); in network trust
+mode names are bound to keys, so the first verified answer ends the locate.
 """
 
 from __future__ import annotations
@@ -42,6 +55,9 @@ from appnpy.net.directory.records import (
     ResourceRecord,
     validResourceName,
 )
+
+#: Most record-bearing replies one neighbour may send for one search.
+MAX_REPLIES_PER_NEIGHBOUR = 4
 
 
 class LocateMixin(DirectoryBase):
@@ -74,13 +90,16 @@ class LocateMixin(DirectoryBase):
         self, name: str, records: list[ResourceRecord], route: list[str] | None
     ) -> LocateResult:
         record = records[0]
-        return LocateResult(name, record.owner, record.asDict(), route or None)
+        owners = tuple(dict.fromkeys(r.owner for r in records))
+        return LocateResult(name, record.owner, record.asDict(), route or None, owners)
 
     def _verified(self, name: str, blobs: list[bytes]) -> list[ResourceRecord]:
         """
-        The records of an answer that check out at the requester.
+        The records of an answer that check out here: signature, the name
+        asked for, and the name rules of the trust mode.
         """
         out = []
+        now = self.reactor.seconds()
         for raw in blobs:
             try:
                 record = ResourceRecord.fromBlob(raw)
@@ -90,6 +109,16 @@ class LocateMixin(DirectoryBase):
                 continue
             if record.name != name:
                 self.stats["forged-records"] += 1
+                continue
+            why = self.names.refusal(record, now)
+            if why is not None:
+                self.stats["names-refused"] += 1
+                self.log.warn(
+                    "dropped a record for {name} by {owner}: {why}",
+                    name=name,
+                    owner=record.owner,
+                    why=why,
+                )
                 continue
             out.append(record)
         return out
@@ -106,7 +135,9 @@ class LocateMixin(DirectoryBase):
         if cached is not None and fresh:
             self.stats["found-cache"] += 1
             return cached.records, "cache"
-        if cached is not None:
+        if cached is not None and len({r.owner for r in cached.records}) == 1:
+            # A stale answer with one owner is checked at that owner; a
+            # conflict is searched for afresh, so every claimant is heard.
             target = self._directoryNodeFor(cached.records[0].owner)
             records = await self._directed(name, target, cos)
             if records:
@@ -224,7 +255,9 @@ class LocateMixin(DirectoryBase):
             self._send(cp, LocateReply(search_id=msg.search_id, records=records))
             return
         now = self.reactor.seconds()
-        entry = SearchEntry(msg.search_id, "locate", cp, set(), now + self.searchTableTTL)
+        entry = SearchEntry(
+            msg.search_id, "locate", cp, set(), now + self.searchTableTTL, name=msg.name
+        )
         self._remember(entry)
         self.stats["searches-processed"] += 1
         if self._peerRole(cp) == "end" and not msg.target:
@@ -300,19 +333,58 @@ class LocateMixin(DirectoryBase):
         if msg.final:
             entry.pending.discard(cp.peerNodeID)
         if msg.records:
+            records = self._acceptedRecords(cp, entry, list(msg.records))
             if entry.parent is None:
-                verified = self._verified(entry.name, list(msg.records))
-                entry.collected.extend(verified)
+                entry.collected.extend(records)
                 if msg.route:
                     entry.route = list(msg.route)
-                if verified and entry.maxResults == 1:
+                if records and self.names.bound:
+                    # Names are bound to keys: the first verified owner is the one.
                     self._finishOrigin(entry)
+            elif not records:
+                pass
             elif entry.pending and not entry.done:
                 self._send(
                     entry.parent,
-                    LocateReply(search_id=msg.search_id, records=msg.records, final=False),
+                    LocateReply(
+                        search_id=msg.search_id,
+                        records=[r.toBlob() for r in records],
+                        final=False,
+                    ),
                 )
             else:
-                entry.heldRecords = list(msg.records)
+                entry.heldRecords.extend(r.toBlob() for r in records)
         if msg.final and not entry.pending:
             self._complete(entry)
+
+    def _acceptedRecords(
+        self, cp: ControlPoint, entry: SearchEntry, blobs: list[bytes]
+    ) -> list[ResourceRecord]:
+        """
+        The records of a reply this node takes for C{entry}: none once the
+        search has ended here or over its caps, else the verified records of
+        owners not yet seen.
+        """
+        ended = entry.waiter is None if entry.parent is None else entry.done
+        if ended:
+            # The origin's locate has returned (or the final answer went to
+            # the parent): nothing more is verified or kept for it.
+            self.stats["late-replies"] += 1
+            return []
+        peer = cp.peerNodeID
+        entry.repliesFrom[peer] += 1
+        room = MAX_RECORDS_PER_ANSWER - len(entry.owners)
+        if entry.repliesFrom[peer] > MAX_REPLIES_PER_NEIGHBOUR or room <= 0:
+            self.stats["replies-over-cap"] += 1
+            return []
+        blobs = blobs[:room]
+        bucket = self._bucket(self._replyBuckets, peer, self.replyRate, self.replyBurst)
+        if not bucket.take(self.reactor.seconds(), len(blobs)):
+            self.stats["replies-limited"] += 1
+            return []
+        out = []
+        for record in self._verified(entry.name, blobs):
+            if record.owner not in entry.owners:
+                entry.owners.add(record.owner)
+                out.append(record)
+        return out

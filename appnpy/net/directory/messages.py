@@ -16,6 +16,7 @@ from appnpy.cp.messages import (
     MAX_ROUTE_NODES,
     Message,
     blob,
+    encodeBody,
     integer,
     listOf,
     mapOf,
@@ -26,6 +27,7 @@ from appnpy.cp.messages import (
     token,
 )
 from appnpy.errors import ProtocolError
+from appnpy.link.identity import Identity, nodeIDFromSPKI, verifySignature
 from appnpy.net.directory.records import MAX_RECORD_SIZE, RESOURCE_NAME
 
 __all__ = [
@@ -40,8 +42,9 @@ __all__ = [
 ]
 
 _SEARCH_ID = re.compile(r"[0-9a-f]{32}\Z")
-#: Most records one message carries.
-MAX_RECORDS_PER_MESSAGE = 256
+#: Most records one registration carries: this bounds the signature checks
+#: one message can cost (one for the registration, one per new record).
+MAX_RECORDS_PER_MESSAGE = 64
 #: Most records a locate answer carries.
 MAX_RECORDS_PER_ANSWER = 16
 #: Most node names a route explanation's answer carries.
@@ -81,15 +84,53 @@ def newSearchID() -> str:
 class RegisterResources(Message):
     """
     End node -> its network-node server, or network node -> the CDS (then
-    forwarded hop by hop toward C{target}): the sender's current records,
-    replacing everything registered before through C{origin}.
+    forwarded hop by hop toward C{target}): C{origin}'s current records,
+    replacing everything registered before by C{origin}.
+
+    Signed by C{origin} (C{public_key} is its key, C{signature} covers every
+    other field) with an increasing C{seq}, so the receiver accepts it only
+    from the node it concerns and never a replay of an older one: a
+    neighbour that relays or invents a registration claiming origin X
+    changes nothing of X's.
     """
 
     records: list[bytes] = attrs.field(
         validator=listOf(blob(MAX_RECORD_SIZE), MAX_RECORDS_PER_MESSAGE)
     )
-    origin: str = attrs.field(default="", validator=_optionalNodeID)
+    origin: str = attrs.field(validator=nodeID)
+    seq: int = attrs.field(validator=integer(0, 2**63 - 1))
+    public_key: bytes = attrs.field(validator=blob(256))
     target: str = attrs.field(default="", validator=_optionalNodeID)
+    signature: bytes = attrs.field(default=b"", validator=blob(128))
+
+    def signedBytes(self) -> bytes:
+        body = self.toWire()
+        del body["signature"]
+        return encodeBody(body)
+
+    @classmethod
+    def create(
+        cls, identity: Identity, records: list[bytes], seq: int, target: str = ""
+    ) -> RegisterResources:
+        """
+        A registration of C{records} signed by C{identity}.
+        """
+        unsigned = cls(
+            records=records,
+            origin=identity.nodeID,
+            seq=seq,
+            public_key=identity.publicKeyBytes,
+            target=target,
+        )
+        return attrs.evolve(unsigned, signature=identity.sign(unsigned.signedBytes()))
+
+    def verified(self) -> bool:
+        """
+        Is this registration signed by its C{origin}?
+        """
+        return nodeIDFromSPKI(self.public_key) == self.origin and verifySignature(
+            self.public_key, self.signature, self.signedBytes()
+        )
 
 
 @message("LocateRequest", capability="directory")

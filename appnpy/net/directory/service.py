@@ -198,6 +198,7 @@ def installDirectory(
         node.plugins,
         cds=cds,
         cdsNode=cdsNode,
+        caCertificate=node.trust.caCertificate,
         **options,
     )
     for messageClass, handler in directory.messageHandlers().items():
