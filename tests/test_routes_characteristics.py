@@ -196,7 +196,7 @@ class LinkSecurityTests(SynchronousTestCase):
         for name in ("A", "B"):
             dataDir = os.path.join(base, name)
             loadOrCreateIdentity(dataDir)
-            signNodeCertificate(caDir, dataDir)
+            signNodeCertificate(caDir, dataDir, cpName=f"LAB.{name}")
             nodes.append(
                 net.node(
                     f"LAB.{name}",

@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from appnpy import PROTOCOL_VERSION_MAX
 from appnpy.api import ISession, ISessionInfo, ISessionPlugin, SessionClosed, SessionRefused
 from appnpy.cp.controlpoint import LinkState, negotiateLimits
 from appnpy.cp.messages import LinkRefused, Message, SessionAccept, message, text
@@ -125,7 +126,7 @@ class LinkTests(Harness):
         cpa, cpb = a.links[b.nodeID], b.links[a.nodeID]
         self.assertEqual((cpa.state, cpb.state), (LinkState.ACTIVE, LinkState.ACTIVE))
         self.assertEqual((cpa.peerName, cpb.peerName), ("LAB.B", "LAB.A"))
-        self.assertEqual(cpa.version, 1)
+        self.assertEqual(cpa.version, PROTOCOL_VERSION_MAX)
         self.assertEqual(cpa.limits, {"echo": 64, "ping": 64})
         self.assertTrue(cpa.isDialer)
         self.assertFalse(cpb.isDialer)
@@ -186,7 +187,7 @@ class LinkTests(Harness):
         self.addCleanup(globalLogPublisher.removeObserver, logged.append)
         a = self.net.addNode("LAB.A")
         b = self.net.addNode("LAB.B")
-        b.protocolVersions = (2, 3)
+        b.protocolVersions = (3, 4)
         self.net.connect(a, b)
         self.assertEqual((a.links, b.links), ({}, {}))
         texts = [e.get("reason") for e in logged if "detail" in e]
