@@ -1,14 +1,16 @@
 """
-A neighbour of the central directory server that lies about whose
-registration it sends (issue: CDS spoofing).  It speaks the real protocol
-with real signatures: its own key, or the victim's message replayed.
+Hostile directory nodes speaking the real protocol with real signatures: a
+neighbour of the central directory server that lies about whose
+registration it sends (its own key, the victim's key, the victim's message
+replayed), and a node that floods a locate with valid replies.
 """
 
 from __future__ import annotations
 
 import attrs
 
-from appnpy.net.directory.messages import RegisterResources
+from appnpy.net.directory.messages import LocateReply, RegisterResources
+from appnpy.net.directory.records import ResourceRecord
 from tests.test_directory import DirectoryTestCase
 
 
@@ -85,3 +87,32 @@ class CDSSpoofingTests(DirectoryTestCase):
         old = RegisterResources.create(self.d.identity, [], seq=1, target=self.cds.nodeID)
         self.send(old)
         self.assertStillD("registrations-replayed")
+
+
+class ReplyAmplificationTests(DirectoryTestCase):
+    def test_floodOfValidReplies(self) -> None:
+        """
+        A node that answers one locate with 50 non-final replies of 16 valid
+        records each (800 records) makes the intermediate node verify and
+        pass on at most the per-search cap, and the requester keep at most
+        that; replies after the locate returned are dropped unread.
+        """
+        from appnpy.net.directory.locate import MAX_RECORDS_PER_ANSWER
+        from tests.hostile.directory import amplify
+
+        lab = self.lab()
+        a, b, c = lab.line(3)
+        seen = amplify(c)
+        found = lab.locate(a, "rpc:calc")
+        self.assertLessEqual(len(found.owners), MAX_RECORDS_PER_ANSWER)
+        self.assertGreater(b.directory.stats["replies-over-cap"], 0)
+        self.assertEqual(b.directory.stats["replies-over-cap"], 49)
+        # After the search ended at B, more replies are dropped unread.
+        [request] = seen
+        records = [ResourceRecord.create(c.identity, "rpc:calc", 1, 300).toBlob()]
+        for _ in range(10):
+            reply = LocateReply(search_id=request.search_id, records=records, final=False)
+            c.links[b.nodeID].sendControl(reply)
+        lab.net.flush()
+        dropped = b.directory.stats["stray-replies"] + b.directory.stats["late-replies"]
+        self.assertEqual(dropped, 10)
