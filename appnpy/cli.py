@@ -471,8 +471,15 @@ def cmdLocate(args: argparse.Namespace, out: TextIO) -> int:
     )
     if args.json:
         _json(out, found)
-        return 0
+        return 1 if found.get("conflict") else 0
     names = found.get("names", {})
+    if found.get("conflict"):
+        owners = found["owners"]
+        out.write(f"CONFLICT: {found['name']} is claimed by {len(owners)} nodes:\n")
+        for owner in owners:
+            out.write(f"  {owner['name'] or '-'} ({owner['node_id']})\n")
+        out.write("name the node by its node ID (appn://<node ID>@host:port) to reach one\n")
+        return 1
     out.write(f"{found['name']} is offered by {found['owner_name'] or '-'} ({found['owner']})\n")
     record = found["record"]
     out.write(f"record    seq {record.get('seq')}, ttl {record.get('ttl')} s\n")

@@ -414,6 +414,13 @@ class ManagementResource(resource.Resource):
             "record": found.record,
             "route": route,
             "names": self.names((route or []) + [found.owner]),
+            # Several verified owners (open trust mode): a conflict, shown,
+            # never resolved to one of them.
+            "conflict": found.conflict,
+            "owners": [
+                {"node_id": owner, "name": self.nameOf(owner)}
+                for owner in (found.owners or (found.owner,))
+            ],
         }
 
     async def getRoute(self, request: Request) -> Any:
