@@ -8,9 +8,15 @@ replayed), and a node that floods a locate with valid replies.
 from __future__ import annotations
 
 import attrs
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
 
-from appnpy.net.directory.messages import LocateReply, RegisterResources
-from appnpy.net.directory.records import ResourceRecord
+from appnpy.cp.messages import Message, MessageReader, decodeBody, encodeBody, encodeMessage
+from appnpy.errors import ProtocolError
+from appnpy.link.identity import generateIdentity
+from appnpy.net.directory.messages import LocateReply, RegisterResources, newSearchID
+from appnpy.net.directory.records import InvalidRecord, ResourceRecord
 from tests.test_directory import DirectoryTestCase
 
 
@@ -116,3 +122,47 @@ class ReplyAmplificationTests(DirectoryTestCase):
         lab.net.flush()
         dropped = b.directory.stats["stray-replies"] + b.directory.stats["late-replies"]
         self.assertEqual(dropped, 10)
+
+
+_SAMPLE_IDS = [generateIdentity().nodeID for _ in range(3)]
+_directoryMessages = st.one_of(
+    st.builds(
+        RegisterResources,
+        records=st.lists(st.binary(max_size=64), max_size=4),
+        origin=st.sampled_from(_SAMPLE_IDS),
+        seq=st.integers(0, 2**63 - 1),
+        public_key=st.binary(max_size=64),
+        target=st.sampled_from(["", *_SAMPLE_IDS]),
+        signature=st.binary(max_size=64),
+    ),
+    st.builds(
+        LocateReply,
+        search_id=st.sampled_from([newSearchID() for _ in range(3)]),
+        records=st.lists(st.binary(max_size=64), max_size=4),
+        final=st.booleans(),
+        route=st.lists(st.sampled_from(_SAMPLE_IDS), max_size=4),
+    ),
+)
+
+
+class DirectoryDecoderTests(SynchronousTestCase):
+    @given(_directoryMessages, st.data())
+    def test_roundTripAndTruncation(self, msg: Message, data: st.DataObject) -> None:
+        """
+        Every directory message decodes to itself; any truncation of its
+        body is a ProtocolError, never anything else.
+        """
+        self.assertEqual(MessageReader().feed(encodeMessage(msg)), [msg])
+        body = encodeBody(msg.toWire())
+        cut = data.draw(st.integers(0, len(body) - 1))
+        self.assertRaises(ProtocolError, decodeBody, body[:cut])
+
+    @given(st.binary(max_size=600))
+    def test_recordGarbage(self, junk: bytes) -> None:
+        """
+        Arbitrary bytes as a resource record are refused with InvalidRecord.
+        """
+        try:
+            ResourceRecord.fromBlob(junk)
+        except InvalidRecord:
+            pass
