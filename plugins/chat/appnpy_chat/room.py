@@ -196,8 +196,12 @@ class Room:
         if self.role == "host":
             self.setMember(self.selfInfo())
             self.broadcast("member", **self.selfInfo().toWire())
-        elif self.upstream is not None:
-            self.upstream.send("state", nick=self.service.nick, presence=self.service.presence)
+        else:
+            # The host will echo it to everyone else; our replica changes now.
+            if self.me in self.members:
+                self.setMember(self.selfInfo())
+            if self.upstream is not None:
+                self.upstream.send("state", nick=self.service.nick, presence=self.service.presence)
 
     # -- host side -------------------------------------------------------------------
 
@@ -327,7 +331,7 @@ class Room:
         if self.role != "host":
             return
         self._scheduleMergeCheck(self.service.config.mergeInterval)
-        d = self.service.locate(self.name)
+        d = self.service.hosts(self.name)
 
         def found(owners: list[str]) -> None:
             lower = sorted(o for o in owners if o < self.me)

@@ -104,6 +104,7 @@ class ChatService:
         self.counts: dict[str, int] = {"sent": 0, "delivered": 0}
         self.drops: dict[str, int] = {}
         self._seq = 0
+        self._opening: dict[str, list[Deferred[ChatProtocol]]] = {}
         self._settling: dict[str, list[Deferred[dict[str, Any]]]] = {}
 
     def seconds(self) -> float:
@@ -159,6 +160,27 @@ class ChatService:
         return d.addCallback(lambda owners: [checkNodeID(o) for o in owners]).addErrback(
             notFound
         )
+
+    def hosts(self, name: str) -> Deferred[list[str]]:
+        """
+        Every node that says it hosts room C{name}, by a network-wide
+        keyword search (a locate may stop at this node's own offer).  A node
+        named here is only a claim: opening a session to it authenticates it.
+        """
+        d: Deferred[list[dict[str, Any]]] = self.node.search("chat", [name], maxResults=100)
+
+        def nodes(results: list[dict[str, Any]]) -> list[str]:
+            found = set()
+            for r in results:
+                node = r.get("node")
+                if r.get("room") == name and isinstance(node, str):
+                    try:
+                        found.add(checkNodeID(node))
+                    except ProtocolError:
+                        pass
+            return sorted(found)
+
+        return d.addCallback(nodes)
 
     def openRoomSession(
         self, host: str, name: str, factory: Callable[[ISessionInfo], ChatProtocol]
@@ -264,12 +286,28 @@ class ChatService:
             return None
 
     async def _dmSession(self, destination: str) -> ChatProtocol:
+        """
+        The open session to C{destination}, or a new one; messages sent while
+        it opens wait for the same session, so they arrive in order.
+        """
         existing = self.conversations.get(destination)
         if existing is not None and existing.session is not None:
             return existing.session
-        if existing is not None and existing.opening is not None:
-            proto: ChatProtocol = await existing.opening
-            return proto
+        waiting: Deferred[ChatProtocol] = Deferred()
+        waiters = self._opening.get(destination)
+        if waiters is not None:
+            waiters.append(waiting)
+        else:
+            self._opening[destination] = [waiting]
+            self._startOpening(destination)
+        return await waiting
+
+    def _startOpening(self, destination: str) -> None:
+        """
+        Open a direct session; everyone waiting for it (the first caller
+        first) gets it in the order they asked, so their messages are sent
+        in that order.
+        """
         handler = _DMSide(self)
         d: Deferred[ChatProtocol] = self.node.openSession(
             destination,
@@ -277,12 +315,21 @@ class ChatService:
             lambda info: ChatProtocol(info, handler),
             {"v": VERSION, "dm": True},
         )
-        try:
-            return await d
-        except SessionRefused as e:
-            raise ChatError(e.reason, str(e)) from None
-        except NoSuchNode as e:
-            raise ChatError("no-such-node", str(e)) from None
+
+        def opened(proto: ChatProtocol) -> None:
+            for w in self._opening.pop(destination, []):
+                w.callback(proto)
+
+        def failed(f: Any) -> None:
+            error = f.value
+            if isinstance(error, SessionRefused):
+                error = ChatError(error.reason, str(error))
+            elif isinstance(error, (NoSuchNode, ResourceNotFound)):
+                error = ChatError("no-such-node", str(error))
+            for w in self._opening.pop(destination, []):
+                w.errback(error)
+
+        d.addCallbacks(opened, failed)
 
     def conversation(self, peer: str) -> Conversation:
         conversation = self.conversations.pop(peer, None)
