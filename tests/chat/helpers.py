@@ -8,7 +8,6 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from appnpy.node import Node
 from appnpy.testing import MemoryNetwork, resultOf
 from appnpy_chat import ChatPlugin
 from appnpy_chat.service import ChatConfig, ChatService
@@ -25,7 +24,7 @@ class ChatNet:
         # Clock starts at 0; real nodes sign with the epoch time.
         self.clock.advance(1_700_000_000)
         self.config = config
-        self.nodes: list[Node] = []
+        self.nodes: list[Any] = []
         self.plugins: list[ChatPlugin] = []
         for i in range(count):
             self.add(f"LAB.N{i}")
@@ -34,7 +33,7 @@ class ChatNet:
                 self.net.link(a, b)
         self.settle()
 
-    def add(self, name: str, plugin: ChatPlugin | None = None) -> Node:
+    def add(self, name: str, plugin: ChatPlugin | None = None) -> Any:
         plugin = plugin or ChatPlugin(ChatConfig(**self.config))
         node = self.net.addNode(name, plugins=[plugin])
         self.nodes.append(node)
