@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from appnpy_chat import ChatPlugin
+from appnpy_chat.service import ChatConfig, ChatService
 from twisted.internet.defer import Deferred
 
 from appnpy.testing import MemoryNetwork, resultOf
-from appnpy_chat import ChatPlugin
-from appnpy_chat.service import ChatConfig, ChatService
 
 
 class ChatNet:
@@ -29,7 +29,7 @@ class ChatNet:
         for i in range(count):
             self.add(f"LAB.N{i}")
         if line:
-            for a, b in zip(self.nodes, self.nodes[1:]):
+            for a, b in zip(self.nodes, self.nodes[1:], strict=False):
                 self.net.link(a, b)
         self.settle()
 

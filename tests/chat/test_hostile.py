@@ -10,12 +10,12 @@ import struct
 from typing import Any
 
 import attrs
+from appnpy_chat.room import Room
+from appnpy_chat.wire import SIGNING_CONTEXT, ChatMessage, encodeFrame, signedBytes
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.testing import resultOf
-from appnpy_chat.room import Room
-from appnpy_chat.wire import SIGNING_CONTEXT, ChatMessage, encodeFrame, signedBytes
 from tests.chat.helpers import ChatNet
 
 

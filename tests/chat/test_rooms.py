@@ -49,9 +49,8 @@ class DirectMessageTests(SynchronousTestCase):
         """
         A direct message to a name no node has fails with a clear code.
         """
-        from twisted.internet.defer import Deferred
-
         from appnpy_chat.service import ChatError
+        from twisted.internet.defer import Deferred
 
         net = ChatNet(2)
         d = Deferred.fromCoroutine(net.service(0).sayDirect("LAB.NOBODY", "hi"))

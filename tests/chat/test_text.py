@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import unicodedata
 
-from hypothesis import given
-from hypothesis import strategies as st
-from twisted.trial.unittest import SynchronousTestCase
-
 from appnpy_chat.text import (
     MAX_TEXT_BYTES,
     BadText,
@@ -21,6 +17,9 @@ from appnpy_chat.text import (
     normaliseNick,
     parseRoom,
 )
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
 
 
 def _safe(text: str, multiline: bool = False) -> bool:

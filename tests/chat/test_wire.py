@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import attrs
 import cbor2
-from hypothesis import given
-from hypothesis import strategies as st
-from twisted.trial.unittest import SynchronousTestCase
-
-from appnpy.testing import MemoryNetwork
 from appnpy_chat.wire import (
     MAX_FRAME,
     SIGNING_CONTEXT,
@@ -22,6 +17,11 @@ from appnpy_chat.wire import (
     encodeFrame,
     signedBytes,
 )
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from appnpy.testing import MemoryNetwork
 
 cborValues = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)

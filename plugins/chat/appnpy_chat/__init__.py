@@ -98,7 +98,7 @@ class ChatPlugin:
             attr, kind = _KEYS[key]
             if kind is float and type(value) is int:
                 value = float(value)
-            if type(value) is not kind or value <= 0 or value > _MAXIMA.get(key, 1e9):
+            if type(value) is not kind or not 0 < value <= _MAXIMA.get(key, 1e9):  # type: ignore[operator]  # int or float, checked just before
                 raise ConfigurationError(
                     f"[plugin.chat] {key} must be a positive {kind.__name__}"
                     + (f" of at most {_MAXIMA[key]}" if key in _MAXIMA else "")

@@ -65,7 +65,7 @@ class ChatProtocol(Int32StringReceiver):
     def send(self, kind: str, **fields: Any) -> None:
         if self.closed or self.closing:
             return
-        self.sendString(encodeFrame(kind, **fields))
+        self.sendString(encodeFrame(kind, **fields))  # type: ignore[no-untyped-call]  # unannotated Twisted method
 
     def close(self, reason: str = "normal", detail: str = "") -> None:
         """

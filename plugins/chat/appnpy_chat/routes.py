@@ -7,7 +7,7 @@ are L{APIError}s with stable codes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 
@@ -77,7 +77,7 @@ def routes(serviceOf: Callable[[], ChatService]) -> dict[tuple[str, str], Handle
         mine = [r.summary() for r in sorted(service.rooms.values(), key=lambda r: r.name)]
         if request.query.get("known") not in ("1", "true", "yes"):
             return {"rooms": mine}
-        d = service.node.search("chat", [], maxResults=100)
+        d = cast("Deferred[list[dict[str, Any]]]", service.node.search("chat", [], maxResults=100))
 
         def known(results: list[dict[str, Any]]) -> dict[str, Any]:
             seen: dict[str, dict[str, Any]] = {}

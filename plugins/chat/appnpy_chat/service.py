@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -151,7 +151,7 @@ class ChatService:
         """
         The nodes offering C{chat:<name>}, none when the directory has none.
         """
-        d: Deferred[list[str]] = self.node.locate(f"chat:{name}")
+        d = cast("Deferred[list[str]]", self.node.locate(f"chat:{name}"))
 
         def notFound(f: Any) -> list[str]:
             f.trap(ResourceNotFound)
@@ -167,7 +167,9 @@ class ChatService:
         keyword search (a locate may stop at this node's own offer).  A node
         named here is only a claim: opening a session to it authenticates it.
         """
-        d: Deferred[list[dict[str, Any]]] = self.node.search("chat", [name], maxResults=100)
+        d = cast(
+            "Deferred[list[dict[str, Any]]]", self.node.search("chat", [name], maxResults=100)
+        )
 
         def nodes(results: list[dict[str, Any]]) -> list[str]:
             found = set()
@@ -185,10 +187,10 @@ class ChatService:
     def openRoomSession(
         self, host: str, name: str, factory: Callable[[ISessionInfo], ChatProtocol]
     ) -> Deferred[Any]:
-        d: Deferred[Any] = self.node.openSession(
-            host, "chat", factory, {"v": VERSION, "room": name}
+        return cast(
+            "Deferred[Any]",
+            self.node.openSession(host, "chat", factory, {"v": VERSION, "room": name}),
         )
-        return d
 
     # -- rooms ---------------------------------------------------------------------
 
@@ -309,11 +311,14 @@ class ChatService:
         in that order.
         """
         handler = _DMSide(self)
-        d: Deferred[ChatProtocol] = self.node.openSession(
-            destination,
-            "chat",
-            lambda info: ChatProtocol(info, handler),
-            {"v": VERSION, "dm": True},
+        d = cast(
+            "Deferred[ChatProtocol]",
+            self.node.openSession(
+                destination,
+                "chat",
+                lambda info: ChatProtocol(info, handler),
+                {"v": VERSION, "dm": True},
+            ),
         )
 
         def opened(proto: ChatProtocol) -> None:
