@@ -11,15 +11,15 @@ import io
 import json
 from typing import Any
 
+from appnpy_chat import ChatPlugin
+from appnpy_chat.commands import addCommands
+from appnpy_chat.events import EventLog
 from prometheus_client.registry import CollectorRegistry
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.api import APIError, ConfigurationError, IAPIClient, PluginRequest, implementer
 from appnpy.testing import resultOf
-from appnpy_chat import ChatPlugin
-from appnpy_chat.commands import addCommands
-from appnpy_chat.events import EventLog
 from tests.chat.helpers import ChatNet
 
 
@@ -32,8 +32,14 @@ class Routes:
         self.net = net
         self.routes = net.plugins[i].apiRoutes()
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-             query: dict[str, str] | None = None, settle: float = 1) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        query: dict[str, str] | None = None,
+        settle: float = 1,
+    ) -> Any:
         handler = self.routes[(method, path)]
         d = ensureDeferred(handler(PluginRequest(method, path, query or {}, body or {})))  # type: ignore[arg-type]
         self.net.settle(settle)
@@ -137,11 +143,19 @@ class RouteTests(SynchronousTestCase):
         answer = resultOf(waiting)
         self.assertEqual(answer["events"][0]["type"], "room")
         quiet = ensureDeferred(
-            handler(PluginRequest("GET", "events", {"after": str(answer["last"] + 50), "timeout": "5"}, {}))  # type: ignore[arg-type]
+            handler(
+                PluginRequest(
+                    "GET", "events", {"after": str(answer["last"] + 50), "timeout": "5"}, {}
+                )
+            )  # type: ignore[arg-type]
         )
         self.assertEqual(resultOf(quiet)["events"], [])
         timed = ensureDeferred(
-            handler(PluginRequest("GET", "events", {"after": str(net.service(0).events.last), "timeout": "5"}, {}))  # type: ignore[arg-type]
+            handler(
+                PluginRequest(
+                    "GET", "events", {"after": str(net.service(0).events.last), "timeout": "5"}, {}
+                )
+            )  # type: ignore[arg-type]
         )
         net.clock.advance(4)
         self.assertFalse(timed.called)
@@ -154,9 +168,8 @@ class EventLogTests(SynchronousTestCase):
         """
         The log keeps its last events only, and a bounded number of waiters.
         """
-        from twisted.internet.task import Clock
-
         from appnpy_chat.events import MAX_WAITERS
+        from twisted.internet.task import Clock
 
         clock = Clock()
         log = EventLog(clock, maxEvents=10)
@@ -218,8 +231,15 @@ class PluginTests(SynchronousTestCase):
         plugin.configure({"history": 50, "rate": 2, "nick": "bob", "session-limit": 10})
         self.assertEqual((plugin.config.history, plugin.config.rate), (50, 2.0))
         self.assertEqual(plugin.sessionLimit, 10)
-        for bad in ({"histroy": 1}, {"history": 0}, {"history": 5000}, {"rate": "x"},
-                    {"burst": 1.5}, {"nick": 3}, {"history": True}):
+        for bad in (
+            {"histroy": 1},
+            {"history": 0},
+            {"history": 5000},
+            {"rate": "x"},
+            {"burst": 1.5},
+            {"nick": 3},
+            {"history": True},
+        ):
             with self.assertRaises(ConfigurationError):
                 ChatPlugin().configure(bad)
 
@@ -252,5 +272,6 @@ class PluginTests(SynchronousTestCase):
         d: Deferred[list[dict[str, Any]]] = net.nodes[1].search("chat", ["python"])
         net.settle(10)
         found = resultOf(d)
-        self.assertEqual([(r["room"], r["node"]) for r in found],
-                         [("python-help", net.nodes[0].nodeID)])
+        self.assertEqual(
+            [(r["room"], r["node"]) for r in found], [("python-help", net.nodes[0].nodeID)]
+        )

@@ -143,9 +143,7 @@ class ChatPlugin:
             for name in sorted(service.hosted):
                 if all(k.lower() in name for k in keywords):
                     room = service.rooms.get(name)
-                    found.append(
-                        {"room": name, "members": len(room.members) if room else 0}
-                    )
+                    found.append({"room": name, "members": len(room.members) if room else 0})
         return found[:100]
 
     # -- the operator's tools -----------------------------------------------------------
@@ -166,12 +164,22 @@ class ChatPlugin:
                 for m in sorted(room.members.values(), key=lambda m: m.nick)
             )
             rows.append(
-                ["#" + room.name, room.role, service.nodeName(room.hostID or "") or room.hostID,
-                 nicks]
+                [
+                    "#" + room.name,
+                    room.role,
+                    service.nodeName(room.hostID or "") or room.hostID,
+                    nicks,
+                ]
             )
         for peer, conversation in service.conversations.items():
-            rows.append(["@" + (service.nodeName(peer) or peer[:16]), "direct", "",
-                         f"{len(conversation.history)} messages"])
+            rows.append(
+                [
+                    "@" + (service.nodeName(peer) or peer[:16]),
+                    "direct",
+                    "",
+                    f"{len(conversation.history)} messages",
+                ]
+            )
         return PageSection(
             f"Chat ({service.nick}, {service.presence})", ["room", "role", "host", "members"], rows
         )
@@ -207,8 +215,9 @@ class _ChatCollector(Collector):
         dropped = CounterMetricFamily(
             "appn_chat_messages_dropped", "Chat messages dropped, by reason", labels=["reason"]
         )
-        rooms = GaugeMetricFamily("appn_chat_rooms", "Rooms this node is in, by role",
-                                  labels=["role"])
+        rooms = GaugeMetricFamily(
+            "appn_chat_rooms", "Rooms this node is in, by role", labels=["role"]
+        )
         members = GaugeMetricFamily("appn_chat_members", "Members of the rooms this node hosts")
         roles: dict[str, int] = {}
         hostedMembers = 0

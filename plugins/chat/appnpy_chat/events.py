@@ -84,4 +84,3 @@ def _stopTimer(result: Any, timer: Any) -> Any:
     if timer.active():
         timer.cancel()
     return result
-

@@ -70,9 +70,7 @@ class Room:
         self.sessions: dict[str, ChatProtocol] = {}
         self.upstream: ChatProtocol | None = None
         self.pending: deque[ChatMessage] = deque(maxlen=MAX_PENDING)
-        self.hostBuckets = TokenBuckets(
-            service.seconds, service.config.rate, service.config.burst
-        )
+        self.hostBuckets = TokenBuckets(service.seconds, service.config.rate, service.config.burst)
         # A receiver allows twice the host's burst: an honest host's relaying
         # can bunch messages up, a hostile host's flood is still bounded.
         self.receiveBuckets = TokenBuckets(
@@ -616,4 +614,3 @@ class _Attempt:
         if self.merging:
             return
         self.room.attemptFailed(self, None)
-

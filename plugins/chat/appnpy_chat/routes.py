@@ -60,7 +60,9 @@ def routes(serviceOf: Callable[[], ChatService]) -> dict[tuple[str, str], Handle
                     result = await result
                 return result
             except ChatError as e:
-                raise APIError(409 if e.code != "no-such-node" else 404, e.code, e.message) from None
+                raise APIError(
+                    409 if e.code != "no-such-node" else 404, e.code, e.message
+                ) from None
             except BadText as e:
                 raise APIError(400, "bad-text", str(e)) from None
 

@@ -157,9 +157,7 @@ class ChatService:
             f.trap(ResourceNotFound)
             return []
 
-        return d.addCallback(lambda owners: [checkNodeID(o) for o in owners]).addErrback(
-            notFound
-        )
+        return d.addCallback(lambda owners: [checkNodeID(o) for o in owners]).addErrback(notFound)
 
     def hosts(self, name: str) -> Deferred[list[str]]:
         """
@@ -167,9 +165,7 @@ class ChatService:
         keyword search (a locate may stop at this node's own offer).  A node
         named here is only a claim: opening a session to it authenticates it.
         """
-        d = cast(
-            "Deferred[list[dict[str, Any]]]", self.node.search("chat", [name], maxResults=100)
-        )
+        d = cast("Deferred[list[dict[str, Any]]]", self.node.search("chat", [name], maxResults=100))
 
         def nodes(results: list[dict[str, Any]]) -> list[str]:
             found = set()

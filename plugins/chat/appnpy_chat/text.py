@@ -123,9 +123,7 @@ def checkRoom(name: object) -> str:
     starting with a letter or digit (it becomes the resource C{chat:<name>}).
     """
     if not isinstance(name, str) or not _ROOM.match(name):
-        raise BadText(
-            "room name must be 1-64 of a-z 0-9 . _ - starting with a letter or digit"
-        )
+        raise BadText("room name must be 1-64 of a-z 0-9 . _ - starting with a letter or digit")
     return name
 
 

@@ -62,7 +62,9 @@ class ChatClient:
         self.nick, self.presence = str(state["nick"]), str(state["presence"])
 
     def toolbar(self) -> str:
-        return f" {self.conversation or '(no conversation)'}   {self.nick} ({self.presence})   /help"
+        return (
+            f" {self.conversation or '(no conversation)'}   {self.nick} ({self.presence})   /help"
+        )
 
     def open(self, target: str) -> None:
         conversation = _conversationOf(target)
@@ -148,7 +150,9 @@ class ChatClient:
             self.api.post("plugins/chat/nick", {"nick": rest})
             self.refreshState()
         elif word in ("away", "online", "back"):
-            self.api.post("plugins/chat/presence", {"presence": "away" if word == "away" else "online"})
+            self.api.post(
+                "plugins/chat/presence", {"presence": "away" if word == "away" else "online"}
+            )
             self.refreshState()
             self.show(f"-- you are {self.presence}")
         elif word == "members" and self.conversation.startswith("#"):

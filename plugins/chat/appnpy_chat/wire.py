@@ -92,11 +92,7 @@ def field(frame: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) ->
 
 
 def checkNodeID(value: object) -> str:
-    if (
-        not isinstance(value, str)
-        or len(value) != NODE_ID_LENGTH
-        or not _BASE32.issuperset(value)
-    ):
+    if not isinstance(value, str) or len(value) != NODE_ID_LENGTH or not _BASE32.issuperset(value):
         raise ProtocolError("a node ID is 52 lowercase base32 characters")
     return value
 
