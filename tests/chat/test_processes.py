@@ -109,7 +109,9 @@ class Terminal(ProcessProtocol):
             self.waiting.append((text, d))
 
         def timedOut(f: Failure) -> Failure:
-            raise AssertionError(f"terminal never showed {text!r}; it showed {self.output[-2000:]!r}")
+            raise AssertionError(
+                f"terminal never showed {text!r}; it showed {self.output[-2000:]!r}"
+            )
 
         d.addTimeout(TIMEOUT, reactor)
         return d.addErrback(timedOut)
@@ -160,7 +162,9 @@ class ChatProcessTests(TestCase):
     async def line(self) -> tuple[NodeHarness, NodeProcess, NodeProcess, NodeProcess]:
         harness = NodeHarness(self, reactor)
         a = await harness.startReady("a", maxPeers=1, extra=["--name", "LAB.A"])
-        b = await harness.startReady("b", peers=[a.hostPort()], maxPeers=1, extra=["--name", "LAB.B"])
+        b = await harness.startReady(
+            "b", peers=[a.hostPort()], maxPeers=1, extra=["--name", "LAB.B"]
+        )
         c = harness.start("c", peers=[b.hostPort()], maxPeers=1, extra=["--name", "LAB.C"])
         converged = [topology(a, 3, links=2), topology(c, 3, links=2)]
         await c.whenReady()
@@ -202,7 +206,9 @@ class ChatProcessTests(TestCase):
         sinceB = await lastEvent(b)
         a.signal(signal.SIGKILL)
         await a.whenExited()
-        await chatEvent(b, lambda e: e["type"] == "room" and e["state"] in ("host", "member"), sinceB)
+        await chatEvent(
+            b, lambda e: e["type"] == "room" and e["state"] in ("host", "member"), sinceB
+        )
         await chatEvent(c, lambda e: e["type"] == "room" and e["state"] in ("host", "member"))
         code, sent, err = await appn(c, "chat", "send", "#lobby", "after A left")
         self.assertEqual(code, 0, err)
@@ -210,7 +216,9 @@ class ChatProcessTests(TestCase):
         code, history, err = await appn(b, "chat", "history", "lobby")
         self.assertEqual([m["text"] for m in history["messages"]], ["hello from C", "after A left"])
         code, members, err = await appn(b, "chat", "members", "lobby")
-        self.assertEqual(sorted(m["node"] for m in members["members"]), sorted([b.nodeID, c.nodeID]))
+        self.assertEqual(
+            sorted(m["node"] for m in members["members"]), sorted([b.nodeID, c.nodeID])
+        )
 
     def test_interactive(self) -> None:
         return Deferred.fromCoroutine(self._interactive())

@@ -199,11 +199,16 @@ class ChatService:
         room = self.rooms.get(name)
         if room is not None and room.role in ("member", "host"):
             return succeed(room.summary())
-        if room is None:
+        waiting: Deferred[dict[str, Any]] = Deferred()
+        if room is not None:
+            self._settling.setdefault(name, []).append(waiting)
+        else:
             if len(self.rooms) >= self.config.maxRooms:
                 raise ChatError("too-many-rooms", f"this node is in {self.config.maxRooms} rooms")
             room = Room(self, name)
             self.rooms[name] = room
+            # Waiting before locating: the answer may come at once.
+            self._settling.setdefault(name, []).append(waiting)
             self.events.add("room", room=name, state="joining", host=None)
             d = self.locate(name)
 
@@ -211,10 +216,15 @@ class ChatService:
                 room.candidates = sorted(o for o in owners if o != self.nodeID)
                 self.joinNext(room)
 
-            d.addCallback(located)
-            d.addErrback(lambda f: self.log.failure("chat: joining {room}", f, room=name))
-        waiting: Deferred[dict[str, Any]] = Deferred()
-        self._settling.setdefault(name, []).append(waiting)
+            def failed(f: Any) -> list[str]:
+                # The directory cannot answer (this node is stopping, or has
+                # none): as if nobody had the room.
+                self.log.info(
+                    "chat: locating {room} failed: {why}", room=name, why=f.getErrorMessage()
+                )
+                return []
+
+            d.addErrback(failed).addCallback(located)
         return waiting
 
     def joinNext(self, room: Room) -> None:
