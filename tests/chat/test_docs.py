@@ -8,9 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
-
 from appnpy_chat import _KEYS, ChatPlugin
+from twisted.trial.unittest import SynchronousTestCase
 
 DOCS = Path(__file__).resolve().parent.parent.parent / "docs"
 
