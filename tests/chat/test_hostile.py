@@ -324,3 +324,55 @@ class GarbageTests(SynchronousTestCase):
         with self.assertRaises(SessionRefused) as e:
             resultOf(d)
         self.assertEqual(e.exception.reason, "incompatible-version")
+
+
+class AmplificationTests(SynchronousTestCase):
+    def test_secondJoin(self) -> None:
+        """
+        A member that sends join again on its session (to get the whole
+        history again, and again) is cut off with protocol-error.
+        """
+        net = threeInARoom()
+        upstream = net.service(3).rooms["r"].upstream
+        assert upstream is not None
+        lost: list[str] = []
+        room3 = net.service(3).rooms["r"]
+        ended = room3.attemptEnded
+        room3.attemptEnded = lambda proto, attempt, reason: (  # type: ignore[method-assign]
+            lost.append(reason),
+            ended(proto, attempt, reason),
+        )[-1]
+        upstream.send("join", nick="again", presence="online")
+        net.settle(1)
+        self.assertEqual(lost[0], "protocol-error")
+
+    def test_stateFlood(self) -> None:
+        """
+        Presence and nickname changes are rate-limited at the host like
+        messages (each is sent on to every member).
+        """
+        net = threeInARoom(burst=5, rate=1.0)
+        upstream = net.service(3).rooms["r"].upstream
+        assert upstream is not None
+        for k in range(50):
+            upstream.send("state", nick=f"n{k}", presence="away" if k % 2 else "online")
+        net.settle(1)
+        self.assertEqual(net.service(0).drops["rate-limited"], 45)
+        self.assertEqual(net.service(1).rooms["r"].members[net.nodes[3].nodeID].nick, "n4")
+
+    def test_historyFlood(self) -> None:
+        """
+        A host that marks an endless stream as history (which escapes the
+        rate limit) gets only `history` of them past the limit.
+        """
+        net = ChatNet(3, history=5, burst=3, rate=1.0)
+        net.join(0, "r")
+        net.join(1, "r")
+        room = net.service(0).rooms["r"]
+        proto = room.sessions[net.nodes[1].nodeID]
+        for k in range(40):
+            proto.send("msg", m=net.service(0).sign("r", f"old {k}").toWire(), h=True)
+        net.settle(1)
+        # 5 as history, then twice the burst (6) at the receiver's rate.
+        self.assertEqual(len(net.texts(1, "r")), 5)
+        self.assertEqual(net.service(1).drops["rate-limited"], 29)

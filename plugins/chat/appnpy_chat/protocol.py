@@ -67,6 +67,14 @@ class ChatProtocol(Int32StringReceiver):
             return
         self.sendString(encodeFrame(kind, **fields))  # type: ignore[no-untyped-call]  # unannotated Twisted method
 
+    def sendBody(self, body: bytes) -> None:
+        """
+        Send a frame already encoded (the same bytes to many members).
+        """
+        if self.closed or self.closing:
+            return
+        self.sendString(body)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+
     def close(self, reason: str = "normal", detail: str = "") -> None:
         """
         End the session (what was sent is delivered first).

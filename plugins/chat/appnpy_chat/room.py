@@ -33,6 +33,7 @@ from appnpy_chat.wire import (
     ProtocolError,
     checkNodeID,
     checkPresence,
+    encodeFrame,
     field,
 )
 
@@ -168,6 +169,8 @@ class Room:
 
     def _later(self, delay: float, f: Callable[[], None]) -> Any:
         self._timers = [t for t in self._timers if t.active()]
+        if self.service.stopped:
+            return None
         timer = self.service.reactor.callLater(delay, f)
         self._timers.append(timer)
         return timer
@@ -237,14 +240,15 @@ class Room:
                 self.broadcast("member", **gone.toWire())
 
     def fanOut(self, msg: ChatMessage, exceptNode: str) -> None:
-        wire = msg.toWire()
+        body = encodeFrame("msg", m=msg.toWire())  # once for every member
         for node, proto in list(self.sessions.items()):
             if node != exceptNode:
-                proto.send("msg", m=wire)
+                proto.sendBody(body)
 
     def broadcast(self, kind: str, **fields: Any) -> None:
+        body = encodeFrame(kind, **fields)
         for proto in list(self.sessions.values()):
-            proto.send(kind, **fields)
+            proto.sendBody(body)
 
     def hostFrame(self, proto: ChatProtocol, frame: dict[str, Any]) -> None:
         """
@@ -261,6 +265,8 @@ class Room:
             if presence == "gone":
                 raise ProtocolError("a member cannot announce itself gone; it leaves")
             if kind == "join":
+                if self.sessions.get(peer) is proto:
+                    raise ProtocolError("a second join on one session")
                 if peer in self.sessions and self.sessions[peer] is not proto:
                     # The member reconnected: the new session wins.
                     old = self.sessions.pop(peer)
@@ -282,12 +288,16 @@ class Room:
                 for msg in self.history:
                     proto.send("msg", m=msg.toWire(), h=True)
                 self.broadcast("member", **info.toWire())
-            elif peer in self.sessions:
+            elif self.sessions.get(peer) is proto:
+                # Each change is sent to every member: limited like messages.
+                if not self.hostBuckets.allow("state " + peer):
+                    self.service.dropped("rate-limited")
+                    return
                 info = MemberInfo(peer, nick, presence)
                 self.setMember(info)
                 self.broadcast("member", **info.toWire())
         elif kind == "msg":
-            if peer not in self.sessions:
+            if self.sessions.get(peer) is not proto:
                 raise ProtocolError("msg before join")
             msg = ChatMessage.fromWire(frame.get("m"))
             if msg.sender != peer:
@@ -381,6 +391,7 @@ class Room:
                 raise ProtocolError("more members than this node keeps")
             infos = [MemberInfo.fromWire(m) for m in members]
             attempt.welcomed = True
+            attempt.historyLeft = self.service.config.history
             self._welcomed(proto, attempt, infos)
         elif not attempt.welcomed:
             if kind == "redirect":
@@ -394,7 +405,12 @@ class Room:
                 raise ProtocolError(f"{kind[:32]!r} before welcome")
         elif kind == "msg":
             msg = ChatMessage.fromWire(frame.get("m"))
-            self.accept(msg, fromHistory=frame.get("h") is True)
+            # At most `history` backlog messages after a welcome escape the
+            # rate limit; a host marking more as history is limited as usual.
+            fromHistory = frame.get("h") is True and attempt.historyLeft > 0
+            if fromHistory:
+                attempt.historyLeft -= 1
+            self.accept(msg, fromHistory=fromHistory)
         elif kind == "member":
             info = MemberInfo.fromWire(frame)
             if info.node != self.me:
@@ -584,6 +600,7 @@ class _Attempt:
         self.error = ""
         self.done = False
         self.accepted = False
+        self.historyLeft = 0
 
     def build(self, info: ISessionInfo) -> ChatProtocol:
         return ChatProtocol(info, self)

@@ -104,6 +104,7 @@ class ChatService:
         self.counts: dict[str, int] = {"sent": 0, "delivered": 0}
         self.drops: dict[str, int] = {}
         self._seq = 0
+        self.stopped = False
         self._opening: dict[str, list[Deferred[ChatProtocol]]] = {}
         self._settling: dict[str, list[Deferred[dict[str, Any]]]] = {}
 
@@ -454,7 +455,12 @@ class ChatService:
         return ChatProtocol(info, _HostSide(self, name))
 
     def stop(self) -> None:
+        """
+        The node has stopped: no more timers, elections or events.
+        """
+        self.stopped = True
         for room in list(self.rooms.values()):
+            room.role = "left"
             for timer in room._timers:
                 if timer.active():
                     timer.cancel()
