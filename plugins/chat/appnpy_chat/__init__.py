@@ -52,6 +52,7 @@ _KEYS: dict[str, tuple[str, type]] = {
     "merge-interval": ("mergeInterval", float),
     "retry-delay": ("retryDelay", float),
     "dm-idle": ("dmIdle", float),
+    "rejoin-delay": ("rejoinDelay", float),
     "session-limit": ("sessionLimit", int),
 }
 _MAXIMA = {"history": 1000, "max-rooms": 256, "max-members": 1024, "max-conversations": 1024}
@@ -77,9 +78,17 @@ class ChatPlugin:
     version = __version__
     defaultCOS = "interactive"
 
-    def __init__(self, config: ChatConfig | None = None, nick: str = "") -> None:
+    def __init__(
+        self, config: ChatConfig | None = None, nick: str = "", stateDirectory: str | None = None
+    ) -> None:
+        """
+        @param stateDirectory: where to keep the nickname and rooms when the
+            node has no data directory (in-memory nodes); a node's own
+            directory is used when it has one.
+        """
         self.config = config or ChatConfig()
         self.nick = nick
+        self.stateDirectory = stateDirectory
         self.services: dict[str, ChatService] = {}
 
     @property
@@ -128,7 +137,13 @@ class ChatPlugin:
     # -- IPluginLifecycle -----------------------------------------------------------
 
     def attach(self, node: INode) -> None:
-        self.services[node.nodeID] = ChatService(node, self, self.config, self.nick)
+        try:
+            directory = node.dataDirectory(self.name)
+        except ValueError:
+            directory = None
+        self.services[node.nodeID] = ChatService(
+            node, self, self.config, self.nick, directory or self.stateDirectory
+        )
 
     def detach(self) -> None:
         for service in self.services.values():

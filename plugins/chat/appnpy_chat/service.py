@@ -25,6 +25,7 @@ from appnpy_chat.events import EventLog
 from appnpy_chat.protocol import ChatProtocol
 from appnpy_chat.ratelimit import TokenBuckets
 from appnpy_chat.room import Room
+from appnpy_chat.state import ChatState
 from appnpy_chat.text import BadText, checkText, normaliseNick
 from appnpy_chat.wire import (
     SIGNING_CONTEXT,
@@ -53,6 +54,7 @@ class ChatConfig:
     mergeInterval: float = 15.0
     retryDelay: float = 1.0
     dmIdle: float = 300.0
+    rejoinDelay: float = 5.0
     sessionLimit: int = 512
 
 
@@ -88,7 +90,14 @@ class ChatService:
 
     log = Logger()
 
-    def __init__(self, node: INode, plugin: Any, config: ChatConfig, nick: str = "") -> None:
+    def __init__(
+        self,
+        node: INode,
+        plugin: Any,
+        config: ChatConfig,
+        nick: str = "",
+        stateDirectory: str | None = None,
+    ) -> None:
         self.node = node
         self.plugin = plugin
         self.config = config
@@ -107,6 +116,24 @@ class ChatService:
         self.stopped = False
         self._opening: dict[str, list[Deferred[ChatProtocol]]] = {}
         self._settling: dict[str, list[Deferred[dict[str, Any]]]] = {}
+        self.state = ChatState(stateDirectory) if stateDirectory else None
+        self._rejoin: Any = None
+        if self.state is not None:
+            savedNick, rooms = self.state.load(config.maxRooms)
+            self.nick = savedNick or self.nick
+            if rooms:
+                # After the node has started and found its neighbours.
+                self._rejoin = self.reactor.callLater(config.rejoinDelay, self._rejoinAll, rooms)
+
+    def _rejoinAll(self, rooms: list[str]) -> None:
+        self._rejoin = None
+        for name in rooms:
+            self.log.info("chat: rejoining room {room}", room=name)
+            self.join(name).addErrback(lambda f: None)
+
+    def save(self) -> None:
+        if self.state is not None:
+            self.state.save(self.nick, list(self.rooms))
 
     def seconds(self) -> float:
         return float(self.reactor.seconds())
@@ -211,6 +238,7 @@ class ChatService:
             # Waiting before locating: the answer may come at once.
             self._settling.setdefault(name, []).append(waiting)
             self.events.add("room", room=name, state="joining", host=None)
+            self.save()
             d = self.locate(name)
 
             def located(owners: list[str]) -> None:
@@ -247,6 +275,7 @@ class ChatService:
         if room is None:
             raise ChatError("not-in-room", f"this node is not in room {name}")
         room.leave()
+        self.save()
         self.roleChanged(room)
         self.events.add("room", room=name, state="left", host=None)
         return {"room": name, "left": True}
@@ -405,6 +434,7 @@ class ChatService:
             self.nick = normaliseNick(nick)
         except BadText as e:
             raise ChatError("bad-nick", str(e)) from None
+        self.save()
         self._stateChanged()
         return self.nick
 
@@ -459,6 +489,8 @@ class ChatService:
         The node has stopped: no more timers, elections or events.
         """
         self.stopped = True
+        if self._rejoin is not None and self._rejoin.active():
+            self._rejoin.cancel()
         for room in list(self.rooms.values()):
             room.role = "left"
             for timer in room._timers:
