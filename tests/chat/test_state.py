@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import os
 
-from twisted.trial.unittest import SynchronousTestCase
-
 from appnpy_chat import ChatPlugin
 from appnpy_chat.service import ChatConfig
 from appnpy_chat.state import ChatState
+from twisted.trial.unittest import SynchronousTestCase
+
 from tests.chat.helpers import ChatNet
 
 
