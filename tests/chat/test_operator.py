@@ -275,3 +275,63 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(
             [(r["room"], r["node"]) for r in found], [("python-help", net.nodes[0].nodeID)]
         )
+
+
+class InteractiveClientTests(SynchronousTestCase):
+    def client(self) -> tuple[ChatNet, Any, list[str]]:
+        from appnpy_chat.tui import ChatClient
+
+        net = ChatNet(3)
+        client = ChatClient(FakeAPI(Routes(net, 0)))
+        shown: list[str] = []
+        client.show = shown.append  # type: ignore[method-assign]
+        client.refreshState()
+        return net, client, shown
+
+    def test_commands(self) -> None:
+        """
+        The client's /commands join, change nick and presence, list members
+        and leave; typed text goes to the conversation; unknown commands
+        are answered with a hint.
+        """
+        net, client, shown = self.client()
+        client.command("/join lobby")
+        self.assertEqual(client.conversation, "#lobby")
+        client.say("hello")
+        self.assertEqual(net.texts(0, "lobby"), ["hello"])
+        client.command("/nick  Ann\x1b[5m ")
+        self.assertEqual(client.nick, "Ann")
+        client.command("/away")
+        self.assertEqual(shown[-1], "-- you are away")
+        client.command("/members")
+        self.assertIn("Ann away (host)", shown[-1])
+        client.command("/frobnicate")
+        self.assertIn("/help", shown[-1])
+        client.command("/leave")
+        self.assertEqual(client.conversation, "")
+        self.assertFalse(client.command("/quit"))
+
+    def test_directConversation(self) -> None:
+        """
+        Opening a node by CP name talks to it by node ID, labelled by name;
+        events from other conversations are shown with their label, and
+        peers' text is sanitized.
+        """
+        net, client, shown = self.client()
+        client.open("LAB.N2")
+        peer = net.nodes[2].nodeID
+        self.assertEqual(client.conversation, "@" + peer)
+        self.assertEqual(client.toolbar().split()[0], "@LAB.N2")
+        client.say("psst")
+        got = net.service(2).conversations[net.nodes[0].nodeID]
+        self.assertEqual([m.text for m in got.history], ["psst"])
+        line = client.formatEvent(
+            {
+                "type": "message",
+                "conversation": "#elsewhere",
+                "history": False,
+                "message": {"time": 0, "nick": "m\u202eallory", "text": "\x1b[2Jboo\x07"},
+            }
+        )
+        assert line is not None
+        self.assertTrue(line.endswith("[#elsewhere] <m\\u+202Eallory> boo\\u+0007"), line)

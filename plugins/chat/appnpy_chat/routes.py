@@ -112,7 +112,12 @@ def routes(serviceOf: Callable[[], ChatService]) -> dict[tuple[str, str], Handle
         target = request.query.get("room", "")
         limit = _int(request.query, "limit", service.config.history, 0, 1000)
         if target.startswith("@"):
-            return {"conversation": target, "messages": service.history(target, limit)}
+            peer = service.resolve(target[1:]) or target[1:]
+            return {
+                "conversation": "@" + peer,
+                "name": service.nodeName(peer),
+                "messages": service.history(target, limit),
+            }
         room = _room(target)
         return {"conversation": "#" + room, "messages": service.history(room, limit)}
 

@@ -51,6 +51,11 @@ class ChatClient:
         self.presence = ""
         self.stopping = threading.Event()
         self.last = 0
+        #: How conversations are shown: "@LAB.C" rather than "@<node ID>".
+        self.labels: dict[str, str] = {}
+
+    def label(self, conversation: str) -> str:
+        return forTerminal(self.labels.get(conversation, conversation))
 
     def show(self, text: str) -> None:
         # With patch_stdout active, print() lands above the input line.
@@ -62,9 +67,8 @@ class ChatClient:
         self.nick, self.presence = str(state["nick"]), str(state["presence"])
 
     def toolbar(self) -> str:
-        return (
-            f" {self.conversation or '(no conversation)'}   {self.nick} ({self.presence})   /help"
-        )
+        where = self.label(self.conversation) if self.conversation else "(no conversation)"
+        return f" {where}   {forTerminal(self.nick)} ({self.presence})   /help"
 
     def open(self, target: str) -> None:
         conversation = _conversationOf(target)
@@ -73,15 +77,19 @@ class ChatClient:
             assert isinstance(joined, dict)
             conversation = "#" + str(joined["room"])
             self.show(f"-- #{joined['room']}: {joined['role']}, {joined['members']} members")
-        self.conversation = conversation
         history = self.api.get("plugins/chat/history", {"room": conversation, "limit": "20"})
         assert isinstance(history, dict)
+        # A node named by CP name comes back as its node ID, as events name it.
+        self.conversation = str(history["conversation"])
+        self.labels[self.conversation] = (
+            "@" + str(history["name"]) if history.get("name") else self.conversation
+        )
         for message in history["messages"]:
-            self.show(self.formatMessage(conversation, message))
+            self.show(self.formatMessage(self.conversation, message))
 
     def formatMessage(self, conversation: str, message: dict[str, Any]) -> str:
         stamp = time.strftime("%H:%M", time.localtime(float(message.get("time", 0))))
-        where = "" if conversation == self.conversation else f"[{forTerminal(conversation)}] "
+        where = "" if conversation == self.conversation else f"[{self.label(conversation)}] "
         nick = forTerminal(str(message.get("nick", "?")))
         text = forTerminal(str(message.get("text", "")), multiline=True)
         return f"{stamp} {where}<{nick}> {text}"
@@ -200,7 +208,9 @@ def runInteractive(api: IAPIClient, target: str | None) -> int:
         while True:
             try:
                 line = session.prompt(
-                    lambda: f"{client.conversation or 'chat'}> ",
+                    lambda: (
+                        f"{client.label(client.conversation) if client.conversation else 'chat'}> "
+                    ),
                     bottom_toolbar=client.toolbar,
                 )
             except (EOFError, KeyboardInterrupt):
