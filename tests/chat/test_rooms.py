@@ -256,3 +256,43 @@ class SurvivalTests(SynchronousTestCase):
         net.service(3).sayInRoom("r", "merged")
         net.settle(1)
         self.assertEqual(net.texts(0, "r"), ["merged"])
+
+
+class StaleDirectoryTests(SynchronousTestCase):
+    def _locateAnswers(self, net: ChatNet, i: int, owners: list[str]) -> None:
+        from twisted.internet.defer import succeed
+
+        net.service(i).locate = lambda name: succeed(list(owners))  # type: ignore[method-assign]
+
+    def test_staleOwnerThenHost(self) -> None:
+        """
+        The directory names a node that no longer hosts the room (it
+        answers with a redirect to the real host), and one that cannot be
+        reached at all: the joiner ends up with the real host.
+        """
+        net = ChatNet(4)
+        net.join(0, "r")
+        net.join(1, "r")
+        net.service(0).leave("r")
+        net.settle(5)
+        host = net.service(1).rooms["r"].hostID
+        assert host is not None
+        stale = net.nodes[0].nodeID  # no longer in the room: redirect to nobody
+        member = next(n.nodeID for n in net.nodes[:2] if n.nodeID != host)
+        unreachable = "a" * 52
+        self._locateAnswers(net, 3, sorted([stale, unreachable, member]))
+        net.join(3, "r")
+        net.settle(30)
+        room = net.service(3).rooms["r"]
+        self.assertEqual((room.role, room.hostID), ("member", host))
+
+    def test_allStale(self) -> None:
+        """
+        Every owner the directory names is stale: the joiner creates the
+        room itself.
+        """
+        net = ChatNet(3)
+        self._locateAnswers(net, 2, [net.nodes[0].nodeID, net.nodes[1].nodeID])
+        net.join(2, "r")
+        net.settle(20)
+        self.assertEqual(net.service(2).rooms["r"].role, "host")

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 
 from appnpy_chat import ChatPlugin
 from appnpy_chat.service import ChatConfig
 from appnpy_chat.state import ChatState
+from appnpy_chat.text import checkNick, checkRoom
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.chat.helpers import ChatNet
@@ -87,3 +92,33 @@ class StateTests(SynchronousTestCase):
         net = ChatNet(1)
         net.join(0, "r")
         self.assertIsNone(net.service(0).state)
+
+
+class StateFilePropertyTests(SynchronousTestCase):
+    @given(
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+            lambda inner: (
+                st.lists(inner, max_size=5)
+                | st.dictionaries(st.sampled_from(["nick", "rooms", "x"]), inner, max_size=3)
+            ),
+            max_leaves=15,
+        )
+    )
+    def test_anyJSON(self, value: object) -> None:
+        """
+        Whatever JSON the state file holds, loading gives a valid nickname
+        (or none) and valid room names, never an error.
+        """
+        directory = tempfile.mkdtemp()
+        try:
+            with open(os.path.join(directory, "state.json"), "w") as f:
+                json.dump(value, f)
+            nick, rooms = ChatState(directory).load(maxRooms=8)
+        finally:
+            shutil.rmtree(directory)
+        if nick:
+            self.assertEqual(checkNick(nick), nick)
+        self.assertLessEqual(len(rooms), 8)
+        for room in rooms:
+            self.assertEqual(checkRoom(room), room)
