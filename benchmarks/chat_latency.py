@@ -20,6 +20,14 @@ delays of real processes.
 
 Rounds alternate chat and baseline (A B A B); medians (and p99 of the
 latency samples) over all rounds; one JSON line at the end.
+
+With C{--processes}, the latency is also measured between real processes:
+four C{twist appnnode} processes in a line A-B-C-D on loopback TCP (the
+chat plugin must be installed, as the README's command does).  A sends D
+direct messages through its management API, one at a time; the latency is
+D's delivery time minus A's send time, both from the nodes' own chat events
+(the same machine clock), so the API's HTTP does not count.  Baseline: half
+the round trip of an echo session A-B-C-D (C{POST /api/v1/echo}).
 """
 
 from __future__ import annotations
@@ -222,12 +230,175 @@ class Star:
         return self.last - start
 
 
+# -- real processes -------------------------------------------------------------------
+
+
+class _Cleanups:
+    """
+    What the interop harness wants from a test case.
+    """
+
+    def __init__(self) -> None:
+        self.cleanups: list[Callable[[], Any]] = []
+
+    def addCleanup(self, f: Callable[[], Any]) -> None:
+        self.cleanups.append(f)
+
+
+class NodeAPI:
+    """
+    One node process's management API.
+    """
+
+    def __init__(self, reactor: Any, dataDir: str) -> None:
+        import json
+
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        with open(os.path.join(dataDir, "api.json"), encoding="utf-8") as f:
+            self.url = json.load(f)["url"].rstrip("/")
+        with open(os.path.join(dataDir, "api-token"), encoding="ascii") as f:
+            self.token = f.read().strip()
+        self.agent = Agent(reactor, pool=HTTPConnectionPool(reactor))
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import json
+
+        from twisted.web.client import FileBodyProducer, readBody
+        from twisted.web.http_headers import Headers
+
+        producer = None
+        if body is not None:
+            import io
+
+            producer = FileBodyProducer(io.BytesIO(json.dumps(body).encode()))
+        response = await self.agent.request(
+            method.encode(),
+            f"{self.url}/api/v1/{path}".encode(),
+            Headers(
+                {
+                    b"authorization": [f"Bearer {self.token}".encode()],
+                    b"content-type": [b"application/json"],
+                }
+            ),
+            producer,
+        )
+        answer = json.loads(await readBody(response))
+        if response.code != 200:
+            raise RuntimeError(f"{path}: {answer}")
+        return answer
+
+
+async def processLatency(reactor: Any, rounds: int, perRound: int) -> dict[str, list[float]]:
+    from tests.interop.harness import NodeHarness
+    from tests.interop.test_network import topology
+
+    cleanups = _Cleanups()
+    harness = NodeHarness(cleanups, reactor)
+    try:
+        a = await harness.startReady("a", maxPeers=1, extra=["--name", "LAB.A"])
+        b = await harness.startReady(
+            "b", peers=[a.hostPort()], maxPeers=1, extra=["--name", "LAB.B"]
+        )
+        c = await harness.startReady(
+            "c", peers=[b.hostPort()], maxPeers=1, extra=["--name", "LAB.C"]
+        )
+        d = harness.start("d", peers=[c.hostPort()], maxPeers=1, extra=["--name", "LAB.D"])
+        converged = [topology(a, 4, links=3), topology(d, 4, links=3)]
+        await d.whenReady()
+        for waiting in converged:
+            await waiting
+        apiA, apiD = NodeAPI(reactor, a.dataDir), NodeAPI(reactor, d.dataDir)
+        await apiA.call("POST", "plugins/chat/send", {"target": d.nodeID, "text": "warm up"})
+        seen = (await apiD.call("GET", f"plugins/chat/events?after={2**40}"))["last"]
+        samples: dict[str, list[float]] = {"proc": [], "procraw": []}
+        for r in range(rounds):
+            sentAfter = (await apiA.call("GET", f"plugins/chat/events?after={2**40}"))["last"]
+            delivered: dict[int, float] = {}
+            for _ in range(perRound):
+                sent = await apiA.call(
+                    "POST", "plugins/chat/send", {"target": d.nodeID, "text": TEXT}
+                )
+                while sent["seq"] not in delivered:
+                    answer = await apiD.call("GET", f"plugins/chat/events?after={seen}&timeout=10")
+                    for event in answer["events"]:
+                        seen = event["id"]
+                        if event["type"] == "message":
+                            delivered[event["message"]["seq"]] = event["at"]
+            sentAt = {
+                e["message"]["seq"]: e["at"]
+                for e in (await apiA.call("GET", f"plugins/chat/events?after={sentAfter}"))[
+                    "events"
+                ]
+                if e["type"] == "message"
+            }
+            xs = [delivered[seq] - at for seq, at in sentAt.items() if seq in delivered]
+            samples["proc"] += xs
+            echo = await apiA.call(
+                "POST", "echo", {"node": d.nodeID, "count": perRound, "size": 300}
+            )
+            samples["procraw"] += [rtt / 2000 for rtt in echo["rtt_ms"]]
+            C.log(
+                f"processes round {r + 1}/{rounds}: chat {statistics.median(xs) * 1e3:.3f} ms, "
+                f"echo one-way {statistics.median(samples['procraw'][-perRound:]) * 1e3:.3f} ms"
+            )
+        return samples
+    finally:
+        for f in cleanups.cleanups:
+            await f()
+
+
 def p99(xs: list[float]) -> float:
     ordered = sorted(xs)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
+def report(samples: dict[str, list[float]], rounds: int, members: int, processes: bool) -> None:
+    ms = {k: statistics.median(v) * 1e3 for k, v in samples.items() if v}
+    p = {k: p99(v) * 1e3 for k, v in samples.items() if v}
+    print(f"chat latency and fan-out; {rounds} alternated rounds")
+    print(f"{'':44}{'median ms':>10}{'p99 ms':>9}{'baseline ms':>13}{'ratio':>7}")
+    rows = [
+        ("chat", "raw", "DM, 2 intermediate nodes (in memory)"),
+        ("fan", "fanraw", f"room fan-out to {members} members (in memory)"),
+    ]
+    if processes:
+        rows.insert(1, ("proc", "procraw", "DM, 2 intermediate nodes (processes)"))
+    for kind, base, label in rows:
+        print(f"{label:44}{ms[kind]:10.3f}{p[kind]:9.3f}{ms[base]:13.3f}{ms[kind] / ms[base]:7.2f}")
+    print(
+        "baselines: in memory, the same bytes on plain sessions (no signing or checks);"
+        " processes, half an echo round trip on the same route"
+    )
+    result: dict[str, Any] = {
+        "benchmark": "chat_latency",
+        "mode": "in-memory+processes" if processes else "in-memory",
+        "latency_median_ms": round(ms["chat"], 4),
+        "latency_p99_ms": round(p["chat"], 4),
+        "raw_median_ms": round(ms["raw"], 4),
+        "latency_ratio": round(ms["chat"] / ms["raw"], 3),
+        "members": members,
+        "fanout_median_ms": round(ms["fan"], 4),
+        "fanout_p99_ms": round(p["fan"], 4),
+        "fanout_raw_median_ms": round(ms["fanraw"], 4),
+        "fanout_ratio": round(ms["fan"] / ms["fanraw"], 3),
+    }
+    if processes:
+        result.update(
+            {
+                "processes_latency_median_ms": round(ms["proc"], 4),
+                "processes_latency_p99_ms": round(p["proc"], 4),
+                "processes_echo_one_way_ms": round(ms["procraw"], 4),
+                "processes_ratio": round(ms["proc"] / ms["procraw"], 3),
+            }
+        )
+    C.emit(result)
+
+
 def main() -> None:
+    processes = "--processes" in sys.argv
+    if processes:
+        sys.argv.remove("--processes")
     args = C.parseArgs(__doc__ or "")
     C.quietLogging()
     rounds = args.runs or C.pick(args, 6, 4, 2)
@@ -237,8 +408,8 @@ def main() -> None:
     line = Line()
     star = Star(members)
     samples: dict[str, list[float]] = {k: [] for k in ("chat", "raw", "fan", "fanraw")}
-    rounds_: dict[str, list[float]] = {k: [] for k in samples}
     for r in range(rounds):
+        medians = []
         for kind, once in (
             ("chat", line.chatOnce),
             ("raw", line.rawOnce),
@@ -247,41 +418,19 @@ def main() -> None:
         ):
             xs = [once() for _ in range(perRound if kind in ("chat", "raw") else 3)]
             samples[kind] += xs
-            rounds_[kind].append(statistics.median(xs))
-        C.log(
-            f"round {r + 1}/{rounds}: "
-            + ", ".join(f"{k} {rounds_[k][-1] * 1e3:.3f} ms" for k in rounds_)
-        )
-    ms = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
-    p = {k: p99(v) * 1e3 for k, v in samples.items()}
-    print(
-        f"chat, in memory (one process; real TLS, relays, signatures); {rounds} alternated rounds"
-    )
-    print(f"{'':34}{'median ms':>12}{'p99 ms':>10}{'baseline ms':>13}{'ratio':>8}")
-    print(
-        f"{'DM latency, 2 intermediate nodes':34}{ms['chat']:12.3f}{p['chat']:10.3f}"
-        f"{ms['raw']:13.3f}{ms['chat'] / ms['raw']:8.2f}"
-    )
-    print(
-        f"{f'room fan-out to {members} members':34}{ms['fan']:12.3f}{p['fan']:10.3f}"
-        f"{ms['fanraw']:13.3f}{ms['fan'] / ms['fanraw']:8.2f}"
-    )
-    print("baseline: the same bytes on plain sessions (no signing or checks)")
-    C.emit(
-        {
-            "benchmark": "chat_latency",
-            "mode": "in-memory",
-            "latency_median_ms": round(ms["chat"], 4),
-            "latency_p99_ms": round(p["chat"], 4),
-            "raw_median_ms": round(ms["raw"], 4),
-            "latency_ratio": round(ms["chat"] / ms["raw"], 3),
-            "members": members,
-            "fanout_median_ms": round(ms["fan"], 4),
-            "fanout_p99_ms": round(p["fan"], 4),
-            "fanout_raw_median_ms": round(ms["fanraw"], 4),
-            "fanout_ratio": round(ms["fan"] / ms["fanraw"], 3),
-        }
-    )
+            medians.append(f"{kind} {statistics.median(xs) * 1e3:.3f} ms")
+        C.log(f"round {r + 1}/{rounds}: " + ", ".join(medians))
+    if not processes:
+        report(samples, rounds, members, False)
+        return
+
+    from twisted.internet.task import react
+
+    async def inProcesses(reactor: Any) -> None:
+        samples.update(await processLatency(reactor, rounds, min(perRound, 100)))
+        report(samples, rounds, members, True)
+
+    react(lambda reactor: Deferred.fromCoroutine(inProcesses(reactor)))
 
 
 if __name__ == "__main__":

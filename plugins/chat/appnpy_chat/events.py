@@ -33,7 +33,8 @@ class EventLog:
 
     def add(self, kind: str, **fields: Any) -> None:
         self.last += 1
-        self.events.append({"id": self.last, "type": kind, **fields})
+        # "at": this node's clock when it happened (delivery time for messages).
+        self.events.append({"id": self.last, "type": kind, "at": self.reactor.seconds(), **fields})
         waiters, self._waiters = self._waiters, []
         for after, d in waiters:
             d.callback(self.since(after))
