@@ -271,14 +271,15 @@ class StaleDirectoryTests(SynchronousTestCase):
         reached at all: the joiner ends up with the real host.
         """
         net = ChatNet(4)
-        net.join(0, "r")
-        net.join(1, "r")
+        for i in range(3):
+            net.join(i, "r")
         net.service(0).leave("r")
         net.settle(5)
         host = net.service(1).rooms["r"].hostID
         assert host is not None
         stale = net.nodes[0].nodeID  # no longer in the room: redirect to nobody
-        member = next(n.nodeID for n in net.nodes[:2] if n.nodeID != host)
+        # Still a member: redirects to the host.
+        member = next(n.nodeID for n in net.nodes[1:3] if n.nodeID != host)
         unreachable = "a" * 52
         self._locateAnswers(net, 3, sorted([stale, unreachable, member]))
         net.join(3, "r")
@@ -296,3 +297,26 @@ class StaleDirectoryTests(SynchronousTestCase):
         net.join(2, "r")
         net.settle(20)
         self.assertEqual(net.service(2).rooms["r"].role, "host")
+
+
+class LostSessionTests(SynchronousTestCase):
+    def test_memberLosesOnlyItsSession(self) -> None:
+        """
+        A member's session to the host breaks while the host is alive and
+        the others still reach it: the member ends up in the same room as
+        everyone else (back with the host, or, if it made itself host, by
+        the merge of the two hosts).
+        """
+        net = ChatNet(4)
+        for i in range(4):
+            net.join(i, "r")
+        room3 = net.service(3).rooms["r"]
+        assert room3.upstream is not None and room3.upstream.transport is not None
+        room3.upstream.transport.abortConnection()  # type: ignore[attr-defined]
+        net.settle(60)
+        hosts = {net.service(i).rooms["r"].hostID for i in range(4)}
+        self.assertEqual(len(hosts), 1, [net.service(i).rooms["r"].summary() for i in range(4)])
+        net.service(3).sayInRoom("r", "back")
+        net.settle(1)
+        for i in range(4):
+            self.assertEqual(net.texts(i, "r"), ["back"])

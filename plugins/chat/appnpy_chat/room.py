@@ -80,6 +80,8 @@ class Room:
         self._timers: list[Any] = []
         self._redirected: str | None = None
         self._excluded: set[str] = set()
+        #: Lost hosts tried again once, in this election.
+        self._retriedLost: set[str] = set()
         self._attempts = 0
         self._graceTimer: Any = None
         self._mergeTimer: Any = None
@@ -489,6 +491,7 @@ class Room:
             if gone is not None:
                 self.setMember(MemberInfo(lost, gone.nick, "gone"))
             self._excluded = {lost}
+            self._retriedLost = set()
             self._attempts = 0
             self._setRole("electing")
             self.elect()
@@ -516,6 +519,18 @@ class Room:
             # The owner the directory named is no host (a stale record, or
             # it left): try the next one, else create the room.
             self.service.joinNext(self)
+            return
+        if (
+            redirect is not None
+            and redirect in self._excluded
+            and redirect not in self._retriedLost
+            and not attempt.merging
+        ):
+            # The candidate still reaches the host we lost: maybe only our
+            # route to it broke.  Try the host itself once more.
+            self._retriedLost.add(redirect)
+            again = _Attempt(self, redirect, False, attempt.hops + 1)
+            self.service.openRoomSession(redirect, self.name, again.build).addErrback(again.failed)
             return
         # The candidate still follows the lost host (it has not noticed yet),
         # or could not be reached (routes are still changing): try again a
