@@ -435,10 +435,13 @@ class Room:
         if self.role == "left":
             proto.close("normal")
             return
+        if attempt.merging != (self.role == "host"):
+            # A merge welcomed after we stopped hosting, or an election's
+            # late answer after we became host (the merge check settles two
+            # hosts): not wanted.
+            proto.close("normal")
+            return
         if attempt.merging:
-            if self.role != "host":
-                proto.close("normal")
-                return
             self._stopHosting(proto.peer)
         if self.upstream is not None and self.upstream is not proto:
             old = self.upstream
