@@ -70,8 +70,11 @@ _MAXIMA = {"history": 1000, "max-rooms": 256, "max-members": 1024, "max-conversa
 class ChatPlugin:
     """
     The chat plugin.  Each node it is attached to gets its own
-    L{ChatService}; the operator's tools (API, page, metrics) show the first
-    one, which is the only one in a C{twist appnnode} process.
+    L{ChatService} (sessions find theirs by the local node ID); the
+    operator's tools (API, page, metrics) show the first one, which is the
+    only one in a C{twist appnnode} process.  C{detach} carries no node, so
+    it stops every service: an embedding that runs several nodes at once
+    gives each its own C{ChatPlugin()}.
     """
 
     name = "chat"
