@@ -376,3 +376,30 @@ class AmplificationTests(SynchronousTestCase):
         # 5 as history, then twice the burst (6) at the receiver's rate.
         self.assertEqual(len(net.texts(1, "r")), 5)
         self.assertEqual(net.service(1).drops["rate-limited"], 29)
+
+
+class BoundsTests(SynchronousTestCase):
+    def test_conversationsBounded(self) -> None:
+        """
+        Direct conversations opened by ever more peers are bounded: the
+        least recently used is forgotten (and its session closed).
+        """
+        net = ChatNet(4, maxConversations=2)
+        for i in (1, 2, 3):
+            net.dm(i, "LAB.N0", f"from {i}")
+        kept = net.service(0).conversations
+        self.assertEqual(list(kept), [net.nodes[2].nodeID, net.nodes[3].nodeID])
+        self.assertIsNone(net.service(1).conversations[net.nodes[0].nodeID].session)
+
+    def test_roomsBounded(self) -> None:
+        """
+        A node is in at most max-rooms rooms.
+        """
+        from appnpy_chat.service import ChatError
+
+        net = ChatNet(1, maxRooms=2)
+        net.join(0, "a")
+        net.join(0, "b")
+        with self.assertRaises(ChatError) as e:
+            net.service(0).join("c")
+        self.assertEqual(e.exception.code, "too-many-rooms")
