@@ -45,6 +45,10 @@ class ChatProtocol(Int32StringReceiver):
         self.handler = handler
         self.closed = False
         self.closing = False
+        #: Messages with a bad signature received on this session.
+        self.badSignatures = 0
+        #: Why this end closed the session ("" if it did not).
+        self.closeReason = ""
 
     def connectionMade(self) -> None:
         self.handler.connected(self)
@@ -82,6 +86,7 @@ class ChatProtocol(Int32StringReceiver):
         if self.closed or self.closing:
             return
         self.closing = True
+        self.closeReason = reason
         transport: ITransport | None = self.transport
         if transport is None:
             return

@@ -46,6 +46,8 @@ MAX_REDIRECTS = 4
 MAX_ELECTION_ATTEMPTS = 4
 #: Sender sequence numbers remembered per room (for duplicate detection).
 MAX_SENDERS = 1024
+#: Messages with bad signatures a session may send before it is cut off.
+MAX_BAD_SIGNATURES = 10
 #: Messages queued while a member has no host (sent once it has one).
 MAX_PENDING = 16
 
@@ -78,6 +80,8 @@ class Room:
             service.seconds, service.config.rate, 2 * service.config.burst
         )
         self._timers: list[Any] = []
+        #: Why the last message offered to accept() was dropped.
+        self.lastDrop = ""
         self._redirected: str | None = None
         self._excluded: set[str] = set()
         #: Lost hosts tried again once, in this election.
@@ -111,20 +115,17 @@ class Room:
         this room, within the sender's rate, and later than the sender's last
         one seen here.  Answers whether it was delivered.
         """
+        self.lastDrop = ""
         if msg.room != self.name:
-            self.service.dropped("wrong-room")
-            return False
+            return self._drop("wrong-room")
+        # Duplicates first: dropping one costs no signature check.
+        if msg.seq <= self.lastSeen.get(msg.sender, 0):
+            return self._drop("duplicate")
         if not msg.verify():
-            self.service.dropped("bad-signature")
-            return False
-        last = self.lastSeen.get(msg.sender, 0)
-        if msg.seq <= last:
-            self.service.dropped("duplicate")
-            return False
+            return self._drop("bad-signature")
         if not fromHistory and viaHost and msg.sender != self.me:
             if not self.receiveBuckets.allow(msg.sender):
-                self.service.dropped("rate-limited")
-                return False
+                return self._drop("rate-limited")
         self.lastSeen.pop(msg.sender, None)
         self.lastSeen[msg.sender] = msg.seq
         while len(self.lastSeen) > MAX_SENDERS:
@@ -132,6 +133,22 @@ class Room:
         self.history.append(msg)
         self.service.delivered(self, msg, fromHistory)
         return True
+
+    def _drop(self, why: str) -> bool:
+        self.lastDrop = why
+        self.service.dropped(why)
+        return False
+
+    def _checkSignatures(self, proto: ChatProtocol) -> None:
+        """
+        An honest peer never sends a message whose signature fails (hosts
+        check before relaying): a session that sends a few is cut off, so a
+        flood of them costs a bounded number of checks.
+        """
+        if self.lastDrop == "bad-signature":
+            proto.badSignatures += 1
+            if proto.badSignatures >= MAX_BAD_SIGNATURES:
+                raise ProtocolError(f"{proto.badSignatures} messages with bad signatures")
 
     def setMember(self, info: MemberInfo) -> None:
         old = self.members.get(info.node)
@@ -313,6 +330,8 @@ class Room:
                 return
             if self.accept(msg, viaHost=False):
                 self.fanOut(msg, exceptNode=peer)
+            else:
+                self._checkSignatures(proto)
         else:
             raise ProtocolError(f"unexpected frame {kind[:32]!r} at the host")
 
@@ -412,7 +431,8 @@ class Room:
             fromHistory = frame.get("h") is True and attempt.historyLeft > 0
             if fromHistory:
                 attempt.historyLeft -= 1
-            self.accept(msg, fromHistory=fromHistory)
+            if not self.accept(msg, fromHistory=fromHistory):
+                self._checkSignatures(proto)
         elif kind == "member":
             info = MemberInfo.fromWire(frame)
             if info.node != self.me:
@@ -494,7 +514,9 @@ class Room:
             if gone is not None:
                 self.setMember(MemberInfo(lost, gone.nick, "gone"))
             self._excluded = {lost}
-            self._retriedLost = set()
+            # A host this node cut off for breaking the protocol is not
+            # tried again in this election, whatever the others say.
+            self._retriedLost = {lost} if proto.closeReason == "protocol-error" else set()
             self._attempts = 0
             self._setRole("electing")
             self.elect()

@@ -24,7 +24,7 @@ from appnpy.api import (
 from appnpy_chat.events import EventLog
 from appnpy_chat.protocol import ChatProtocol
 from appnpy_chat.ratelimit import TokenBuckets
-from appnpy_chat.room import Room
+from appnpy_chat.room import MAX_BAD_SIGNATURES, Room
 from appnpy_chat.state import ChatState
 from appnpy_chat.text import BadText, checkText, normaliseNick
 from appnpy_chat.wire import (
@@ -409,15 +409,20 @@ class ChatService:
         if msg.room != dmConversation(self.nodeID):
             self.dropped("wrong-room")
             return
-        if not msg.verify():
-            self.dropped("bad-signature")
-            return
         conversation = self.conversation(proto.peer)
         if msg.seq <= conversation.lastSeen:
             self.dropped("duplicate")
             return
+        # The peer is authenticated: its rate is checked before the
+        # signature, so a flood costs no signature checks.
         if not self.dmBuckets.allow(proto.peer):
             self.dropped("rate-limited")
+            return
+        if not msg.verify():
+            self.dropped("bad-signature")
+            proto.badSignatures += 1
+            if proto.badSignatures >= MAX_BAD_SIGNATURES:
+                raise ProtocolError(f"{proto.badSignatures} messages with bad signatures")
             return
         conversation.lastSeen = msg.seq
         conversation.history.append(msg)
