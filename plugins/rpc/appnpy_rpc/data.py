@@ -10,7 +10,7 @@ that C{describe} can send them (docs/protocol.md, section 20.5):
 
     "int" "float" "str" "bytes" "bool" "none" "any"
     {"list": T}   {"dict": T}   {"union": [T, ...]}
-    {"record": "Point", "fields": {"x": T, ...}}
+    {"record": "Point", "fields": [["x", T], ...]}   (fields in order)
 
 L{compile} turns a descriptor into a checking function.  The same function
 checks on both sides: the caller before sending, the callee before calling
@@ -90,7 +90,7 @@ def describeType(tp: Any, records: dict[str, type] | None = None, depth: int = 0
         return {"union": [describeType(a, records, depth + 1) for a in args]}
     if isinstance(tp, type) and attrs.has(tp):
         attrs.resolve_types(tp)
-        fields = {f.name: describeType(f.type, records, depth + 1) for f in attrs.fields(tp)}
+        fields = [[f.name, describeType(f.type, records, depth + 1)] for f in attrs.fields(tp)]
         if records is not None:
             known = records.get(tp.__name__)
             if known is not None and known is not tp:
@@ -112,7 +112,7 @@ def formatType(desc: Descriptor) -> str:
         return f"dict[str, {formatType(desc['dict'])}]"
     if "union" in desc:
         return " | ".join(formatType(d) for d in desc["union"])
-    fields = ", ".join(f"{k}: {formatType(v)}" for k, v in desc["fields"].items())
+    fields = ", ".join(f"{k}: {formatType(v)}" for k, v in desc["fields"])
     return f"{desc['record']}{{{fields}}}"
 
 
@@ -146,14 +146,18 @@ def parseDescriptor(value: Any, depth: int = 0) -> Descriptor:
         return value
     if set(value) == {"record", "fields"}:
         fields = value["fields"]
-        if not isinstance(value["record"], str) or not isinstance(fields, dict):
-            raise Mismatch("a record has a text name and a map of fields")
+        if not isinstance(value["record"], str) or not isinstance(fields, list):
+            raise Mismatch("a record has a text name and a list of fields")
         if len(fields) > MAX_MEMBERS:
             raise Mismatch("a record has at most 64 fields")
-        for k, v in fields.items():
-            if not isinstance(k, str):
-                raise Mismatch("record field names are text")
-            parseDescriptor(v, depth + 1)
+        names = set()
+        for field in fields:
+            if not isinstance(field, list) or len(field) != 2 or not isinstance(field[0], str):
+                raise Mismatch("a record field is [name, type]")
+            if field[0] in names:
+                raise Mismatch(f"record field {field[0][:32]!r} named twice")
+            names.add(field[0])
+            parseDescriptor(field[1], depth + 1)
         return value
     raise Mismatch("unknown type descriptor")
 
@@ -271,7 +275,7 @@ def compile(desc: Descriptor, records: Mapping[str, type] | None = None) -> Chec
 
         return checkUnion
     name = desc["record"]
-    fields = {k: compile(v, records) for k, v in desc["fields"].items()}
+    fields = {k: compile(v, records) for k, v in desc["fields"]}
     cls = records.get(name) if records is not None else None
 
     def checkRecord(value: Any, path: str) -> Any:

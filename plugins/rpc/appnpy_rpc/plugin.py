@@ -44,8 +44,8 @@ from appnpy_rpc.errors import (
 )
 from appnpy_rpc.jsondata import fromJSON, toJSON
 from appnpy_rpc.metrics import RPCCollector
-from appnpy_rpc.protocol import Limits, PeerCounter, RPCProtocol, Stats, currentDepth
-from appnpy_rpc.service import Caller, MethodSpec, ServiceSpec, inspectService
+from appnpy_rpc.protocol import Limits, PeerCounter, RPCProtocol, Stats
+from appnpy_rpc.service import Caller, MethodSpec, ServiceSpec, currentDepth, inspectService
 
 __version__ = "0.1.0"
 #: Entry-point group of services a node enables by name.

@@ -11,7 +11,6 @@ ignores the late answer.
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +40,7 @@ from appnpy_rpc.errors import (
 from appnpy_rpc.service import (
     Caller,
     MethodSpec,
+    currentDepth,
     ServiceSpec,
     describedService,
     inspectService,
@@ -58,10 +58,6 @@ from appnpy_rpc.wire import (
     frame,
 )
 
-#: The depth of the call a handler is serving; calls made while it runs
-#: (through any session) carry one more.  Coroutine handlers keep it
-#: across awaits (Deferred.fromCoroutine runs them in a copied context).
-currentDepth: contextvars.ContextVar[int] = contextvars.ContextVar("appnpy_rpc_depth", default=0)
 
 
 @attrs.define

@@ -16,6 +16,7 @@ with who is calling, through which it can call back.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import re
 import typing
@@ -35,6 +36,11 @@ METHOD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\Z")
 MAX_DOC = 256
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The depth of the call a handler is serving; calls made while it runs
+#: (through any session) carry one more.  Coroutine handlers keep it
+#: across awaits (Deferred.fromCoroutine runs them in a copied context).
+currentDepth: contextvars.ContextVar[int] = contextvars.ContextVar("appnpy_rpc_depth", default=0)
 
 
 def exported(f: F) -> F:
@@ -74,9 +80,14 @@ class Caller:
     def call(self, service: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """
         Call C{service.method} on the calling peer (a service it exposed on
-        this session, or one its node offers); a Deferred.
+        this session, or one its node offers); a Deferred.  The call
+        carries this call's depth plus one, however late it is made.
         """
-        return self.connection.call(service, method, *args, **kwargs)
+        token = currentDepth.set(self.depth)
+        try:
+            return self.connection.call(service, method, *args, **kwargs)
+        finally:
+            currentDepth.reset(token)
 
 
 class Service:
