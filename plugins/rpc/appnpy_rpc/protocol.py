@@ -191,9 +191,11 @@ class RPCProtocol(Protocol):
         self._nextID = 0
         self._pending: dict[int, _Pending] = {}
         self._serving: dict[int, _Serving] = {}
-        # While our transport's write buffer is full we still read (so the
-        # peer can always drain us: no deadlock), but calls wait here
-        # instead of running; they count against the peer's limit.
+        # While our transport's write buffer is full we still read (answers
+        # to our own calls must get through, or two busy peers could wait
+        # on each other for ever), but calls wait here instead of running,
+        # counted against the peer's limit: what the peer can make us
+        # buffer is bounded by the limit, not by how fast it sends.
         self._paused = False
         self._queued: list[list[Any]] = []
 
@@ -289,7 +291,13 @@ class RPCProtocol(Protocol):
             raise WireError(f"call id {callID} is already in use")
         if self._paused:
             if not self.counter.acquire(self.peerNodeID, self.limits.maxInFlight):
-                raise WireError("too many calls while this side cannot send its answers")
+                self._refuse(
+                    m[1],
+                    m[2],
+                    TOO_MANY_CALLS,
+                    f"over {self.limits.maxInFlight} calls in flight from this node",
+                )
+                return
             self._queued.append(m)
             return
         self._serveCall(m)

@@ -70,6 +70,18 @@ def _refuseTag(decoder: object, tag: object) -> object:
     raise WireError("CBOR tags are not allowed")
 
 
+def _refuseSemantic(decoder: object) -> object:
+    raise WireError("CBOR tags are not allowed")
+
+
+# cbor2 decodes these tags itself (dates, bignums, decimals, shared and
+# cyclic references, regular expressions, sets, ...) without asking
+# tag_hook: each is refused explicitly.  The list is cbor2 6's; a test
+# checks it is complete.
+_SEMANTIC_TAGS = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004, 43000, 55799)
+_NO_SEMANTICS = {tag: _refuseSemantic for tag in _SEMANTIC_TAGS}
+
+
 def decodeBody(body: bytes) -> list[Any]:
     """
     One frame body (without its length prefix) as a checked message list.
@@ -80,14 +92,17 @@ def decodeBody(body: bytes) -> list[Any]:
         value = cbor2.loads(
             body,
             tag_hook=_refuseTag,
-            semantic_decoders={},
+            semantic_decoders=_NO_SEMANTICS,
             max_depth=MAX_NESTING,
             allow_indefinite=False,
             allow_duplicate_keys=False,
+            strict_hashable_types=True,
         )
     except WireError:
         raise
     except Exception as e:
+        if "semantic tag" in str(e) or isinstance(e.__cause__, WireError):
+            raise WireError("CBOR tags are not allowed") from None
         raise WireError(f"undecodable CBOR: {str(e)[:200]}") from None
     # Deterministic encoding; re-encoding also catches trailing bytes.
     try:
