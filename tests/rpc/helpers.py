@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
+from appnpy_rpc import Caller, RPCError, RPCPlugin, Service, exported
+from appnpy_rpc.examples import Calculator, KeyValue
 from twisted.internet.defer import Deferred
 
 from appnpy.testing import MemoryNetwork, resultOf
-from appnpy_rpc import Caller, RPCError, RPCPlugin, Service, exported
-from appnpy_rpc.examples import Calculator, KeyValue
 
 
 class Slow(Service):

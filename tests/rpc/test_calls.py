@@ -6,11 +6,11 @@ the limits.
 
 from __future__ import annotations
 
+from appnpy_rpc import RPCClient, RPCError, Service, exported
 from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.testing import resultOf
-from appnpy_rpc import RPCClient, RPCError, Service, exported
 from tests.rpc.helpers import Line
 
 
@@ -49,7 +49,8 @@ class CallTests(SynchronousTestCase):
         calc = self.line.connect("calc")
         self.assertEqual(calc.methods["add"].format(), "add(a: int, b: int) -> int")
         self.assertEqual(
-            calc.methods["stats"].format(), "stats(values: list[float]) -> Stats{count: int, mean: float}"
+            calc.methods["stats"].format(),
+            "stats(values: list[float]) -> Stats{count: int, mean: float}",
         )
         self.assertEqual(calc.methods["add"].doc, "The sum of a and b.")
 

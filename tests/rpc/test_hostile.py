@@ -11,12 +11,12 @@ import struct
 from typing import Any
 
 import cbor2
+from appnpy_rpc.wire import FrameReader, decodeBody
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.testing import resultOf
-from appnpy_rpc.wire import FrameReader, decodeBody
 from tests.rpc.helpers import Line
 
 

@@ -11,10 +11,6 @@ from typing import Any
 
 import attrs
 import cbor2
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from twisted.trial.unittest import SynchronousTestCase
-
 from appnpy_rpc import data
 from appnpy_rpc.wire import (
     _SEMANTIC_TAGS,
@@ -24,6 +20,9 @@ from appnpy_rpc.wire import (
     decodeBody,
     frame,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
 
 names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=64)
 ids = st.integers(0, 2**63 - 1)
@@ -37,7 +36,9 @@ scalars = (
 )
 plain = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
     max_leaves=30,
 )
 codes = st.from_regex(r"[a-z][a-z0-9-]{0,63}", fullmatch=True)
@@ -158,7 +159,13 @@ class PlainDataProperties(SynchronousTestCase):
             except data.Mismatch:
                 pass
 
-    @given(st.recursive(st.text(max_size=8) | st.integers() | st.none(), lambda i: st.lists(i, max_size=3) | st.dictionaries(st.text(max_size=5), i, max_size=3), max_leaves=20))
+    @given(
+        st.recursive(
+            st.text(max_size=8) | st.integers() | st.none(),
+            lambda i: st.lists(i, max_size=3) | st.dictionaries(st.text(max_size=5), i, max_size=3),
+            max_leaves=20,
+        )
+    )
     def test_parseDescriptorNeverCrashes(self, value: Any) -> None:
         try:
             desc = data.parseDescriptor(value)
@@ -270,7 +277,9 @@ class AnnotationTests(SynchronousTestCase):
                 return Point(p.x + by, p.y + by)
 
         spec = inspectService(Geo()).methods["move"].spec
-        self.assertEqual(spec.format(), "move(p: Point{x: int, y: int}, by: int = ...) -> Point{x: int, y: int}")
+        self.assertEqual(
+            spec.format(), "move(p: Point{x: int, y: int}, by: int = ...) -> Point{x: int, y: int}"
+        )
         args, kwargs = spec.checkArguments([{"x": 1, "y": 2}], {})
         self.assertEqual(args, [Point(1, 2)])
         from appnpy_rpc.errors import RPCError

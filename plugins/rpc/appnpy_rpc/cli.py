@@ -35,7 +35,9 @@ def addCommands(
     call = sub.add_parser("call", help="call a method; each ARG is one JSON value")
     call.add_argument("service", help="rpc:NAME or NAME")
     call.add_argument("method")
-    call.add_argument("args", nargs="*", metavar="ARG", help='a JSON value: 1, "text", [1, 2], {"$bytes": "aGk="}')
+    call.add_argument(
+        "args", nargs="*", metavar="ARG", help='a JSON value: 1, "text", [1, 2], {"$bytes": "aGk="}'
+    )
     call.add_argument("--node", help="call the service on this node (otherwise located by name)")
     call.add_argument("--timeout", type=float, help="seconds to wait for the answer")
     call.add_argument("--json", dest="rpcJSON", action="store_true", help="JSON output")

@@ -97,7 +97,9 @@ def describeType(tp: Any, records: dict[str, type] | None = None, depth: int = 0
                 raise UnsupportedType(f"two record types are called {tp.__name__}")
             records[tp.__name__] = tp
         return {"record": tp.__name__, "fields": fields}
-    raise UnsupportedType(f"{tp!r} is not plain data (int, float, str, bytes, bool, None, list, dict, attrs class)")
+    raise UnsupportedType(
+        f"{tp!r} is not plain data (int, float, str, bytes, bool, None, list, dict, attrs class)"
+    )
 
 
 def formatType(desc: Descriptor) -> str:

@@ -54,7 +54,9 @@ class RPCError(Exception):
 
     def __init__(self, code: str, message: str = "") -> None:
         if not isinstance(code, str) or not CODE_PATTERN.match(code):
-            raise ValueError(f"an RPC error code is 1-64 of a-z 0-9 - starting with a letter: {code!r}")
+            raise ValueError(
+                f"an RPC error code is 1-64 of a-z 0-9 - starting with a letter: {code!r}"
+            )
         super().__init__(code, message)
         self.code = code
         self.message = str(message)[:MAX_MESSAGE]

@@ -102,7 +102,9 @@ class KeyValue(Service):
     def set(self, key: str, value: str) -> None:
         """Set key to value and tell its watchers."""
         if not 0 < len(key) <= MAX_KEY or len(value) > MAX_VALUE:
-            raise RPCError("too-large", f"keys are 1-{MAX_KEY} and values at most {MAX_VALUE} characters")
+            raise RPCError(
+                "too-large", f"keys are 1-{MAX_KEY} and values at most {MAX_VALUE} characters"
+            )
         if key not in self.values and len(self.values) >= MAX_KEYS:
             raise RPCError("full", f"the store holds at most {MAX_KEYS} keys")
         self.values[key] = value

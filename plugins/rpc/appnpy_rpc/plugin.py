@@ -96,7 +96,9 @@ class _NoCallback:
     def call(self, service: str, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
         from twisted.internet.defer import fail
 
-        return fail(RPCError(UNKNOWN_SERVICE, "a call from the management API cannot be called back"))
+        return fail(
+            RPCError(UNKNOWN_SERVICE, "a call from the management API cannot be called back")
+        )
 
 
 @implementer(
@@ -141,11 +143,16 @@ class RPCPlugin:
                         raise ConfigurationError(f"[plugin.rpc] services: {e}") from None
             elif key == "session-limit":
                 if type(value) is not int or value < 0:
-                    raise ConfigurationError("[plugin.rpc] session-limit must be a whole number >= 0")
+                    raise ConfigurationError(
+                        "[plugin.rpc] session-limit must be a whole number >= 0"
+                    )
                 self.sessionLimit = value
             elif key in _LIMIT_KEYS:
                 field, kind, minimum = _LIMIT_KEYS[key]
-                if type(value) not in ((int, float) if kind is float else (int,)) or value < minimum:
+                if (
+                    type(value) not in ((int, float) if kind is float else (int,))
+                    or value < minimum
+                ):
                     raise ConfigurationError(
                         f"[plugin.rpc] {key} must be a {'number' if kind is float else 'whole number'} >= {minimum}"
                     )
@@ -236,7 +243,9 @@ class RPCPlugin:
             self._reactor(),
         )
 
-    async def callLocal(self, service: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def callLocal(
+        self, service: str, method: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
         """
         Call this node's own service with the same checks a peer's call
         gets (the management API's C{call} without a node).
@@ -249,7 +258,9 @@ class RPCPlugin:
             raise RPCError(UNKNOWN_METHOD, f"{service} has no method {method!r}")
         args, kwargs = exported.spec.checkArguments(args, kwargs)
         if exported.callerParam is not None:
-            kwargs[exported.callerParam] = Caller(self.node.nodeID if self.node else "", "", _NoCallback(), 1)
+            kwargs[exported.callerParam] = Caller(
+                self.node.nodeID if self.node else "", "", _NoCallback(), 1
+            )
         token = currentDepth.set(1)
         try:
             result = exported.function(*args, **kwargs)
@@ -275,10 +286,13 @@ class RPCPlugin:
     async def _apiServices(self, request: PluginRequest) -> object:
         target = request.query.get("node")
         if not target:
-            return {"node": self.node.nodeID if self.node else "", "services": [
-                _describeJSON(s.name, {m: e.spec for m, e in s.methods.items()})
-                for s in self.services.values()
-            ]}
+            return {
+                "node": self.node.nodeID if self.node else "",
+                "services": [
+                    _describeJSON(s.name, {m: e.spec for m, e in s.methods.items()})
+                    for s in self.services.values()
+                ],
+            }
         try:
             proto = await self.client().open(target)
         except Exception as e:
@@ -346,7 +360,9 @@ class RPCPlugin:
             )
             methods = ", ".join(sorted(spec.methods))
             rows.append([f"rpc:{spec.name}", methods, served, failed])
-        rows.append(["(sessions open)", len(self.sessions), sum(self.counter.inFlight.values()), ""])
+        rows.append(
+            ["(sessions open)", len(self.sessions), sum(self.counter.inFlight.values()), ""]
+        )
         return PageSection("RPC services", ["service", "methods", "calls served", "errors"], rows)
 
     # -- IMetricsPlugin ------------------------------------------------------------------------
@@ -359,7 +375,8 @@ def _describeJSON(name: str, methods: dict[str, MethodSpec]) -> dict[str, Any]:
     return {
         "service": name,
         "methods": [
-            {**m.toWire(), "signature": m.format()} for m in sorted(methods.values(), key=lambda m: m.name)
+            {**m.toWire(), "signature": m.format()}
+            for m in sorted(methods.values(), key=lambda m: m.name)
         ],
     }
 

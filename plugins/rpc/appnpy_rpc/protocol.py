@@ -40,8 +40,8 @@ from appnpy_rpc.errors import (
 from appnpy_rpc.service import (
     Caller,
     MethodSpec,
-    currentDepth,
     ServiceSpec,
+    currentDepth,
     describedService,
     inspectService,
 )
@@ -57,7 +57,6 @@ from appnpy_rpc.wire import (
     decodeBody,
     frame,
 )
-
 
 
 @attrs.define
@@ -534,7 +533,10 @@ class RPCProtocol(Protocol):
             depth = currentDepth.get() + 1
         if depth > self.limits.maxDepth:
             return fail(
-                RPCError(DEPTH_EXCEEDED, f"call chain {depth} deep, over the limit of {self.limits.maxDepth}")
+                RPCError(
+                    DEPTH_EXCEEDED,
+                    f"call chain {depth} deep, over the limit of {self.limits.maxDepth}",
+                )
             )
         try:
             wireArgs = data.toWire(list(args))

@@ -132,7 +132,9 @@ class MethodSpec:
         # Fast path: every parameter required, no records to build.
         self._simple = all(not p.optional for p in self.params)
 
-    def checkArguments(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    def checkArguments(
+        self, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
         """
         Check C{args} and C{kwargs} (wire data) against the parameters;
         answer them checked (records built when this side has the classes).
@@ -148,9 +150,7 @@ class MethodSpec:
             except data.Mismatch as e:
                 raise RPCError(BAD_ARGUMENTS, f"{self.name}: {e}") from None
         if n > len(params):
-            raise RPCError(
-                BAD_ARGUMENTS, f"{self.name} takes {len(params)} arguments, {n} given"
-            )
+            raise RPCError(BAD_ARGUMENTS, f"{self.name} takes {len(params)} arguments, {n} given")
         try:
             outArgs = [checkers[i](args[i], params[i].name) for i in range(n)]
             outKwargs = {}

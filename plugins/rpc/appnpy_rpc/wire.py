@@ -70,7 +70,7 @@ def _refuseTag(decoder: object, tag: object) -> object:
     raise WireError("CBOR tags are not allowed")
 
 
-def _refuseSemantic(decoder: object) -> object:
+def _refuseSemantic(*args: Any) -> Any:
     raise WireError("CBOR tags are not allowed")
 
 
@@ -78,7 +78,31 @@ def _refuseSemantic(decoder: object) -> object:
 # cyclic references, regular expressions, sets, ...) without asking
 # tag_hook: each is refused explicitly.  The list is cbor2 6's; a test
 # checks it is complete.
-_SEMANTIC_TAGS = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004, 43000, 55799)
+_SEMANTIC_TAGS = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    25,
+    28,
+    29,
+    30,
+    35,
+    36,
+    37,
+    52,
+    54,
+    100,
+    256,
+    258,
+    260,
+    261,
+    1004,
+    43000,
+    55799,
+)
 _NO_SEMANTICS = {tag: _refuseSemantic for tag in _SEMANTIC_TAGS}
 
 
