@@ -27,8 +27,11 @@ from appnpy.api import (
     ISessionInfo,
     ISessionPlugin,
     IStatusPagePlugin,
+    NoRoute,
+    NoSuchNode,
     PageSection,
     PluginRequest,
+    ResourceNotFound,
     SessionError,
     SessionRefused,
     implementer,
@@ -388,5 +391,11 @@ def _apiError(e: Exception) -> APIError:
         return APIError(502, e.reason, str(e))
     if isinstance(e, APIError):
         return e
+    if isinstance(e, ResourceNotFound):
+        return APIError(404, "resource-not-found", str(e))
+    if isinstance(e, NoSuchNode):
+        return APIError(404, "no-such-node", str(e))
+    if isinstance(e, NoRoute):
+        return APIError(502, "no-route", str(e))
     code = getattr(e, "reason", None)
     return APIError(502, code if isinstance(code, str) else "unreachable", str(e))
