@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from appnpy.api import INode, ISessionInfo
@@ -64,15 +65,18 @@ class RPCClient:
             self.reactor, self.limits, self.lookup, self.listServices, self.counter, self.stats
         )
 
-    async def open(self, target: str, expose: Iterable[object] = ()) -> RPCProtocol:
+    def open(self, target: str, expose: Iterable[object] = ()) -> Deferred[RPCProtocol]:
         """
         An RPC session to C{target}: a node (ID, unique prefix or CP name)
         or a resource name C{rpc:<service>}, located first.
 
         @param expose: services this side offers the peer on this session
             (callbacks), exposed before the first byte arrives.
+        @return: a Deferred firing with the session's L{RPCProtocol}.
         """
-        services = list(expose)
+        return Deferred.fromCoroutine(self._open(target, list(expose)))
+
+    async def _open(self, target: str, services: list[object]) -> RPCProtocol:
         target = await self._destination(target)
 
         def build(info: ISessionInfo) -> RPCProtocol:
@@ -86,24 +90,34 @@ class RPCClient:
         )
         return proto
 
-    async def connect(self, service: str, expose: Iterable[object] = ()) -> RemoteService:
+    def connect(self, service: str, expose: Iterable[object] = ()) -> Deferred[RemoteService]:
         """
         The service C{rpc:<name>} (or C{<name>}) wherever it is offered,
         over a new session; close it with C{remote.close()}.
+
+        @return: a Deferred firing with a L{RemoteService}.
         """
+        return Deferred.fromCoroutine(self._connect(service, list(expose)))
+
+    async def _connect(self, service: str, expose: list[object]) -> RemoteService:
         name = service[4:] if service.startswith("rpc:") else service
-        proto = await self.open(f"rpc:{name}", expose)
+        proto = await self._open(f"rpc:{name}", expose)
         try:
             return await proto.service(name)
         except BaseException:
             proto.close()
             raise
 
-    async def call(self, service: str, method: str, *args: Any, **kwargs: Any) -> Any:
+    def call(self, service: str, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """
         One call on a session of its own: connect, call, close.
         """
-        remote = await self.connect(service)
+        return Deferred.fromCoroutine(self._call(service, method, args, kwargs))
+
+    async def _call(
+        self, service: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        remote = await self._connect(service, [])
         try:
             return await remote.call(method, *args, **kwargs)
         finally:

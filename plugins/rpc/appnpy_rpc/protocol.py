@@ -621,15 +621,18 @@ class RPCProtocol(Protocol):
         spec = inspectService(service)
         self.local[spec.name] = spec
 
-    async def service(self, name: str) -> RemoteService:
+    def service(self, name: str) -> Deferred[RemoteService]:
         """
         The peer's service C{name}, with its signatures (one C{describe}).
         """
         if name.startswith("rpc:"):
             name = name[4:]
-        described, methods = await self.describe(name)
-        self._specs[name] = methods
-        return RemoteService(self, name, methods)
+
+        def described(result: tuple[str, dict[str, MethodSpec]]) -> RemoteService:
+            self._specs[name] = result[1]
+            return RemoteService(self, name, result[1])
+
+        return self.describe(name).addCallback(described)
 
     def call(self, service: str, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """
