@@ -260,6 +260,7 @@ class TimeoutAndCancelTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.line = Line()
         self.slow = self.line.connect("rpc:slow")
+        self.start = self.line.net.clock.seconds()
 
     def test_timeout(self) -> None:
         """
@@ -273,6 +274,28 @@ class TimeoutAndCancelTests(SynchronousTestCase):
         self.assertEqual(self.line.failure(d).code, "timeout")
         self.assertEqual(self.line.slow.cancelled, ["t"])
         self.assertEqual(self.line.plugins[2].counter.inFlight, {})
+
+    def test_mixedTimeouts(self) -> None:
+        """
+        Calls with different timeouts on one session each time out at their
+        own deadline, whatever order they were made in; answered ones never.
+        """
+        ds = {t: self.slow.withTimeout(t).call("wait", f"t{t}") for t in (10, 2, 5, 7)}
+        self.line.net.flush()
+        self.line.slow.answer("t7")
+        for now, expired in (
+            (1.9, []),
+            (2.2, [2]),
+            (5.2, [2, 5]),
+            (9.8, [2, 5]),
+            (10.3, [2, 5, 10]),
+        ):
+            self.line.net.flush(advance=now - self.line.net.clock.seconds() + self.start)
+            done = sorted(t for t, d in ds.items() if t != 7 and d.called)
+            self.assertEqual(done, expired, now)
+        self.assertEqual(resultOf(ds[7]), "t7")
+        for t in (2, 5, 10):
+            self.assertEqual(self.line.failure(ds[t]).code, "timeout")
 
     def test_defaultTimeout(self) -> None:
         d = self.slow.call("wait", "t")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from heapq import heapify, heappop, heappush
 from typing import Any
 
 import attrs
@@ -126,17 +127,17 @@ class _Pending:
     A call or describe this side made, awaiting its answer.
     """
 
-    __slots__ = ("deferred", "timer", "check", "what")
+    __slots__ = ("deferred", "deadline", "check", "what")
 
     def __init__(
         self,
         deferred: Deferred[Any],
-        timer: IDelayedCall | None,
+        deadline: float,
         check: Callable[[Any], Any] | None,
         what: str,
     ) -> None:
         self.deferred = deferred
-        self.timer = timer
+        self.deadline = deadline
         self.check = check
         self.what = what
 
@@ -188,6 +189,8 @@ class RPCProtocol(Protocol):
         self._reader = FrameReader()
         self._specs: dict[str, dict[str, MethodSpec]] = {}
         self._nextID = 0
+        self._deadlines: list[tuple[float, int]] = []
+        self._timer: IDelayedCall | None = None
         self._pending: dict[int, _Pending] = {}
         self._serving: dict[int, _Serving] = {}
         # While our transport's write buffer is full we still read (answers
@@ -214,9 +217,11 @@ class RPCProtocol(Protocol):
         self.connected = False
         self.stats.sessions -= 1
         pending, self._pending = self._pending, {}
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._deadlines = []
         for p in pending.values():
-            if p.timer is not None and p.timer.active():
-                p.timer.cancel()
             self.stats.madeOne(SESSION_CLOSED)
             p.deferred.errback(RPCError(SESSION_CLOSED, "the RPC session ended"))
         serving, self._serving = self._serving, {}
@@ -334,8 +339,6 @@ class RPCProtocol(Protocol):
             if callID >= self._nextID:
                 raise WireError(f"answer to call id {callID}, which was never made")
             return None  # a late answer to a call that timed out or was cancelled
-        if p.timer is not None:
-            p.timer.cancel()
         return p
 
     def _onCancel(self, m: list[Any]) -> None:
@@ -538,14 +541,22 @@ class RPCProtocol(Protocol):
                     f"call chain {depth} deep, over the limit of {self.limits.maxDepth}",
                 )
             )
+        check: Callable[[Any], Any] | None = None
         try:
-            wireArgs = data.toWire(list(args))
-            wireKwargs = data.toWire(kwargs) if kwargs else {}
-            check: Callable[[Any], Any] | None = None
-            if spec is not None:
-                wireArgs, wireKwargs = spec.checkArguments(wireArgs, wireKwargs)
-                checkResult = spec.checkResult
-                check = lambda value: checkResult(value, "result")  # noqa: E731
+            if spec is None:
+                wireArgs = data.toWire(list(args))
+                wireKwargs = data.toWire(kwargs) if kwargs else {}
+            else:
+                check = spec.checkAnswer
+                try:
+                    # The common case: arguments already plain data.
+                    wireArgs, wireKwargs = spec.checkArguments(args, kwargs)
+                except RPCError:
+                    # Records and tuples become plain data first; a real
+                    # mismatch fails again, with its message.
+                    wireArgs, wireKwargs = spec.checkArguments(
+                        data.toWire(list(args)), data.toWire(kwargs) if kwargs else {}
+                    )
         except data.Mismatch as e:
             return fail(RPCError(BAD_ARGUMENTS, f"{method}: {e}"))
         except RPCError as e:
@@ -587,26 +598,49 @@ class RPCProtocol(Protocol):
         what: str,
     ) -> Deferred[Any]:
         d: Deferred[Any] = Deferred(lambda d: self._cancelled(callID, d))
-        timer = self.reactor.callLater(timeout, self._timedOut, callID)
-        self._pending[callID] = _Pending(d, timer, check, what)
+        deadline = self.reactor.seconds() + timeout
+        self._pending[callID] = _Pending(d, deadline, check, what)
+        # One timer per session, for the earliest deadline, rather than one
+        # per call: calls answered in time cost a heap push and nothing
+        # more (their entries are skipped when they come up, or compacted).
+        heappush(self._deadlines, (deadline, callID))
+        if self._timer is None:
+            self._timer = self.reactor.callLater(timeout, self._expire)
+        elif deadline < self._timer.getTime():
+            self._timer.reset(timeout)
+        elif len(self._deadlines) > 4 * len(self._pending) + 64:
+            self._deadlines = [(p.deadline, i) for i, p in self._pending.items()]
+            heapify(self._deadlines)
         assert self.transport is not None
         self.transport.write(encoded)
         return d
 
-    def _timedOut(self, callID: int) -> None:
-        p = self._pending.pop(callID, None)
-        if p is None:
-            return
-        self._send([CANCEL, callID])
-        self.stats.madeOne(TIMEOUT)
-        p.deferred.errback(RPCError(TIMEOUT, f"{p.what}: no answer in time"))
+    def _expire(self) -> None:
+        """
+        Fail the calls whose deadline has passed, then wait for the next.
+        """
+        self._timer = None
+        now = self.reactor.seconds()
+        heap = self._deadlines
+        while heap:
+            deadline, callID = heap[0]
+            p = self._pending.get(callID)
+            if p is None or p.deadline != deadline:
+                heappop(heap)  # answered, cancelled or already expired
+                continue
+            if deadline > now:
+                self._timer = self.reactor.callLater(deadline - now, self._expire)
+                return
+            heappop(heap)
+            del self._pending[callID]
+            self._send([CANCEL, callID])
+            self.stats.madeOne(TIMEOUT)
+            p.deferred.errback(RPCError(TIMEOUT, f"{p.what}: no answer in time"))
 
     def _cancelled(self, callID: int, d: Deferred[Any]) -> None:
         p = self._pending.pop(callID, None)
         if p is None:
             return
-        if p.timer is not None and p.timer.active():
-            p.timer.cancel()
         self._send([CANCEL, callID])
         self.stats.madeOne(CANCELLED)
         d.errback(RPCError(CANCELLED, f"{p.what}: cancelled"))

@@ -127,13 +127,16 @@ class MethodSpec:
         self.checkers = [data.compile(p.type, self.records) for p in self.params]
         # Results travel (and reach the caller) as plain data: no records built.
         self.checkResult = data.compile(self.returns)
+        checkResult = self.checkResult
+        #: One-argument form, for the caller's pending call.
+        self.checkAnswer = lambda value: checkResult(value, "result")
         self._byName = {p.name: i for i, p in enumerate(self.params)}
         self._required = sum(1 for p in self.params if not p.optional)
         # Fast path: every parameter required, no records to build.
         self._simple = all(not p.optional for p in self.params)
 
     def checkArguments(
-        self, args: list[Any], kwargs: dict[str, Any]
+        self, args: list[Any] | tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[list[Any], dict[str, Any]]:
         """
         Check C{args} and C{kwargs} (wire data) against the parameters;
