@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 import cbor2
-from appnpy_rpc import data
+from appnpy_rpc import data, wire
 from appnpy_rpc.wire import (
     _SEMANTIC_TAGS,
     MAX_FRAME,
@@ -70,6 +70,14 @@ class DecoderProperties(SynchronousTestCase):
             return
         self.assertIsInstance(message, list)
         self.assertEqual(frame(message)[4:], body)
+
+    @given(st.lists(plain, max_size=4))
+    def test_fastEncodingIsTheCanonicalOne(self, value: list[Any]) -> None:
+        """
+        The shortcut encoder (cbor2's default where no float or map can
+        occur) gives exactly the deterministic encoding.
+        """
+        self.assertEqual(wire._canonical(value), cbor2.dumps(value, canonical=True))
 
     @given(messages)
     def test_roundTrip(self, message: list[Any]) -> None:
