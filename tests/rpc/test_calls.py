@@ -158,6 +158,42 @@ class CallTests(SynchronousTestCase):
         self.assertEqual(e.code, "bad-result")
 
 
+class AuthorizationTests(SynchronousTestCase):
+    def test_authorize(self) -> None:
+        """
+        A service's authorize decides by the caller's authenticated node
+        ID: a refused call is answered not-authorized and never runs.
+        """
+        line = Line()
+        ran = []
+
+        class Private(Service):
+            name = "private"
+
+            def authorize(self, peerNodeID: str, method: str) -> bool:
+                return peerNodeID == line.b.nodeID and method != "never"
+
+            @exported
+            def hello(self) -> str:
+                ran.append("hello")
+                return "hi"
+
+            @exported
+            def never(self) -> str:
+                ran.append("never")
+                return "no"
+
+        line.plugins[2].expose(Private())
+        line.net.flush(advance=5)
+        fromA = line.connect("rpc:private")
+        e = line.failure(fromA.call("hello"))
+        self.assertEqual(e.code, "not-authorized")
+        fromB = line.result(line.plugins[1].client().connect("rpc:private"))
+        self.assertEqual(line.result(fromB.call("hello")), "hi")
+        self.assertEqual(line.failure(fromB.call("never")).code, "not-authorized")
+        self.assertEqual(ran, ["hello"])
+
+
 class CallbackTests(SynchronousTestCase):
     def test_kvWatchCallsTheClientBack(self) -> None:
         """

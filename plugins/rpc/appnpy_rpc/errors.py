@@ -20,6 +20,7 @@ CANCELLED = "cancelled"
 TOO_MANY_CALLS = "too-many-calls"
 DEPTH_EXCEEDED = "depth-exceeded"
 SESSION_CLOSED = "session-closed"
+NOT_AUTHORIZED = "not-authorized"
 PROTOCOL_ERROR = "protocol-error"
 
 CODES = (
@@ -33,6 +34,7 @@ CODES = (
     TOO_MANY_CALLS,
     DEPTH_EXCEEDED,
     SESSION_CLOSED,
+    NOT_AUTHORIZED,
     PROTOCOL_ERROR,
 )
 

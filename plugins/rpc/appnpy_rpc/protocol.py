@@ -30,6 +30,7 @@ from appnpy_rpc.errors import (
     BAD_RESULT,
     CANCELLED,
     DEPTH_EXCEEDED,
+    NOT_AUTHORIZED,
     REMOTE_ERROR,
     SESSION_CLOSED,
     TIMEOUT,
@@ -294,6 +295,8 @@ class RPCProtocol(Protocol):
         if callID in self._serving:
             raise WireError(f"call id {callID} is already in use")
         if self._paused:
+            if any(q[1] == callID for q in self._queued):
+                raise WireError(f"call id {callID} is already in use")
             if not self.counter.acquire(self.peerNodeID, self.limits.maxInFlight):
                 self._refuse(
                     m[1],
@@ -411,6 +414,20 @@ class RPCProtocol(Protocol):
                 callID, serviceName, UNKNOWN_METHOD, f"{serviceName} has no method {methodName!r}"
             )
             return
+        if service.authorize is not None:
+            try:
+                allowed = service.authorize(self.peerNodeID, methodName) is True
+            except Exception:
+                self.log.failure("rpc: {service}.authorize raised", service=serviceName)
+                allowed = False
+            if not allowed:
+                self._refuse(
+                    callID,
+                    serviceName,
+                    NOT_AUTHORIZED,
+                    f"this node may not call {serviceName}.{methodName}",
+                )
+                return
         spec = method.spec
         try:
             args, kwargs = spec.checkArguments(args, kwargs)

@@ -94,9 +94,20 @@ class Service:
     """
     Base class of an RPC service: set C{name}, mark methods with
     L{exported}.
+
+    Override L{authorize} to choose who may call: it is asked before every
+    call from a peer, with the caller's authenticated node ID.
     """
 
     name: ClassVar[str] = ""
+
+    def authorize(self, peerNodeID: str, method: str) -> bool:
+        """
+        Whether the node C{peerNodeID} may call C{method}; a call refused
+        here is answered C{not-authorized} and never reaches the handler.
+        Everyone may, unless a subclass says otherwise.
+        """
+        return True
 
 
 @attrs.frozen
@@ -239,6 +250,8 @@ class ServiceSpec:
     name: str
     instance: object
     methods: dict[str, ExportedMethod]
+    #: The instance's authorize(peerNodeID, method), if it has one.
+    authorize: Callable[[str, str], bool] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -308,7 +321,10 @@ def inspectService(instance: object) -> ServiceSpec:
             raise ValueError(f"service {name}: {e}") from None
     if not methods:
         raise ValueError(f"service {name} exports no method (mark them with @exported)")
-    return ServiceSpec(name, instance, methods)
+    authorize = getattr(instance, "authorize", None)
+    if authorize is not None and getattr(type(instance), "authorize", None) is Service.authorize:
+        authorize = None  # the default allows everyone: skip the call
+    return ServiceSpec(name, instance, methods, authorize if callable(authorize) else None)
 
 
 def describedService(value: Any) -> tuple[str, dict[str, MethodSpec]]:
