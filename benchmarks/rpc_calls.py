@@ -11,6 +11,12 @@ The connections are set up and warmed before the clock starts; runs
 alternate appn, AMP, Foolscap, appn, AMP, Foolscap...  The same driver
 code drives all three (each is a function returning a Deferred).
 
+The sequential runs also measure the floor: a bare 21-byte round trip on
+an APPN echo session (no RPC at all), which bounds what any protocol over
+an APPN session can do one call at a time.  With C{APPN_RPC_CPU=1} it
+first prints each side's CPU microseconds per sequential call, caller and
+callee, for appn, the echo floor, AMP and Foolscap.
+
 Foolscap is a benchmark-only dependency:  python3 -m pip install foolscap
 """
 
@@ -26,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
 from twisted.internet.defer import Deferred  # noqa: E402
-from twisted.internet.protocol import Factory  # noqa: E402
+from twisted.internet.protocol import Factory, Protocol  # noqa: E402
 from twisted.internet.stdio import StandardIO  # noqa: E402
 from twisted.protocols import amp  # noqa: E402
 from twisted.protocols.basic import LineReceiver  # noqa: E402
@@ -41,9 +47,35 @@ except ImportError:  # pragma: no cover - said at startup
     Referenceable = object
     Tub = None
 
+from appnpy_echo import Echo, SimplePlugin  # noqa: E402
 from appnpy_rpc import RPCClient, RPCPlugin, Service, exported  # noqa: E402
 
 IN_FLIGHT = 100
+PAYLOAD = b"\x5a" * 21  # the size of an add(20, 22) CALL frame
+
+
+class EchoCaller(Protocol):
+    """
+    The floor: one raw write and its echo on an APPN echo session, as a
+    "call" returning a Deferred (one at a time).
+    """
+
+    def __init__(self, info: Any = None) -> None:
+        self.waiting: Deferred[None] | None = None
+        self.got = 0
+
+    def call(self) -> Deferred[None]:
+        self.waiting = Deferred()
+        self.transport.write(PAYLOAD)  # type: ignore[union-attr]
+        return self.waiting
+
+    def dataReceived(self, data: bytes) -> None:
+        self.got += len(data)
+        if self.got >= len(PAYLOAD):
+            self.got -= len(PAYLOAD)
+            d, self.waiting = self.waiting, None
+            assert d is not None
+            d.callback(None)
 
 
 class Bench(Service):
@@ -99,7 +131,7 @@ async def serve(reactor: Any) -> None:
         reactor,
         NodeConfig(dataDir=None, listen=(C.LISTEN,), api=None),
         generateIdentity(),
-        [plugin],
+        [plugin, SimplePlugin("echo", Echo)],
         muxConfig=C.muxConfig(),
         services=False,
         managePeers=False,
@@ -206,6 +238,7 @@ async def main(reactor: Any, args: Any) -> None:
         client = RPCClient(node)
         proto = await client.open(cp.peerNodeID)
         bench = await proto.service("bench")
+        echo = await node.openSession(cp.peerNodeID, "echo", EchoCaller)
         ampClient = await C.connectTLS(
             reactor, C.tlsContext(), ready["amp"], Factory.forProtocol(amp.AMP)
         )
@@ -225,18 +258,38 @@ async def main(reactor: Any, args: Any) -> None:
         for call in calls.values():
             await sequential(reactor, call, 200)
             await pipelined(reactor, call, 500)
+        await sequential(reactor, echo.call, 200)
         results: dict[str, dict[str, list[float]]] = {
             mode: {name: [] for name in calls} for mode in ("seq", "100")
         }
+        floor: list[float] = []
+        if os.environ.get("APPN_RPC_CPU"):
+            pid = ready["pid"]
+            for name, call in (
+                ("appn", calls["appn"]),
+                ("echo", echo.call),
+                ("amp", calls["amp"]),
+                ("foolscap", calls["foolscap"]),
+            ):
+                c0, s0 = C.cpuSeconds(), C.cpuSeconds(pid)
+                rate = await sequential(reactor, call, count)
+                c1, s1 = C.cpuSeconds(), C.cpuSeconds(pid)
+                C.log(
+                    f"{name}: {rate:.0f}/s, CPU us/call caller {(c1 - c0) / count * 1e6:.1f} callee {(s1 - s0) / count * 1e6:.1f}"
+                )
         for i in range(runs):
             for mode, drive in (("seq", sequential), ("100", pipelined)):
                 for name, call in calls.items():
                     results[mode][name].append(await drive(reactor, call, count))
+                if mode == "seq":
+                    floor.append(await sequential(reactor, echo.call, count))
                 C.log(
                     f"run {i + 1}/{runs} {mode:>3}: "
                     + ", ".join(f"{n} {results[mode][n][-1]:.0f}/s" for n in calls)
+                    + (f", echo-session floor {floor[-1]:.0f}/s" if mode == "seq" else "")
                 )
         proto.close()
+        echo.transport.loseConnection()
         ampClient.transport.loseConnection()
         await tub.stopService()
         await cp.close()
@@ -255,6 +308,8 @@ async def main(reactor: Any, args: Any) -> None:
             "foolscap_seq_per_s": round(med["seq"]["foolscap"]),
             "ratio_amp_seq": round(med["seq"]["appn"] / med["seq"]["amp"], 3),
             "ratio_foolscap_seq": round(med["seq"]["appn"] / med["seq"]["foolscap"], 3),
+            "echo_floor_seq_per_s": round(C.median(floor)),
+            "ratio_appn_to_floor_seq": round(med["seq"]["appn"] / C.median(floor), 3),
             "appn_100_per_s": round(med["100"]["appn"]),
             "amp_100_per_s": round(med["100"]["amp"]),
             "foolscap_100_per_s": round(med["100"]["foolscap"]),
