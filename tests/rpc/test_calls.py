@@ -33,6 +33,23 @@ class CallTests(SynchronousTestCase):
         self.line.net.flush()
         self.assertEqual(resultOf(d), 3)
 
+    def test_serviceOfferedBySeveralNodes(self) -> None:
+        """
+        With rpc:calc on B and C, A connects to a neighbour's (B).
+        """
+        from appnpy_rpc.examples import Calculator
+
+        self.line.plugins[1].expose(Calculator())
+        self.line.net.flush(advance=5)
+        calc = self.line.connect("rpc:calc")
+        self.assertEqual(calc.connection.peerNodeID, self.line.b.nodeID)
+
+    def test_serviceOnlyHere(self) -> None:
+        d = self.line.plugins[2].client().connect("rpc:slow")
+        e = self.line.failure(d)
+        self.assertEqual(e.code, "unknown-service")
+        self.assertIn("only by this node", e.message)
+
     def test_oneShotCall(self) -> None:
         """
         RPCClient(node).call connects, calls and closes.

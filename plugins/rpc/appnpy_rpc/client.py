@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from appnpy.api import INode, ISessionInfo
+from appnpy_rpc.errors import UNKNOWN_SERVICE, RPCError
 from appnpy_rpc.protocol import (
     Limits,
     PeerCounter,
@@ -58,7 +59,7 @@ class RPCClient:
         self.listServices = listServices
         self.counter = counter or PeerCounter()
         self.stats = stats or Stats()
-        self.reactor: IReactorTime = reactor or node.reactor  # type: ignore[attr-defined]
+        self.reactor: IReactorTime = reactor or node.reactor
 
     def protocol(self, info: ISessionInfo | None = None) -> RPCProtocol:
         return RPCProtocol(
@@ -125,11 +126,18 @@ class RPCClient:
 
     async def _destination(self, target: str) -> str:
         """
-        A node ID for a resource name offered by several nodes (the first
-        owner), otherwise C{target} unchanged for openSession.
+        The node to open a session to for C{target}: for a resource name,
+        one of the nodes that offer it (a neighbour if one does, otherwise
+        the lowest node ID, so the choice is stable); anything else is
+        left for openSession to resolve.
         """
-        locate = getattr(self.node, "locate", None)
-        if locate is None or not target.startswith("rpc:"):
+        if not target.startswith("rpc:"):
             return target
-        owners: list[str] = await locate(target)
-        return sorted(owners)[0] if len(owners) > 1 else target
+        owners: list[str] = await self.node.locate(target)  # type: ignore[misc]
+        others = [o for o in owners if o != self.node.nodeID]
+        if not others:
+            raise RPCError(
+                UNKNOWN_SERVICE, f"{target} is offered only by this node; call it in place"
+            )
+        neighbours = set(self.node.neighbours())
+        return min(others, key=lambda o: (o not in neighbours, o))

@@ -190,7 +190,7 @@ class RPCPlugin:
     def _reactor(self) -> IReactorTime:
         if self.node is None:
             raise SessionError("the rpc plugin is not attached to a node")
-        reactor: IReactorTime = self.node.reactor  # type: ignore[attr-defined]
+        reactor: IReactorTime = self.node.reactor
         return reactor
 
     # -- IPluginLifecycle --------------------------------------------------------------
