@@ -240,4 +240,11 @@ class OperatorTests(SynchronousTestCase):
             1,
         )
         self.assertEqual(registry.get_sample_value("appn_rpc_services"), 5)
+        # A's counters: the peer's own code is not a label.
+        callerRegistry = CollectorRegistry()
+        self.line.plugins[0].registerMetrics(callerRegistry)
+        self.assertEqual(
+            callerRegistry.get_sample_value("appn_rpc_calls_made_total", {"code": "application"}),
+            1,
+        )
         self.assertEqual(registry.get_sample_value("appn_rpc_calls_in_flight"), 0)

@@ -29,6 +29,7 @@ from appnpy_rpc.errors import (
     BAD_ARGUMENTS,
     BAD_RESULT,
     CANCELLED,
+    CODES,
     DEPTH_EXCEEDED,
     NOT_AUTHORIZED,
     REMOTE_ERROR,
@@ -116,6 +117,10 @@ class Stats:
         self.served[key] = self.served.get(key, 0) + 1
 
     def madeOne(self, code: str) -> None:
+        # Codes a peer sends are counted by name only when they are the
+        # plugin's own: a peer must not be able to grow the metrics.
+        if code != "ok" and code not in CODES:
+            code = "application"
         self.made[code] = self.made.get(code, 0) + 1
 
 
