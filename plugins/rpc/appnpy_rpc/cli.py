@@ -34,7 +34,7 @@ def addCommands(
     ls.add_argument("--json", dest="rpcJSON", action="store_true", help="JSON output")
     call = sub.add_parser("call", help="call a method; each ARG is one JSON value")
     call.add_argument("service", help="rpc:NAME or NAME")
-    call.add_argument("method")
+    call.add_argument("method", help="the method's name (appn rpc ls shows them)")
     call.add_argument(
         "args", nargs="*", metavar="ARG", help='a JSON value: 1, "text", [1, 2], {"$bytes": "aGk="}'
     )
