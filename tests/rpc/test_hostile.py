@@ -125,6 +125,20 @@ class HostileTests(SynchronousTestCase):
         self.assertEqual(self.line.plugins[2].stats.protocolErrors, len(cases))
         self.assertEqual(self.line.plugins[2].sessions, set())
 
+    def test_oneErrorPerSession(self) -> None:
+        """
+        After the first bad frame nothing more the peer sends is read: one
+        protocol error, one log line, however much garbage follows.
+        """
+        raw = self.raw()
+        valid = frameOf([0, 1, "calc", "add", [1, 2], {}, 1, 1000])
+        raw.transport.write(frameOf([9]) + valid + b"\xff" * 1000)  # type: ignore[union-attr]
+        raw.transport.write(valid + b"\x00\x10\x00\x00" * 100)  # type: ignore[union-attr]
+        self.line.net.flush()
+        self.assertEqual(self.line.plugins[2].stats.protocolErrors, 1)
+        self.assertEqual(raw.answers, [])
+        self.assertClosed(raw, "unknown message type")
+
     def test_duplicateCallID(self) -> None:
         raw = self.raw()
         call = frameOf([0, 7, "slow", "wait", ["x"], {}, 1, 60000])

@@ -206,6 +206,7 @@ class RPCProtocol(Protocol):
         # buffer is bounded by the limit, not by how fast it sends.
         self._paused = False
         self._queued: list[list[Any]] = []
+        self._broken = False
 
     # -- connection --------------------------------------------------------------
 
@@ -258,7 +259,8 @@ class RPCProtocol(Protocol):
             transport.loseConnectionWithReason("protocol-error", detail[:200])
         else:
             transport.loseConnection()
-        self._reader = FrameReader(0)
+        # Nothing more from this peer is read while the session closes.
+        self._broken = True
 
     # -- IPushProducer: our transport tells us its write buffer is full ----------
 
@@ -267,10 +269,8 @@ class RPCProtocol(Protocol):
 
     def resumeProducing(self) -> None:
         self._paused = False
-        queued, self._queued = self._queued, []
-        for message in queued:
-            if not self.connected:
-                return
+        while self._queued and not self._paused and self.connected:
+            message = self._queued.pop(0)
             self.counter.release(self.peerNodeID)
             self._serveCall(message)
 
@@ -280,6 +280,8 @@ class RPCProtocol(Protocol):
     # -- receiving -----------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if self._broken:
+            return
         try:
             bodies = self._reader.feed(data)
         except WireError as e:
