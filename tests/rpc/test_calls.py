@@ -431,6 +431,22 @@ class InFlightTests(SynchronousTestCase):
         line.net.flush()
         self.assertEqual([resultOf(d) for d in ds], [f"answer {i}" for i in range(200)])
 
+    def test_deadlinesStayBounded(self) -> None:
+        """
+        Thousands of calls answered in time leave no per-call timer and a
+        bounded deadline heap behind.
+        """
+        line = Line()
+        calc = line.connect("rpc:calc")
+        proto = calc.connection
+        before = len(line.net.clock.getDelayedCalls())
+        for i in range(3000):
+            d = calc.call("add", i, 1)
+            line.net.flush()
+            self.assertEqual(resultOf(d), i + 1)
+        self.assertLessEqual(len(proto._deadlines), 4 * proto.inFlight() + 65)
+        self.assertLessEqual(len(line.net.clock.getDelayedCalls()), before + 1)
+
     def test_perPeerLimit(self) -> None:
         """
         Over max-calls-in-flight from one peer node, across its sessions,
