@@ -297,6 +297,13 @@ async def main(reactor: Any, args: Any) -> None:
         peer.transport.closeStdin()
         await peer.ended
     med = {mode: {n: C.median(v) for n, v in r.items()} for mode, r in results.items()}
+
+    def paired(mode: str, other: str) -> float:
+        # The median of each run's own ratio: the two sides of a pair ran
+        # back to back, so a drift of the machine between runs cancels out.
+        r = results[mode]
+        return round(C.median([x / y for x, y in zip(r["appn"], r[other], strict=True)]), 3)
+
     C.emit(
         {
             "benchmark": "rpc_calls",
@@ -315,6 +322,10 @@ async def main(reactor: Any, args: Any) -> None:
             "foolscap_100_per_s": round(med["100"]["foolscap"]),
             "ratio_amp_100": round(med["100"]["appn"] / med["100"]["amp"], 3),
             "ratio_foolscap_100": round(med["100"]["appn"] / med["100"]["foolscap"], 3),
+            "paired_ratio_amp_seq": paired("seq", "amp"),
+            "paired_ratio_foolscap_seq": paired("seq", "foolscap"),
+            "paired_ratio_amp_100": paired("100", "amp"),
+            "paired_ratio_foolscap_100": paired("100", "foolscap"),
             "goal_amp": 0.8,
             "goal_foolscap": 2.0,
             "runs_per_s": {
