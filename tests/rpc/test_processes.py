@@ -13,7 +13,7 @@ import os
 from appnpy_rpc import RPCClient, Service, exported
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from appnpy.link.identity import generateIdentity
 from appnpy.node import buildNode
@@ -42,6 +42,10 @@ class RPCProcessTests(TestCase):
     timeout = 120
 
     def test_lineOfThree(self) -> None:
+        from importlib.metadata import entry_points
+
+        if not any(ep.name == "rpc" for ep in entry_points(group="appnpy.session_plugins")):
+            raise SkipTest("appnpy-rpc is not installed: pip install -e ./plugins/rpc")
         return run(self._lineOfThree())
 
     async def _lineOfThree(self) -> None:
