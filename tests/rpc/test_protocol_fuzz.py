@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from appnpy_rpc.accounting import Limits, PeerCounter
 from appnpy_rpc.examples import Calculator
-from appnpy_rpc.protocol import Limits, PeerCounter, RPCProtocol
+from appnpy_rpc.protocol import RPCProtocol
 from appnpy_rpc.service import inspectService
 from appnpy_rpc.wire import FrameReader, decodeBody, frame
 from hypothesis import given, settings

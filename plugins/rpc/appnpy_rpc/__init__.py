@@ -20,10 +20,11 @@ and a caller, anywhere in the network::
 docs/rpc.md is the guide; docs/protocol.md section 20 the wire protocol.
 """
 
+from appnpy_rpc.accounting import Limits
 from appnpy_rpc.client import RPCClient
 from appnpy_rpc.errors import RPCError
 from appnpy_rpc.plugin import RPCPlugin, __version__
-from appnpy_rpc.protocol import Limits, RemoteService, RPCProtocol
+from appnpy_rpc.protocol import RemoteService, RPCProtocol
 from appnpy_rpc.service import Caller, Service, exported
 
 __all__ = [

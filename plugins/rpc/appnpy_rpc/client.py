@@ -19,16 +19,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from appnpy.api import INode, ISessionInfo
+from appnpy_rpc.accounting import Limits, PeerCounter, Stats
 from appnpy_rpc.errors import UNKNOWN_SERVICE, RPCError
-from appnpy_rpc.protocol import (
-    Limits,
-    PeerCounter,
-    RemoteService,
-    RPCProtocol,
-    ServiceList,
-    ServiceLookup,
-    Stats,
-)
+from appnpy_rpc.protocol import RemoteService, RPCProtocol, ServiceList, ServiceLookup
 
 #: The RPC protocol version, carried in BIND's parameters.
 PROTOCOL_VERSION = 1

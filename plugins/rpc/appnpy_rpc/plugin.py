@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -37,6 +37,7 @@ from appnpy.api import (
     implementer,
 )
 from appnpy_rpc import data
+from appnpy_rpc.accounting import Limits, PeerCounter, Stats
 from appnpy_rpc.cli import addCommands
 from appnpy_rpc.client import PROTOCOL_VERSION, RPCClient
 from appnpy_rpc.errors import (
@@ -47,7 +48,7 @@ from appnpy_rpc.errors import (
 )
 from appnpy_rpc.jsondata import fromJSON, toJSON
 from appnpy_rpc.metrics import RPCCollector
-from appnpy_rpc.protocol import Limits, PeerCounter, RPCProtocol, Stats
+from appnpy_rpc.protocol import RPCProtocol
 from appnpy_rpc.service import Caller, MethodSpec, ServiceSpec, currentDepth, inspectService
 
 __version__ = "0.1.0"
@@ -97,8 +98,6 @@ class _NoCallback:
     """
 
     def call(self, service: str, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
-        from twisted.internet.defer import fail
-
         return fail(
             RPCError(UNKNOWN_SERVICE, "a call from the management API cannot be called back")
         )
