@@ -16,7 +16,6 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from appnpy.api import (
-    APIError,
     ConfigurationError,
     IAPIRoutesPlugin,
     ICommandPlugin,
@@ -27,11 +26,8 @@ from appnpy.api import (
     ISessionInfo,
     ISessionPlugin,
     IStatusPagePlugin,
-    NoRoute,
-    NoSuchNode,
     PageSection,
     PluginRequest,
-    ResourceNotFound,
     SessionError,
     SessionRefused,
     implementer,
@@ -46,10 +42,10 @@ from appnpy_rpc.errors import (
     UNKNOWN_SERVICE,
     RPCError,
 )
-from appnpy_rpc.jsondata import fromJSON, toJSON
 from appnpy_rpc.metrics import RPCCollector
 from appnpy_rpc.protocol import RPCProtocol
-from appnpy_rpc.service import Caller, MethodSpec, ServiceSpec, currentDepth, inspectService
+from appnpy_rpc.routes import APIRoutes
+from appnpy_rpc.service import Caller, ServiceSpec, currentDepth, inspectService
 
 __version__ = "0.1.0"
 #: Entry-point group of services a node enables by name.
@@ -283,69 +279,8 @@ class RPCPlugin:
     # -- IAPIRoutesPlugin ----------------------------------------------------------------
 
     def apiRoutes(self) -> Mapping[tuple[str, str], Callable[[PluginRequest], object]]:
-        return {("GET", "services"): self._apiServices, ("POST", "call"): self._apiCall}
-
-    async def _apiServices(self, request: PluginRequest) -> object:
-        target = request.query.get("node")
-        if not target:
-            return {
-                "node": self.node.nodeID if self.node else "",
-                "services": [
-                    _describeJSON(s.name, {m: e.spec for m, e in s.methods.items()})
-                    for s in self.services.values()
-                ],
-            }
-        try:
-            proto = await self.client().open(target)
-        except Exception as e:
-            raise _apiError(e) from None
-        try:
-            described = await proto.describe(None)
-        except RPCError as e:
-            raise _apiError(e) from None
-        finally:
-            proto.close()
-        return {
-            "node": proto.peerNodeID,
-            "services": [_describeJSON(name, methods) for name, methods in described],
-        }
-
-    async def _apiCall(self, request: PluginRequest) -> object:
-        body = request.body
-        service, method = body.get("service"), body.get("method")
-        args, kwargs = body.get("args", []), body.get("kwargs", {})
-        target, timeout = body.get("node"), body.get("timeout")
-        if not isinstance(service, str) or not isinstance(method, str):
-            raise APIError(400, "bad-request", "service and method must be text")
-        if not isinstance(args, list) or not isinstance(kwargs, dict):
-            raise APIError(400, "bad-request", "args must be a list and kwargs a map")
-        if target is not None and not isinstance(target, str):
-            raise APIError(400, "bad-request", "node must be text")
-        if timeout is not None and (type(timeout) not in (int, float) or not 0 < timeout <= 50):
-            raise APIError(400, "bad-request", "timeout must be a number of seconds, 0 < t <= 50")
-        name = service[4:] if service.startswith("rpc:") else service
-        try:
-            args, kwargs = fromJSON(args), fromJSON(kwargs)
-        except data.Mismatch as e:
-            raise APIError(400, "bad-request", str(e)) from None
-        try:
-            if not target and name in self.services:
-                result = await self.callLocal(name, method, args, kwargs)
-                node = self.node.nodeID if self.node else ""
-            else:
-                client = self.client()
-                proto = await client.open(target or f"rpc:{name}")
-                try:
-                    remote = await proto.service(name)
-                    if timeout is not None:
-                        remote = remote.withTimeout(float(timeout))
-                    result = await remote.call(method, *args, **kwargs)
-                finally:
-                    proto.close()
-                node = proto.peerNodeID
-        except Exception as e:
-            raise _apiError(e) from None
-        return {"node": node, "service": name, "method": method, "result": toJSON(result)}
+        routes = APIRoutes(self)
+        return {("GET", "services"): routes.services, ("POST", "call"): routes.call}
 
     # -- ICommandPlugin --------------------------------------------------------------------
 
@@ -371,30 +306,3 @@ class RPCPlugin:
 
     def registerMetrics(self, registry: Any) -> None:
         registry.register(RPCCollector(self))
-
-
-def _describeJSON(name: str, methods: dict[str, MethodSpec]) -> dict[str, Any]:
-    return {
-        "service": name,
-        "methods": [
-            {**m.toWire(), "signature": m.format()}
-            for m in sorted(methods.values(), key=lambda m: m.name)
-        ],
-    }
-
-
-def _apiError(e: Exception) -> APIError:
-    if isinstance(e, RPCError):
-        return APIError(502, e.code, e.message or e.code)
-    if isinstance(e, SessionRefused):
-        return APIError(502, e.reason, str(e))
-    if isinstance(e, APIError):
-        return e
-    if isinstance(e, ResourceNotFound):
-        return APIError(404, "resource-not-found", str(e))
-    if isinstance(e, NoSuchNode):
-        return APIError(404, "no-such-node", str(e))
-    if isinstance(e, NoRoute):
-        return APIError(502, "no-route", str(e))
-    code = getattr(e, "reason", None)
-    return APIError(502, code if isinstance(code, str) else "unreachable", str(e))
