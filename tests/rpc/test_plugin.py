@@ -147,6 +147,11 @@ class OperatorTests(SynchronousTestCase):
         out = runCommand(self.api, "rpc", "ls")
         self.assertEqual(out, "rpc:bounce\n  bounce(n: int) -> int\n")
 
+    def test_lsThisNodeByName(self) -> None:
+        self.assertEqual(
+            runCommand(self.api, "rpc", "ls", "LAB.A"), "rpc:bounce\n  bounce(n: int) -> int\n"
+        )
+
     def test_lsRemote(self) -> None:
         out = runCommand(self.api, "rpc", "ls", "LAB.C")
         self.assertIn("rpc:calc\n  add(a: int, b: int) -> int    The sum of a and b.\n", out)

@@ -34,6 +34,12 @@ class APIRoutes:
 
     async def services(self, request: PluginRequest) -> object:
         target = request.query.get("node")
+        if target and self.plugin.node is not None:
+            try:
+                if self.plugin.node.resolveNode(target) == self.plugin.node.nodeID:
+                    target = None  # this node itself
+            except Exception:
+                pass  # not known here: open() will locate it, or say why not
         if not target:
             return {
                 "node": self.plugin.node.nodeID if self.plugin.node else "",
