@@ -32,15 +32,18 @@ class APIRoutes:
     def __init__(self, plugin: RPCPlugin) -> None:
         self.plugin = plugin
 
+    def _isSelf(self, target: str) -> bool:
+        node = self.plugin.node
+        if node is None:
+            return False
+        try:
+            return node.resolveNode(target) == node.nodeID
+        except Exception:
+            return False  # not known here: open() will locate it, or say why not
+
     async def services(self, request: PluginRequest) -> object:
         target = request.query.get("node")
-        if target and self.plugin.node is not None:
-            try:
-                if self.plugin.node.resolveNode(target) == self.plugin.node.nodeID:
-                    target = None  # this node itself
-            except Exception:
-                pass  # not known here: open() will locate it, or say why not
-        if not target:
+        if not target or self._isSelf(target):
             return {
                 "node": self.plugin.node.nodeID if self.plugin.node else "",
                 "services": [
@@ -82,7 +85,7 @@ class APIRoutes:
         except data.Mismatch as e:
             raise APIError(400, "bad-request", str(e)) from None
         try:
-            if not target and name in self.plugin.services:
+            if (not target or self._isSelf(target)) and name in self.plugin.services:
                 result = await self.plugin.callLocal(name, method, args, kwargs)
                 node = self.plugin.node.nodeID if self.plugin.node else ""
             else:
