@@ -37,7 +37,7 @@ class APIRoutes:
         if node is None:
             return False
         try:
-            return node.resolveNode(target) == node.nodeID
+            return bool(node.resolveNode(target) == node.nodeID)
         except Exception:
             return False  # not known here: open() will locate it, or say why not
 
