@@ -7,6 +7,7 @@ the limits.
 from __future__ import annotations
 
 from appnpy_rpc import RPCClient, RPCError, Service, exported
+from appnpy_rpc.examples import Calculator
 from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -37,8 +38,6 @@ class CallTests(SynchronousTestCase):
         """
         With rpc:calc on B and C, A connects to a neighbour's (B).
         """
-        from appnpy_rpc.examples import Calculator
-
         self.line.plugins[1].expose(Calculator())
         self.line.net.flush(advance=5)
         calc = self.line.connect("rpc:calc")
@@ -242,6 +241,25 @@ class CallbackTests(SynchronousTestCase):
         line.result(other.call("set", "colour", "red"))
         line.net.flush()
         self.assertEqual(line.kv.watchers, {})
+
+    def test_bothSidesCallAtOnce(self) -> None:
+        """
+        Both ends call each other at the same moment with the same ids (each
+        counts from 0): the id spaces are separate, every answer reaches its
+        own caller.
+        """
+        line = Line()
+        calcOnC = line.connectC("calc")
+        proto = calcOnC.connection
+        (served,) = [p for p in line.plugins[2].sessions if p.peerNodeID == line.a.nodeID]
+        served.local.clear()
+        line.plugins[0].expose(Calculator())
+        fromA = [calcOnC.call("add", i, 100) for i in range(20)]
+        fromC = [served.call("calc", "add", i, 1000) for i in range(20)]
+        line.net.flush()
+        self.assertEqual([resultOf(d) for d in fromA], [i + 100 for i in range(20)])
+        self.assertEqual([resultOf(d) for d in fromC], [i + 1000 for i in range(20)])
+        self.assertEqual((proto.inFlight(), served.inFlight()), (0, 0))
 
     def test_serverCallsTheClientsNodeServices(self) -> None:
         """
