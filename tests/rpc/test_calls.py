@@ -6,7 +6,7 @@ the limits.
 
 from __future__ import annotations
 
-from appnpy_rpc import RPCClient, RPCError, Service, exported
+from appnpy_rpc import Caller, RPCClient, RPCError, Service, exported
 from appnpy_rpc.examples import Calculator
 from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
@@ -285,6 +285,38 @@ class DepthTests(SynchronousTestCase):
         self.assertEqual(e.code, "depth-exceeded")
         for p in line.plugins:
             self.assertEqual(p.counter.inFlight, {})
+
+    def test_callerCarriesTheDepthLater(self) -> None:
+        """
+        A Caller kept and used later (from a timer, outside the handler)
+        still calls back with its call's depth plus one.
+        """
+        line = Line()
+        kept = []
+        depths = []
+
+        class Later(Service):
+            name = "later"
+
+            @exported
+            def remember(self, caller: Caller) -> None:
+                kept.append(caller)
+
+        class Probe(Service):
+            name = "probe"
+
+            @exported
+            def depth(self, caller: Caller) -> int:
+                depths.append(caller.depth)
+                return caller.depth
+
+        line.plugins[2].expose(Later())
+        line.net.flush(advance=5)
+        later = line.connect("rpc:later", expose=[Probe()])
+        line.result(later.call("remember"))
+        line.net.clock.callLater(1, lambda: kept[0].call("probe", "depth"))
+        line.net.flush(advance=2)
+        self.assertEqual(depths, [2])
 
     def test_depthCarriedAcrossSessions(self) -> None:
         """
