@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from appnpy_rpc.accounting import Limits, PeerCounter
+from appnpy_rpc.errors import RPCError
 from appnpy_rpc.examples import Calculator
 from appnpy_rpc.protocol import RPCProtocol
 from appnpy_rpc.service import inspectService
@@ -26,11 +27,13 @@ class FakeSession:
 
     def __init__(self) -> None:
         self.written = b""
+        self.writes = 0
         self.closed = False
         self.reason = ""
 
     def write(self, data: bytes) -> None:
         self.written += data
+        self.writes += 1
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         pass
@@ -91,4 +94,33 @@ class ProtocolFuzz(SynchronousTestCase):
         proto.connectionLost()
         self.assertEqual(counter.inFlight, {})
         self.assertEqual(proto.serving(), 0)
+        self.flushLoggedErrors()
+
+
+class BatchingTests(SynchronousTestCase):
+    def test_answersToOneReadGoOutInOneWrite(self) -> None:
+        """
+        The answers to every call a read delivered, and calls made from
+        their callbacks, leave in one write.
+        """
+        calc = inspectService(Calculator())
+        proto = RPCProtocol(Clock(), Limits(), {"calc": calc}.get)
+        session = FakeSession()
+        proto.makeConnection(session)  # type: ignore[arg-type]
+        proto.dataReceived(
+            b"".join(frame([0, i, "calc", "add", [i, 1], {}, 1, 1000]) for i in range(10))
+        )
+        self.assertEqual(session.writes, 1)
+        answers = [decodeBody(b) for b in FrameReader().feed(session.written)]
+        self.assertEqual(answers, [[1, i, i + 1] for i in range(10)])
+        # A call made while handling an answer joins the same write.
+        d = proto.callRemote("calc", "add", [1, 2], {})
+        self.assertEqual(session.writes, 2)
+        d.addCallback(lambda _: proto.callRemote("calc", "add", [3, 4], {}))
+        d.addErrback(lambda f: f.trap(RPCError))  # session-closed at the end
+        proto.dataReceived(frame([1, 0, 3]) + frame([0, 99, "calc", "add", [5, 5], {}, 1, 1000]))
+        self.assertEqual(session.writes, 3)
+        tail = [decodeBody(b) for b in FrameReader().feed(session.written)][-2:]
+        self.assertEqual([m[0] for m in tail], [0, 1])
+        proto.connectionLost()
         self.flushLoggedErrors()

@@ -143,6 +143,7 @@ class RPCProtocol(Protocol):
         self._paused = False
         self._queued: list[list[Any]] = []
         self._broken = False
+        self._out: list[bytes] | None = None
 
     # -- connection --------------------------------------------------------------
 
@@ -186,6 +187,8 @@ class RPCProtocol(Protocol):
             self.transport.loseConnection()
 
     def _protocolError(self, detail: str) -> None:
+        # Answers already made go out before the session closes.
+        self._flush()
         self.stats.protocolErrors += 1
         self.log.warn(
             "rpc: closing session with {peer}: {detail}", peer=self.peerNodeID, detail=detail
@@ -223,8 +226,22 @@ class RPCProtocol(Protocol):
         except WireError as e:
             self._protocolError(str(e))
             return
+        if self._out is not None:
+            self._handle(bodies)  # re-entered: the outer call flushes
+            return
+        # Everything written while these frames are handled (answers, and
+        # calls made from their callbacks) goes out in one write: with many
+        # calls in flight that is one multiplexer frame and one TLS record
+        # instead of one per message.
+        self._out = []
+        try:
+            self._handle(bodies)
+        finally:
+            self._flush()
+
+    def _handle(self, bodies: list[bytes]) -> None:
         for body in bodies:
-            if not self.connected:
+            if not self.connected or self._broken:
                 return
             try:
                 message = decodeBody(body)
@@ -330,8 +347,18 @@ class RPCProtocol(Protocol):
         return spec
 
     def _send(self, message: list[Any]) -> None:
-        if self.connected and self.transport is not None:
-            self.transport.write(frame(message))
+        self._write(frame(message))
+
+    def _write(self, data: bytes) -> None:
+        if self._out is not None:
+            self._out.append(data)
+        elif self.connected and self.transport is not None:
+            self.transport.write(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, None
+        if out and self.connected and self.transport is not None:
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
     def _refuse(self, callID: int, service: str, code: str, message: str) -> None:
         self.stats.servedOne(service, code)
@@ -448,8 +475,7 @@ class RPCProtocol(Protocol):
             self._refuse(callID, serviceName, BAD_RESULT, f"{spec.name}: {e}")
             return
         self.stats.servedOne(serviceName, "ok")
-        if self.connected and self.transport is not None:
-            self.transport.write(encoded)
+        self._write(encoded)
 
     def _answerFailure(
         self, callID: int, serviceName: str, methodName: str, failure: Failure
@@ -571,8 +597,7 @@ class RPCProtocol(Protocol):
         elif len(self._deadlines) > 4 * len(self._pending) + 64:
             self._deadlines = [(p.deadline, i) for i, p in self._pending.items()]
             heapify(self._deadlines)
-        assert self.transport is not None
-        self.transport.write(encoded)
+        self._write(encoded)
         return d
 
     def _expire(self) -> None:
