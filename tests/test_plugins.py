@@ -100,6 +100,19 @@ class SessionPluginDiscoveryTests(SynchronousTestCase):
         self.assertIn("ISessionPlugin", str(e))
 
 
+    def test_classMadeForEachNode(self) -> None:
+        """
+        An entry point naming a plugin class gives every load (every node) a
+        fresh object, so per-node state is never shared.
+        """
+        from appnpy_echo import EchoPlugin
+
+        named = FakeEntryPoint("echo", "e:EchoPlugin", FakeDistribution("e", "1"), EchoPlugin)
+        self.patch(plugins, "availablePlugins", lambda: {"echo": named})
+        first, second = plugins.loadPlugin("echo"), plugins.loadPlugin("echo")
+        self.assertIsInstance(first, EchoPlugin)
+        self.assertIsNot(first, second)
+
 class ExtensionPointTests(SynchronousTestCase):
     def test_echoProvidesEveryExtensionPoint(self) -> None:
         """

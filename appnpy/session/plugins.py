@@ -68,6 +68,11 @@ def loadPlugin(name: str) -> ISessionPlugin:
         raise PluginError(f"no session plugin {name!r} is installed (installed: {known})")
     try:
         plugin: ISessionPlugin = ep.load()
+        # An entry point may name a class: a plugin that keeps state for the
+        # node it serves (shares, rooms, services) gets a fresh object for
+        # every node, even when one process runs several.
+        if isinstance(plugin, type):
+            plugin = plugin()
     except Exception as e:
         raise PluginError(f"plugin {name!r} from {_origin(ep)} failed to load: {e!r}") from None
     checkPlugin(plugin, _origin(ep))

@@ -72,9 +72,10 @@ class ChatPlugin:
     The chat plugin.  Each node it is attached to gets its own
     L{ChatService} (sessions find theirs by the local node ID); the
     operator's tools (API, page, metrics) show the first one, which is the
-    only one in a C{twist appnnode} process.  C{detach} carries no node, so
-    it stops every service: an embedding that runs several nodes at once
-    gives each its own C{ChatPlugin()}.
+    only one in a C{twist appnnode} process.  The entry point names this
+    class, so every node loaded from it gets its own object.  C{detach}
+    carries no node, so it stops every service: an embedding that runs
+    several nodes at once gives each its own C{ChatPlugin()}.
     """
 
     name = "chat"
@@ -254,5 +255,5 @@ class _ChatCollector(Collector):
         yield from (sent, delivered, dropped, rooms, members)
 
 
-#: The object the entry point names.
+#: A ready plugin object for embeddings (the entry point names the class).
 chatPlugin = ChatPlugin()
