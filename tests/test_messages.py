@@ -23,6 +23,7 @@ from appnpy.cp.messages import (
     SessionStarted,
     UnknownMessage,
     decodeBody,
+    decodeCBOR,
     encodeBody,
     encodeMessage,
 )
@@ -320,3 +321,18 @@ class HelloForwardCompatibility(SynchronousTestCase):
         self.assertIsInstance(hello, Hello)
         self.assertTrue(verifySignature(hello.public_key, hello.signature, hello.signedBytes()))
         self.assertNotIn("received", hello.toWire())
+
+
+class TagTests(SynchronousTestCase):
+    def test_everyTagRefused(self) -> None:
+        """
+        No CBOR tag decodes, including the ones cbor2 handles itself without
+        asking a tag hook (dates, bignums, sets, shared references...): a
+        peer cannot slip a datetime, a set or a second spelling of an int
+        into a message.
+        """
+        payloads = [1, b"\x01", [1, 2], "2020-01-01T00:00:00Z"]
+        for tag in range(70000):
+            for payload in payloads if tag < 300 or tag in (1004, 43000, 55799) else payloads[:1]:
+                data = cbor2.dumps(cbor2.CBORTag(tag, payload))
+                self.assertRaises(ProtocolError, decodeCBOR, data, 8)
