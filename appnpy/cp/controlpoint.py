@@ -241,6 +241,9 @@ class ControlPoint:
         )
         signature = host.identity.sign(hello.signedBytes())
         self.sendControl(attrs.evolve(hello, signature=signature))
+        # An RTT from the first round trip, so that failure detection
+        # times this link by its own RTT from the start.
+        self.mux.measureRtt()
 
     def sendControl(self, msg: Message) -> None:
         """
