@@ -788,6 +788,8 @@ def buildNode(
         or MuxConfig(
             keepaliveInterval=config.keepaliveInterval,
             keepaliveTimeout=config.keepaliveTimeout,
+            suspectMinimum=config.suspectMinimum,
+            deadFactor=config.deadFactor,
         ),
         handshakeTimeout=handshakeTimeout,
     )

@@ -1252,12 +1252,17 @@ class Multiplexer:
 
     def _startWait(self) -> None:
         # Something went out that the peer is expected to react to.  One
-        # timer at a time: it finds the current wait when it fires.
-        self._waitSince = self._reactor.seconds()
-        if self._failureCall is None and self.config.suspectMinimum > 0 and not self._closed:
-            self._failureCall = self._reactor.callLater(
-                self.suspectTimeout() / 2, self._failureCheck
-            )
+        # timer at a time: it finds the current wait when it fires (moved
+        # earlier if it was set for a longer timeout than this wait's).
+        self._waitSince = now = self._reactor.seconds()
+        if self.config.suspectMinimum <= 0 or self._closed:
+            return
+        delay = self.suspectTimeout() / 2
+        call = self._failureCall
+        if call is None:
+            self._failureCall = self._reactor.callLater(delay, self._failureCheck)
+        elif call.getTime() > now + delay:
+            call.reset(delay)
 
     def _probed(self) -> None:
         # A Ping went out: its answer is certain while the peer is alive.
