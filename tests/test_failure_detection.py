@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.api import SessionClosed, SessionRefused
 from appnpy.errors import LinkError
-from appnpy.link.yamux import MuxConfig, Multiplexer
+from appnpy.link.yamux import Multiplexer, MuxConfig
 from appnpy.node import Node
 from appnpy.testing import MemoryLink, MemoryNetwork, resultOf
 
@@ -354,9 +354,11 @@ class RouteTests(Harness):
         start = self.net.clock.seconds()
         assert d.topology is not None
         self.runUntil(
-            lambda: d.topology is not None
-            and list(d.topology.selectRoute(d.nodeID, a.nodeID).hops)
-            == [d.nodeID, c.nodeID, b.nodeID, a.nodeID],
+            lambda: (
+                d.topology is not None
+                and list(d.topology.selectRoute(d.nodeID, a.nodeID).hops)
+                == [d.nodeID, c.nodeID, b.nodeID, a.nodeID]
+            ),
             10,
         )
         self.assertLess(self.net.clock.seconds() - start, 0.1)

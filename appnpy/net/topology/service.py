@@ -637,9 +637,7 @@ class TopologyDatabase(Service):
         answering while something waits on them; see
         L{appnpy.link.yamux.Multiplexer.suspectTimeout}), as node-ID pairs.
         """
-        return [
-            (self.nodeID, peer) for peer, cp in self.links.links.items() if cp.mux.suspected
-        ]
+        return [(self.nodeID, peer) for peer, cp in self.links.links.items() if cp.mux.suspected]
 
     def selectRoute(self, origin: str, destination: str, cos: str | None = None) -> Route:
         """
