@@ -68,6 +68,9 @@ class LinkProtocol(AuthenticatedProtocol):
         """
         if self.transport is None or self.lost:
             return
+        if self.mux is not None:
+            # Frames the multiplexer collected during this read go first.
+            self.mux.flush()
         cast(IConsumer, self.transport).unregisterProducer()
         self.transport.loseConnection()
 

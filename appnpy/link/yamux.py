@@ -108,6 +108,10 @@ SEND_LOW_WATER = SEND_HIGH_WATER // 2
 # reader, limits the stream.
 _UNKNOWN_RTT_GROWTH_INTERVAL = 0.005
 
+# Frames shorter than this written while a read is parsed are collected and
+# written together when it is done; longer ones (bulk data) go at once.
+_COALESCE_BELOW = 16 * 1024
+
 # The suspicion timeout before any RTT has been measured (RFC 2988's
 # initial RTO): the link-up ping gives a measurement one round trip later.
 _UNMEASURED_SUSPECT_TIMEOUT = 3.0
@@ -491,7 +495,11 @@ class Stream:
             self._sendWindow -= n
             self.bytesSent += n
             mux.bytesSent += n
-            mux.transport.write(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + data)
+            out = mux._out
+            if out is not None and n < _COALESCE_BELOW:
+                out.append(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + data)
+            else:
+                mux._send(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + data)
             if mux._waitSince is None:
                 mux._startWait()
             self._pullIfDrained()
@@ -536,7 +544,7 @@ class Stream:
         self.bytesSent += n
         mux.bytesSent += n
         mux._budget.free(n)
-        mux.transport.write(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + chunk)
+        mux._send(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + chunk)
         if mux._waitSince is None:
             mux._startWait()
         if not buf:
@@ -829,6 +837,8 @@ class Multiplexer:
         # Pings: opaque value -> (send time, waiting Deferreds).
         self._pings: dict[int, tuple[float, list[Deferred[float]]]] = {}
         self._pingCounter = 0
+        # Frames collected while a read is parsed (see _send); None outside.
+        self._out: list[bytes] | None = None
         self._lastReceived = reactor.seconds()
         # Failure detection (MuxConfig.suspectMinimum): when the current wait
         # for the peer began (None: nothing sent since the last frame
@@ -934,11 +944,20 @@ class Multiplexer:
         if self._waitSince is not None:
             # Any frame shows the link alive, whatever it answers.
             self._answered()
+        if self._out is not None:
+            # Re-entered: the outer call writes what both collect.
+            nested = True
+        else:
+            nested = False
+            self._out = []
         try:
             frames = self._parse(data)
         except ProtocolError as e:
             self._protocolError(e)
             return
+        finally:
+            if not nested:
+                self.flush()
         rate = self._frameRate
         if rate and frames:
             # The frame budget, charged once per read: a flood of tiny frames
@@ -1053,7 +1072,7 @@ class Multiplexer:
                     # paused link costs nothing.
                     self._pingAck = length
                 else:
-                    self.transport.write(_pack(VERSION, TYPE_PING, FLAG_ACK, 0, length))
+                    self._send(_pack(VERSION, TYPE_PING, FLAG_ACK, 0, length))
             elif flags & FLAG_ACK:
                 self._pong(length)
         else:
@@ -1077,6 +1096,32 @@ class Multiplexer:
 
     # -- sending: link backpressure and fairness ------------------------------
 
+    def _send(self, frame: bytes) -> None:
+        # While frames are parsed, what they make us write (ACKs, window
+        # updates, replies the protocols write at once) is collected and
+        # written as one piece when the read is done: one TLS record and one
+        # read at the peer instead of one per frame.  A large frame is
+        # written at once (after what was collected), never copied.
+        out = self._out
+        if out is None:
+            self.transport.write(frame)
+        elif len(frame) < _COALESCE_BELOW:
+            out.append(frame)
+        else:
+            self.flush()
+            self._out = []
+            self.transport.write(frame)
+
+    def flush(self) -> None:
+        """
+        Write the frames collected while parsing now (the link protocol
+        calls this before it closes the transport); later frames are written
+        as they come until the next read.
+        """
+        out, self._out = self._out, None
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
     def pauseProducing(self) -> None:
         """
         The link transport is full: streams buffer until resumed.
@@ -1095,7 +1140,7 @@ class Multiplexer:
         self._backlog = 0
         if self._pingAck is not None:
             opaque, self._pingAck = self._pingAck, None
-            self.transport.write(_pack(VERSION, TYPE_PING, FLAG_ACK, 0, opaque))
+            self._send(_pack(VERSION, TYPE_PING, FLAG_ACK, 0, opaque))
         if self._readStopped:
             self._readStopped = False
             self._resumeReading()
@@ -1119,7 +1164,7 @@ class Multiplexer:
         an ACK or RST): past C{maxControlBacklog} bytes we stop reading the
         link until it drains, so the pile stays bounded.
         """
-        self.transport.write(frame)
+        self._send(frame)
         if self._paused and not self._closed:
             self._backlog += len(frame)
             if self._backlog > self.config.maxControlBacklog and not self._readStopped:
@@ -1192,7 +1237,7 @@ class Multiplexer:
         self._pingCounter = opaque = (self._pingCounter + 1) & _MAX_U32
         waiters: list[Deferred[float]] = []
         self._pings[opaque] = (self._reactor.seconds(), waiters)
-        self.transport.write(_pack(VERSION, TYPE_PING, FLAG_SYN, 0, opaque))
+        self._send(_pack(VERSION, TYPE_PING, FLAG_SYN, 0, opaque))
         return waiters
 
     def _measureRtt(self) -> None:
@@ -1346,7 +1391,7 @@ class Multiplexer:
         if self._closed or self._goAwaySent:
             return
         self._goAwaySent = True
-        self.transport.write(_pack(VERSION, TYPE_GO_AWAY, 0, 0, code))
+        self._send(_pack(VERSION, TYPE_GO_AWAY, 0, 0, code))
 
     def abort(self, code: int) -> None:
         """
@@ -1362,7 +1407,8 @@ class Multiplexer:
         if self._closed:
             return
         self._goAwaySent = True
-        self.transport.write(_pack(VERSION, TYPE_GO_AWAY, 0, 0, code))
+        self._send(_pack(VERSION, TYPE_GO_AWAY, 0, 0, code))
+        self.flush()
         self._teardown(reason)
         # The owner (told through onClose) may already be closing the
         # transport so that the GoAway gets out; otherwise drop it now.
