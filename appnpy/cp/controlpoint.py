@@ -505,22 +505,18 @@ class ControlPoint:
             self._lifecycle.drainCheck()
 
     def sessionStarted(self, session: IBoundSession) -> None:
+        # One log line per session, when it ends (a node may open thousands
+        # a second; the management API lists the live ones).
         self.sessions[session.info.sessionID] = session
-        self.log.info(
-            "session {sid} ({plugin}, {direction}) bound with {peer}",
-            sid=session.info.sessionID,
-            plugin=session.info.plugin,
-            direction=session.info.direction,
-            peer=self.peerNodeID,
-        )
         self.host.sessionStarted(session)
 
     def sessionEnded(self, session: IBoundSession, why: SessionClosed) -> None:
         if self.sessions.pop(session.info.sessionID, None) is not None:
             self.log.info(
-                "session {sid} ({plugin}) with {peer} closed: {reason}",
+                "session {sid} ({plugin}, {direction}) with {peer} closed: {reason}",
                 sid=session.info.sessionID,
                 plugin=session.info.plugin,
+                direction=session.info.direction,
                 peer=self.peerNodeID,
                 reason=why.reason,
             )
