@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from appnpy.api import SessionClosed, SessionRefused
 from appnpy.errors import LinkError
@@ -365,3 +365,85 @@ class RouteTests(Harness):
         record = d.topology.record("link", a.nodeID, c.nodeID)
         assert record is not None
         self.assertFalse(record.body["up"])
+
+
+class PathQuietTests(Harness):
+    """
+    The kernel's view of the path (L{appnpy.link.tcpinfo}): while the
+    peer's TCP acknowledges what was sent, a silent peer process is not a
+    failed link.
+    """
+
+    def test_acknowledgedPathNeverDeclaredDead(self) -> None:
+        a, b, link, mux = self.pair()
+        mux.pathQuiet = lambda: 0.0
+        link.silence()
+        mux.ping().addErrback(lambda f: None)
+        end = self.net.clock.seconds() + 30
+        self.runUntil(lambda: self.net.clock.seconds() >= end, 40)
+        self.assertFalse(mux.suspected)
+        self.assertIn(b.nodeID, a.links)
+
+    def test_quietPathAsWithout(self) -> None:
+        """
+        A path quiet since before the wait changes nothing: dead in three
+        suspicion timeouts.
+        """
+        a, b, link, mux = self.pair()
+        mux.pathQuiet = lambda: 1e9
+        link.silence()
+        mux.ping().addErrback(lambda f: None)
+        took = self.runUntil(lambda: b.nodeID not in a.links, 10)
+        self.assertNear(took, 3 * mux.suspectTimeout())
+
+    def test_pathFallsSilentLater(self) -> None:
+        """
+        The path acknowledged for 5 s, then went quiet: the link is judged
+        from its last acknowledgement, dead three timeouts after it.
+        """
+        a, b, link, mux = self.pair()
+        clock = self.net.clock
+        start = clock.seconds()
+        lastAck = start + 5.0
+        mux.pathQuiet = lambda: max(0.0, clock.seconds() - lastAck)
+        link.silence()
+        mux.ping().addErrback(lambda f: None)
+        took = self.runUntil(lambda: b.nodeID not in a.links, 20)
+        self.assertLessEqual(abs(took - (5.0 + 3 * mux.suspectTimeout())), 0.6)
+
+    def test_realSocket(self) -> None:
+        """
+        On a real TCP connection (Linux), the function reads the kernel:
+        nothing in flight once the peer has acknowledged.
+        """
+        import socket
+        import sys
+
+        from appnpy.link.tcpinfo import pathQuietFor
+
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("TCP_INFO is Linux's")
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+        self.addCleanup(server.close)
+        self.addCleanup(client.close)
+        self.addCleanup(peer.close)
+
+        class Tcp:
+            def getHandle(self) -> socket.socket:
+                return client
+
+        quiet = pathQuietFor(Tcp())
+        assert quiet is not None
+        client.sendall(b"x")
+        self.assertEqual(peer.recv(1), b"x")
+        # Loopback ACKs at once; poll briefly for it without sleeping long.
+        for _ in range(1000):
+            if quiet() == 0.0:
+                break
+        self.assertGreaterEqual(quiet(), 0.0)
+        self.assertLess(quiet(), 5.0)
+        self.assertIsNone(pathQuietFor(object()))

@@ -850,6 +850,10 @@ class Multiplexer:
         self._waitSince: float | None = None
         self._probeSent: float | None = None
         self._failureCall: Any = None
+        #: Seconds the network path under the link has been quiet (see
+        #: L{appnpy.link.tcpinfo}), if the owner can tell: a wait counts
+        #: only from the path's last sign of life.
+        self.pathQuiet: Callable[[], float] | None = None
         self._keepaliveCall: Any = None
         self._timeoutCall: Any = None
         if config.keepaliveInterval > 0:
@@ -1337,6 +1341,11 @@ class Multiplexer:
         now = self._reactor.seconds() + _EPSILON
         timeout = self.suspectTimeout()
         probe = self._probeSent
+        if self.pathQuiet is not None:
+            # The peer's TCP acknowledged what we sent: the path is alive and
+            # what we wait for is queued (behind bulk data, or at a peer
+            # whose process is stopped), not lost.
+            since = max(since, now - self.pathQuiet())
         if probe is None:
             if now - since < timeout / 2:
                 # The wait began after this timer was set for an earlier one.
@@ -1354,6 +1363,12 @@ class Multiplexer:
             if now >= deadAt:
                 self._declareDead(since, timeout)
                 return
+            if now < suspectAt and self.suspected:
+                self.suspected = False
+                self._log.info(
+                    "link to {peer}: the path answers again, no longer suspected",
+                    peer=_peerText(self.transport),
+                )
             if now >= suspectAt:
                 if not self.suspected:
                     self.suspected = True
