@@ -432,8 +432,9 @@ def encodeBody(body: dict[str, Any]) -> bytes:
         order = tuple(sorted(keys, key=_canonicalKey))
         if len(_KEY_ORDERS) < _MAX_KEY_ORDERS:
             _KEY_ORDERS[keys] = order
+    plain = _PLAIN
     for value in body.values():
-        if not _plainValue(value):
+        if type(value) not in plain and not _plainValue(value):
             return cbor2.dumps(body, canonical=True)
     if order == keys:
         return cbor2.dumps(body)
