@@ -495,11 +495,10 @@ class Stream:
             self._sendWindow -= n
             self.bytesSent += n
             mux.bytesSent += n
-            out = mux._out
-            if out is not None and n < _COALESCE_BELOW:
-                out.append(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + data)
-            else:
+            if mux._collecting:
                 mux._send(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + data)
+            else:
+                mux.transport.write(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + data)
             if mux._waitSince is None:
                 mux._startWait()
             self._pullIfDrained()
@@ -837,7 +836,9 @@ class Multiplexer:
         # Pings: opaque value -> (send time, waiting Deferreds).
         self._pings: dict[int, tuple[float, list[Deferred[float]]]] = {}
         self._pingCounter = 0
-        # Frames collected while a read is parsed (see _send); None outside.
+        # Whether a read is being parsed, and the frames collected meanwhile
+        # (see _send).
+        self._collecting = False
         self._out: list[bytes] | None = None
         self._lastReceived = reactor.seconds()
         # Failure detection (MuxConfig.suspectMinimum): when the current wait
@@ -948,12 +949,9 @@ class Multiplexer:
         if self._waitSince is not None:
             # Any frame shows the link alive, whatever it answers.
             self._answered()
-        if self._out is not None:
-            # Re-entered: the outer call writes what both collect.
-            nested = True
-        else:
-            nested = False
-            self._out = []
+        # Re-entered, the outer call writes what both collect.
+        nested = self._collecting
+        self._collecting = True
         try:
             frames = self._parse(data)
         except ProtocolError as e:
@@ -961,7 +959,9 @@ class Multiplexer:
             return
         finally:
             if not nested:
-                self.flush()
+                self._collecting = False
+                if self._out is not None:
+                    self.flush()
         rate = self._frameRate
         if rate and frames:
             # The frame budget, charged once per read: a flood of tiny frames
@@ -1106,21 +1106,20 @@ class Multiplexer:
         # written as one piece when the read is done: one TLS record and one
         # read at the peer instead of one per frame.  A large frame is
         # written at once (after what was collected), never copied.
-        out = self._out
-        if out is None:
+        if not self._collecting:
             self.transport.write(frame)
-        elif len(frame) < _COALESCE_BELOW:
-            out.append(frame)
-        else:
+        elif len(frame) >= _COALESCE_BELOW:
             self.flush()
-            self._out = []
             self.transport.write(frame)
+        elif self._out is None:
+            self._out = [frame]
+        else:
+            self._out.append(frame)
 
     def flush(self) -> None:
         """
         Write the frames collected while parsing now (the link protocol
-        calls this before it closes the transport); later frames are written
-        as they come until the next read.
+        calls this before it closes the transport).
         """
         out, self._out = self._out, None
         if out:
