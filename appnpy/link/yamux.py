@@ -1122,7 +1122,7 @@ class Multiplexer:
         calls this before it closes the transport).
         """
         out, self._out = self._out, None
-        if out:
+        if out and not self._closed:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def pauseProducing(self) -> None:
