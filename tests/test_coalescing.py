@@ -118,9 +118,7 @@ class CoalescingTests(SynchronousTestCase):
         before, then the GoAway.
         """
         mux, transport, _ = side()
-        mux.dataReceived(
-            frame(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0) + data(1, b"hi") + b"\x09" * 12
-        )
+        mux.dataReceived(frame(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0) + data(1, b"hi") + b"\x09" * 12)
         types = [(t, f) for t, f, _, _, _ in parseFrames(transport.value())]
         self.assertEqual(types[:2], [(TYPE_WINDOW_UPDATE, FLAG_ACK), (0, 0)])
         self.assertEqual(types[-1][0], 3)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -447,3 +449,51 @@ class PathQuietTests(Harness):
         self.assertGreaterEqual(quiet(), 0.0)
         self.assertLess(quiet(), 5.0)
         self.assertIsNone(pathQuietFor(object()))
+
+
+class ConfigTests(SynchronousTestCase):
+    """
+    The two timers of the config file reach every link's multiplexer.
+    """
+
+    def resolve(self, text: str) -> Any:
+        from appnpy.ops.config import resolveConfig
+        from tests.test_config import cli
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return resolveConfig(cli(config=path), Clock())
+
+    def test_defaultsAndKeys(self) -> None:
+        from appnpy.link.identity import generateIdentity
+        from appnpy.node import buildNode
+
+        config = self.resolve("[node]\n")
+        self.assertEqual((config.suspectMinimum, config.deadFactor), (1.0, 3.0))
+        config = self.resolve("[node]\nsuspect-timeout-min = 2.5\nsuspect-dead-factor = 4\n")
+        self.assertEqual((config.suspectMinimum, config.deadFactor), (2.5, 4.0))
+        self.assertEqual(config.asDict()["node"]["suspect-timeout-min"], 2.5)
+        node = buildNode(
+            Clock(),
+            attrs.evolve(config, dataDir=None, listen=(), api=None),
+            generateIdentity(),
+            [],
+            None,
+            services=False,
+            managePeers=False,
+        )
+        self.assertEqual((node.muxConfig.suspectMinimum, node.muxConfig.deadFactor), (2.5, 4.0))
+
+    def test_badValues(self) -> None:
+        from appnpy.errors import ConfigurationError
+
+        for text, words in [
+            ("suspect-timeout-min = -1", "suspect-timeout-min"),
+            ("suspect-timeout-min = 1e9", "suspect-timeout-min"),
+            ("suspect-timeout-min = nan", "suspect-timeout-min"),
+            ("suspect-dead-factor = 0.5", "suspect-dead-factor"),
+            ("suspect-dead-factor = 'x'", "suspect-dead-factor must be a number"),
+        ]:
+            e = self.assertRaises(ConfigurationError, self.resolve, f"[node]\n{text}\n")
+            self.assertIn(words, str(e))

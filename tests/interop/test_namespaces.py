@@ -198,6 +198,7 @@ class NamespaceHarness(TestCase):
             self.assertEqual(texts, [], process.label)
             self.assertNotIn(b"Traceback", process.stderr, process.label)
 
+
 class NamespaceLinkTests(NamespaceHarness):
     """
     The link between the namespaces, and cuts the fast keepalive finds.
