@@ -122,3 +122,29 @@ class CoalescingTests(SynchronousTestCase):
         types = [(t, f) for t, f, _, _, _ in parseFrames(transport.value())]
         self.assertEqual(types[:2], [(TYPE_WINDOW_UPDATE, FLAG_ACK), (0, 0)])
         self.assertEqual(types[-1][0], 3)
+
+
+class AfterReadTests(SynchronousTestCase):
+    def test_afterRead(self) -> None:
+        """
+        C{callAfterRead} runs its calls once the read is done, in order,
+        after the collected frames are written; at once outside a read; a
+        failing call is logged and the others still run.
+        """
+        calls: list[str] = []
+        mux: Multiplexer | None = None
+
+        class Asks(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                assert mux is not None
+                self.transport.write(b"reply")
+                mux.callAfterRead(lambda: calls.append(f"first {len(transport.writes)}"))
+                mux.callAfterRead(lambda: 1 / 0)  # type: ignore[func-returns-value]
+                mux.callAfterRead(lambda: calls.append("second"))
+
+        mux, transport, _ = side(Asks)
+        mux.dataReceived(frame(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0) + data(1, b"x"))
+        self.assertEqual(calls, ["first 1", "second"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        mux.callAfterRead(lambda: calls.append("now"))
+        self.assertEqual(calls[-1], "now")

@@ -167,7 +167,10 @@ class ControlPoint:
         self.limits: dict[str, int] = {}
         self.sessions: dict[str, IBoundSession] = {}
         self.outboundBinds: dict[str, SessionOpen] = {}
-        self.pendingInbound: dict[Stream, IDelayedCall] = {}
+        #: Peer-opened streams waiting for their first message, with the
+        #: timer that resets them (None until the read that opened them is
+        #: done: the first message usually comes in the same read).
+        self.pendingInbound: dict[Stream, IDelayedCall | None] = {}
         self.since = self.reactor.seconds()
         self._peerControl: Stream | None = None
         # Every session opens through these two: looked up once per link.
@@ -270,8 +273,8 @@ class ControlPoint:
         if len(self.pendingInbound) >= MAX_PENDING_INBOUND:
             stream.abortConnection()
             return
-        timer = self.reactor.callLater(FIRST_MESSAGE_TIMEOUT, stream.abortConnection)
-        self.pendingInbound[stream] = timer
+        self.pendingInbound[stream] = None
+        self.mux.callAfterRead(lambda: self._armFirstMessage(stream))
 
         def lost(reason: Failure) -> None:
             self.pendingInboundEnded(stream)
@@ -280,6 +283,12 @@ class ControlPoint:
             self.firstMessageReceived(stream, msg, leftover)
 
         stream.attachProtocol(BindReader(received, lost))
+
+    def _armFirstMessage(self, stream: Stream) -> None:
+        if stream in self.pendingInbound and self.pendingInbound[stream] is None:
+            self.pendingInbound[stream] = self.reactor.callLater(
+                FIRST_MESSAGE_TIMEOUT, stream.abortConnection
+            )
 
     def pendingInboundEnded(self, stream: Stream) -> None:
         timer = self.pendingInbound.pop(stream, None)

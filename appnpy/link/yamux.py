@@ -840,6 +840,7 @@ class Multiplexer:
         # (see _send).
         self._collecting = False
         self._out: list[bytes] | None = None
+        self._afterRead: list[Callable[[], None]] | None = None
         self._lastReceived = reactor.seconds()
         # Failure detection (MuxConfig.suspectMinimum): when the current wait
         # for the peer began (None: nothing sent since the last frame
@@ -962,6 +963,8 @@ class Multiplexer:
                 self._collecting = False
                 if self._out is not None:
                     self.flush()
+                if self._afterRead is not None:
+                    self._runAfterRead()
         rate = self._frameRate
         if rate and frames:
             # The frame budget, charged once per read: a flood of tiny frames
@@ -1115,6 +1118,27 @@ class Multiplexer:
             self._out = [frame]
         else:
             self._out.append(frame)
+
+    def callAfterRead(self, f: Callable[[], None]) -> None:
+        """
+        Call C{f} once the read being parsed is done (at once outside a
+        read): a timer for something the same read may settle (a stream's
+        first message following its SYN) costs nothing when it does.
+        """
+        if not self._collecting:
+            f()
+        elif self._afterRead is None:
+            self._afterRead = [f]
+        else:
+            self._afterRead.append(f)
+
+    def _runAfterRead(self) -> None:
+        calls, self._afterRead = self._afterRead, None
+        for f in calls or ():
+            try:
+                f()
+            except Exception:
+                self._log.failure("a call after a read failed")
 
     def flush(self) -> None:
         """
