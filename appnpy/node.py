@@ -839,6 +839,8 @@ def buildNode(
         or MuxConfig(
             keepaliveInterval=config.keepaliveInterval,
             keepaliveTimeout=config.keepaliveTimeout,
+            suspectMinimum=config.suspectMinimum,
+            deadFactor=config.deadFactor,
         ),
         handshakeTimeout=handshakeTimeout,
     )

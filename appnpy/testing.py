@@ -56,6 +56,16 @@ class MemoryLink:
         self.pump.clientIO.loseConnection()
         self.pump.serverIO.loseConnection()
 
+    def silence(self) -> None:
+        """
+        Stop carrying bytes either way without closing anything, as a
+        network that drops every packet: both ends only see silence.  A
+        close still reaches both ends (an end that gives up closes its side).
+        """
+        for io in (self.pump.clientIO, self.pump.serverIO):
+            # What is written is dropped, not kept for later.
+            io.getOutBuffer = lambda io=io: io.stream.clear()
+
 
 class MemoryNetwork:
     """

@@ -396,6 +396,8 @@ CONSTANTS: dict[str, Callable[[], object]] = {
     "MuxConfig.maxPendingOutbound": lambda: yamux.MuxConfig().maxPendingOutbound,
     "MuxConfig.keepaliveInterval": lambda: yamux.MuxConfig().keepaliveInterval,
     "MuxConfig.keepaliveTimeout": lambda: yamux.MuxConfig().keepaliveTimeout,
+    "MuxConfig.suspectMinimum": lambda: yamux.MuxConfig().suspectMinimum,
+    "MuxConfig.deadFactor": lambda: yamux.MuxConfig().deadFactor,
     "MuxConfig.maxControlBacklog": lambda: yamux.MuxConfig().maxControlBacklog,
     "MuxConfig.maxFrameRate": lambda: yamux.MuxConfig().maxFrameRate,
     "MuxConfig.ownStreams": lambda: yamux.MuxConfig().ownStreams,

@@ -269,6 +269,8 @@ class LinkTests(Harness):
         self.net.flush()
         cpb = b.links[a.nodeID]
         self.assertLessEqual(len(cpb.pendingInbound), 64)
+        # Armed once the read that opened them was done.
+        self.assertNotIn(None, list(cpb.pendingInbound.values()))
         self.net.flush(advance=31)
         self.assertEqual(cpb.pendingInbound, {})
         self.assertEqual(cpb.state, LinkState.ACTIVE)

@@ -1154,14 +1154,16 @@ class ProducerTests(SynchronousTestCase):
         self.assertEqual(calls, [])
         clock.advance(0)
         self.assertEqual(set(calls), {"resume1"})
-        self.assertEqual(clock.getDelayedCalls(), [])
+        # Only failure detection watches the data sent; no pull is pending.
+        watching = [c.func for c in clock.getDelayedCalls()]
+        self.assertEqual(watching, [side.mux._failureCheck])
         self.assertGreater(len(stream._sendBuf), SEND_LOW_WATER)
         self.assertEqual(stream.bytesSent, 256 * KiB)
         count = len(calls)
         stream.abortConnection()
         self.assertEqual(len(calls), count + 1)
         self.assertEqual(calls[-1], "stop")
-        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual([c.func for c in clock.getDelayedCalls()], [side.mux._failureCheck])
 
     def test_registerTwiceFails(self) -> None:
         """

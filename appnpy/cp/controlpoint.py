@@ -167,7 +167,10 @@ class ControlPoint:
         self.limits: dict[str, int] = {}
         self.sessions: dict[str, IBoundSession] = {}
         self.outboundBinds: dict[str, SessionOpen] = {}
-        self.pendingInbound: dict[Stream, IDelayedCall] = {}
+        #: Peer-opened streams waiting for their first message, with the
+        #: timer that resets them (None until the read that opened them is
+        #: done: the first message usually comes in the same read).
+        self.pendingInbound: dict[Stream, IDelayedCall | None] = {}
         self.since = self.reactor.seconds()
         self._peerControl: Stream | None = None
         # Every session opens through these two: looked up once per link.
@@ -241,6 +244,9 @@ class ControlPoint:
         )
         signature = host.identity.sign(hello.signedBytes())
         self.sendControl(attrs.evolve(hello, signature=signature))
+        # An RTT from the first round trip, so that failure detection
+        # times this link by its own RTT from the start.
+        self.mux.measureRtt()
 
     def sendControl(self, msg: Message) -> None:
         """
@@ -267,8 +273,8 @@ class ControlPoint:
         if len(self.pendingInbound) >= MAX_PENDING_INBOUND:
             stream.abortConnection()
             return
-        timer = self.reactor.callLater(FIRST_MESSAGE_TIMEOUT, stream.abortConnection)
-        self.pendingInbound[stream] = timer
+        self.pendingInbound[stream] = None
+        self.mux.callAfterRead(lambda: self._armFirstMessage(stream))
 
         def lost(reason: Failure) -> None:
             self.pendingInboundEnded(stream)
@@ -277,6 +283,12 @@ class ControlPoint:
             self.firstMessageReceived(stream, msg, leftover)
 
         stream.attachProtocol(BindReader(received, lost))
+
+    def _armFirstMessage(self, stream: Stream) -> None:
+        if stream in self.pendingInbound and self.pendingInbound[stream] is None:
+            self.pendingInbound[stream] = self.reactor.callLater(
+                FIRST_MESSAGE_TIMEOUT, stream.abortConnection
+            )
 
     def pendingInboundEnded(self, stream: Stream) -> None:
         timer = self.pendingInbound.pop(stream, None)
@@ -502,22 +514,18 @@ class ControlPoint:
             self._lifecycle.drainCheck()
 
     def sessionStarted(self, session: IBoundSession) -> None:
+        # One log line per session, when it ends (a node may open thousands
+        # a second; the management API lists the live ones).
         self.sessions[session.info.sessionID] = session
-        self.log.info(
-            "session {sid} ({plugin}, {direction}) bound with {peer}",
-            sid=session.info.sessionID,
-            plugin=session.info.plugin,
-            direction=session.info.direction,
-            peer=self.peerNodeID,
-        )
         self.host.sessionStarted(session)
 
     def sessionEnded(self, session: IBoundSession, why: SessionClosed) -> None:
         if self.sessions.pop(session.info.sessionID, None) is not None:
             self.log.info(
-                "session {sid} ({plugin}) with {peer} closed: {reason}",
+                "session {sid} ({plugin}, {direction}) with {peer} closed: {reason}",
                 sid=session.info.sessionID,
                 plugin=session.info.plugin,
+                direction=session.info.direction,
                 peer=self.peerNodeID,
                 reason=why.reason,
             )

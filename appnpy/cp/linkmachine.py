@@ -448,7 +448,7 @@ def buildLinkMachine(
         for session in list(cp.sessions.values()):
             session.linkLost()
         for timer in cp.pendingInbound.values():
-            if timer.active():
+            if timer is not None and timer.active():
                 timer.cancel()
         cp.pendingInbound.clear()
         why = cp.closeReason or (Reason.LINK_FAILURE.value, reason.getErrorMessage())

@@ -17,6 +17,7 @@ from zope.interface import implementer
 from appnpy.cp._interfaces import ILinkHost, ILinkTransport
 from appnpy.cp.controlpoint import LINGER_TIMEOUT, ControlPoint
 from appnpy.errors import Reason
+from appnpy.link.tcpinfo import pathQuietFor
 from appnpy.link.tls import AuthenticatedProtocol
 from appnpy.link.yamux import Multiplexer, Stream
 
@@ -68,6 +69,9 @@ class LinkProtocol(AuthenticatedProtocol):
         """
         if self.transport is None or self.lost:
             return
+        if self.mux is not None:
+            # Frames the multiplexer collected during this read go first.
+            self.mux.flush()
         cast(IConsumer, self.transport).unregisterProducer()
         self.transport.loseConnection()
 
@@ -139,6 +143,7 @@ class LinkProtocol(AuthenticatedProtocol):
             onClose=self._muxClosed,
         )
         self.mux = mux
+        mux.pathQuiet = pathQuietFor(self.transport)
         # The data path goes straight from TLS to the multiplexer.
         self.dataReceived = mux.dataReceived  # type: ignore[method-assign]
         self.cp = ControlPoint(self.host, mux, self, peerNodeID)

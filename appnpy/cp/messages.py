@@ -389,8 +389,56 @@ class SessionClose(Message):
 # -- encoding ----------------------------------------------------------------
 
 
+# Value types whose CBOR encoding is the same in canonical and plain mode
+# (canonical mode only sorts map keys and shortens floats).
+_PLAIN = frozenset({str, int, bytes, bool, type(None)})
+# Canonical key orders by the keys' insertion order, for the few shapes
+# messages have (bounded: a peer's decoded maps can have any keys).
+_KEY_ORDERS: dict[tuple[str, ...], tuple[str, ...]] = {}
+_MAX_KEY_ORDERS = 1024
+
+
+def _canonicalKey(key: str) -> tuple[int, bytes]:
+    # RFC 7049 canonical order of text keys: shorter encoding first, then
+    # bytewise; a text header grows with the UTF-8 length, so this is it.
+    encoded = key.encode("utf-8")
+    return len(encoded), encoded
+
+
+def _plainValue(value: object) -> bool:
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if isinstance(value, (list, tuple)) and (kind is list or kind is tuple):
+        return all(type(item) in _PLAIN for item in value)
+    return kind is dict and not value
+
+
 def encodeBody(body: dict[str, Any]) -> bytes:
-    return cbor2.dumps(body, canonical=True)
+    """
+    The deterministic (RFC 7049 canonical) CBOR encoding of C{body}.
+
+    A flat map (text keys; text, integer, bytes, boolean or null values,
+    lists of those, empty maps) is encoded with its keys put in canonical
+    order and cbor2's plain encoder, which then gives the same bytes as its
+    canonical mode at a quarter of the cost (every message sent and received
+    is encoded once); anything else goes through the canonical mode.
+    """
+    keys = tuple(body)
+    order = _KEY_ORDERS.get(keys)
+    if order is None:
+        if not all(type(k) is str for k in keys):
+            return cbor2.dumps(body, canonical=True)
+        order = tuple(sorted(keys, key=_canonicalKey))
+        if len(_KEY_ORDERS) < _MAX_KEY_ORDERS:
+            _KEY_ORDERS[keys] = order
+    plain = _PLAIN
+    for value in body.values():
+        if type(value) not in plain and not _plainValue(value):
+            return cbor2.dumps(body, canonical=True)
+    if order == keys:
+        return cbor2.dumps(body)
+    return cbor2.dumps({k: body[k] for k in order})
 
 
 def encodeMessage(msg: Message) -> bytes:

@@ -108,6 +108,17 @@ SEND_LOW_WATER = SEND_HIGH_WATER // 2
 # reader, limits the stream.
 _UNKNOWN_RTT_GROWTH_INTERVAL = 0.005
 
+# Frames shorter than this written while a read is parsed are collected and
+# written together when it is done; longer ones (bulk data) go at once.
+_COALESCE_BELOW = 16 * 1024
+
+# The suspicion timeout before any RTT has been measured (RFC 2988's
+# initial RTO): the link-up ping gives a measurement one round trip later.
+_UNMEASURED_SUSPECT_TIMEOUT = 3.0
+# Slack when comparing times, so a timer that fires a rounding error early
+# counts as on time (rescheduling it for 1e-17 s would spin).
+_EPSILON = 1e-6
+
 # go-yamux allocates a stream ID and sends its SYN without holding a lock, so
 # SYNs may arrive slightly out of order.  IDs skipped by at most this many
 # positions stay acceptable for a while; anything else below the highest seen
@@ -190,6 +201,14 @@ class MuxConfig:
     keepaliveInterval: float = 15.0
     # No frame received for this long: the link is declared dead (0 disables).
     keepaliveTimeout: float = 60.0
+    # Failure detection while something waits on the link (data or a SYN
+    # sent, a ping out) and nothing has come back: the suspicion timeout is
+    # max(suspectMinimum, 4 x smoothed RTT + 4 x RTT variation), like TCP's
+    # retransmission timeout; a probe Ping goes out at half of it, the link
+    # is suspected at the timeout and declared dead at deadFactor times it.
+    # suspectMinimum 0 disables; an idle link has only the keepalive above.
+    suspectMinimum: float = 1.0
+    deadFactor: float = 3.0
     # Link-level replies (SYN ACKs, RSTs, window updates, FINs) written while
     # the link transport is paused: above this many bytes the multiplexer
     # stops reading the link until it can send again.  Ping ACKs are not
@@ -476,7 +495,12 @@ class Stream:
             self._sendWindow -= n
             self.bytesSent += n
             mux.bytesSent += n
-            mux.transport.write(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + data)
+            if mux._collecting:
+                mux._send(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + data)
+            else:
+                mux.transport.write(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + data)
+            if mux._waitSince is None:
+                mux._startWait()
             self._pullIfDrained()
             return
         if self._sendBuf is None:
@@ -519,7 +543,9 @@ class Stream:
         self.bytesSent += n
         mux.bytesSent += n
         mux._budget.free(n)
-        mux.transport.write(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + chunk)
+        mux._send(_pack(VERSION, TYPE_DATA, 0, self.streamID, n) + chunk)
+        if mux._waitSince is None:
+            mux._startWait()
         if not buf:
             self._sendBuf = None
             if self._finPending:
@@ -742,6 +768,11 @@ class Multiplexer:
 
     @ivar streams: open streams by ID.
     @ivar rtt: the last measured round-trip time in seconds, or C{None}.
+    @ivar srtt: the smoothed RTT (RFC 6298), or C{None} before a sample.
+    @ivar rttvar: the RTT variation (RFC 6298).
+    @ivar suspected: whether the link has not answered for the suspicion
+        timeout while something waits on it (see L{suspectTimeout}); route
+        selection avoids a suspected link.
     @ivar bytesSent: payload bytes sent, all streams.
     @ivar bytesReceived: payload bytes received, all streams.
     """
@@ -805,7 +836,26 @@ class Multiplexer:
         # Pings: opaque value -> (send time, waiting Deferreds).
         self._pings: dict[int, tuple[float, list[Deferred[float]]]] = {}
         self._pingCounter = 0
+        # Whether a read is being parsed, and the frames collected meanwhile
+        # (see _send).
+        self._collecting = False
+        self._out: list[bytes] | None = None
+        self._afterRead: list[Callable[[], None]] | None = None
         self._lastReceived = reactor.seconds()
+        # Failure detection (MuxConfig.suspectMinimum): when the current wait
+        # for the peer began (None: nothing sent since the last frame
+        # received), when a Ping of that wait went out (its answer is
+        # certain, unlike data's), and the timer that watches the wait.
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.suspected = False
+        self._waitSince: float | None = None
+        self._probeSent: float | None = None
+        self._failureCall: Any = None
+        #: Seconds the network path under the link has been quiet (see
+        #: L{appnpy.link.tcpinfo}), if the owner can tell: a wait counts
+        #: only from the path's last sign of life.
+        self.pathQuiet: Callable[[], float] | None = None
         self._keepaliveCall: Any = None
         self._timeoutCall: Any = None
         if config.keepaliveInterval > 0:
@@ -843,6 +893,8 @@ class Multiplexer:
         self.streams[streamID] = stream
         self._unacked += 1
         self._control(_pack(VERSION, TYPE_WINDOW_UPDATE, FLAG_SYN, streamID, 0))
+        if self._waitSince is None:
+            self._startWait()
         return stream
 
     def _reserveStream(self) -> bool:
@@ -895,11 +947,24 @@ class Multiplexer:
         if self._closed:
             return
         self._lastReceived = now = self._reactor.seconds()
+        if self._waitSince is not None:
+            # Any frame shows the link alive, whatever it answers.
+            self._answered()
+        # Re-entered, the outer call writes what both collect.
+        nested = self._collecting
+        self._collecting = True
         try:
             frames = self._parse(data)
         except ProtocolError as e:
             self._protocolError(e)
             return
+        finally:
+            if not nested:
+                self._collecting = False
+                if self._out is not None:
+                    self.flush()
+                if self._afterRead is not None:
+                    self._runAfterRead()
         rate = self._frameRate
         if rate and frames:
             # The frame budget, charged once per read: a flood of tiny frames
@@ -1014,7 +1079,7 @@ class Multiplexer:
                     # paused link costs nothing.
                     self._pingAck = length
                 else:
-                    self.transport.write(_pack(VERSION, TYPE_PING, FLAG_ACK, 0, length))
+                    self._send(_pack(VERSION, TYPE_PING, FLAG_ACK, 0, length))
             elif flags & FLAG_ACK:
                 self._pong(length)
         else:
@@ -1038,6 +1103,52 @@ class Multiplexer:
 
     # -- sending: link backpressure and fairness ------------------------------
 
+    def _send(self, frame: bytes) -> None:
+        # While frames are parsed, what they make us write (ACKs, window
+        # updates, replies the protocols write at once) is collected and
+        # written as one piece when the read is done: one TLS record and one
+        # read at the peer instead of one per frame.  A large frame is
+        # written at once (after what was collected), never copied.
+        if not self._collecting:
+            self.transport.write(frame)
+        elif len(frame) >= _COALESCE_BELOW:
+            self.flush()
+            self.transport.write(frame)
+        elif self._out is None:
+            self._out = [frame]
+        else:
+            self._out.append(frame)
+
+    def callAfterRead(self, f: Callable[[], None]) -> None:
+        """
+        Call C{f} once the read being parsed is done (at once outside a
+        read): a timer for something the same read may settle (a stream's
+        first message following its SYN) costs nothing when it does.
+        """
+        if not self._collecting:
+            f()
+        elif self._afterRead is None:
+            self._afterRead = [f]
+        else:
+            self._afterRead.append(f)
+
+    def _runAfterRead(self) -> None:
+        calls, self._afterRead = self._afterRead, None
+        for f in calls or ():
+            try:
+                f()
+            except Exception:
+                self._log.failure("a call after a read failed")
+
+    def flush(self) -> None:
+        """
+        Write the frames collected while parsing now (the link protocol
+        calls this before it closes the transport).
+        """
+        out, self._out = self._out, None
+        if out and not self._closed:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
     def pauseProducing(self) -> None:
         """
         The link transport is full: streams buffer until resumed.
@@ -1056,7 +1167,7 @@ class Multiplexer:
         self._backlog = 0
         if self._pingAck is not None:
             opaque, self._pingAck = self._pingAck, None
-            self.transport.write(_pack(VERSION, TYPE_PING, FLAG_ACK, 0, opaque))
+            self._send(_pack(VERSION, TYPE_PING, FLAG_ACK, 0, opaque))
         if self._readStopped:
             self._readStopped = False
             self._resumeReading()
@@ -1080,7 +1191,7 @@ class Multiplexer:
         an ACK or RST): past C{maxControlBacklog} bytes we stop reading the
         link until it drains, so the pile stays bounded.
         """
-        self.transport.write(frame)
+        self._send(frame)
         if self._paused and not self._closed:
             self._backlog += len(frame)
             if self._backlog > self.config.maxControlBacklog and not self._readStopped:
@@ -1137,19 +1248,28 @@ class Multiplexer:
             d.errback(LinkError("the link is closed"))
             return d
         self._sendPing().append(d)
+        self._probed()
         return d
+
+    def measureRtt(self) -> None:
+        """
+        Measure the RTT now unless a Ping is out already (the control point
+        asks at link-up, so that failure detection has a timeout to use).
+        """
+        if not self._pings and not self._closed:
+            self._sendPing()
+            self._probed()
 
     def _sendPing(self) -> list[Deferred[float]]:
         self._pingCounter = opaque = (self._pingCounter + 1) & _MAX_U32
         waiters: list[Deferred[float]] = []
         self._pings[opaque] = (self._reactor.seconds(), waiters)
-        self.transport.write(_pack(VERSION, TYPE_PING, FLAG_SYN, 0, opaque))
+        self._send(_pack(VERSION, TYPE_PING, FLAG_SYN, 0, opaque))
         return waiters
 
     def _measureRtt(self) -> None:
         # Auto-tuning wants an RTT: ask for one unless a ping is out already.
-        if not self._pings and not self._closed:
-            self._sendPing()
+        self.measureRtt()
 
     def _pong(self, opaque: int) -> None:
         entry = self._pings.pop(opaque, None)
@@ -1157,6 +1277,13 @@ class Multiplexer:
             return
         sent, waiters = entry
         self.rtt = rtt = self._reactor.seconds() - sent
+        srtt = self.srtt
+        if srtt is None:
+            self.srtt = rtt
+            self.rttvar = rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(srtt - rtt)
+            self.srtt = 0.875 * srtt + 0.125 * rtt
         for d in waiters:
             d.callback(rtt)
 
@@ -1181,6 +1308,117 @@ class Multiplexer:
         else:
             self._timeoutCall = self._reactor.callLater(timeout - idle, self._checkTimeout)
 
+    # -- failure detection -----------------------------------------------------
+
+    def suspectTimeout(self) -> float:
+        """
+        Seconds without any frame, while something waits on the link, after
+        which it is suspected: C{max(suspectMinimum, 4 srtt + 4 rttvar)}
+        (TCP's RTO with a wider margin, because an answer here may wait for
+        the peer's event loop).  A probe Ping goes out at half of it and the
+        link is declared dead at C{deadFactor} times it.
+        """
+        srtt = self.srtt
+        base = _UNMEASURED_SUSPECT_TIMEOUT if srtt is None else 4 * (srtt + self.rttvar)
+        return max(self.config.suspectMinimum, base)
+
+    def _startWait(self) -> None:
+        # Something went out that the peer is expected to react to.  One
+        # timer at a time: it finds the current wait when it fires (moved
+        # earlier if it was set for a longer timeout than this wait's).
+        self._waitSince = now = self._reactor.seconds()
+        if self.config.suspectMinimum <= 0 or self._closed:
+            return
+        delay = self.suspectTimeout() / 2
+        call = self._failureCall
+        if call is None:
+            self._failureCall = self._reactor.callLater(delay, self._failureCheck)
+        elif call.getTime() > now + delay:
+            call.reset(delay)
+
+    def _probed(self) -> None:
+        # A Ping went out: its answer is certain while the peer is alive.
+        if self._waitSince is None:
+            self._startWait()
+        if self._probeSent is None:
+            self._probeSent = self._reactor.seconds()
+
+    def _answered(self) -> None:
+        self._waitSince = self._probeSent = None
+        if self.suspected:
+            self.suspected = False
+            self._log.info(
+                "link to {peer} answers again: no longer suspected", peer=_peerText(self.transport)
+            )
+
+    def _failureCheck(self) -> None:
+        # Every step is timed from the probe as well as from the start of
+        # the wait: after the event loop stalled (a suspended machine, a
+        # long callback, a test clock jumping ahead) the timer runs before
+        # the answers waiting in the socket are read, so a probe sent late
+        # gets its full time before the link is judged.
+        self._failureCall = None
+        since = self._waitSince
+        if since is None or self._closed:
+            return
+        now = self._reactor.seconds() + _EPSILON
+        timeout = self.suspectTimeout()
+        probe = self._probeSent
+        if self.pathQuiet is not None:
+            # The peer's TCP acknowledged what we sent: the path is alive and
+            # what we wait for is queued (behind bulk data, or at a peer
+            # whose process is stopped), not lost.
+            since = max(since, now - self.pathQuiet())
+        if probe is None:
+            if now - since < timeout / 2:
+                # The wait began after this timer was set for an earlier one.
+                due = since + timeout / 2
+            else:
+                # Data and SYNs need not be answered at once (a peer with
+                # nothing to say stays quiet): a Ping must be.
+                self._sendPing()
+                self._probeSent = self._reactor.seconds()
+                due = self._probeSent + timeout / 2
+        else:
+            factor = self.config.deadFactor
+            deadAt = max(since + factor * timeout, probe + (factor - 0.5) * timeout)
+            suspectAt = max(since + timeout, probe + timeout / 2)
+            if now >= deadAt:
+                self._declareDead(since, timeout)
+                return
+            if now < suspectAt and self.suspected:
+                self.suspected = False
+                self._log.info(
+                    "link to {peer}: the path answers again, no longer suspected",
+                    peer=_peerText(self.transport),
+                )
+            if now >= suspectAt:
+                if not self.suspected:
+                    self.suspected = True
+                    self._log.info(
+                        "link to {peer} suspected: no answer for {waited:.2f} s "
+                        "(timeout {timeout:.2f} s), probing",
+                        peer=_peerText(self.transport),
+                        waited=now - since,
+                        timeout=timeout,
+                    )
+                due = deadAt
+            else:
+                due = suspectAt
+        self._failureCall = self._reactor.callLater(
+            max(0.0, due - self._reactor.seconds()), self._failureCheck
+        )
+
+    def _declareDead(self, since: float, timeout: float) -> None:
+        detail = (
+            f"no answer for {self._reactor.seconds() - since:.1f} s while waiting on the "
+            f"link (suspicion timeout {timeout:.2f} s)"
+        )
+        self._log.info(
+            "link to {peer} declared dead: {detail}", peer=_peerText(self.transport), detail=detail
+        )
+        self._abortWith(GOAWAY_NORMAL, Failure(LinkError(f"failure detection: {detail}")))
+
     # -- going away ----------------------------------------------------------
 
     def goAway(self, code: int = GOAWAY_NORMAL) -> None:
@@ -1191,7 +1429,7 @@ class Multiplexer:
         if self._closed or self._goAwaySent:
             return
         self._goAwaySent = True
-        self.transport.write(_pack(VERSION, TYPE_GO_AWAY, 0, 0, code))
+        self._send(_pack(VERSION, TYPE_GO_AWAY, 0, 0, code))
 
     def abort(self, code: int) -> None:
         """
@@ -1207,7 +1445,8 @@ class Multiplexer:
         if self._closed:
             return
         self._goAwaySent = True
-        self.transport.write(_pack(VERSION, TYPE_GO_AWAY, 0, 0, code))
+        self._send(_pack(VERSION, TYPE_GO_AWAY, 0, 0, code))
+        self.flush()
         self._teardown(reason)
         # The owner (told through onClose) may already be closing the
         # transport so that the GoAway gets out; otherwise drop it now.
@@ -1219,10 +1458,10 @@ class Multiplexer:
             return
         self._closed = True
         self._paused = True
-        for call in (self._keepaliveCall, self._timeoutCall, self._floodCall):
+        for call in (self._keepaliveCall, self._timeoutCall, self._floodCall, self._failureCall):
             if call is not None and call.active():
                 call.cancel()
-        self._keepaliveCall = self._timeoutCall = self._floodCall = None
+        self._keepaliveCall = self._timeoutCall = self._floodCall = self._failureCall = None
         self._ready.clear()
         self._payloadStream = None
         # The owner hears why first, before the streams' protocols see them

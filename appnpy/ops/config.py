@@ -6,7 +6,8 @@ The file has one C{[node]} table whose keys are the long command-line options
 (C{data-dir}, C{name}, C{listen}, C{peers}, C{max-peers}, C{inbound-slack},
 C{role}, C{trust},
 C{api}, C{plugins}) plus file-only tuning keys (C{keepalive-interval},
-C{keepalive-timeout}, C{cds}, C{cds-node}), one C{[plugin.<name>]} table per
+C{keepalive-timeout}, C{suspect-timeout-min}, C{suspect-dead-factor}, C{cds},
+C{cds-node}), one C{[plugin.<name>]} table per
 session plugin, handed to that plugin's C{configure}, one C{[cos.<name>]}
 table per class of service defined or redefined here, and one
 C{[link.<selector>]} table per link (or neighbour) whose cost or security
@@ -60,6 +61,8 @@ NODE_KEYS: dict[str, tuple[type, ...]] = {
     "plugins": (list,),
     "keepalive-interval": (int, float),
     "keepalive-timeout": (int, float),
+    "suspect-timeout-min": (int, float),
+    "suspect-dead-factor": (int, float),
     "cds": (bool,),
     "cds-node": (str,),
 }
@@ -105,6 +108,9 @@ class NodeConfig:
     configFile: str | None = None
     keepaliveInterval: float = 15.0
     keepaliveTimeout: float = 60.0
+    #: Failure detection (L{appnpy.link.yamux.MuxConfig.suspectMinimum}).
+    suspectMinimum: float = 1.0
+    deadFactor: float = 3.0
     #: Whether this network node is a central directory server.
     cds: bool = False
     #: The node ID or CP name of the central directory server to use.
@@ -138,6 +144,8 @@ class NodeConfig:
                 "plugins": list(self.plugins) if self.plugins is not None else None,
                 "keepalive-interval": self.keepaliveInterval,
                 "keepalive-timeout": self.keepaliveTimeout,
+                "suspect-timeout-min": self.suspectMinimum,
+                "suspect-dead-factor": self.deadFactor,
                 "cds": self.cds,
                 "cds-node": self.cdsNode,
             },
@@ -343,6 +351,17 @@ def resolveConfig(
             f"{configFile}: [node] keepalive-interval ({interval:g} s) must be shorter than "
             f"keepalive-timeout ({timeout:g} s), and neither negative"
         )
+    suspectMinimum = float(fileNode.get("suspect-timeout-min", 1.0))
+    deadFactor = float(fileNode.get("suspect-dead-factor", 3.0))
+    if not 0 <= suspectMinimum <= 3600:
+        raise ConfigurationError(
+            f"{configFile}: [node] suspect-timeout-min ({suspectMinimum:g} s) must be "
+            "between 0 (off) and 3600"
+        )
+    if not 1 <= deadFactor <= 100:
+        raise ConfigurationError(
+            f"{configFile}: [node] suspect-dead-factor ({deadFactor:g}) must be between 1 and 100"
+        )
     cds = bool(fileNode.get("cds", False))
     if cds and role != "network":
         raise ConfigurationError(f"{configFile}: [node] cds = true needs role network")
@@ -365,6 +384,8 @@ def resolveConfig(
         configFile=os.path.abspath(configFile) if configFile else None,
         keepaliveInterval=interval,
         keepaliveTimeout=timeout,
+        suspectMinimum=suspectMinimum,
+        deadFactor=deadFactor,
         cds=cds,
         cdsNode=fileNode.get("cds-node"),
         cosSections=cosSections,

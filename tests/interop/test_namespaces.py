@@ -99,7 +99,7 @@ def _probeNamespaces() -> str | None:
     return None
 
 
-class NamespaceLinkTests(TestCase):
+class NamespaceHarness(TestCase):
     """
     Two nodes, each its own process in its own network namespace.
     """
@@ -197,6 +197,12 @@ class NamespaceLinkTests(TestCase):
             texts = [e["text"] for e in process.events if "Traceback" in e["text"]]
             self.assertEqual(texts, [], process.label)
             self.assertNotIn(b"Traceback", process.stderr, process.label)
+
+
+class NamespaceLinkTests(NamespaceHarness):
+    """
+    The link between the namespaces, and cuts the fast keepalive finds.
+    """
 
     def test_linkAcrossNamespaces(self) -> None:
         """
@@ -336,3 +342,40 @@ class NamespaceLinkTests(TestCase):
             for d in waits:
                 if not d.called:
                     d.cancel()
+
+
+class SilentCutTests(NamespaceHarness):
+    """
+    The same two namespaces, nodes with the default slow keepalive (15 s
+    pings, 60 s timeout): failure detection, not the keepalive, finds a cut
+    link that a session open waits on.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        with open(self.config, "w") as f:
+            f.write("[node]\n")
+
+    def test_cutFoundInSeconds(self) -> None:
+        """
+        With the veth pair cut, an echo session opened from a waits for its
+        BIND answer: a declares the link dead by failure detection within a
+        few seconds (3 s on this fast path, plus scheduling slack), far
+        before the 60 s keepalive timeout, and the echo fails.
+        """
+        return run(self._cutFoundInSeconds())
+
+    async def _cutFoundInSeconds(self) -> None:
+        from tests.interop.test_network import appn
+
+        a, b = await self.linkedPair()
+        await self.ip("-n", self.nsB, "link", "set", "b0", "down")
+        cutAt = reactor.seconds()
+        echo = run(appn(a, "echo", b.nodeID, "--count", "1"))
+        down = await a.waitFor(lambda e: isLinkEvent(e, "down", b.nodeID), "a: b dead", 10.0)
+        foundAfter = reactor.seconds() - cutAt
+        self.assertIn("failure detection", down["text"])
+        self.assertLess(foundAfter, 10.0)
+        code, result, err = await echo
+        self.assertNotEqual(code, 0, result)
+        self.assertNoTracebacks(a, b)

@@ -13,7 +13,7 @@ routes and what the class of service excluded.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -77,6 +77,18 @@ class TopologyGraph:
 
     def neighbours(self, nodeID: str) -> list[str]:
         return sorted(self.adjacency.get(nodeID, {}))
+
+    def without(self, links: Iterable[tuple[str, str]]) -> TopologyGraph:
+        """
+        A copy of this graph lacking C{links} (node-ID pairs, either order).
+        """
+        g = TopologyGraph()
+        g.nodes = dict(self.nodes)
+        g.adjacency = {n: dict(peers) for n, peers in self.adjacency.items()}
+        for a, b in links:
+            g.adjacency.get(a, {}).pop(b, None)
+            g.adjacency.get(b, {}).pop(a, None)
+        return g
 
     def asDict(self) -> dict[str, Any]:
         return {

@@ -5,7 +5,10 @@ when.
 Changes to the own records (a link up or down, a measurement that moved, a
 configured characteristic, the attached end nodes) mark them dirty; they are
 re-issued under a new RSN and flooded, damped to at most once per
-C{damping} seconds, so a flapping link cannot flood the network.  Every
+C{damping} seconds, so a flapping link cannot flood the network.  A link
+that goes down after being announced up is announced at once (sessions
+are being routed over it): that costs at most one extra announcement per
+damped one.  Every
 C{refreshInterval} all own records are re-issued so no other node ages them
 out; a link down longer than C{maxAge} stops being announced.
 """
@@ -135,7 +138,8 @@ class OwnRecords:
             return
         own.up = False
         own.downSince = now
-        self.markDirty((LINK, self.nodeID, peer))
+        urgent = own.announced is not None and bool(own.announced.get("up"))
+        self.markDirty((LINK, self.nodeID, peer), urgent=urgent)
 
     def ownSeen(self, key: Key) -> None:
         """
@@ -192,13 +196,18 @@ class OwnRecords:
 
     # -- issuing ------------------------------------------------------------
 
-    def markDirty(self, key: Key) -> None:
+    def markDirty(self, key: Key, urgent: bool = False) -> None:
         self.dirty.add(key)
-        if not self.active or self._announceCall is not None:
+        if not self.active:
+            return
+        if urgent and self._announceCall is not None:
+            self._announceCall.cancel()
+            self._announceCall = None
+        if self._announceCall is not None:
             return
         now = self.reactor.seconds()
         delay = 0.0
-        if self._lastAnnounce is not None:
+        if self._lastAnnounce is not None and not urgent:
             delay = max(0.0, self._lastAnnounce + self.damping - now)
         self._announceCall = self.reactor.callLater(delay, self.announce)
 

@@ -2,12 +2,21 @@
 Route selection over the topology database: the graph's least-weight route,
 with an end node at either end reached through its serving network node
 (the one its own end record names, while that node lists it; that hop
-weighs 0).
+weighs 0).  Links named in C{avoid} (this node's suspected links) are left
+out of the graph.
 """
 
 from __future__ import annotations
 
-from appnpy.net.routing import ClassOfService, Route, RouteExplanation, leastWeightRoute
+from collections.abc import Collection
+
+from appnpy.net.routing import (
+    ClassOfService,
+    Route,
+    RouteExplanation,
+    TopologyGraph,
+    leastWeightRoute,
+)
 from appnpy.net.routing import explainRoute as explainGraphRoute
 from appnpy.net.topology.database import RecordStore
 
@@ -44,9 +53,20 @@ def _extend(route: Route, first: str | None, last: str | None) -> Route:
     return Route(hops, route.weight, weights, route.cos)
 
 
-def selectRoute(store: RecordStore, table: ClassOfService, origin: str, destination: str) -> Route:
+def _graph(store: RecordStore, avoid: Collection[tuple[str, str]]) -> TopologyGraph:
+    g = store.graph()
+    return g.without(avoid) if avoid else g
+
+
+def selectRoute(
+    store: RecordStore,
+    table: ClassOfService,
+    origin: str,
+    destination: str,
+    avoid: Collection[tuple[str, str]] = (),
+) -> Route:
     """
-    The least-weight route for C{table}.
+    The least-weight route for C{table}, over none of the links in C{avoid}.
 
     @raise NoRoute: when none qualifies.
     """
@@ -56,19 +76,23 @@ def selectRoute(store: RecordStore, table: ClassOfService, origin: str, destinat
     if o == d:
         route = Route([o], 0.0, [], table.name)
     else:
-        route = leastWeightRoute(store.graph(), o, d, table)
+        route = leastWeightRoute(_graph(store, avoid), o, d, table)
     return _extend(route, first, last)
 
 
 def explainRoute(
-    store: RecordStore, table: ClassOfService, origin: str, destination: str
+    store: RecordStore,
+    table: ClassOfService,
+    origin: str,
+    destination: str,
+    avoid: Collection[tuple[str, str]] = (),
 ) -> RouteExplanation:
     """
     Why the route for C{table} is the one chosen (see
     L{appnpy.net.routing.explainRoute}), between the nodes asked about.
     """
     o, d, first, last = _endpoints(store, origin, destination)
-    explanation = explainGraphRoute(store.graph(), o, d, table)
+    explanation = explainGraphRoute(_graph(store, avoid), o, d, table)
     if explanation.route is not None:
         explanation.route = _extend(explanation.route, first, last)
     explanation.origin, explanation.destination = origin, destination

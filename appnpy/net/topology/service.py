@@ -631,18 +631,42 @@ class TopologyDatabase(Service):
             raise NoRoute(f"unknown class of service {name!r}")
         return cos
 
+    def suspectedLinks(self) -> list[tuple[str, str]]:
+        """
+        This node's links that are suspected of having failed (they stopped
+        answering while something waits on them; see
+        L{appnpy.link.yamux.Multiplexer.suspectTimeout}), as node-ID pairs.
+        """
+        return [(self.nodeID, peer) for peer, cp in self.links.links.items() if cp.mux.suspected]
+
     def selectRoute(self, origin: str, destination: str, cos: str | None = None) -> Route:
         """
-        The least-weight route for C{cos} (see L{appnpy.net.topology.routes.selectRoute}).
+        The least-weight route for C{cos} (see L{appnpy.net.topology.routes.selectRoute})
+        that avoids this node's suspected links; over a suspected link only
+        when there is no other route (it may answer yet; refusing would
+        fail the session for certain).
 
         @raise NoRoute: when none qualifies.
         """
-        return selectRoute(self.store, self.classOfService(cos), origin, destination)
+        table = self.classOfService(cos)
+        avoid = self.suspectedLinks()
+        if avoid:
+            try:
+                return selectRoute(self.store, table, origin, destination, avoid)
+            except NoRoute:
+                pass
+        return selectRoute(self.store, table, origin, destination)
 
     def explainRoute(
         self, origin: str, destination: str, cos: str | None = None
     ) -> RouteExplanation:
-        return explainRoute(self.store, self.classOfService(cos), origin, destination)
+        table = self.classOfService(cos)
+        avoid = self.suspectedLinks()
+        if avoid:
+            explanation = explainRoute(self.store, table, origin, destination, avoid)
+            if explanation.route is not None:
+                return explanation
+        return explainRoute(self.store, table, origin, destination)
 
     def asDict(self) -> dict[str, Any]:
         """
