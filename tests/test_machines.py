@@ -261,6 +261,7 @@ def relayArguments() -> dict[str, tuple[Any, ...]]:
         "bothStreamsEnded": (),
         "started": (message("SessionStarted", session_id=sid),),
         "startTimedOut": (),
+        "superseded": (),
         "shutDown": (),
     }
 

@@ -59,7 +59,7 @@ from appnpy.net.topology.records import (
     TopologySync,
     TopologyUpdate,
 )
-from appnpy.net.topology.routes import explainRoute, selectRoute
+from appnpy.net.topology.routes import alternativeRoutes, explainRoute, selectRoute
 from appnpy.net.topology.rsn import OwnRSN
 from appnpy.net.topology.sync import (
     Held,
@@ -638,6 +638,15 @@ class TopologyDatabase(Service):
         @raise NoRoute: when none qualifies.
         """
         return selectRoute(self.store, self.classOfService(cos), origin, destination)
+
+    def alternativeRoutes(
+        self, origin: str, destination: str, cos: str | None, k: int
+    ) -> list[Route]:
+        """
+        Up to C{k} routes for C{cos}, best first (see
+        L{appnpy.net.topology.routes.alternativeRoutes}).
+        """
+        return alternativeRoutes(self.store, self.classOfService(cos), origin, destination, k)
 
     def explainRoute(
         self, origin: str, destination: str, cos: str | None = None
