@@ -238,6 +238,10 @@ class RoutedSession(SessionBase):
         self._factory = None
         if self.info.direction == INBOUND:
             self._owner.authenticated(self)
+        elif self.layer is not None:
+            # Tells the destination this end is bound: from now on it holds
+            # the session when its path fails.
+            self.layer.sendAckNow()
         self.protocol = protocol
         # Plaintext goes straight to the plugin from now on.
         early, self._early = self._early, []
@@ -309,6 +313,7 @@ class RoutedSession(SessionBase):
             and not self._closing
             and not self._aborting
             and not self._owner.host.shuttingDown
+            and (self.info.direction == OUTBOUND or self.layer.ackSeen)
         )
 
     def farEndFinished(self) -> None:

@@ -217,6 +217,11 @@ class ResumableStream:
         self._readPaused = False
         self._finPending = False
         self.ended = False
+        #: Whether the far end has acknowledged anything: the origin does so
+        #: once its plugin is connected, and only then does the destination
+        #: hold the session when its path fails (before, the origin may
+        #: have given the session up).
+        self.ackSeen = False
 
     # -- what the session reads --------------------------------------------
 
@@ -470,6 +475,12 @@ class ResumableStream:
             self._ackTimer = self._clock.callLater(self.ackDelay, self._ackDue)
         self.deliver(data)
 
+    def sendAckNow(self) -> None:
+        """
+        Acknowledge what has arrived, now (the origin, its plugin connected).
+        """
+        self._sendAck()
+
     def _sendAck(self) -> None:
         stream = self._live
         if stream is not None:
@@ -501,6 +512,7 @@ class ResumableStream:
         if problem is not None:
             self._fail(f"ACK: {problem}")
             return
+        self.ackSeen = True
         self._drop(position)
 
     def _drop(self, position: int) -> None:
