@@ -202,9 +202,15 @@ class SwitchHarness(SynchronousTestCase):
                 link.pump.pump(advanceClock=False)
         raise AssertionError("the condition never came true")
 
-    def settle(self, seconds: float = 0.0, steps: int = 1) -> None:
-        for _ in range(steps):
-            self.net.flush(seconds)
+    def settle(self, seconds: float = 0.0) -> None:
+        """
+        Let C{seconds} pass, a second at a time (so every retry runs).
+        """
+        self.net.flush()
+        while seconds > 0:
+            step = min(1.0, seconds)
+            self.net.flush(step)
+            seconds -= step
 
     def assertNothingLeft(self) -> None:
         for node in self.net.nodes:
@@ -261,3 +267,267 @@ class PathSwitchTests(SwitchHarness):
         source.transport.loseConnection()
         self.settle(1)
         self.assertNothingLeft()
+
+    def test_originFirstHopLost(self) -> None:
+        """
+        The origin's own link to the relay drops mid-transfer (it sees its
+        stream lost, no UNBIND): it switches all the same.
+        """
+        source, sink = self.transfer(8 * MiB, self.links["ar1"].cut)
+        self.assertEqual(source.transport.route, self.path(self.r2))
+        source.transport.loseConnection()
+        self.settle(1)
+        self.assertNothingLeft()
+
+    def test_bothDirectionsSeveralSwitches(self) -> None:
+        """
+        Data flows both ways while the path fails three times, at the
+        destination's side, at the origin's and in the relay: each
+        direction arrives complete and in order, nothing repeated.
+        """
+        size = 6 * MiB
+        up, down = pattern(size), pattern(size)[::-1]
+        self.plugin.reply = down
+        source = Source(up)
+        self.open(source)
+        far = self.plugin.built[-1]
+        source.start()
+        far.start()
+        session = source.transport
+        cuts = [
+            lambda: self.links["r1b"].cut(),
+            lambda: self.links["ar2"].cut(),
+            lambda: self.links["r1b2"].cut(),
+        ]
+        for i, cut in enumerate(cuts):
+            self.pumpUntil(
+                lambda i=i: far.sink.count >= (i + 1) * size // 4
+                and source.sink.count >= (i + 1) * size // 4
+            )
+            cut()
+            self.settle()
+            if i == 0:
+                self.links["r1b2"] = self.net.connect(self.r1, self.b)
+            elif i == 1:
+                self.links["ar2b"] = self.net.connect(self.a, self.r2)
+        self.pumpUntil(lambda: far.sink.count >= size and source.sink.count >= size)
+        self.settle(1)
+        self.assertEqual(session.switch.switches, 3)
+        self.assertEqual(session.route, self.path(self.r2))
+        for sink, data in ((far.sink, up), (source.sink, down)):
+            self.assertEqual(sink.count, size)
+            self.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest())
+        self.assertIsNone(source.lost)
+        self.assertIsNone(far.lost)
+        (farSession,) = self.b.routedSessions.sessions.values()
+        self.assertEqual(farSession.switch.switches, 3)
+        # What was acknowledged is freed: nothing is kept once all arrived.
+        self.settle(1)
+        self.assertEqual(session.layer.buffered, 0)
+        self.assertEqual(farSession.layer.buffered, 0)
+        session.loseConnection()
+        self.settle(1)
+        self.assertNothingLeft()
+
+    def test_noRoute(self) -> None:
+        """
+        With no other path the origin keeps asking for routes for the
+        switch timeout, then both ends end the session with no-route.
+        """
+        self.routes.routes = [self.path(self.r1)]
+        source = Source(b"x" * MiB)
+        self.open(source)
+        sink = self.plugin.built[-1]
+        source.start()
+        self.settle()
+        self.assertEqual(sink.count, MiB)
+        self.links["r1b"].cut()
+        self.settle()
+        self.assertIsNone(source.lost)
+        timeout = self.a.routedSessions.switchTimeout
+        self.settle(timeout - 1)
+        self.assertIsNone(source.lost)
+        self.assertGreater(self.routes.asked, 5)
+        self.settle(2)
+        self.assertEqual(source.lost.value.reason, "no-route")
+        # The destination holds a while longer for the origin's last re-BIND.
+        self.assertIsNone(sink.lost)
+        self.settle(self.a.routedSessions.bindTimeout)
+        self.assertEqual(sink.lost.value.reason, "no-route")
+        self.assertNothingLeft()
+
+    def test_pausedNotEnded(self) -> None:
+        """
+        While the session has no path, the producer writing into it is
+        paused (its bytes wait within the window) and resumed after.
+        """
+        data = pattern(16 * MiB)
+        source = Source(data)
+        self.open(source)
+        sink = self.plugin.built[-1]
+        self.routes.routes = []
+        source.start()
+        self.pumpUntil(lambda: sink.count >= MiB)
+        self.links["r1b"].cut()
+        self.settle(0.5)
+        self.assertTrue(source.paused)
+        session = source.transport
+        self.assertLessEqual(session.layer.buffered, session.layer.window + 64 * 1024)
+        self.routes.routes = [self.path(self.r2)]
+        self.settle(1)
+        self.pumpUntil(lambda: sink.count >= len(data))
+        self.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest())
+        session.loseConnection()
+        self.settle(1)
+
+    def test_farEndClosesAfterSwitch(self) -> None:
+        """
+        After a switch the session ends as any: the destination's close
+        reaches the origin over the new path.
+        """
+        source = Source(b"")
+        self.open(source)
+        self.links["r1b"].cut()
+        self.settle()
+        (far,) = self.b.routedSessions.sessions.values()
+        far.loseConnectionWithReason("normal")
+        self.settle(1)
+        self.assertEqual(source.lost.value.reason, "normal")
+        self.assertNothingLeft()
+
+
+class ForgedRebindTests(SwitchHarness):
+    """
+    Re-BINDs that are not the origin's own, fresh and newer are refused,
+    and the session they aim at is untouched.  H is a hostile node linked
+    to relay R2 (and to B), with a key of its own, speaking the protocol.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.h = self.addNode("LAB.H")
+        self.net.connect(self.h, self.r2)
+        self.net.connect(self.h, self.b)
+        self.captured: list[SessionOpen] = []
+        relay = self.r2.relay
+        original = relay.bindReceived
+
+        def record(cp: Any, stream: Any, req: SessionOpen) -> None:
+            self.captured.append(req)
+            original(cp, stream, req)
+
+        relay.bindReceived = record  # type: ignore[method-assign]
+        self.source = Source(b"")
+        self.open(self.source)
+        (self.far,) = self.b.routedSessions.sessions.values()
+
+    def send(self, sender: Node, via: Node, req: SessionOpen) -> Any:
+        """
+        Send C{req} as the first message of a new stream from C{sender} to
+        its neighbour C{via}; the answer.
+        """
+        answers: list[Any] = []
+        stream = sender.links[via.nodeID].mux.openStream()
+        stream.attachProtocol(
+            BindReader(lambda msg, leftover: answers.append(msg), answers.append)
+        )
+        stream.write(encodeMessage(req))
+        self.settle()
+        self.assertEqual(len(answers), 1)
+        return answers[0]
+
+    def rebind(self, signer: Any, **fields: Any) -> SessionOpen:
+        values: dict[str, Any] = dict(
+            session_id=self.far.sessionID,
+            origin=self.a.nodeID,
+            destination=self.b.nodeID,
+            plugin="sink",
+            cos="batch",
+            window=262144,
+            route=[self.a.nodeID, self.h.nodeID, self.b.nodeID],
+            path=9,
+            resume=0,
+        )
+        values.update(fields)
+        req = SessionOpen(**values)
+        return signBind(req, signer.publicKeyBytes, signer.sign, self.net.clock.seconds())
+
+    def assertUntouched(self) -> None:
+        far = self.far
+        self.assertIs(self.b.routedSessions.sessions.get(far.sessionID), far)
+        self.assertEqual(far.route, self.path(self.r1))
+        self.assertEqual(far.switch.state, "up")
+        # It still carries data both ways.
+        self.source.transport.write(b"still here")
+        self.settle()
+        sink = self.plugin.built[-1]
+        self.assertEqual(sink.count, len(b"still here"))
+        self.assertIsNone(sink.lost)
+        self.assertIsNone(self.source.lost)
+
+    def test_ownKeyOtherOrigin(self) -> None:
+        """
+        H signs with its own key, as itself: B knows no session of H's by
+        that ID.
+        """
+        req = self.rebind(
+            self.h.identity, origin=self.h.nodeID, route=[self.h.nodeID, self.r2.nodeID, self.b.nodeID]
+        )
+        answer = self.send(self.h, self.r2, req)
+        self.assertIsInstance(answer, SessionRefuse)
+        self.assertEqual(answer.reason, "protocol-error")
+        self.assertUntouched()
+
+    def test_wrongKey(self) -> None:
+        """
+        H claims to be A, with its own key or A's key and its signature.
+        """
+        for publicKey in (self.h.identity.publicKeyBytes, self.a.identity.publicKeyBytes):
+            req = self.rebind(self.h.identity)
+            req = attrs.evolve(req, public_key=publicKey)
+            answer = self.send(self.h, self.b, req)
+            self.assertIsInstance(answer, SessionRefuse)
+            self.assertEqual(answer.reason, "bad-signature")
+        self.assertUntouched()
+
+    def test_replayed(self) -> None:
+        """
+        A's genuine re-BIND, seen by a relay on its path, replayed by that
+        relay to B: refused as a replay, and once B forgot it, as a path
+        that is not newer; another session's ID breaks its signature.
+        """
+        self.links["r1b"].cut()
+        self.settle()
+        (genuine,) = [r for r in self.captured if r.path > 1]
+        self.assertEqual(self.far.route, self.path(self.r2))
+        answer = self.send(self.r2, self.b, genuine)
+        self.assertEqual((answer.reason, answer.detail), ("protocol-error", "replayed BIND"))
+        self.b.routedSessions.verifier.seen.clear()
+        answer = self.send(self.r2, self.b, genuine)
+        self.assertEqual(answer.reason, "protocol-error")
+        self.assertIn("not newer", answer.detail)
+        other = Source(b"")
+        self.open(other, route=self.path(self.r2))
+        otherID = other.transport.sessionID
+        answer = self.send(self.r2, self.b, attrs.evolve(genuine, session_id=otherID))
+        self.assertEqual(answer.reason, "bad-signature")
+        self.assertEqual(self.far.route, self.path(self.r2))
+        self.assertEqual(other.transport.route, self.path(self.r2))
+        self.source.transport.write(b"after")
+        self.settle()
+        self.assertEqual(self.plugin.built[0].count, len(b"after"))
+        other.transport.loseConnection()
+
+    def test_resumeOutsideWhatWasSent(self) -> None:
+        """
+        A re-BIND signed by the origin whose resume position the
+        destination never sent is refused (a broken origin).
+        """
+        req = self.rebind(
+            self.a.identity, route=[self.a.nodeID, self.r2.nodeID, self.b.nodeID], resume=10**9
+        )
+        answer = self.send(self.a, self.r2, req)
+        self.assertEqual(answer.reason, "protocol-error")
+        self.assertIn("beyond what was sent", answer.detail)
+        self.assertEqual(self.far.switch.path, 1)
+        self.assertUntouched()

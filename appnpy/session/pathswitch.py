@@ -865,7 +865,7 @@ class PathSwitch:
         self.session.rideOn(cp, stream, route, awaitingResume=True, leftover=leftover)
 
     def paused(self) -> float:
-        return self.reactor.seconds() - self._since
+        return float(self.reactor.seconds() - self._since)
 
 
 def _buildSwitchMachine() -> Callable[[PathSwitch], _SwitchInputs]:
