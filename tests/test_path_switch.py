@@ -13,9 +13,12 @@ import hashlib
 from typing import Any
 
 import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -28,9 +31,10 @@ from appnpy.link.identity import generateIdentity
 from appnpy.net.relay import installRelay
 from appnpy.node import Node
 from appnpy.session.bind import signBind
-from appnpy.session.pathswitch import ResumableStream, orderAlternatives
+from appnpy.session.pathswitch import ResumableStream, _buildSwitchMachine, orderAlternatives
 from appnpy.session.routed import installRoutedSessions
 from appnpy.testing import MemoryLink, MemoryNetwork, resultOf
+from tests.test_machines import IGNORED, docDiagram, initialState, transitionTable
 
 MiB = 1024 * 1024
 
@@ -531,3 +535,259 @@ class ForgedRebindTests(SwitchHarness):
         self.assertIn("beyond what was sent", answer.detail)
         self.assertEqual(self.far.switch.path, 1)
         self.assertUntouched()
+
+
+class TopologyRoutesTests(SynchronousTestCase):
+    """
+    With the network services (topology database, route selection), the
+    origin finds the new route itself.
+    """
+
+    def test_ringSurvivesCut(self) -> None:
+        net = MemoryNetwork()
+        plugin = SinkPlugin()
+        a = net.addNode("LAB.A")
+        r1 = net.addNode("LAB.R1")
+        r2 = net.addNode("LAB.R2")
+        b = net.addNode("LAB.B", plugins=[plugin])
+        links = {
+            "ar1": net.connect(a, r1),
+            "r1b": net.connect(r1, b),
+            "br2": net.connect(b, r2),
+            "r2a": net.connect(r2, a),
+        }
+        net.flush(5)
+        data = pattern(4 * MiB)
+        source = Source(data)
+        d = a.openSession(b.nodeID, "sink", lambda info: source)
+        net.flush()
+        resultOf(d)
+        session = source.transport
+        relay = session.route[1]
+        self.assertIn(relay, (r1.nodeID, r2.nodeID))
+        sink = plugin.built[-1]
+        source.start()
+        for _ in range(200000):
+            if sink.count >= MiB:
+                break
+            net.clock.advance(0)
+            for link in net.links:
+                link.pump.pump(advanceClock=False)
+        (links["r1b"] if relay == r1.nodeID else links["br2"]).cut()
+        net.flush(1)
+        net.flush(1)
+        self.assertEqual(sink.count, len(data))
+        self.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest())
+        self.assertIsNone(source.lost)
+        self.assertIsNone(sink.lost)
+        self.assertNotEqual(session.route[1], relay)
+        self.assertEqual(session.switch.switches, 1)
+        session.loseConnection()
+        net.flush(1)
+        net.stop()
+        self.assertEqual(net.clock.getDelayedCalls(), [])
+
+
+# -- the numbered stream alone ------------------------------------------------
+
+
+class FakeStream:
+    """
+    The parts of a yamux stream the numbered stream uses; records writes.
+    """
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.protocol: Any = None
+        self.producer: Any = None
+        self.aborted = False
+        self.finished = False
+
+    def attachProtocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+        protocol.makeConnection(self)
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def loseConnection(self) -> None:
+        self.finished = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+class FakeOwner:
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.lost: list[Failure] = []
+        self.resumedCount = 0
+
+    def farEndFinished(self) -> None:
+        pass
+
+    def streamLost(self, reason: Failure) -> None:
+        self.lost.append(reason)
+
+    def layerFailed(self, detail: str) -> None:
+        self.failed.append(detail)
+
+    def resumed(self) -> None:
+        self.resumedCount += 1
+
+
+def layerPair(window: int = 1 << 20) -> tuple[ResumableStream, FakeStream, list[bytes], FakeOwner]:
+    clock = Clock()
+    owner = FakeOwner()
+    layer = ResumableStream(clock, owner, window=window)
+    got: list[bytes] = []
+    layer.deliver = got.append
+    stream = FakeStream()
+    layer.attach(stream, awaitingResume=False)  # type: ignore[arg-type]
+    return layer, stream, got, owner
+
+
+class ResumableStreamTests(SynchronousTestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(
+        chunks=st.lists(st.binary(min_size=1, max_size=3000), max_size=20),
+        cuts=st.lists(st.integers(0, 70000), max_size=30),
+    )
+    def test_anySplitDeliversTheSame(self, chunks: list[bytes], cuts: list[int]) -> None:
+        """
+        Whatever the read boundaries, the payloads come out whole, in order,
+        and the ACK frames between them free the sender's buffer.
+        """
+        sender, sent, _, _ = layerPair()
+        for chunk in chunks:
+            sender.write(chunk)
+            # The far end's ACKs travel between the DATA frames.
+            sent.written.append(b"\x01" + bytes(8))
+        wire = b"".join(sent.written)
+        receiver, back, got, owner = layerPair()
+        points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
+        for start, end in zip(points, points[1:], strict=False):
+            receiver.dataReceived(wire[start:end])
+        self.assertEqual(owner.failed, [])
+        self.assertEqual(b"".join(got), b"".join(chunks))
+        self.assertEqual(receiver.received, len(b"".join(chunks)))
+
+    @settings(max_examples=300, deadline=None)
+    @given(data=st.binary(max_size=200))
+    def test_garbageFailsCleanly(self, data: bytes) -> None:
+        """
+        Any bytes are delivered, kept as a partial frame, or fail the
+        session with one reason: never an exception, never more than once.
+        """
+        receiver, _, got, owner = layerPair()
+        receiver.dataReceived(data)
+        receiver.dataReceived(data)
+        self.assertLessEqual(len(owner.failed), 1)
+        self.assertLessEqual(sum(map(len, got)), 2 * len(data))
+
+    def test_acksFreeAndWindowPauses(self) -> None:
+        """
+        The producer is paused once a window is unacknowledged, resumed by
+        the ACK; an ACK beyond what was sent or going back fails.
+        """
+        layer, stream, _, owner = layerPair(window=100000)
+
+        @implementer(IPushProducer)
+        class P:
+            paused = 0
+            resumed = 0
+
+            def pauseProducing(self) -> None:
+                P.paused += 1
+
+            def resumeProducing(self) -> None:
+                P.resumed += 1
+
+            def stopProducing(self) -> None:
+                pass
+
+        layer.registerProducer(P(), True)
+        for _ in range(4):
+            layer.write(b"x" * 30000)
+        self.assertEqual((P.paused, P.resumed), (1, 0))
+        self.assertEqual(layer.buffered, 120000)
+        layer.dataReceived(b"\x01" + (50000).to_bytes(8, "big"))
+        self.assertEqual((P.paused, P.resumed), (1, 1))
+        self.assertEqual(layer.buffered, 70000)
+        layer.dataReceived(b"\x01" + (40000).to_bytes(8, "big"))
+        self.assertEqual(len(owner.failed), 1)
+        self.assertIn("before what was acknowledged", owner.failed[0])
+
+    def test_resumeRetransmitsTheRest(self) -> None:
+        """
+        On a new path the origin sends nothing before RESUME, then exactly
+        the bytes after the destination's position.
+        """
+        layer, old, _, owner = layerPair()
+        data = pattern(100000)
+        for i in range(0, len(data), 30000):
+            layer.write(data[i : i + 30000])
+        layer.detach()
+        self.assertTrue(old.aborted)
+        layer.write(b"during")
+        new = FakeStream()
+        layer.attach(new, awaitingResume=True)  # type: ignore[arg-type]
+        self.assertEqual(new.written, [])
+        layer.dataReceived(b"\x02" + (45678).to_bytes(8, "big"))
+        self.assertEqual(owner.resumedCount, 1)
+        receiver, _, got, _ = layerPair()
+        receiver.dataReceived(b"".join(new.written))
+        self.assertEqual(b"".join(got), data[45678:] + b"during")
+
+    def test_framesBeforeResumeRefused(self) -> None:
+        for frame in (b"\x00\x00\x00\x00\x01x", b"\x01" + bytes(8)):
+            layer, old, _, owner = layerPair()
+            layer.detach()
+            layer.attach(FakeStream(), awaitingResume=True)  # type: ignore[arg-type]
+            layer.dataReceived(frame)
+            self.assertEqual(len(owner.failed), 1)
+
+
+class OrderTests(SynchronousTestCase):
+    def test_disjointFirstFailedLast(self) -> None:
+        failed = ["a", "r1", "r3", "b"]
+        routes = [
+            ["a", "r1", "r3", "b"],
+            ["a", "r1", "r4", "b"],
+            ["a", "r2", "r3", "b"],
+            ["a", "r5", "b"],
+            ["a", "b"],
+        ]
+        self.assertEqual(
+            orderAlternatives(routes, failed),
+            [["a", "r5", "b"], ["a", "r1", "r4", "b"], ["a", "r2", "r3", "b"], failed],
+        )
+
+
+class SwitchDiagramTests(SynchronousTestCase):
+    """
+    The machine of a switching session is its diagram in
+    docs/state-machines.md exactly.
+    """
+
+    def test_diagram(self) -> None:
+        factory = _buildSwitchMachine()
+        table = transitionTable(factory)
+        drawn, ignored = docDiagram(initialState(factory))
+        actual = {t for t in table if t[3] != IGNORED}
+        self.assertEqual((sorted(drawn - actual), sorted(actual - drawn)), ([], []))
+        actualIgnored = {(old, i) for old, i, new, out in table if out == IGNORED}
+        self.assertEqual((sorted(ignored - actualIgnored), sorted(actualIgnored - ignored)), ([], []))
+        self.assertGreater(len(drawn), 8)

@@ -427,6 +427,8 @@ class ResumableStream:
         self._parse(data)
 
     def _parse(self, data: bytes) -> None:
+        if self._reading is None:
+            return  # failed or left: nothing more is read
         if self._head:
             data = self._head + data
             self._head = b""
@@ -550,6 +552,8 @@ class ResumableStream:
         if stream is not None:
             stream.protocol = _Gone()
         self._reading = None
+        self._need = 0
+        self._head = b""
         self._owner.layerFailed(detail)
 
     def _finReceived(self) -> None:
