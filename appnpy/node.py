@@ -743,6 +743,9 @@ class Node(MultiService):
         if self.relay is not None:
             # The ends of relayed sessions hear shutting-down before the links go.
             self.relay.stop()
+        if self.routedSessions is not None:
+            # Routed sessions waiting for a new path end now.
+            self.routedSessions.stop()
         closing = [
             cp.close(Reason.SHUTTING_DOWN, "the node is stopping")
             for cp in [*self.links.values(), *self.drainingLinks]
@@ -891,6 +894,8 @@ def buildNode(
             node, cds=config.cds, cdsNode=config.cdsNode, **(directoryOptions or {})
         )
         node.routedSessions = installRoutedSessions(node)
+        node.routedSessions.pathSwitch = config.pathSwitch
+        node.routedSessions.switchTimeout = config.pathSwitchTimeout
     if managePeers:
         peers = PeerManager(
             node,

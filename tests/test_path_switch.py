@@ -23,11 +23,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from appnpy.cp.messages import SessionOpen, SessionRefuse, encodeMessage
 from appnpy.cp.bindreader import BindReader
+from appnpy.cp.messages import SessionOpen, SessionRefuse, encodeMessage
 from appnpy.errors import NoRoute
 from appnpy.interfaces import ISessionInfo, ISessionPlugin
-from appnpy.link.identity import generateIdentity
 from appnpy.net.relay import installRelay
 from appnpy.node import Node
 from appnpy.session.bind import signBind
@@ -260,6 +259,8 @@ class PathSwitchTests(SwitchHarness):
         self.settle(1)
         self.assertEqual(sink.lost.value.reason, "normal")
         self.assertNothingLeft()
+        # No timer of the session, its switch or its numbered streams is left.
+        self.assertEqual(self.net.clock.getDelayedCalls(), [])
 
     def test_relayStopped(self) -> None:
         """
@@ -305,8 +306,10 @@ class PathSwitchTests(SwitchHarness):
         ]
         for i, cut in enumerate(cuts):
             self.pumpUntil(
-                lambda i=i: far.sink.count >= (i + 1) * size // 4
-                and source.sink.count >= (i + 1) * size // 4
+                lambda i=i: (
+                    far.sink.count >= (i + 1) * size // 4
+                    and source.sink.count >= (i + 1) * size // 4
+                )
             )
             cut()
             self.settle()
@@ -358,6 +361,28 @@ class PathSwitchTests(SwitchHarness):
         self.assertIsNone(sink.lost)
         self.settle(self.a.routedSessions.bindTimeout)
         self.assertEqual(sink.lost.value.reason, "no-route")
+        self.assertNothingLeft()
+
+    def test_stopWhileSwitching(self) -> None:
+        """
+        A node that stops ends its sessions waiting for a path with
+        shutting-down, at once (origin and destination alike).
+        """
+        self.routes.routes = []
+        source = Source(b"")
+        self.open(source)
+        sink = self.plugin.built[-1]
+        self.settle(1)
+        self.links["r1b"].cut()
+        self.settle()
+        self.assertEqual(source.transport.switch.state, "switching")
+        (far,) = self.b.routedSessions.sessions.values()
+        self.assertEqual(far.switch.state, "holding")
+        self.a.stopService()
+        self.b.stopService()
+        self.net.flush()
+        self.assertEqual(source.lost.value.reason, "shutting-down")
+        self.assertEqual(sink.lost.value.reason, "shutting-down")
         self.assertNothingLeft()
 
     def test_pausedNotEnded(self) -> None:
@@ -432,9 +457,7 @@ class ForgedRebindTests(SwitchHarness):
         """
         answers: list[Any] = []
         stream = sender.links[via.nodeID].mux.openStream()
-        stream.attachProtocol(
-            BindReader(lambda msg, leftover: answers.append(msg), answers.append)
-        )
+        stream.attachProtocol(BindReader(lambda msg, leftover: answers.append(msg), answers.append))
         stream.write(encodeMessage(req))
         self.settle()
         self.assertEqual(len(answers), 1)
@@ -475,7 +498,9 @@ class ForgedRebindTests(SwitchHarness):
         that ID.
         """
         req = self.rebind(
-            self.h.identity, origin=self.h.nodeID, route=[self.h.nodeID, self.r2.nodeID, self.b.nodeID]
+            self.h.identity,
+            origin=self.h.nodeID,
+            route=[self.h.nodeID, self.r2.nodeID, self.b.nodeID],
         )
         answer = self.send(self.h, self.r2, req)
         self.assertIsInstance(answer, SessionRefuse)
@@ -653,7 +678,13 @@ def layerPair(window: int = 1 << 20) -> tuple[ResumableStream, FakeStream, list[
     owner = FakeOwner()
     layer = ResumableStream(clock, owner, window=window)
     got: list[bytes] = []
-    layer.deliver = got.append
+
+    def deliver(data: bytes) -> None:
+        # As the TLS layer's memory BIO: an empty write is an error.
+        assert data, "empty delivery"
+        got.append(data)
+
+    layer.deliver = deliver
     stream = FakeStream()
     layer.attach(stream, awaitingResume=False)  # type: ignore[arg-type]
     return layer, stream, got, owner
@@ -789,5 +820,47 @@ class SwitchDiagramTests(SynchronousTestCase):
         actual = {t for t in table if t[3] != IGNORED}
         self.assertEqual((sorted(drawn - actual), sorted(actual - drawn)), ([], []))
         actualIgnored = {(old, i) for old, i, new, out in table if out == IGNORED}
-        self.assertEqual((sorted(ignored - actualIgnored), sorted(actualIgnored - ignored)), ([], []))
+        self.assertEqual(
+            (sorted(ignored - actualIgnored), sorted(actualIgnored - ignored)), ([], [])
+        )
         self.assertGreater(len(drawn), 8)
+
+
+class FallbackTests(SwitchHarness):
+    def test_relayWithoutPathSwitch(self) -> None:
+        """
+        A relay that cannot verify a BIND with the path-switch fields (it
+        does not know them) refuses it bad-signature; the origin opens the
+        session again without path switch.
+        """
+        verifier = self.r1.relay.verifier
+        check = verifier.check
+
+        def oldCheck(req: SessionOpen, now: float) -> Any:
+            if req.path:
+                return "bad-signature", "the BIND's signature does not verify"
+            return check(req, now)
+
+        verifier.check = oldCheck  # type: ignore[method-assign]
+        source = Source(b"")
+        self.open(source)
+        self.assertIsNone(source.transport.switch)
+        source.transport.write(b"hello")
+        self.settle()
+        self.assertEqual(self.plugin.built[-1].count, 5)
+        source.transport.loseConnection()
+        self.settle(1)
+
+
+class EmptyDeliveryTests(SynchronousTestCase):
+    def test_headerAloneDeliversNothing(self) -> None:
+        """
+        A DATA header that ends a read delivers nothing yet (an empty write
+        into the TLS layer's memory BIO fails); the payload follows.
+        """
+        receiver, _, got, owner = layerPair()
+        receiver.dataReceived(b"\x00\x00\x00\x00\x03")
+        self.assertEqual(got, [])
+        receiver.dataReceived(b"abc")
+        self.assertEqual(got, [b"abc"])
+        self.assertEqual(owner.failed, [])

@@ -327,7 +327,7 @@ class RoutedSession(SessionBase):
         sw = self.switch
         if sw is not None and not self._aborting:
             if sw.state == "switching" or self._canSwitch():
-                sw.pathDown()
+                sw.pathDown(f"stream lost: {reason.getErrorMessage()}"[:200])
                 return
         self._streamGone = True
         self._tls.connectionLost(reason)
@@ -445,7 +445,7 @@ class RoutedSession(SessionBase):
             and sw is not None
             and (sw.state == "switching" or self._canSwitch())
         ):
-            sw.pathDown()
+            sw.pathDown(f"UNBIND link-failure: {detail}"[:200])
             return
         self._peerReason = (reason, detail)
         if not self._closing:

@@ -323,7 +323,12 @@ class ResumableStream:
         self._cancelAckTimer()
         self._unacked.clear()
         self._producer = None
-        self._live = self._reading = None
+        stream, self._live, self._reading = self._reading, None, None
+        if stream is not None:
+            # Still attached (a session given up while its new path
+            # waited for RESUME): the path is let go.
+            stream.protocol = _Gone()
+            stream.abortConnection()
 
     # -- the TLS layer's transport ---------------------------------------------
 
@@ -450,7 +455,10 @@ class ResumableStream:
                 pos += _DATA.size
                 end = min(n, pos + length)
                 self._need = length - (end - pos)
-                self._deliver(data[pos:end])
+                if end > pos:
+                    # Never an empty delivery: the TLS layer's memory BIO
+                    # takes a write of nothing as an error.
+                    self._deliver(data[pos:end])
                 pos = end
             elif kind == FRAME_ACK or kind == FRAME_RESUME:
                 if n - pos < _POSITION.size:
@@ -579,7 +587,9 @@ def orderAlternatives(routes: list[list[str]], failed: list[str]) -> list[list[s
         i, route = item
         same = 1 if route == failed else 0
         shared = len(middle.intersection(route[1:-1]))
-        sharedLinks = len(links.intersection(frozenset(p) for p in zip(route, route[1:], strict=False)))
+        sharedLinks = len(
+            links.intersection(frozenset(p) for p in zip(route, route[1:], strict=False))
+        )
         return same, shared, sharedLinks, i
 
     unique: list[list[str]] = []
@@ -657,6 +667,8 @@ class PathSwitch:
         self.nextPath = 2
         self.switches = 0
         self.state = "up"
+        #: Why the path failed last.
+        self.why = ""
         self._deadline: IDelayedCall | None = None
         self._retry: IDelayedCall | None = None
         self._candidates: list[list[str]] = []
@@ -689,14 +701,16 @@ class PathSwitch:
             stream.protocol = _Gone()
             stream.abortConnection()
 
-    def pathDown(self) -> None:
+    def pathDown(self, why: str) -> None:
         """
-        The session's stream or path failed: by role, switch or hold; during
-        a switch, the re-BIND's new path failed before it resumed.
+        The session's stream or path failed (C{why}): by role, switch or
+        hold; during a switch, the re-BIND's new path failed before it
+        resumed.
         """
+        self.why = why
         if self.state == "switching":
             self.session.layer.detach()
-            self.lifecycle.attemptFailed(Reason.LINK_FAILURE.value, "the new path failed")
+            self.lifecycle.attemptFailed(Reason.LINK_FAILURE.value, f"the new path failed: {why}")
         elif self.session.direction == "outbound":
             self.lifecycle.pathLost()
         else:
@@ -894,9 +908,10 @@ def _buildSwitchMachine() -> Callable[[PathSwitch], _SwitchInputs]:
         c.session.leavePath()
         c.startDeadline(c.timeout)
         c.log.info(
-            "session {sid}: path {route} failed; switching",
+            "session {sid}: path {route} failed ({why}); switching",
             sid=c.session.sessionID,
             route=c.session.route,
+            why=c.why,
         )
         c.tryNext()
 
@@ -907,7 +922,11 @@ def _buildSwitchMachine() -> Callable[[PathSwitch], _SwitchInputs]:
         # The origin looks for a path for its timeout; its last re-BIND
         # may take its BIND timeout to arrive.
         c.startDeadline(c.timeout + c.owner.bindTimeout)
-        c.log.info("session {sid}: path failed; held for the origin", sid=c.session.sessionID)
+        c.log.info(
+            "session {sid}: path failed ({why}); held for the origin",
+            sid=c.session.sessionID,
+            why=c.why,
+        )
 
     @Up.upon(I.rebound).loop()
     def switchedEarly(m: _SwitchInputs, c: PathSwitch) -> None:
@@ -979,4 +998,3 @@ def _buildSwitchMachine() -> Callable[[PathSwitch], _SwitchInputs]:
 
 
 _SwitchMachine = _buildSwitchMachine()
-

@@ -240,6 +240,31 @@ class RoutedSessions:
         why = checkRoute(route, 0, MAX_ROUTE_NODES)
         if why is not None:
             raise SessionRefused(Reason.PROTOCOL_ERROR.value, why)
+        if not self.pathSwitch:
+            return await self._bind(destination, plugin, protocolFactory, parameters, cos, route, 0)
+        try:
+            return await self._bind(destination, plugin, protocolFactory, parameters, cos, route, 1)
+        except SessionRefused as e:
+            if e.reason != Reason.BAD_SIGNATURE.value:
+                raise
+        # A node on the route that does not know path switch cannot verify
+        # a BIND carrying its fields: open one that cannot switch.
+        self.log.info(
+            "BIND to {dest} refused bad-signature; again without path switch", dest=destination
+        )
+        return await self._bind(destination, plugin, protocolFactory, parameters, cos, route, 0)
+
+    async def _bind(
+        self,
+        destination: str,
+        plugin: str,
+        protocolFactory: Callable[[Any], Any],
+        parameters: dict[str, Any] | None,
+        cos: str,
+        route: list[str],
+        path: int,
+    ) -> Any:
+        host = self.host
         cp = host.activeLink(route[1])
         if cp is None or not cp.isActive:
             raise SessionRefused(Reason.NO_ROUTE.value, f"{route[1]} is not a neighbour")
@@ -256,7 +281,7 @@ class RoutedSessions:
             window=cp.mux.config.initialWindow,
             parameters=dict(parameters or {}),
             route=route,
-            path=1 if self.pathSwitch else 0,
+            path=path,
         )
         identity = self.identity
         request = signBind(request, identity.publicKeyBytes, identity.sign, self.reactor.seconds())
@@ -472,6 +497,15 @@ class RoutedSessions:
         if self.sessions.get(session.sessionID) is session:
             del self.sessions[session.sessionID]
         session.viaLink.sessionEnded(session, why)
+
+    def stop(self) -> None:
+        """
+        The node is stopping: sessions without a path (switching or held)
+        end now with shutting-down (the others end with their links).
+        """
+        for session in list(self.sessions.values()):
+            if session.switch is not None and session.switch.state in ("switching", "holding"):
+                session.endSwitch(Reason.SHUTTING_DOWN.value, "the node is stopping")
 
     def asDict(self) -> dict[str, Any]:
         return {
