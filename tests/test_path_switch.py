@@ -273,6 +273,23 @@ class PathSwitchTests(SwitchHarness):
         self.settle(1)
         self.assertNothingLeft()
 
+    def test_relayCrashed(self) -> None:
+        """
+        The relay dies without a word (every link of it drops at once)
+        mid-transfer of 64 MiB: both ends see their streams lost, and the
+        session carries on over the other relay.
+        """
+
+        def crash() -> None:
+            self.links["ar1"].cut()
+            self.links["r1b"].cut()
+
+        source, sink = self.transfer(64 * MiB, crash)
+        self.assertEqual(source.transport.route, self.path(self.r2))
+        source.transport.loseConnection()
+        self.settle(1)
+        self.assertNothingLeft()
+
     def test_originFirstHopLost(self) -> None:
         """
         The origin's own link to the relay drops mid-transfer (it sees its
@@ -864,3 +881,30 @@ class EmptyDeliveryTests(SynchronousTestCase):
         receiver.dataReceived(b"abc")
         self.assertEqual(got, [b"abc"])
         self.assertEqual(owner.failed, [])
+
+
+class DestinationResetTests(SwitchHarness):
+    def test_destinationStreamReset(self) -> None:
+        """
+        The destination's own end of the stream is reset (its relay tells
+        the origin link-failure): the destination holds, the origin
+        re-binds, the data carries on.
+        """
+        self.routes.routes = [self.path(self.r1)]
+        data = pattern(4 * MiB)
+        source = Source(data)
+        self.open(source)
+        sink = self.plugin.built[-1]
+        source.start()
+        self.pumpUntil(lambda: sink.count >= MiB)
+        (far,) = self.b.routedSessions.sessions.values()
+        far.layer._reading.abortConnection()
+        self.settle(1)
+        self.pumpUntil(lambda: sink.count >= len(data))
+        self.settle(1)
+        self.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest())
+        self.assertEqual(far.switch.switches, 1)
+        self.assertIsNone(source.lost)
+        source.transport.loseConnection()
+        self.settle(1)
+        self.assertNothingLeft()
