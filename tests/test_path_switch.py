@@ -908,3 +908,42 @@ class DestinationResetTests(SwitchHarness):
         source.transport.loseConnection()
         self.settle(1)
         self.assertNothingLeft()
+
+
+class LyingRelayTests(SwitchHarness):
+    def test_falseAckEndsSessionCleanly(self) -> None:
+        """
+        A relay on the path that forges an ACK for bytes never sent (ACKs
+        are not authenticated) ends the session with protocol-error at the
+        origin; nothing is freed early, nothing is left behind.
+        """
+        relay = self.r1.relay
+        plain = relay.forwarder
+        lie = [False]
+
+        def forwarder(entry: Any, toSide: int) -> Any:
+            write = plain(entry, toSide)
+            if toSide != 0:
+                return write
+
+            def lying(data: bytes) -> None:
+                if lie[0]:
+                    lie[0] = False
+                    write(b"\x01" + (10**12).to_bytes(8, "big"))
+                write(data)
+
+            return lying
+
+        relay.forwarder = forwarder  # type: ignore[method-assign]
+        self.plugin.reply = b"y" * 100000
+        source = Source(b"")
+        self.open(source)
+        far = self.plugin.built[-1]
+        lie[0] = True
+        far.start()
+        self.settle(1)
+        self.assertEqual(source.lost.value.reason, "protocol-error")
+        self.assertIn("path switch: ACK", source.lost.value.detail)
+        self.settle(1)
+        self.assertIsNotNone(far.lost)
+        self.assertNothingLeft()
