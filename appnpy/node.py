@@ -21,7 +21,14 @@ from typing import Any, cast
 
 from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, gatherResults
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    FirstError,
+    fail,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IListeningPort, ITCPTransport
 from twisted.internet.protocol import Factory
@@ -605,6 +612,22 @@ class Node(MultiService):
         """
         return Deferred.fromCoroutine(self._routeTo(destination, cos or "interactive"))
 
+    def alternativeRoutes(
+        self, destination: str, cos: str | None, k: int
+    ) -> Deferred[list[list[str]]]:
+        """
+        Up to C{k} routes to C{destination}, best first (for a path switch):
+        the k shortest of the topology database on a network node; the one
+        route L{routeTo} gives otherwise.
+        """
+        if self.topology is not None:
+            try:
+                routes = self.topology.alternativeRoutes(self.nodeID, destination, cos, k)
+            except NoRoute as e:
+                return fail(e)
+            return succeed([list(r.hops) for r in routes])
+        return self.routeTo(destination, cos).addCallback(lambda route: [route])
+
     async def _routeTo(self, destination: str, cos: str) -> list[str]:
         if self.topology is not None:
             return list(self.topology.selectRoute(self.nodeID, destination, cos).hops)
@@ -720,6 +743,9 @@ class Node(MultiService):
         if self.relay is not None:
             # The ends of relayed sessions hear shutting-down before the links go.
             self.relay.stop()
+        if self.routedSessions is not None:
+            # Routed sessions waiting for a new path end now.
+            self.routedSessions.stop()
         closing = [
             cp.close(Reason.SHUTTING_DOWN, "the node is stopping")
             for cp in [*self.links.values(), *self.drainingLinks]
@@ -870,6 +896,8 @@ def buildNode(
             node, cds=config.cds, cdsNode=config.cdsNode, **(directoryOptions or {})
         )
         node.routedSessions = installRoutedSessions(node)
+        node.routedSessions.pathSwitch = config.pathSwitch
+        node.routedSessions.switchTimeout = config.pathSwitchTimeout
     if managePeers:
         peers = PeerManager(
             node,

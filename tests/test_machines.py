@@ -261,6 +261,7 @@ def relayArguments() -> dict[str, tuple[Any, ...]]:
         "bothStreamsEnded": (),
         "started": (message("SessionStarted", session_id=sid),),
         "startTimedOut": (),
+        "superseded": (),
         "shutDown": (),
     }
 
@@ -619,7 +620,8 @@ def docDiagram(initial: str) -> tuple[set[tuple[str, str, str, str]], set[tuple[
             raise AssertionError(f"unparsed transition line: {line.strip()!r}")
     after = text[match.end() :]
     table = re.search(r"\| State \| Inputs \|\n\|[-|]+\|\n((?:\|.*\|\n)+)", after)
-    if table is None or table.start() > after.find("```mermaid"):
+    nextDiagram = after.find("```mermaid")
+    if table is None or 0 <= nextDiagram < table.start():
         raise AssertionError(f"no ignored-inputs table under the {initial} diagram")
     ignored = set()
     for row in table.group(1).splitlines():

@@ -225,10 +225,12 @@ class StopTests(AttackHarness):
     def test_gracefulRelayStop(self) -> None:
         """
         A relay that stops gracefully gives both ends of the sessions it
-        relays shutting-down, not link-failure.
+        relays shutting-down, not link-failure (sessions that cannot switch
+        paths; those that can switch: tests/test_path_switch.py).
         """
         plugin = RecordingPlugin()
         a, r, d = self.nodes("A", "R", "D", plugins=[plugin])
+        a.routedSessions.pathSwitch = False
         self.net.connect(a, r)
         self.net.connect(r, d)
         p = self.openVia([a, r, d])

@@ -326,12 +326,14 @@ class RoutedSessionTests(RoutedHarness):
 class FailureTests(RoutedHarness):
     def test_relayLinkCut(self) -> None:
         """
-        Cutting a link of the relay ends the session at both ends with
-        C{link-failure}, and leaves no state on any node.
+        Cutting a link of the relay ends a session that cannot switch paths
+        at both ends with C{link-failure}, and leaves no state on any node
+        (a switchable one: tests/test_path_switch.py).
         """
         for cut in (0, 1):
             plugin = RecordingPlugin()
             nodes, links = self.line(3, plugins=[plugin])
+            nodes[0].routedSessions.pathSwitch = False
             p = resultOf(self.open(nodes))
             far = plugin.built[0]
             links[cut].cut()
@@ -342,10 +344,12 @@ class FailureTests(RoutedHarness):
 
     def test_middleLinkCutTwoRelays(self) -> None:
         """
-        With two relays, cutting the link between them fails both ends.
+        With two relays, cutting the link between them fails both ends (of
+        a session that cannot switch paths).
         """
         plugin = RecordingPlugin()
         nodes, links = self.line(4, plugins=[plugin])
+        nodes[0].routedSessions.pathSwitch = False
         p = resultOf(self.open(nodes))
         links[1].cut()
         self.net.flush()

@@ -310,10 +310,18 @@ class SessionOpen(Message):
     #: The origin's Ed25519 signature over L{signedBytes}.  Empty on an
     #: adjacent BIND.
     signature: bytes = attrs.field(default=b"", validator=blob(128))
+    #: Path switch (docs/protocol.md 15.8): 0 for a session that cannot
+    #: switch paths; 1 on the first BIND of one that can; every re-BIND of
+    #: the session on a new path carries a larger number than the last.
+    path: int = attrs.field(default=0, validator=integer(0, 2**31 - 1))
+    #: On a re-BIND: how many bytes of the destination's numbered stream
+    #: the origin has received (where the destination resumes).
+    resume: int = attrs.field(default=0, validator=integer(0, 2**63 - 1))
 
     def toWire(self) -> dict[str, Any]:
-        # The origin's key, time and signature are left out while they have
-        # their defaults, so an adjacent BIND is as short as it always was.
+        # The origin's key, time and signature, and the path-switch fields,
+        # are left out while they have their defaults, so an adjacent BIND
+        # is as short as it always was.
         body = super().toWire()
         for name, default in _UNSIGNED_BIND:
             if body[name] == default:
@@ -336,6 +344,8 @@ _UNSIGNED_BIND: tuple[tuple[str, object], ...] = (
     ("public_key", b""),
     ("timestamp", 0),
     ("signature", b""),
+    ("path", 0),
+    ("resume", 0),
 )
 
 
@@ -463,8 +473,8 @@ def _refuseSemanticTag(*args: object) -> object:
 #: references, ...) without asking C{tag_hook}, even with no semantic
 #: decoders passed: each is refused explicitly.  The list is cbor2 6's;
 #: tests/test_messages.py checks that every tag is refused.
-_SEMANTIC_TAGS = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261)
-_SEMANTIC_TAGS += (1004, 43000, 55799)
+_SEMANTIC_TAGS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100)
+_SEMANTIC_TAGS += (256, 258, 260, 261, 1004, 43000, 55799)
 _NO_SEMANTIC_TAGS = {tag: _refuseSemanticTag for tag in _SEMANTIC_TAGS}
 
 

@@ -300,9 +300,15 @@ class Relay:
         if nextCp is None or not nextCp.isActive:
             self.refuse(cp, stream, sid, Reason.NO_ROUTE, f"no active link to {nextHop}")
             return
-        if sid in self.table:
-            self.refuse(cp, stream, sid, Reason.PROTOCOL_ERROR, "session ID in use")
-            return
+        old = self.table.get(sid)
+        if old is not None:
+            if req.path > 1 and req.origin == old.origin and req.path > old.path:
+                # The verified origin moved the session to a new path that
+                # runs through here again (docs/protocol.md 15.8).
+                old.lifecycle.superseded()
+            else:
+                self.refuse(cp, stream, sid, Reason.PROTOCOL_ERROR, "session ID in use")
+                return
         if len(self.table) >= self.maxSessions:
             self.refuse(
                 cp, stream, sid, Reason.LIMIT_REACHED, f"{self.maxSessions} relayed sessions"
@@ -347,6 +353,7 @@ class Relay:
             relay=self,
         )
         entry.sendHighWater, entry.reserved = highWater, reserve
+        entry.path = req.path
         self.bufferReserved += reserve
         self.table[sid] = entry
         self.perOrigin[req.origin] = self.perOrigin.get(req.origin, 0) + 1

@@ -68,6 +68,9 @@ class RelayEntry:
     reserved: int = 0
     #: The send high water of each spliced stream, from the budget.
     sendHighWater: int = 0
+    #: The BIND's path number: 0 if the session cannot switch paths
+    #: (docs/protocol.md 15.8); a re-BIND with a larger one supersedes it.
+    path: int = 0
     #: The entry's lifecycle (docs/state-machines.md, "Relay").
     lifecycle: _RelayInputs = attrs.field(init=False)
     #: The lifecycle's state, for readers; only the machine sets it.
@@ -211,6 +214,20 @@ class _RelayInputs(Protocol):
         This node is stopping gracefully.
         """
 
+    def superseded(self) -> None:
+        """
+        The origin re-bound the session on a new path through this node
+        (a verified re-BIND with a larger path number): this entry's path
+        is dead.
+        """
+
+
+def _pathReason(e: RelayEntry, reason: str) -> str:
+    # The ends of a session that can switch paths take link-failure as
+    # "this path failed, switch" (docs/protocol.md 15.8); shutting-down
+    # would end it.
+    return Reason.LINK_FAILURE.value if e.path else reason
+
 
 def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
     machine = TypeMachineBuilder(_RelayInputs, RelayEntry)
@@ -331,7 +348,9 @@ def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
     def refuseShuttingDown(m: _RelayInputs, e: RelayEntry) -> None:
         release(e)
         e.inStream.protocol = _Ignore()
-        e.outCp.sendUnbind(e.sessionID, Reason.SHUTTING_DOWN.value, "a relay is stopping")
+        e.outCp.sendUnbind(
+            e.sessionID, _pathReason(e, Reason.SHUTTING_DOWN.value), "a relay is stopping"
+        )
         e.outStream.abortConnection()
         e.relay.refuse(e.inCp, e.inStream, e.sessionID, Reason.SHUTTING_DOWN, "a relay is stopping")
 
@@ -386,7 +405,7 @@ def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
             if side not in e.unbound:
                 e.unbound.add(side)
                 e.cp(side).sendUnbind(
-                    e.sessionID, Reason.SHUTTING_DOWN.value, "a relay is stopping"
+                    e.sessionID, _pathReason(e, Reason.SHUTTING_DOWN.value), "a relay is stopping"
                 )
         e.relay.linger(e)
 
@@ -465,6 +484,19 @@ def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
     )
     ignore([Spliced], I.started, I.startTimedOut)
 
+    @Binding.upon(I.superseded).to(Released)
+    @Starting.upon(I.superseded).to(Released)
+    @Spliced.upon(I.superseded).to(Released)
+    def dropSuperseded(m: _RelayInputs, e: RelayEntry) -> None:
+        # Silently: an UNBIND from this dead path must not reach the new
+        # one; its other nodes learn from the resets.
+        relay = release(e)
+        e.inStream.protocol = _Ignore()
+        e.outStream.protocol = _Ignore()
+        e.inStream.abortConnection()
+        e.outStream.abortConnection()
+        relay.log.info("relayed session {sid} moved to a new path", sid=e.sessionID)
+
     # -- Released ------------------------------------------------------------
 
     # An answer after the BIND was given up: drop the next hop's stream.
@@ -500,6 +532,7 @@ def _buildRelayMachine() -> Callable[[RelayEntry], _RelayInputs]:
         I.started,
         I.startTimedOut,
         I.shutDown,
+        I.superseded,
     )
 
     return machine.build()

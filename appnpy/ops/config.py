@@ -65,6 +65,8 @@ NODE_KEYS: dict[str, tuple[type, ...]] = {
     "suspect-dead-factor": (int, float),
     "cds": (bool,),
     "cds-node": (str,),
+    "path-switch": (bool,),
+    "path-switch-timeout": (int, float),
 }
 
 
@@ -115,6 +117,11 @@ class NodeConfig:
     cds: bool = False
     #: The node ID or CP name of the central directory server to use.
     cdsNode: str | None = None
+    #: Whether routed sessions opened here can switch paths (protocol 15.8).
+    pathSwitch: bool = True
+    #: Seconds a routed session may be without a path before it ends
+    #: with no-route.
+    pathSwitchTimeout: float = 30.0
     #: The C{[cos.<name>]} tables, by class-of-service name, as written.
     cosSections: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     #: The same classes of service, parsed (added to or replacing the
@@ -148,6 +155,8 @@ class NodeConfig:
                 "suspect-dead-factor": self.deadFactor,
                 "cds": self.cds,
                 "cds-node": self.cdsNode,
+                "path-switch": self.pathSwitch,
+                "path-switch-timeout": self.pathSwitchTimeout,
             },
             "plugin": {name: dict(section) for name, section in self.pluginSections.items()},
             "cos": {name: dict(section) for name, section in self.cosSections.items()},
@@ -362,6 +371,11 @@ def resolveConfig(
         raise ConfigurationError(
             f"{configFile}: [node] suspect-dead-factor ({deadFactor:g}) must be between 1 and 100"
         )
+    switchTimeout = float(fileNode.get("path-switch-timeout", 30.0))
+    if not switchTimeout > 0:
+        raise ConfigurationError(
+            f"{configFile}: [node] path-switch-timeout ({switchTimeout:g} s) must be positive"
+        )
     cds = bool(fileNode.get("cds", False))
     if cds and role != "network":
         raise ConfigurationError(f"{configFile}: [node] cds = true needs role network")
@@ -388,6 +402,8 @@ def resolveConfig(
         deadFactor=deadFactor,
         cds=cds,
         cdsNode=fileNode.get("cds-node"),
+        pathSwitch=bool(fileNode.get("path-switch", True)),
+        pathSwitchTimeout=switchTimeout,
         cosSections=cosSections,
         cosTables=cosTables,
         linkSections=linkSections,

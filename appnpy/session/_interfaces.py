@@ -53,6 +53,12 @@ class IRouteSource(Interface):
         The route, node IDs from this node to C{destination}, for C{cos}.
         """
 
+    def alternativeRoutes(destination: str, cos: str | None, k: int) -> Deferred[list[list[str]]]:
+        """
+        Up to C{k} routes to C{destination} for C{cos}, best first (a path
+        switch tries them in turn).
+        """
+
     def nodeName(nodeID: str) -> str:
         """
         The CP name of C{nodeID}, or C{""} if this node does not know it.

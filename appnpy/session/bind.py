@@ -190,7 +190,12 @@ class BindVerifier:
         self.checked += 1
         if not verifySignature(req.public_key, req.signature, req.signedBytes()):
             return Reason.BAD_SIGNATURE.value, "the BIND's signature does not verify"
-        key = hashlib.sha256(f"{req.origin} {req.session_id}".encode()).digest()[:16]
+        # A path switch re-BINDs the session under its ID with a larger path
+        # number (docs/protocol.md 15.8): each (origin, ID, path) once.
+        pair = f"{req.origin} {req.session_id}"
+        if req.path > 1:
+            pair += f" {req.path}"
+        key = hashlib.sha256(pair.encode()).digest()[:16]
         self._expire(now)
         if key in self.seen:
             return Reason.PROTOCOL_ERROR.value, "replayed BIND"

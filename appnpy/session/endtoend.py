@@ -6,6 +6,11 @@ routed sessions is L{appnpy.session.routed.RoutedSessions}.
 
 The far end is pinned by node ID; nothing reaches the plugin before it is
 authenticated, and the destination builds the plugin's protocol only then.
+
+A session whose BIND asked for path switch (docs/protocol.md 15.8) runs its
+TLS over a L{ResumableStream} instead of the bare stream, and has a
+L{PathSwitch}: when its path fails it moves to a new one (the origin
+re-BINDs, the destination holds) and the plugin sees only a pause.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
@@ -28,9 +33,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from appnpy.cp._interfaces import IBoundSession
+from appnpy.cp.messages import SessionAccept, SessionOpen, SessionStarted, encodeMessage
 from appnpy.errors import PeerAuthenticationError, Reason, SessionClosed, SessionRefused
 from appnpy.link.tls import checkPeer
 from appnpy.session.adjacent import INBOUND, OUTBOUND, SessionBase, SessionInfo
+from appnpy.session.pathswitch import PathSwitch, ResumableStream
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
@@ -115,7 +122,12 @@ class RoutedSession(SessionBase):
         route: list[str],
         protocolFactory: Callable[[Any], Any],
         ready: Deferred[Any] | None = None,
+        switchable: bool = False,
     ) -> None:
+        """
+        @param switchable: whether the session's BIND asked for path switch
+            (its TLS then runs over a L{ResumableStream}).
+        """
         self.info = info
         self.route = route
         self.protocol: Any = None
@@ -143,6 +155,12 @@ class RoutedSession(SessionBase):
         self._handshakeTimer: IDelayedCall | None = None
         self._ended = False
         self._streamGone = False
+        self._aborting = False
+        #: The path switch and the numbered stream, if the session can switch.
+        self.switch: PathSwitch | None = None
+        self.layer: Any = None
+        if switchable:
+            self.switch = PathSwitch(owner, self, owner.switchTimeout)
 
     @property
     def viaLink(self) -> ControlPoint:
@@ -160,6 +178,16 @@ class RoutedSession(SessionBase):
         self._handshakeTimer = owner.reactor.callLater(
             owner.host.handshakeTimeout, self._handshakeTimedOut
         )
+        if self.switch is not None:
+            # The numbered stream goes between the TLS layer and the stream.
+            layer = self.layer = ResumableStream(owner.reactor, self, owner.switchWindow)
+            layer.attach(self._stream, awaitingResume=False)
+            self._stream = cast("Stream", layer)  # all of a stream the session uses
+            tls.makeConnection(layer)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+            layer.deliver = tls.dataReceived
+            if leftover:
+                layer.dataReceived(leftover)
+            return
         tls.makeConnection(self._stream)  # type: ignore[no-untyped-call]  # unannotated Twisted method
         end = _StreamEnd(tls, self)
         self._stream.attachProtocol(end)
@@ -210,6 +238,10 @@ class RoutedSession(SessionBase):
         self._factory = None
         if self.info.direction == INBOUND:
             self._owner.authenticated(self)
+        elif self.layer is not None:
+            # Tells the destination this end is bound: from now on it holds
+            # the session when its path fails.
+            self.layer.sendAckNow()
         self.protocol = protocol
         # Plaintext goes straight to the plugin from now on.
         early, self._early = self._early, []
@@ -267,7 +299,119 @@ class RoutedSession(SessionBase):
         # (a handshake or a record being processed): the stream would end
         # the TLS layer under it.  The next reactor turn is soon enough;
         # nothing reaches the plugin meanwhile, as the session is closing.
+        self._aborting = True
         self._owner.reactor.callLater(0, self._stream.abortConnection)
+
+    # -- path switch (the numbered stream's owner) --------------------------------
+
+    def _canSwitch(self) -> bool:
+        sw = self.switch
+        return (
+            sw is not None
+            and sw.state == "up"
+            and self.protocol is not None
+            and not self._closing
+            and not self._aborting
+            and not self._owner.host.shuttingDown
+            and (self.info.direction == OUTBOUND or self.layer.ackSeen)
+        )
+
+    def farEndFinished(self) -> None:
+        self._farEndFinished()
+
+    def streamLost(self, reason: Failure) -> None:
+        """
+        The stream the session rides ended: a path failure (switch or
+        hold), or the session's end.
+        """
+        sw = self.switch
+        if sw is not None and not self._aborting:
+            if sw.state == "switching" or self._canSwitch():
+                sw.pathDown(f"stream lost: {reason.getErrorMessage()}"[:200])
+                return
+        self._streamGone = True
+        self._tls.connectionLost(reason)
+
+    def layerFailed(self, detail: str) -> None:
+        self._fail(Reason.PROTOCOL_ERROR.value, f"path switch: {detail}"[:512])
+
+    def resumed(self) -> None:
+        assert self.switch is not None
+        self.switch.lifecycle.rebound()
+
+    def leavePath(self) -> None:
+        """
+        The path failed: the session no longer rides its link, and the
+        numbered stream leaves the stream.
+        """
+        cp = self._cp
+        if cp.sessions.get(self.sessionID) is self:
+            del cp.sessions[self.sessionID]
+        self.layer.detach()
+
+    def rideOn(
+        self,
+        cp: ControlPoint,
+        stream: Stream,
+        route: list[str],
+        awaitingResume: bool,
+        leftover: bytes = b"",
+    ) -> None:
+        """
+        Move the session to C{stream}, the first (origin) or last
+        (destination) hop of a new path through C{cp}.
+        """
+        old = self._cp
+        if old.sessions.get(self.sessionID) is self:
+            del old.sessions[self.sessionID]
+        self._cp = cp
+        cp.sessions[self.sessionID] = self
+        self.route = list(route)
+        if self.layer.attached:
+            self.layer.detach()
+        self.layer.attach(stream, awaitingResume, leftover)
+
+    def checkRebind(self, req: SessionOpen) -> str | None:
+        """
+        Why the origin's (verified) re-BIND C{req} cannot move this session
+        (the destination's end), or L{None}.
+        """
+        sw = self.switch
+        if sw is None or sw.state == "ended" or self._ended:
+            return "the session cannot switch paths"
+        if req.path <= sw.path:
+            return f"path {req.path} is not newer than the session's path {sw.path}"
+        return self.layer.checkResume(req.resume)  # type: ignore[no-any-return]
+
+    def rebindReceived(self, cp: ControlPoint, stream: Stream, req: SessionOpen) -> None:
+        """
+        The destination: the origin re-bound the session on a new path
+        (checked by L{checkRebind} and the BIND checks): accept, say how
+        much has arrived, retransmit what the origin lacks.
+        """
+        sw = self.switch
+        assert sw is not None
+        sw.path = req.path
+        stream.write(encodeMessage(SessionAccept(session_id=self.sessionID)))
+        self.rideOn(cp, stream, req.route, awaitingResume=False)
+        self.layer.sendResume()
+        self.layer.resumeFrom(req.resume)
+        # The relays of the new path hold the splice until they hear it.
+        cp.send(SessionStarted(session_id=self.sessionID))
+        sw.lifecycle.rebound()
+
+    def endSwitch(self, reason: str, detail: str) -> None:
+        """
+        No path came back (or the node is stopping): the session ends.
+        """
+        if self._ended:
+            return
+        self._closing = self.disconnecting = True
+        self._closeReason = (reason, detail)
+        # Back on its last link, so its end is accounted as any session's.
+        self._cp.sessions[self.sessionID] = self
+        self._streamGone = True
+        self._tls.connectionLost(Failure(ConnectionLost(detail)))
 
     # -- the protocol under TLS ----------------------------------------------------
 
@@ -292,7 +436,17 @@ class RoutedSession(SessionBase):
     def unbindReceived(self, reason: str, detail: str) -> None:
         """
         The far end (or a relay, for a failure on the way) sent UNBIND.
+        Only a relay sends C{link-failure}: a switchable session takes it
+        as its path failing.
         """
+        sw = self.switch
+        if (
+            reason == Reason.LINK_FAILURE.value
+            and sw is not None
+            and (sw.state == "switching" or self._canSwitch())
+        ):
+            sw.pathDown(f"UNBIND link-failure: {detail}"[:200])
+            return
         self._peerReason = (reason, detail)
         if not self._closing:
             self._closing = self.disconnecting = True
@@ -303,6 +457,9 @@ class RoutedSession(SessionBase):
             return
         self._ended = True
         self._cancelHandshakeTimer()
+        if self.switch is not None:
+            self.switch.lifecycle.sessionEnded()
+            self.layer.end()
         if self._peerReason is not None:
             why = SessionClosed(*self._peerReason)
         elif self._closeReason is not None:

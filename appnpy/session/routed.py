@@ -27,6 +27,12 @@ destination keeps it in L{RoutedSessions.handshaking} only.
 
 The session itself (the plugin's transport over the end-to-end TLS) is
 L{appnpy.session.endtoend.RoutedSession}.
+
+Path switch (docs/protocol.md 15.8, L{appnpy.session.pathswitch}): the
+origin asks for it in its BIND (C{path} 1); when the path fails it re-BINDs
+the session on another route under the same session ID, with a larger
+C{path}, signed like any routed BIND; the destination accepts a re-BIND
+only from the session's origin, fresh, never seen, for a newer path.
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ from appnpy.session.bind import (
     signBind,
 )
 from appnpy.session.endtoend import RoutedSession
+from appnpy.session.pathswitch import ALTERNATIVE_ROUTES, SWITCH_TIMEOUT, SWITCH_WINDOW
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
@@ -148,6 +155,14 @@ class RoutedSessions:
         self.bindTimeout = BIND_TIMEOUT
         self.verifier = BindVerifier()
         self._tlsFactories: dict[bool, TLSMemoryBIOFactory] = {}
+        #: Whether sessions opened here ask for path switch.
+        self.pathSwitch = True
+        #: Seconds a switchable session may be without a path (no-route then).
+        self.switchTimeout = SWITCH_TIMEOUT
+        #: Unacknowledged bytes each end of a switchable session keeps.
+        self.switchWindow = SWITCH_WINDOW
+        #: Path switches: re-BINDs accepted here (destination).
+        self.rebinds = 0
 
     def tlsFactory(self, isClient: bool) -> TLSMemoryBIOFactory:
         factory = self._tlsFactories.get(isClient)
@@ -160,6 +175,12 @@ class RoutedSessions:
             )
             self._tlsFactories[isClient] = factory
         return factory
+
+    def alternativeRoutes(self, destination: str, cos: str) -> Deferred[list[list[str]]]:
+        """
+        Routes to C{destination}, best first, for a path switch.
+        """
+        return self.routes.alternativeRoutes(destination, cos, ALTERNATIVE_ROUTES)
 
     def count(self, plugin: str, peerNodeID: str) -> int:
         """
@@ -219,6 +240,31 @@ class RoutedSessions:
         why = checkRoute(route, 0, MAX_ROUTE_NODES)
         if why is not None:
             raise SessionRefused(Reason.PROTOCOL_ERROR.value, why)
+        if not self.pathSwitch:
+            return await self._bind(destination, plugin, protocolFactory, parameters, cos, route, 0)
+        try:
+            return await self._bind(destination, plugin, protocolFactory, parameters, cos, route, 1)
+        except SessionRefused as e:
+            if e.reason != Reason.BAD_SIGNATURE.value:
+                raise
+        # A node on the route that does not know path switch cannot verify
+        # a BIND carrying its fields: open one that cannot switch.
+        self.log.info(
+            "BIND to {dest} refused bad-signature; again without path switch", dest=destination
+        )
+        return await self._bind(destination, plugin, protocolFactory, parameters, cos, route, 0)
+
+    async def _bind(
+        self,
+        destination: str,
+        plugin: str,
+        protocolFactory: Callable[[Any], Any],
+        parameters: dict[str, Any] | None,
+        cos: str,
+        route: list[str],
+        path: int,
+    ) -> Any:
+        host = self.host
         cp = host.activeLink(route[1])
         if cp is None or not cp.isActive:
             raise SessionRefused(Reason.NO_ROUTE.value, f"{route[1]} is not a neighbour")
@@ -235,6 +281,7 @@ class RoutedSessions:
             window=cp.mux.config.initialWindow,
             parameters=dict(parameters or {}),
             route=route,
+            path=path,
         )
         identity = self.identity
         request = signBind(request, identity.publicKeyBytes, identity.sign, self.reactor.seconds())
@@ -291,7 +338,14 @@ class RoutedSessions:
         )
         ready: Deferred[Any] = Deferred()
         session = RoutedSession(
-            self, cp, stream, info, route, protocolFactory=protocolFactory, ready=ready
+            self,
+            cp,
+            stream,
+            info,
+            route,
+            protocolFactory=protocolFactory,
+            ready=ready,
+            switchable=request.path > 0,
         )
         self._started(cp, session)
         session.startTLS(isClient=True, leftover=leftover)
@@ -318,6 +372,9 @@ class RoutedSessions:
                 why = "the BIND came from a node that is not the previous hop"
         if why is not None:
             cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, why)
+            return
+        if req.path > 1:
+            self._rebindReceived(cp, stream, req)
             return
         problem = self.verifier.check(req, self.reactor.seconds())
         if problem is not None:
@@ -364,9 +421,38 @@ class RoutedSessions:
             return buildPluginProtocol(plugin, info)
 
         stream.write(encodeMessage(SessionAccept(session_id=sid)))
-        session = RoutedSession(self, cp, stream, info, route, protocolFactory=build)
+        session = RoutedSession(
+            self, cp, stream, info, route, protocolFactory=build, switchable=req.path == 1
+        )
         self.handshaking[sid] = session
         session.startTLS(isClient=False)
+
+    def _rebindReceived(self, cp: ControlPoint, stream: Stream, req: SessionOpen) -> None:
+        """
+        A re-BIND: the origin moves one of its sessions ending here to a new
+        path.  Nothing of the session changes before every check passed.
+        """
+        sid = req.session_id
+        session = self.sessions.get(sid)
+        if (
+            session is None
+            or session.direction != INBOUND
+            or session.peerNodeID != req.origin
+            or session.plugin != req.plugin
+        ):
+            # Also what a node that is not the session's origin hears.
+            cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, "no such session to switch")
+            return
+        problem = self.verifier.check(req, self.reactor.seconds())
+        if problem is not None:
+            cp.refuse(stream, sid, *problem)
+            return
+        why = session.checkRebind(req)
+        if why is not None:
+            cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, why)
+            return
+        self.rebinds += 1
+        session.rebindReceived(cp, stream, req)
 
     def authenticated(self, session: RoutedSession) -> None:
         """
@@ -411,6 +497,15 @@ class RoutedSessions:
         if self.sessions.get(session.sessionID) is session:
             del self.sessions[session.sessionID]
         session.viaLink.sessionEnded(session, why)
+
+    def stop(self) -> None:
+        """
+        The node is stopping: sessions without a path (switching or held)
+        end now with shutting-down (the others end with their links).
+        """
+        for session in list(self.sessions.values()):
+            if session.switch is not None and session.switch.state in ("switching", "holding"):
+                session.endSwitch(Reason.SHUTTING_DOWN.value, "the node is stopping")
 
     def asDict(self) -> dict[str, Any]:
         return {

@@ -74,6 +74,11 @@ class ITopology(Interface):
         @raise NoRoute: when none qualifies.
         """
 
+    def alternativeRoutes(origin: str, destination: str, cos: str | None, k: int) -> list[Route]:
+        """
+        Up to C{k} L{Route}s for C{cos}, best first; empty when none qualifies.
+        """
+
     def explainRoute(origin: str, destination: str, cos: str | None = None) -> RouteExplanation:
         """
         The L{RouteExplanation} of the route selection for C{cos}.

@@ -15,12 +15,13 @@ from appnpy.net.routing import (
     Route,
     RouteExplanation,
     TopologyGraph,
+    kShortestRoutes,
     leastWeightRoute,
 )
 from appnpy.net.routing import explainRoute as explainGraphRoute
 from appnpy.net.topology.database import RecordStore
 
-__all__ = ["selectRoute", "explainRoute"]
+__all__ = ["alternativeRoutes", "explainRoute", "selectRoute"]
 
 
 def _endpoints(
@@ -78,6 +79,19 @@ def selectRoute(
     else:
         route = leastWeightRoute(_graph(store, avoid), o, d, table)
     return _extend(route, first, last)
+
+
+def alternativeRoutes(
+    store: RecordStore, table: ClassOfService, origin: str, destination: str, k: int
+) -> list[Route]:
+    """
+    Up to C{k} loop-free routes for C{table}, best first (the alternatives
+    a path switch tries); empty when none qualifies.
+    """
+    o, d, first, last = _endpoints(store, origin, destination)
+    if o == d:
+        return [selectRoute(store, table, origin, destination)]
+    return [_extend(r, first, last) for r in kShortestRoutes(store.graph(), o, d, table, k)]
 
 
 def explainRoute(

@@ -59,7 +59,7 @@ from appnpy.net.topology.records import (
     TopologySync,
     TopologyUpdate,
 )
-from appnpy.net.topology.routes import explainRoute, selectRoute
+from appnpy.net.topology.routes import alternativeRoutes, explainRoute, selectRoute
 from appnpy.net.topology.rsn import OwnRSN
 from appnpy.net.topology.sync import (
     Held,
@@ -656,6 +656,25 @@ class TopologyDatabase(Service):
             except NoRoute:
                 pass
         return selectRoute(self.store, table, origin, destination)
+
+    def alternativeRoutes(
+        self, origin: str, destination: str, cos: str | None, k: int
+    ) -> list[Route]:
+        """
+        Up to C{k} routes for C{cos}, best first (see
+        L{appnpy.net.topology.routes.alternativeRoutes}).
+        """
+        routes = alternativeRoutes(self.store, self.classOfService(cos), origin, destination, k)
+        suspected = set(self.suspectedLinks())
+        if not suspected:
+            return routes
+
+        def usesSuspected(route: Route) -> bool:
+            hops = list(route.hops)
+            return any((a, b) in suspected for a, b in zip(hops, hops[1:], strict=False))
+
+        # Routes over a suspected link last (stable: best first otherwise).
+        return sorted(routes, key=usesSuspected)
 
     def explainRoute(
         self, origin: str, destination: str, cos: str | None = None

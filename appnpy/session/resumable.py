@@ -1,0 +1,550 @@
+"""
+The numbered, acknowledged byte stream under a routed session's end-to-end
+TLS (L{ResumableStream}), which lets the session move to a new path without
+a gap in the TLS records (docs/protocol.md section 15.8; the path switch
+itself is L{appnpy.session.pathswitch}).
+
+The end-to-end TLS layer writes its ciphertext into it instead of the
+session's yamux stream.  It frames it (a DATA frame per TLS write, with no
+sequence number: the bytes of one direction are numbered by their
+position), keeps every byte the far end has not acknowledged (at most a
+window's worth: the TLS layer's producer, and so the plugin's, is paused
+when it is full) and acknowledges what it receives (an ACK frame every
+L{ACK_EVERY} bytes, or L{ACK_DELAY} after the first unacknowledged byte).
+When the path fails it leaves the dead stream and the TLS layer sees
+nothing but a pause; on the new path both ends say how much they have
+received and retransmit the rest.  Relayed bytes pass through with one
+Python call per read and per TLS write, never per byte.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.internet.error import ConnectionAborted
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from appnpy.link.yamux import Stream
+
+__all__ = [
+    "ACK_DELAY",
+    "ACK_EVERY",
+    "FRAME_ACK",
+    "FRAME_DATA",
+    "FRAME_RESUME",
+    "Gone",
+    "MAX_DATA_FRAME",
+    "SWITCH_WINDOW",
+    "ResumableStream",
+]
+
+#: Frame types of the numbered stream (docs/protocol.md 15.8).
+FRAME_DATA = 0
+FRAME_ACK = 1
+FRAME_RESUME = 2
+_DATA = struct.Struct(">BI")
+_POSITION = struct.Struct(">BQ")
+
+#: The largest DATA payload sent or accepted (the TLS layer writes at most
+#: 32 KiB at a time).
+MAX_DATA_FRAME = 65536
+#: Unacknowledged bytes an end keeps for retransmission; the producer
+#: writing into the session is paused while this many are outstanding.
+SWITCH_WINDOW = 4 * 1024 * 1024
+#: Received bytes after which an end acknowledges at once ...
+ACK_EVERY = 64 * 1024
+#: ... and how long it waits at most before it acknowledges fewer.
+ACK_DELAY = 0.05
+
+
+class _Owner(Protocol):
+    """
+    What the numbered stream tells its session (L{RoutedSession}).
+    """
+
+    def farEndFinished(self) -> None: ...
+
+    def streamLost(self, reason: Failure) -> None: ...
+
+    def layerFailed(self, detail: str) -> None: ...
+
+    def resumed(self) -> None: ...
+
+
+@implementer(IPushProducer)
+class _SendGate:
+    """
+    The numbered stream as the push producer of one yamux stream: a full
+    send buffer there pauses the TLS layer's producer.
+    """
+
+    __slots__ = ("_layer",)
+
+    def __init__(self, layer: ResumableStream) -> None:
+        self._layer = layer
+
+    def pauseProducing(self) -> None:
+        self._layer._pause("stream")
+
+    def resumeProducing(self) -> None:
+        self._layer._unpause("stream")
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _StreamSide:
+    """
+    The protocol of the yamux stream the session rides now.  Its
+    C{dataReceived} is the numbered stream's (set per instance).
+    """
+
+    def __init__(self, layer: ResumableStream) -> None:
+        self._layer = layer
+        self.dataReceived = layer.dataReceived
+        self.transport: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+
+    def readConnectionLost(self) -> None:
+        self._layer._finReceived()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._layer._streamLost(reason)
+
+
+class Gone:
+    """
+    The protocol of a stream the session left (a failed path).
+    """
+
+    transport: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def readConnectionLost(self) -> None:
+        pass
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        pass
+
+
+class ResumableStream:
+    """
+    The numbered, acknowledged byte stream between the end-to-end TLS layer
+    (whose transport it is) and the routed session's current yamux stream.
+
+    @ivar sent: bytes the TLS layer wrote, in total (the next byte's number).
+    @ivar acked: bytes the far end acknowledged; C{sent - acked} are kept.
+    @ivar received: bytes received from the far end (what is acknowledged).
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        owner: _Owner,
+        window: int = SWITCH_WINDOW,
+        ackEvery: int = ACK_EVERY,
+        ackDelay: float = ACK_DELAY,
+    ) -> None:
+        self._clock = clock
+        self._owner = owner
+        #: Where received bytes go: the TLS layer's dataReceived.
+        self.deliver: Callable[[bytes], None] = lambda data: None
+        self.window = window
+        self.ackEvery = max(1, min(ackEvery, window // 4))
+        self.ackDelay = ackDelay
+        self.sent = 0
+        self.acked = 0
+        self.received = 0
+        self._ackSent = 0
+        #: The unacknowledged bytes, as written, oldest first.
+        self._unacked: deque[bytes] = deque()
+        #: The stream writes go to (None while there is no path, or while
+        #: the origin waits for the destination's RESUME).
+        self._live: Stream | None = None
+        #: The stream read from.
+        self._reading: Stream | None = None
+        self._last: Stream | None = None
+        self._awaitingResume = False
+        #: Payload bytes still to come in the DATA frame being received.
+        self._need = 0
+        #: A frame header split over two reads.
+        self._head = b""
+        self._ackTimer: IDelayedCall | None = None
+        self._producer: Any = None
+        #: Why the producer is paused: "stream", "window", "path".
+        self._pausedBy: set[str] = set()
+        self._readPaused = False
+        self._finPending = False
+        self.ended = False
+        #: Whether the far end has acknowledged anything: the origin does so
+        #: once its plugin is connected, and only then does the destination
+        #: hold the session when its path fails (before, the origin may
+        #: have given the session up).
+        self.ackSeen = False
+
+    # -- what the session reads --------------------------------------------
+
+    @property
+    def bytesSent(self) -> int:
+        return self.sent
+
+    @property
+    def bytesReceived(self) -> int:
+        return self.received
+
+    @property
+    def buffered(self) -> int:
+        """
+        Bytes kept for retransmission.
+        """
+        return self.sent - self.acked
+
+    @property
+    def attached(self) -> bool:
+        return self._reading is not None
+
+    # -- paths ---------------------------------------------------------------
+
+    def attach(self, stream: Stream, awaitingResume: bool, leftover: bytes = b"") -> None:
+        """
+        Ride C{stream} from now on.  With C{awaitingResume} (the origin, on
+        a new path) nothing is sent until the destination's RESUME frame
+        says where to start; otherwise the stream is live at once.
+        """
+        self._reading = self._last = stream
+        self._need = 0
+        self._head = b""
+        self._awaitingResume = awaitingResume
+        self._live = None if awaitingResume else stream
+        stream.attachProtocol(_StreamSide(self))
+        stream.registerProducer(_SendGate(self), True)
+        if self._readPaused:
+            stream.pauseProducing()
+        if leftover and self._reading is stream:
+            self.dataReceived(leftover)
+
+    def detach(self, reset: bool = True) -> None:
+        """
+        Leave the current stream (the path failed): nothing more is sent or
+        read on it, and the producer is paused until the session has a
+        path again.
+        """
+        stream, self._reading, self._live = self._reading, None, None
+        self._awaitingResume = False
+        self._need = 0
+        self._head = b""
+        self._pause("path")
+        self._unpause("stream")
+        if stream is not None:
+            stream.protocol = Gone()
+            stream.unregisterProducer()
+            if reset:
+                stream.abortConnection()
+
+    def sendResume(self) -> None:
+        """
+        Tell the far end how much has arrived (the destination, on a new path).
+        """
+        if self._live is not None:
+            self._live.write(_POSITION.pack(FRAME_RESUME, self.received))
+            self._ackSent = self.received
+
+    def resumeFrom(self, position: int) -> str | None:
+        """
+        The far end has C{position} bytes: retransmit the rest, then carry on.
+
+        @return: why C{position} cannot be right, or L{None}.
+        """
+        problem = self._checkPosition(position)
+        if problem is not None:
+            return problem
+        self._drop(position)
+        stream = self._live
+        assert stream is not None
+        for chunk in self._unacked:
+            stream.write(_DATA.pack(FRAME_DATA, len(chunk)) + chunk)
+        if self._finPending:
+            stream.loseConnection()
+        self._unpause("path")
+        return None
+
+    def checkResume(self, position: int) -> str | None:
+        """
+        Why the far end cannot have received C{position} bytes, or L{None}.
+        """
+        return self._checkPosition(position)
+
+    def end(self) -> None:
+        """
+        The session is over: timers cancelled, buffers freed.
+        """
+        self.ended = True
+        self._cancelAckTimer()
+        self._unacked.clear()
+        self._producer = None
+        stream, self._live, self._reading = self._reading, None, None
+        if stream is not None:
+            # Still attached (a session given up while its new path
+            # waited for RESUME): the path is let go.
+            stream.protocol = Gone()
+            stream.abortConnection()
+
+    # -- the TLS layer's transport ---------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        n = len(data)
+        if not n or self.ended:
+            return
+        if n > MAX_DATA_FRAME:
+            for i in range(0, n, MAX_DATA_FRAME):
+                self.write(data[i : i + MAX_DATA_FRAME])
+            return
+        self._unacked.append(data)
+        self.sent += n
+        stream = self._live
+        if stream is not None:
+            stream.write(_DATA.pack(FRAME_DATA, n) + data)
+        if self.sent - self.acked >= self.window and "window" not in self._pausedBy:
+            self._pause("window")
+
+    def writeSequence(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        # The TLS layer is done (after its close_notify): FIN once every
+        # byte is out; during a switch, after the retransmission.
+        self._finPending = True
+        if self._live is not None:
+            self._live.loseConnection()
+
+    def abortConnection(self) -> None:
+        stream = self._reading
+        if stream is not None:
+            stream.abortConnection()
+        else:
+            self._owner.streamLost(Failure(ConnectionAborted()))
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self._producer = producer
+        if self._pausedBy:
+            producer.pauseProducing()
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+    def getPeer(self) -> Any:
+        assert self._last is not None
+        return self._last.getPeer()
+
+    def getHost(self) -> Any:
+        assert self._last is not None
+        return self._last.getHost()
+
+    # -- the receive side as a push producer (the session's) ------------------------
+
+    def pauseProducing(self) -> None:
+        self._readPaused = True
+        if self._reading is not None:
+            self._reading.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._readPaused = False
+        if self._reading is not None:
+            self._reading.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+    # -- producer control --------------------------------------------------------
+
+    def _pause(self, why: str) -> None:
+        if why in self._pausedBy:
+            return
+        self._pausedBy.add(why)
+        if len(self._pausedBy) == 1 and self._producer is not None:
+            self._producer.pauseProducing()
+
+    def _unpause(self, why: str) -> None:
+        if why not in self._pausedBy:
+            return
+        self._pausedBy.discard(why)
+        if not self._pausedBy and self._producer is not None:
+            self._producer.resumeProducing()
+
+    # -- receiving -------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        need = self._need
+        if need:
+            # Inside a DATA frame (the common case): pass it on unparsed.
+            n = len(data)
+            if n <= need:
+                self._need = need - n
+                self._deliver(data)
+                return
+            self._need = 0
+            stream = self._reading
+            self._deliver(data[:need])
+            if self._reading is not stream or stream is None:
+                return
+            data = data[need:]
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        if self._reading is None:
+            return  # failed or left: nothing more is read
+        if self._head:
+            data = self._head + data
+            self._head = b""
+        stream = self._reading
+        pos = 0
+        n = len(data)
+        while pos < n:
+            kind = data[pos]
+            if kind == FRAME_DATA:
+                if n - pos < _DATA.size:
+                    break
+                _, length = _DATA.unpack_from(data, pos)
+                if not 0 < length <= MAX_DATA_FRAME:
+                    self._fail(f"a DATA frame of {length} bytes")
+                    return
+                if self._awaitingResume:
+                    self._fail("DATA before RESUME on a new path")
+                    return
+                pos += _DATA.size
+                end = min(n, pos + length)
+                self._need = length - (end - pos)
+                if end > pos:
+                    # Never an empty delivery: the TLS layer's memory BIO
+                    # takes a write of nothing as an error.
+                    self._deliver(data[pos:end])
+                pos = end
+            elif kind == FRAME_ACK or kind == FRAME_RESUME:
+                if n - pos < _POSITION.size:
+                    break
+                _, value = _POSITION.unpack_from(data, pos)
+                pos += _POSITION.size
+                if kind == FRAME_ACK:
+                    self._ackReceived(value)
+                else:
+                    self._resumeReceived(value)
+            else:
+                self._fail(f"unknown frame type {kind}")
+                return
+            if self._reading is not stream or stream is None:
+                return
+        if pos < n:
+            self._head = data[pos:]
+
+    def _deliver(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received - self._ackSent >= self.ackEvery:
+            self._sendAck()
+        elif self._ackTimer is None:
+            self._ackTimer = self._clock.callLater(self.ackDelay, self._ackDue)
+        self.deliver(data)
+
+    def sendAckNow(self) -> None:
+        """
+        Acknowledge what has arrived, now (the origin, its plugin connected).
+        """
+        self._sendAck()
+
+    def _sendAck(self) -> None:
+        stream = self._live
+        if stream is not None:
+            stream.write(_POSITION.pack(FRAME_ACK, self.received))
+            self._ackSent = self.received
+
+    def _ackDue(self) -> None:
+        self._ackTimer = None
+        if self.received > self._ackSent:
+            self._sendAck()
+
+    def _cancelAckTimer(self) -> None:
+        if self._ackTimer is not None and self._ackTimer.active():
+            self._ackTimer.cancel()
+        self._ackTimer = None
+
+    def _checkPosition(self, position: int) -> str | None:
+        if position < self.acked:
+            return f"position {position} is before what was acknowledged ({self.acked})"
+        if position > self.sent:
+            return f"position {position} is beyond what was sent ({self.sent})"
+        return None
+
+    def _ackReceived(self, position: int) -> None:
+        if self._awaitingResume:
+            self._fail("ACK before RESUME on a new path")
+            return
+        problem = self._checkPosition(position)
+        if problem is not None:
+            self._fail(f"ACK: {problem}")
+            return
+        self.ackSeen = True
+        self._drop(position)
+
+    def _drop(self, position: int) -> None:
+        # Forget what the far end has: whole chunks, then part of one.
+        drop = position - self.acked
+        unacked = self._unacked
+        while drop and unacked:
+            chunk = unacked[0]
+            if len(chunk) <= drop:
+                unacked.popleft()
+                drop -= len(chunk)
+            else:
+                unacked[0] = chunk[drop:]
+                drop = 0
+        self.acked = position
+        if "window" in self._pausedBy and self.sent - position < self.window:
+            self._unpause("window")
+
+    def _resumeReceived(self, position: int) -> None:
+        if not self._awaitingResume:
+            self._fail("RESUME on a path that is running")
+            return
+        self._awaitingResume = False
+        self._live = self._reading
+        problem = self.resumeFrom(position)
+        if problem is not None:
+            self._fail(f"RESUME: {problem}")
+            return
+        self._owner.resumed()
+
+    def _fail(self, detail: str) -> None:
+        # A frame that breaks the rules: the session ends (protocol-error);
+        # nothing more is read from this stream.
+        stream = self._reading
+        if stream is not None:
+            stream.protocol = Gone()
+        self._reading = None
+        self._need = 0
+        self._head = b""
+        self._owner.layerFailed(detail)
+
+    def _finReceived(self) -> None:
+        self._owner.farEndFinished()
+
+    def _streamLost(self, reason: Failure) -> None:
+        self._reading = self._live = None
+        self._owner.streamLost(reason)
