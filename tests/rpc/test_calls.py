@@ -457,11 +457,17 @@ class TimeoutAndCancelTests(SynchronousTestCase):
         self.assertEqual(self.line.failure(self.slow.call("wait", "z")).code, "session-closed")
 
     def test_relayLostFailsPendingCalls(self) -> None:
-        d = self.slow.call("wait", "x")
+        """
+        With every link cut, the routed session looks for another path for
+        the path-switch timeout (30 s), then ends: a pending call (with a
+        longer timeout of its own) fails with session-closed.
+        """
+        d = self.slow.withTimeout(120).call("wait", "x")
         self.line.net.flush()
         for link in self.line.net.links:
             link.cut()
-        self.line.net.flush(advance=5)
+        for _ in range(31):
+            self.line.net.flush(advance=1)
         self.assertEqual(self.line.failure(d).code, "session-closed")
 
 
