@@ -1,0 +1,3 @@
+"""
+The files session plugin: shares, an index, search and verified downloads.
+"""
