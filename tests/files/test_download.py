@@ -1,0 +1,289 @@
+"""
+Downloads: the engine against fake sources (chunk verification, several
+sources, a bad source, a stalled source, resume, the bandwidth limit, a
+full disk), then whole nodes on an in-memory network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from appnpy_files import partial as P
+from appnpy_files.download import STALL_TIMEOUT, Transfer, TransferFailed, synchronous
+
+CHUNK = 1 << 20
+
+
+def content(size: int, seed: int = 1) -> bytes:
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(b"%d-%d" % (seed, counter)).digest() * 1024
+        counter += 1
+    return bytes(out[:size])
+
+
+def chunkList(data: bytes) -> bytes:
+    return b"".join(
+        hashlib.sha256(data[i : i + CHUNK]).digest() for i in range(0, len(data), CHUNK)
+    )
+
+
+class FakeSource:
+    """
+    A source answering from memory; C{hold} keeps reads unanswered (a stall),
+    C{corrupt} flips a byte of the named chunks, C{fails} fails every read.
+    """
+
+    def __init__(self, nodeID: str, data: bytes, corrupt: set[int] = frozenset(), hold: bool = False, fails: bool = False) -> None:  # type: ignore[assignment]
+        self.nodeID = nodeID
+        self.data = data
+        self.corrupt = set(corrupt)
+        self.hold = hold
+        self.fails = fails
+        self.reads: list[int] = []
+        self.held: list[tuple[int, Deferred[bytes]]] = []
+        self.closed = False
+
+    def chunkHashes(self, sha256: str, start: int, count: int) -> Deferred[bytes]:
+        return succeed(chunkList(self.data)[start * 32 : (start + count) * 32])
+
+    def read(self, sha256: str, index: int) -> Deferred[bytes]:
+        self.reads.append(index)
+        if self.fails:
+            return fail(ConnectionError("gone"))
+        piece = self.data[index * CHUNK : (index + 1) * CHUNK]
+        if index in self.corrupt:
+            piece = bytes([piece[0] ^ 1]) + piece[1:]
+        if self.hold:
+            d: Deferred[bytes] = Deferred()
+            self.held.append((index, d))
+            return d
+        return succeed(piece)
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for index, d in held:
+            d.callback(self.data[index * CHUNK : (index + 1) * CHUNK])
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class EngineTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(lambda: __import__("shutil").rmtree(self.dir, ignore_errors=True))
+        self.target = os.path.join(self.dir, "out.bin")
+
+    def transfer(self, data: bytes, *sources: FakeSource, limit: float | None = None) -> Transfer:
+        t = Transfer(self.clock, synchronous, hashlib.sha256(data).hexdigest(), len(data), self.target, limit=limit)
+        for s in sources:
+            t.addSource(s)
+        self.done = t.whenDone()
+        Deferred.fromCoroutine(t.run())
+        return t
+
+    def readTarget(self) -> bytes:
+        with open(self.target, "rb") as f:
+            return f.read()
+
+    def test_single_source(self) -> None:
+        """A file of several chunks arrives whole, under its final name only at the end."""
+        data = content(5 * CHUNK + 123)
+        t = self.transfer(data, FakeSource("a", data))
+        self.successResultOf(self.done)
+        self.assertEqual(t.state, "complete")
+        self.assertEqual(self.readTarget(), data)
+        self.assertFalse(os.path.exists(P.partialPath(self.target)))
+        self.assertFalse(os.path.exists(P.sidecarPath(self.target)))
+
+    def test_empty_file(self) -> None:
+        """A zero-length file has no chunks and still ends verified and in place."""
+        self.transfer(b"", FakeSource("a", b""))
+        self.successResultOf(self.done)
+        self.assertEqual(self.readTarget(), b"")
+
+    def test_two_sources_share_the_work(self) -> None:
+        """With two sources, both serve chunks and the file is whole."""
+        data = content(40 * CHUNK)
+        a, b = FakeSource("a", data, hold=True), FakeSource("b", data, hold=True)
+        t = self.transfer(data, a, b)
+        while a.held or b.held:
+            a.release()
+            b.release()
+        self.successResultOf(self.done)
+        self.assertEqual(self.readTarget(), data)
+        self.assertTrue(a.reads and b.reads)
+        self.assertEqual(sorted(set(a.reads) | set(b.reads)), list(range(40)))
+        self.assertEqual(t.describe()["done_bytes"], len(data))
+
+    def test_bad_chunk_dropped_and_refetched(self) -> None:
+        """A source sending a chunk that fails its hash is dropped; another source supplies it."""
+        data = content(6 * CHUNK)
+        bad = FakeSource("bad", data, corrupt={0, 1, 2, 3, 4, 5})
+        good = FakeSource("good", data, hold=True)
+        t = self.transfer(data, bad, good)
+        while good.held:
+            good.release()
+        self.successResultOf(self.done)
+        self.assertEqual(self.readTarget(), data)
+        self.assertTrue(bad.closed)
+        self.assertGreaterEqual(t.badChunks, 1)
+        desc = {s["node"]: s for s in t.describe()["sources"]}
+        self.assertIn("hash", desc["bad"]["dropped"])
+
+    def test_only_source_bad_fails_and_keeps_partial(self) -> None:
+        """With no other source, a bad source fails the download; no file appears under the final name."""
+        data = content(3 * CHUNK)
+        self.transfer(data, FakeSource("bad", data, corrupt={1}))
+        f = self.failureResultOf(self.done, TransferFailed)
+        self.assertEqual(f.value.code, "no-source")
+        self.assertFalse(os.path.exists(self.target))
+        self.assertTrue(os.path.exists(P.partialPath(self.target)))
+
+    def test_stalled_source_dropped(self) -> None:
+        """A source that stops answering is dropped after the stall timeout and its chunks go elsewhere."""
+        data = content(8 * CHUNK)
+        stuck = FakeSource("stuck", data, hold=True)
+        t = self.transfer(data, stuck)
+        self.assertNoResult(self.done)
+        t.addSource(FakeSource("late", data))
+        self.clock.advance(STALL_TIMEOUT + 10)
+        self.successResultOf(self.done)
+        self.assertEqual(self.readTarget(), data)
+        self.assertTrue(stuck.closed)
+
+    def test_end_game_duplicates_the_slow_tail(self) -> None:
+        """When nothing is left to ask for, an idle source duplicates a chunk still outstanding elsewhere."""
+        data = content(4 * CHUNK)
+        slow = FakeSource("slow", data, hold=True)
+        fast = FakeSource("fast", data)
+        t = Transfer(self.clock, synchronous, hashlib.sha256(data).hexdigest(), len(data), self.target)
+        t.addSource(slow)
+        done = t.whenDone()
+        Deferred.fromCoroutine(t.run())
+        t.addSource(fast)
+        self.successResultOf(done)
+        self.assertEqual(self.readTarget(), data)
+        self.assertTrue(set(fast.reads) & set(slow.reads))
+        slow.release()  # late copies are ignored
+
+    def test_resume_from_partial(self) -> None:
+        """A download cut half-way resumes from the verified chunks on disk, not from zero."""
+        data = content(10 * CHUNK)
+        cutter = FakeSource("a", data, hold=True)
+        t = self.transfer(data, cutter)
+        # Let five chunks through, then lose the source (as if killed).
+        for index, d in cutter.held[:5]:
+            d.callback(data[index * CHUNK : (index + 1) * CHUNK])
+        cutter.held = []
+        t.cancel()
+        self.failureResultOf(self.done, TransferFailed)
+        self.assertTrue(os.path.exists(P.sidecarPath(self.target)))
+        fresh = FakeSource("b", data)
+        t2 = self.transfer(data, fresh)
+        self.successResultOf(self.done)
+        self.assertEqual(t2.resumedBytes, 5 * CHUNK)
+        self.assertEqual(sorted(fresh.reads), list(range(5, 10)))
+        self.assertEqual(self.readTarget(), data)
+
+    def test_resume_reverifies_corrupted_partial(self) -> None:
+        """A chunk damaged in the partial file while nothing ran is found by re-hashing and fetched again."""
+        data = content(4 * CHUNK)
+        cutter = FakeSource("a", data, hold=True)
+        t = self.transfer(data, cutter)
+        for index, d in cutter.held:
+            d.callback(data[index * CHUNK : (index + 1) * CHUNK])
+        self.successResultOf(self.done)
+        os.rename(self.target, P.partialPath(self.target))
+        P._writeSidecar(self.target, P.Layout(t.sha256, len(data), CHUNK, chunkList(data)))
+        with open(P.partialPath(self.target), "r+b") as f:
+            f.seek(2 * CHUNK + 7)
+            f.write(b"X")
+        src = FakeSource("b", data)
+        t2 = self.transfer(data, src)
+        self.successResultOf(self.done)
+        self.assertEqual(src.reads, [2])
+        self.assertEqual(t2.resumedBytes, 3 * CHUNK)
+        self.assertEqual(self.readTarget(), data)
+
+    def test_wrong_chunk_list_caught_by_whole_hash(self) -> None:
+        """A source whose chunk list and chunks agree but are not the content is caught by the whole-file hash."""
+        data = content(2 * CHUNK)
+        other = content(2 * CHUNK, seed=2)
+        liar = FakeSource("liar", other)
+        t = Transfer(self.clock, synchronous, hashlib.sha256(data).hexdigest(), len(data), self.target)
+        t.addSource(liar)
+        done = t.whenDone()
+        Deferred.fromCoroutine(t.run())
+        f = self.failureResultOf(done, TransferFailed)
+        self.assertEqual(f.value.code, "bad-content")
+        self.assertFalse(os.path.exists(self.target))
+        self.assertFalse(os.path.exists(P.partialPath(self.target)))
+
+    def test_bandwidth_limit(self) -> None:
+        """With a limit of one chunk per second, ten chunks take about ten seconds of the clock."""
+        data = content(10 * CHUNK)
+        self.transfer(data, FakeSource("a", data), limit=CHUNK)
+        self.clock.advance(5)
+        self.assertNoResult(self.done)
+        for _ in range(20):
+            self.clock.advance(1)
+        self.successResultOf(self.done)
+        self.assertEqual(self.readTarget(), data)
+
+    def test_target_exists(self) -> None:
+        """An existing file under the target name is never replaced."""
+        data = content(100)
+        with open(self.target, "wb") as f:
+            f.write(b"mine")
+        self.transfer(data, FakeSource("a", data))
+        f = self.failureResultOf(self.done, TransferFailed)
+        self.assertEqual(f.value.code, "target-exists")
+        self.assertEqual(self.readTarget(), b"mine")
+
+    def test_disk_full(self) -> None:
+        """A write that fails with ENOSPC ends the download with a clear error and no final file."""
+        data = content(3 * CHUNK)
+        import errno
+
+        real = os.pwrite
+
+        def full(fd: int, buf: Any, offset: int) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(P.os, "pwrite", full)
+        self.transfer(data, FakeSource("a", data))
+        f = self.failureResultOf(self.done, TransferFailed)
+        self.assertEqual(f.value.code, "disk-full")
+        self.assertIn("no space left", f.value.message)
+        self.assertFalse(os.path.exists(self.target))
+        del real
+
+    def test_read_only_directory(self) -> None:
+        """A target in a directory that cannot be written gives a clear error."""
+        if os.geteuid() == 0:
+            # root writes anyway: simulate the file system's answer.
+            import errno
+
+            def ro(*a: Any, **k: Any) -> int:
+                raise OSError(errno.EROFS, "Read-only file system")
+
+            self.patch(P.os, "open", ro)
+        else:
+            os.chmod(self.dir, 0o500)
+            self.addCleanup(os.chmod, self.dir, 0o700)
+        data = content(10)
+        self.transfer(data, FakeSource("a", data))
+        f = self.failureResultOf(self.done, TransferFailed)
+        self.assertIn(f.value.code, ("read-only", "permission-denied"))
+        self.assertFalse(os.path.exists(self.target))
