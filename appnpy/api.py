@@ -32,6 +32,7 @@ from appnpy.interfaces import (
     ISessionPlugin,
     IStatusPagePlugin,
 )
+from appnpy.link.identity import verifyNodeSignature
 from appnpy.ops.extensions import (
     APIError,
     PageSection,
@@ -64,4 +65,5 @@ __all__ = [
     "SessionError",
     "SessionRefused",
     "implementer",
+    "verifyNodeSignature",
 ]

@@ -130,6 +130,19 @@ class INode(Interface):
 
     nodeID = Attribute("C{str}: this node's node ID.")
     name = Attribute("C{str}: this node's CP name.")
+    reactor = Attribute(
+        "The reactor the node runs on: schedule with it (C{callLater}), run "
+        "blocking work in a thread pool of your own with "
+        "C{deferToThreadPool(node.reactor, pool, ...)}."
+    )
+    publicKey = Attribute(
+        "C{bytes}: the node's public key (Ed25519, DER SubjectPublicKeyInfo); "
+        "the node ID is derived from it."
+    )
+    centralDirectory = Attribute(
+        "C{str | None}: the node ID of the central directory server this node "
+        "registers with (its own when it is one), or C{None} when there is none."
+    )
 
     def addSessionPlugin(plugin: ISessionPlugin) -> None:
         """
@@ -152,6 +165,69 @@ class INode(Interface):
             accepts; returns the C{IProtocol} to connect.
         @return: a C{Deferred} firing with the connected protocol, or failing
             with L{appnpy.errors.SessionRefused} (with its reason code).
+        """
+
+    def dataDirectory(plugin: str) -> str | None:
+        """
+        A private directory for C{plugin}'s state files
+        (C{<data dir>/plugins/<plugin>}, created with mode 0700), or C{None}
+        when the node keeps no state on disk.
+        """
+
+    def sign(context: str, data: bytes) -> bytes:
+        """
+        Sign C{data} with the node's identity key, for C{context} (a short
+        name of what is signed, e.g. C{"appnpy-files-hit-v1"}): the signature
+        is over C{context} and C{data} together, so it never verifies for
+        another context nor as any of the protocol's own signatures.  Check
+        it with L{appnpy.api.verifyNodeSignature}.
+        """
+
+    def search(
+        kind: str,
+        keywords: list[str],
+        maxResults: int = 100,
+        onResults: Callable[[list[dict[str, Any]]], object] | None = None,
+    ) -> object:
+        """
+        Search the network by keyword: every node the search reaches asks its
+        plugins that offer C{kind} resources and provide
+        L{IKeywordSearchable}.
+
+        @param onResults: called with each batch of results as it arrives
+            (this node's own first).
+        @return: a C{Deferred} firing with every result (each a dict with the
+            answering node's ID under C{"node"}, as reported by the
+            directory: sign what you need to trust) once every node
+            answered, C{maxResults} arrived or the search timed out.
+        """
+
+    def locate(name: str) -> object:
+        """
+        The nodes that offer the resource C{name} (C{<kind>:<name>}).
+
+        @return: a C{Deferred} firing with their node IDs (several when
+            several nodes offer it), or failing with
+            L{appnpy.errors.ResourceNotFound}.
+        """
+
+    def resolveNode(name: str) -> str:
+        """
+        The node ID for C{name}: a node ID, a unique prefix of one or a CP
+        name of a neighbour or of a node in the topology database.
+
+        @raise appnpy.errors.NoSuchNode: if no known node matches exactly
+            one way.
+        """
+
+    def nodeName(nodeID: str) -> str:
+        """
+        The CP name of C{nodeID} as far as this node knows it, or C{""}.
+        """
+
+    def neighbours() -> list[str]:
+        """
+        The node IDs of this node's current neighbours (active links).
         """
 
 

@@ -15,6 +15,7 @@ the node provides, and what is plugged into it): hence the module's length.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
@@ -62,6 +63,7 @@ from appnpy.link.identity import (
     generateIdentity,
     isNodeID,
     loadOrCreateIdentity,
+    pluginSignedBytes,
     validateCPName,
 )
 from appnpy.link.refusal import LinkTLSFactory
@@ -198,6 +200,9 @@ class Node(MultiService):
         self.directory: IDirectory | None = None
         self.relay: Relay | None = None
         self.routedSessions: RoutedSessions | None = None
+        #: The data directory (set by L{buildNode}), or None for a node that
+        #: keeps no state on disk.
+        self.dataDir: str | None = None
 
     # -- plugins -------------------------------------------------------------
 
@@ -402,6 +407,52 @@ class Node(MultiService):
         if len(byPrefix) > 1:
             raise NoSuchNode(f"{destination!r} matches {len(byPrefix)} neighbours")
         raise NoSuchNode(repr(destination))
+
+    # -- what plugins use (INode) -------------------------------------------------
+
+    @property
+    def publicKey(self) -> bytes:
+        return self.identity.publicKeyBytes
+
+    @property
+    def centralDirectory(self) -> str | None:
+        return self.directory.centralDirectory if self.directory is not None else None
+
+    def dataDirectory(self, plugin: str) -> str | None:
+        if self.dataDir is None:
+            return None
+        if plugin not in self.plugins or "/" in plugin or plugin.startswith("."):
+            raise ValueError(f"no plugin {plugin!r} on this node")
+        path = os.path.join(self.dataDir, "plugins", plugin)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+        return path
+
+    def sign(self, context: str, data: bytes) -> bytes:
+        return self.identity.sign(pluginSignedBytes(context, data))
+
+    def search(
+        self,
+        kind: str,
+        keywords: list[str],
+        maxResults: int = 100,
+        onResults: Callable[[list[dict[str, Any]]], object] | None = None,
+    ) -> Deferred[list[dict[str, Any]]]:
+        if self.directory is None:
+            return fail(ResourceNotFound(f"{kind} search (this node has no directory)"))
+        return self.directory.search(kind, list(keywords), maxResults, onResults)
+
+    def locate(self, name: str) -> Deferred[list[str]]:
+        async def owners() -> list[str]:
+            if self.directory is None:
+                raise ResourceNotFound(f"{name} (this node has no directory)")
+            found = await self.directory.locate(name)
+            return list(found.owners) if found.owners else [str(found.owner)]
+
+        return Deferred.fromCoroutine(owners())
+
+    def neighbours(self) -> list[str]:
+        return list(self.links)
 
     # -- sessions ---------------------------------------------------------------
 
@@ -791,6 +842,7 @@ def buildNode(
         ),
         handshakeTimeout=handshakeTimeout,
     )
+    node.dataDir = config.dataDir
     if admission:
         node.admission = AdmissionControl(reactor)
     plugins = list(plugins)

@@ -98,18 +98,21 @@ class MemoryNetwork:
         identity: Identity | None = None,
         muxConfig: MuxConfig | None = None,
         trust: TrustPolicy | None = None,
+        dataDir: str | None = None,
         **config: Any,
     ) -> Node:
         """
         Make a started node, built by L{appnpy.node.buildNode} as
-        C{twist appnnode} builds one, but with no data directory, no
-        listening port, no management API and no peer manager (the harness
-        links nodes explicitly).  With no plugins given, the harness's own
-        L{EchoPlugin} is enabled.
+        C{twist appnnode} builds one, but with no listening port, no
+        management API and no peer manager (the harness links nodes
+        explicitly).  With no plugins given, the harness's own L{EchoPlugin}
+        is enabled.
 
+        @param dataDir: the node's data directory (default: none, so the
+            node keeps no state and C{node.dataDirectory(plugin)} is None).
         @param config: further L{NodeConfig} fields (C{cds=True}, ...).
         """
-        nodeConfig = NodeConfig(dataDir=None, name=name, role=role, listen=(), api=None, **config)
+        nodeConfig = NodeConfig(dataDir=dataDir, name=name, role=role, listen=(), api=None, **config)
         node = buildNode(
             self.clock,
             nodeConfig,

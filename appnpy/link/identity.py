@@ -196,6 +196,45 @@ def verifySignature(spkiDER: bytes, signature: bytes, data: bytes) -> bool:
     return True
 
 
+#: Prefixes what a plugin signs through the node (L{pluginSignedBytes}): the
+#: protocol's own signed bytes are all CBOR maps, and these begin with a byte
+#: no CBOR map begins with, so neither verifies as the other.
+PLUGIN_SIGNATURE_PREFIX = b"appnpy-plugin-signature-v1\x00"
+
+
+def pluginSignedBytes(context: str, data: bytes) -> bytes:
+    """
+    The bytes a node signs for a plugin: the prefix, C{context} and C{data}.
+
+    @raise ValueError: for an empty C{context}, one over 64 characters or
+        one holding NUL (it would run into the data).
+    """
+    if not isinstance(context, str) or not 0 < len(context) <= 64 or "\x00" in context:
+        raise ValueError("a signature context is 1 to 64 characters, without NUL")
+    if not isinstance(data, bytes):
+        raise TypeError("only bytes are signed")
+    return PLUGIN_SIGNATURE_PREFIX + context.encode("utf-8") + b"\x00" + data
+
+
+def verifyNodeSignature(
+    nodeID: str, publicKey: bytes, context: str, data: bytes, signature: bytes
+) -> bool:
+    """
+    Did node C{nodeID} sign C{data} for C{context}?  True only when
+    C{publicKey} (DER SubjectPublicKeyInfo) is the key C{nodeID} is derived
+    from and C{signature} verifies with it.  Never raises.
+    """
+    if not isinstance(publicKey, bytes) or not isinstance(nodeID, str):
+        return False
+    if nodeIDFromSPKI(publicKey) != nodeID:
+        return False
+    try:
+        signed = pluginSignedBytes(context, data)
+    except (TypeError, ValueError):
+        return False
+    return verifySignature(publicKey, signature, signed)
+
+
 def _checkKeyMatchesCertificate(
     instance: Identity, attribute: attrs.Attribute[x509.Certificate], cert: x509.Certificate
 ) -> None:

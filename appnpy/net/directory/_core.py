@@ -10,7 +10,7 @@ one job to this base; L{service.Directory} composes them.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -71,6 +71,8 @@ class SearchEntry:
     #: record-bearing replies each neighbour sent (capped).
     owners: set[str] = attrs.field(factory=set)
     repliesFrom: Counter[str] = attrs.field(factory=Counter)
+    #: Search, at the requester: told of each batch of results as it arrives.
+    onResults: Callable[[list[Any]], object] | None = None
 
 
 @attrs.define(eq=False)
@@ -370,6 +372,14 @@ class DirectoryBase(Service):
             _, old = self._searches.popitem(last=False)
             self.stats["search-table-evictions"] += 1
             self._finishOrigin(old)
+
+    @property
+    def centralDirectory(self) -> str | None:
+        """
+        The node ID of the CDS this node registers with, its own when it is
+        the CDS, or C{None}.
+        """
+        return self.nodeID if self.isCDS else self.cdsNode
 
     def _newOrigin(
         self, kind: str, pending: set[str], timeout: float, name: str = "", maxResults: int = 1

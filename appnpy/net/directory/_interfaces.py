@@ -6,7 +6,7 @@ topology database provide these; plugins see L{appnpy.interfaces}).
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -28,6 +28,10 @@ class IDirectory(Interface):
         "C{str | None}: at an end node, its current network-node server's node ID."
     )
     stats = Attribute("C{Counter[str]}: the directory's counters.")
+    centralDirectory = Attribute(
+        "C{str | None}: the node ID of the central directory server this node "
+        "registers with (its own when it is the CDS), or C{None}."
+    )
 
     def locate(name: str, cos: str = "interactive") -> Coroutine[Any, Any, LocateResult]:
         """
@@ -54,10 +58,14 @@ class IDirectory(Interface):
         """
 
     def search(
-        kind: str, keywords: list[str], maxResults: int = 100
+        kind: str,
+        keywords: list[str],
+        maxResults: int = 100,
+        onResults: Callable[[list[dict[str, Any]]], object] | None = None,
     ) -> Deferred[list[dict[str, Any]]]:
         """
-        A keyword search of every reachable node's plugins offering C{kind}.
+        A keyword search of every reachable node's plugins offering C{kind};
+        C{onResults} hears each batch as it arrives.
         """
 
     def register(name: str) -> None:

@@ -12,6 +12,7 @@ back in C{SearchReply} messages, capped in count and bytes at every node.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -42,19 +43,28 @@ class SearchMixin(DirectoryBase):
     """
 
     def search(
-        self, kind: str, keywords: list[str], maxResults: int = 100
+        self,
+        kind: str,
+        keywords: list[str],
+        maxResults: int = 100,
+        onResults: Callable[[list[dict[str, Any]]], object] | None = None,
     ) -> Deferred[list[dict[str, Any]]]:
         """
         Ask every reachable node's plugins offering C{kind} resources for
         C{keywords}; fires with at most C{maxResults} result dicts (each with
         the answering node's ID under C{"node"}) when enough arrived, every
         node answered, or C{searchTimeout} passed.
+
+        @param onResults: called with each batch of results as it arrives
+            (this node's own first), before the Deferred fires with them all.
         """
         maxResults = max(1, min(int(maxResults), MAX_SEARCH_RESULTS))
         if not self.running:
             return fail(ResourceNotFound(f"{kind} search (this node is stopping)"))
         keywords = [k[:64] for k in keywords[:16]]
         local = self._localSearch(kind, keywords, maxResults)
+        if local and onResults is not None:
+            self._tell(onResults, local[:maxResults])
         if self.role == "end":
             server = self._serverCP()
             targets = [server] if server is not None else []
@@ -69,6 +79,7 @@ class SearchMixin(DirectoryBase):
             "search", {t.peerNodeID for t in targets}, self.searchTimeout, maxResults=maxResults
         )
         entry.collected.extend(local)
+        entry.onResults = onResults
         msg = SearchRequest(
             search_id=entry.searchID,
             origin=self.nodeID,
@@ -109,6 +120,16 @@ class SearchMixin(DirectoryBase):
                     continue
                 out.append(result)
         return out
+
+    def _tell(
+        self, onResults: Callable[[list[dict[str, Any]]], object], batch: list[dict[str, Any]]
+    ) -> None:
+        # A caller's callback that raises must not break the search for the
+        # other replies (nor the reply handler that called it).
+        try:
+            onResults(list(batch))
+        except Exception:
+            self.log.failure("a keyword search's onResults callback failed")
 
     def _offersKind(self, plugin: ISessionPlugin, kind: str) -> bool:
         if plugin.name == kind:
@@ -189,7 +210,10 @@ class SearchMixin(DirectoryBase):
         if msg.results:
             if entry.parent is None:
                 room = entry.maxResults - len(entry.collected)
-                entry.collected.extend(list(msg.results)[: max(0, room)])
+                batch = list(msg.results)[: max(0, room)]
+                entry.collected.extend(batch)
+                if batch and entry.onResults is not None and entry.waiter is not None:
+                    self._tell(entry.onResults, batch)
                 if len(entry.collected) >= entry.maxResults:
                     self._finishOrigin(entry)
             elif not entry.done:
