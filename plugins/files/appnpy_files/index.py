@@ -1008,6 +1008,13 @@ class Index:
 
     # -- helpers
 
+    def inThread(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
+        """
+        Run blocking C{f(*args)} in the index's I/O threads (not the hashing
+        ones, which a big file may hold for a while).
+        """
+        return deferToThreadPool(self.reactor, self._ioPool, f, *args)
+
     def _inDB(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
         return deferToThreadPool(self.reactor, self._dbPool, f, *args)
 
