@@ -488,3 +488,87 @@ class PacerTests(SynchronousTestCase):
         now[0] = 10.0
         self.assertEqual(p.reserve(100), 0.0)
         self.assertEqual(server.Pacer(lambda: 0.0, 0).reserve(10**9), 0.0)
+
+
+class MemoryNetworkTests(SynchronousTestCase):
+    """
+    The server behind the real files plugin, over real sessions of an
+    in-memory network (real TLS, simulated time, hashing threads).
+    """
+
+    def setUp(self) -> None:
+        from tests.files.memnet import FilesNet
+
+        self.net = FilesNet(self)
+        pub = self.net.directory("pub")
+        priv = self.net.directory("priv")
+        self.data = os.urandom(3 * MiB + 11)
+        with open(os.path.join(pub, "movie.bin"), "wb") as f:
+            f.write(self.data)
+        with open(os.path.join(priv, "diary.txt"), "wb") as f:
+            f.write(b"dear diary")
+        section = {
+            "shares": {
+                "pub": pub,
+                "priv": {"path": priv, "password-hash": shares.hashPassword(PASSWORD, n=2**10)},
+            }
+        }
+        self.a = self.net.addNode("LAB.A", section)
+        self.b = self.net.addNode("LAB.B")
+        self.net.link(self.a, self.b)
+        self.net.indexed(self.a)
+
+    def test_honestClient(self) -> None:
+        """
+        A client on another node lists shares, unlocks the protected one,
+        and reads a whole file chunk by chunk, each chunk matching its hash.
+        """
+        from appnpy_files.transfers import connect
+
+        client = self.net.wait(Deferred.fromCoroutine(connect(self.b, self.a.nodeID)))
+        infos = self.net.wait(client.shares())
+        self.assertEqual(
+            [(s.name, s.protected, s.files) for s in infos], [("priv", True, None), ("pub", False, 1)]
+        )
+        sha = self.sha(self.data)
+        info = self.net.wait(client.stat(sha256=sha))
+        hashes = self.net.wait(client.chunkHashes(sha, 0, info.chunkCount))
+        got = b""
+        for i in range(info.chunkCount):
+            chunk = self.net.wait(client.read(sha, i))
+            self.assertEqual(hashlib.sha256(chunk).digest(), hashes[i * 32 : i * 32 + 32])
+            got += chunk
+        self.assertEqual(got, self.data)
+        self.net.wait(client.auth("priv", PASSWORD))
+        diary = self.net.wait(client.stat(sha256=self.sha(b"dear diary")))
+        self.assertEqual(diary.path, "diary.txt")
+        client.close()
+
+    def test_hostilePeerClosedWithProtocolError(self) -> None:
+        """
+        A peer that sends an oversized frame over a real session sees the
+        session closed with reason protocol-error; the node keeps serving.
+        """
+        from twisted.internet.protocol import Protocol
+
+        lost: list[Any] = []
+
+        class Hostile(Protocol):
+            def connectionMade(self) -> None:
+                assert self.transport is not None
+                self.transport.write(struct.pack(">I", 2**31 - 1) + b"x" * 100)
+
+            def connectionLost(self, reason: Any = None) -> None:
+                lost.append(reason)
+
+        self.net.wait(self.b.openSession(self.a.nodeID, "files", lambda info: Hostile(), {}))
+        self.net.settle(lambda: bool(lost))
+        self.assertEqual(getattr(lost[0].value, "reason", None), wire.PROTOCOL_ERROR)
+        from appnpy_files.transfers import connect
+
+        client = self.net.wait(Deferred.fromCoroutine(connect(self.b, self.a.nodeID)))
+        self.assertEqual(len(self.net.wait(client.shares())), 2)
+        client.close()
+
+    def sha(self, data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()

@@ -556,7 +556,9 @@ class Index:
     def stop(self) -> Deferred[None]:
         """
         Abandon hashing in progress (the threads notice within a chunk),
-        write what is hashed to the cache, close it, stop the threads.
+        write what is hashed to the cache, close it and stop the threads.
+        Done by the time it returns (the Deferred has fired): the threads are
+        joined here, so nothing depends on the reactor running afterwards.
         """
         if not self._started:
             return succeed(None)
@@ -569,31 +571,29 @@ class Index:
         self._queued.clear()
         upserts, deletes = self._upserts, self._deletes
         self._upserts, self._deletes = [], []
+        cache = self._cache
 
         def final() -> None:
             try:
-                if self._cache.db is not None and (upserts or deletes):
-                    self._cache.write(upserts, deletes)
+                if cache.db is not None and (upserts or deletes):
+                    cache.write(upserts, deletes)
+            except Exception:
+                self.log.failure("files index: writing the cache at stop")
             finally:
-                self._cache.close()
+                cache.close()
 
-        d = self._inDB(final)
-
-        def release(result: object) -> object:
-            # Joins the threads; they have seen _stopping and return fast.
-            self._pool.stop()
-            self._ioPool.stop()
-            self._dbPool.stop()
-            if self._digests is not None:
-                self._digests.shutdown(wait=True)
-                self._digests = None
-            for w in self._takeWaiters():
-                w.errback(Failure(Stopped()))
-            return result
-
-        d.addBoth(release)
-        d.addErrback(self._logFailure, "closing the index cache")
-        return d
+        # Queued behind any write in progress; stop() joins the thread
+        # after the queue is done, so the final write is complete below.
+        self._dbPool.callInThread(final)
+        self._pool.stop()
+        self._ioPool.stop()
+        self._dbPool.stop()
+        if self._digests is not None:
+            self._digests.shutdown(wait=True)
+            self._digests = None
+        for w in self._takeWaiters():
+            w.errback(Failure(Stopped()))
+        return succeed(None)
 
     # -- queries (reactor thread, from memory)
 
