@@ -457,3 +457,28 @@ class HashFileTests(SynchronousTestCase):
         self.assertEqual(sha, hashlib.sha256(data).hexdigest())
         self.assertEqual(chunks, chunkDigests(data))
         self.assertEqual(st.st_size, size)
+
+
+class BenchmarkSmokeTests(SynchronousTestCase):
+    def test_filesIndexBenchmark(self) -> None:
+        """
+        C{python benchmarks/files_index.py --smoke} runs and ends with its
+        JSON figures (never asserted: timings drift).
+        """
+        import json
+        import subprocess
+        import sys
+
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        result = subprocess.run(
+            [sys.executable, os.path.join(root, "benchmarks", "files_index.py"), "--smoke"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=root,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        figures = json.loads(result.stdout.strip().splitlines()[-1])
+        self.assertEqual(figures["benchmark"], "files_index")
+        for key in ("hashlib_MiBps", "index_MiBps", "ratio", "many_files_per_s"):
+            self.assertIsInstance(figures[key], (int, float))

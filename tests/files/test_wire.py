@@ -403,3 +403,40 @@ class FrameDecoderTests(SynchronousTestCase):
             [wire.chunkCount(n) for n in (0, 1, wire.CHUNK_SIZE, wire.CHUNK_SIZE + 1, 5 * 2**30)],
             [0, 1, 1, 2, 5120],
         )
+
+
+class ProtocolDocTests(SynchronousTestCase):
+    def test_section18Examples(self) -> None:
+        """
+        The hex examples of docs/protocol.md section 18 are exactly what the
+        code encodes.
+        """
+        import os
+        import re
+
+        doc = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "protocol.md")
+        with open(doc, encoding="utf-8") as f:
+            text = f.read()
+        section = text[text.index("## 18. The files plugin protocol") :]
+        blocks = [b.replace("\n", "") for b in re.findall(r"```hex\n(.*?)```", section, re.DOTALL)]
+        empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        expected = [
+            frame(wire.Shares(1).toWire()),
+            frame(wire.Read(7, empty, 0).toWire()),
+            frame(wire.DataAnswer(7, 0, 5).toWire()) + b"hello",
+            frame(wire.ErrorAnswer(8, wire.SLOW_DOWN, "wait", 4).toWire()),
+        ]
+        self.assertEqual([bytes.fromhex(b) for b in blocks], expected)
+
+    def test_section18ErrorCodes(self) -> None:
+        """
+        The error table of section 18 lists exactly the code's error codes.
+        """
+        import os
+        import re
+
+        doc = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "protocol.md")
+        with open(doc, encoding="utf-8") as f:
+            section = f.read().split("## 18. The files plugin protocol")[1]
+        table = section.split("### 18.5 Errors")[1].split("###")[0]
+        self.assertEqual(set(re.findall(r"^\| `([a-z-]+)` \|", table, re.MULTILINE)), wire.ERROR_CODES)
