@@ -94,8 +94,12 @@ class FilesNet:
         return self.plugins[node.nodeID]
 
     def link(self, a: Node, b: Node) -> None:
+        """
+        Link C{a} to C{b} and let the topology learn of it (its records
+        flood on timers), so routed sessions find their path.
+        """
         self.net.link(a, b)
-        self.settle()
+        self.settle(advance=5)
 
     def directory(self, name: str) -> str:
         path = os.path.join(self.root, "shared", name)

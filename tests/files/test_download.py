@@ -287,3 +287,183 @@ class EngineTests(SynchronousTestCase):
         f = self.failureResultOf(self.done, TransferFailed)
         self.assertIn(f.value.code, ("read-only", "permission-denied"))
         self.assertFalse(os.path.exists(self.target))
+
+
+# -- whole nodes on an in-memory network ---------------------------------------------
+
+
+def _write(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+class NetworkDownloadTests(SynchronousTestCase):
+    """
+    A - B - C and B - D: C and D share the same file; A downloads it.
+    """
+
+    def setUp(self) -> None:
+        from .memnet import FilesNet
+
+        self.fn = FilesNet(self)
+        self.b = self.fn.addNode("LAB.B")
+        self.a = self.fn.addNode("LAB.A")
+        self.c = self.fn.addNode("LAB.C")
+        self.d = self.fn.addNode("LAB.D")
+        self.fn.link(self.a, self.b)
+        self.fn.link(self.c, self.b)
+        self.fn.link(self.d, self.b)
+        self.data = content(6 * CHUNK + 999, seed=7)
+        self.sha = hashlib.sha256(self.data).hexdigest()
+        for node in (self.c, self.d):
+            shared = self.fn.directory(node.name)
+            _write(os.path.join(shared, "video", "talk.mkv"), self.data)
+            self.serve(node).shares.add("talks", shared)
+        for node in (self.c, self.d):
+            self.fn.indexed(node)
+        self.out = os.path.join(self.fn.root, "downloads")
+        os.makedirs(self.out)
+
+    def serve(self, node: Any) -> Any:
+        serve = self.fn.plugin(node).serve
+        assert serve is not None
+        return serve
+
+    def transfers(self, node: Any) -> Any:
+        t = self.fn.plugin(node).transfers
+        assert t is not None
+        return t
+
+    def finish(self, transfer: Transfer) -> None:
+        self.fn.settle(lambda: transfer.ended is not None)
+
+    def test_multi_source_by_hash(self) -> None:
+        """A download by hash finds both holders (two hops away) and takes chunks from both."""
+        target = os.path.join(self.out, "talk.mkv")
+        t = self.fn.wait(Deferred.fromCoroutine(self.transfers(self.a).getByHash(self.sha, target)))
+        self.finish(t)
+        self.assertEqual(t.state, "complete", t.describe())
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), self.data)
+        used = {s["node"] for s in t.describe()["sources"] if s["bytes"]}
+        self.assertEqual(used, {self.c.nodeID, self.d.nodeID})
+
+    def test_named_after_the_hit(self) -> None:
+        """Given a directory, a download by hash is named after the file the hit names."""
+        t = self.fn.wait(
+            Deferred.fromCoroutine(
+                self.transfers(self.a).getByHash(self.sha, lambda name: os.path.join(self.out, name))
+            )
+        )
+        self.finish(t)
+        self.assertEqual(t.target, os.path.join(self.out, "talk.mkv"))
+
+    def test_corrupting_source_detected(self) -> None:
+        """A source that sends a chunk not matching its hash is dropped; the other supplies it; the file is right."""
+        index = self.serve(self.d).index
+        real = index.readChunk
+
+        def corrupt(entry: Any, i: int) -> Deferred[bytes]:
+            return real(entry, i).addCallback(lambda data: bytes([data[0] ^ 0xFF]) + data[1:])
+
+        index.readChunk = corrupt
+        target = os.path.join(self.out, "talk.mkv")
+        t = self.fn.wait(Deferred.fromCoroutine(self.transfers(self.a).getByHash(self.sha, target)))
+        self.finish(t)
+        self.assertEqual(t.state, "complete", t.describe())
+        with open(target, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), self.sha)
+        self.assertGreaterEqual(t.badChunks, 1)
+        bad = [s for s in t.describe()["sources"] if s["node"] == self.d.nodeID][0]
+        self.assertIn("hash", bad["dropped"])
+
+    def test_by_path_routed(self) -> None:
+        """A download by NODE:SHARE/PATH from a node two hops away is routed through B."""
+        self.assertNotIn(self.c.nodeID, self.a.neighbours())
+        target = os.path.join(self.out, "x.mkv")
+        t = self.fn.wait(
+            Deferred.fromCoroutine(
+                self.transfers(self.a).getByPath(self.c.nodeID, "talks", "video/talk.mkv", target)
+            )
+        )
+        self.finish(t)
+        self.assertEqual(t.state, "complete", t.describe())
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), self.data)
+
+    def test_resume_after_cancel(self) -> None:
+        """A download cancelled half-way resumes from its verified chunks on the next get."""
+        target = os.path.join(self.out, "talk.mkv")
+        t = self.fn.wait(
+            Deferred.fromCoroutine(
+                self.transfers(self.a).getByPath(self.c.nodeID, "talks", "video/talk.mkv", target, limit=CHUNK)
+            )
+        )
+        self.fn.settle(lambda: t.doneBytes >= 3 * CHUNK)
+        t.cancel()
+        self.finish(t)
+        self.assertEqual(t.state, "cancelled")
+        self.assertFalse(os.path.exists(target))
+        t2 = self.fn.wait(
+            Deferred.fromCoroutine(
+                self.transfers(self.a).getByPath(self.c.nodeID, "talks", "video/talk.mkv", target)
+            )
+        )
+        self.finish(t2)
+        self.assertEqual(t2.state, "complete")
+        self.assertGreaterEqual(t2.resumedBytes, 3 * CHUNK)
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), self.data)
+
+    def test_protected_share(self) -> None:
+        """A protected share refuses a download without its password and serves it with the password."""
+        from appnpy_files.shares import hashPassword
+        from appnpy_files.transfers import GetError
+
+        secret = self.fn.directory("secret")
+        _write(os.path.join(secret, "plans.txt"), b"the plans" * 500)
+        self.serve(self.c).shares.add("vault", secret, hashPassword("s3cret", n=2**4))
+        self.fn.settle()
+        self.fn.indexed(self.c)
+        target = os.path.join(self.out, "plans.txt")
+        get = self.transfers(self.a).getByPath
+        with self.assertRaises(GetError) as e:
+            self.fn.wait(Deferred.fromCoroutine(get(self.c.nodeID, "vault", "plans.txt", target)))
+        self.assertEqual(e.exception.code, "password-required")
+        with self.assertRaises(GetError) as e:
+            self.fn.wait(Deferred.fromCoroutine(get(self.c.nodeID, "vault", "plans.txt", target, password="zebra-77")))
+        self.assertEqual(e.exception.code, "bad-password")
+        self.assertNotIn("zebra-77", e.exception.message)
+        t = self.fn.wait(Deferred.fromCoroutine(get(self.c.nodeID, "vault", "plans.txt", target, password="s3cret")))
+        self.finish(t)
+        self.assertEqual(t.state, "complete", t.describe())
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"the plans" * 500)
+
+    def test_not_found(self) -> None:
+        """A hash no node holds is a clear not-found."""
+        from appnpy_files.transfers import GetError
+
+        with self.assertRaises(GetError) as e:
+            self.fn.wait(
+                Deferred.fromCoroutine(
+                    self.transfers(self.a).getByHash("ab" * 32, os.path.join(self.out, "nothing"))
+                )
+            )
+        self.assertEqual(e.exception.code, "not-found")
+
+    def test_source_link_lost(self) -> None:
+        """When one source's link goes down mid-download, the other finishes the file."""
+        target = os.path.join(self.out, "talk.mkv")
+        t = self.fn.wait(
+            Deferred.fromCoroutine(self.transfers(self.a).getByHash(self.sha, target, limit=2 * CHUNK))
+        )
+        self.fn.settle(lambda: len([p for p in t.peers if p.dropped is None]) == 2 and t.doneBytes >= CHUNK)
+        for link in self.fn.net.links:
+            if self.d in (link.dialer, link.listener):
+                link.cut()
+        self.finish(t)
+        self.assertEqual(t.state, "complete", t.describe())
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), self.data)
