@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from appnpy_files.plugin import FilesPlugin
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import Clock
@@ -27,7 +28,6 @@ from zope.interface import implementer
 
 from appnpy.node import Node
 from appnpy.testing import MemoryNetwork
-from appnpy_files.plugin import FilesPlugin
 
 #: The most a settle waits for threads, in real seconds.
 DEADLINE = 60.0
@@ -41,9 +41,9 @@ class ThreadClock(Clock):
 
     def __init__(self) -> None:
         super().__init__()
-        self.fromThreads: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = (
-            queue.Queue()
-        )
+        self.fromThreads: queue.Queue[
+            tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+        ] = queue.Queue()
 
     def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         self.fromThreads.put((f, args, kwargs))
@@ -55,7 +55,9 @@ class ThreadClock(Clock):
         """
         ran = False
         try:
-            f, a, k = self.fromThreads.get(timeout=block) if block else self.fromThreads.get_nowait()
+            f, a, k = (
+                self.fromThreads.get(timeout=block) if block else self.fromThreads.get_nowait()
+            )
         except queue.Empty:
             return False
         while True:
@@ -163,5 +165,5 @@ class FilesNet:
             d = node.stopService()
             box: list[Any] = []
             d.addBoth(box.append)
-            self.settle(lambda: bool(box), advance=10)
+            self.settle(lambda box=box: bool(box), advance=10)  # type: ignore[misc]
         shutil.rmtree(self.root, ignore_errors=True)

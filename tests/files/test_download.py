@@ -11,12 +11,11 @@ import os
 import tempfile
 from typing import Any
 
+from appnpy_files import partial as P
+from appnpy_files.download import STALL_TIMEOUT, Transfer, TransferFailed, synchronous
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-
-from appnpy_files import partial as P
-from appnpy_files.download import STALL_TIMEOUT, Transfer, TransferFailed, synchronous
 
 CHUNK = 1 << 20
 
@@ -42,7 +41,14 @@ class FakeSource:
     C{corrupt} flips a byte of the named chunks, C{fails} fails every read.
     """
 
-    def __init__(self, nodeID: str, data: bytes, corrupt: set[int] = frozenset(), hold: bool = False, fails: bool = False) -> None:  # type: ignore[assignment]
+    def __init__(
+        self,
+        nodeID: str,
+        data: bytes,
+        corrupt: set[int] = frozenset(),
+        hold: bool = False,
+        fails: bool = False,
+    ) -> None:  # type: ignore[assignment]
         self.nodeID = nodeID
         self.data = data
         self.corrupt = set(corrupt)
@@ -85,7 +91,14 @@ class EngineTests(SynchronousTestCase):
         self.target = os.path.join(self.dir, "out.bin")
 
     def transfer(self, data: bytes, *sources: FakeSource, limit: float | None = None) -> Transfer:
-        t = Transfer(self.clock, synchronous, hashlib.sha256(data).hexdigest(), len(data), self.target, limit=limit)
+        t = Transfer(
+            self.clock,
+            synchronous,
+            hashlib.sha256(data).hexdigest(),
+            len(data),
+            self.target,
+            limit=limit,
+        )
         for s in sources:
             t.addSource(s)
         self.done = t.whenDone()
@@ -167,7 +180,9 @@ class EngineTests(SynchronousTestCase):
         data = content(4 * CHUNK)
         slow = FakeSource("slow", data, hold=True)
         fast = FakeSource("fast", data)
-        t = Transfer(self.clock, synchronous, hashlib.sha256(data).hexdigest(), len(data), self.target)
+        t = Transfer(
+            self.clock, synchronous, hashlib.sha256(data).hexdigest(), len(data), self.target
+        )
         t.addSource(slow)
         done = t.whenDone()
         Deferred.fromCoroutine(t.run())
@@ -221,7 +236,9 @@ class EngineTests(SynchronousTestCase):
         data = content(2 * CHUNK)
         other = content(2 * CHUNK, seed=2)
         liar = FakeSource("liar", other)
-        t = Transfer(self.clock, synchronous, hashlib.sha256(data).hexdigest(), len(data), self.target)
+        t = Transfer(
+            self.clock, synchronous, hashlib.sha256(data).hexdigest(), len(data), self.target
+        )
         t.addSource(liar)
         done = t.whenDone()
         Deferred.fromCoroutine(t.run())
@@ -353,7 +370,9 @@ class NetworkDownloadTests(SynchronousTestCase):
         """Given a directory, a download by hash is named after the file the hit names."""
         t = self.fn.wait(
             Deferred.fromCoroutine(
-                self.transfers(self.a).getByHash(self.sha, lambda name: os.path.join(self.out, name))
+                self.transfers(self.a).getByHash(
+                    self.sha, lambda name: os.path.join(self.out, name)
+                )
             )
         )
         self.finish(t)
@@ -397,7 +416,9 @@ class NetworkDownloadTests(SynchronousTestCase):
         target = os.path.join(self.out, "talk.mkv")
         t = self.fn.wait(
             Deferred.fromCoroutine(
-                self.transfers(self.a).getByPath(self.c.nodeID, "talks", "video/talk.mkv", target, limit=CHUNK)
+                self.transfers(self.a).getByPath(
+                    self.c.nodeID, "talks", "video/talk.mkv", target, limit=CHUNK
+                )
             )
         )
         self.fn.settle(lambda: t.doneBytes >= 3 * CHUNK)
@@ -432,10 +453,18 @@ class NetworkDownloadTests(SynchronousTestCase):
             self.fn.wait(Deferred.fromCoroutine(get(self.c.nodeID, "vault", "plans.txt", target)))
         self.assertEqual(e.exception.code, "password-required")
         with self.assertRaises(GetError) as e:
-            self.fn.wait(Deferred.fromCoroutine(get(self.c.nodeID, "vault", "plans.txt", target, password="zebra-77")))
+            self.fn.wait(
+                Deferred.fromCoroutine(
+                    get(self.c.nodeID, "vault", "plans.txt", target, password="zebra-77")
+                )
+            )
         self.assertEqual(e.exception.code, "bad-password")
         self.assertNotIn("zebra-77", e.exception.message)
-        t = self.fn.wait(Deferred.fromCoroutine(get(self.c.nodeID, "vault", "plans.txt", target, password="s3cret")))
+        t = self.fn.wait(
+            Deferred.fromCoroutine(
+                get(self.c.nodeID, "vault", "plans.txt", target, password="s3cret")
+            )
+        )
         self.finish(t)
         self.assertEqual(t.state, "complete", t.describe())
         with open(target, "rb") as f:
@@ -457,9 +486,13 @@ class NetworkDownloadTests(SynchronousTestCase):
         """When one source's link goes down mid-download, the other finishes the file."""
         target = os.path.join(self.out, "talk.mkv")
         t = self.fn.wait(
-            Deferred.fromCoroutine(self.transfers(self.a).getByHash(self.sha, target, limit=2 * CHUNK))
+            Deferred.fromCoroutine(
+                self.transfers(self.a).getByHash(self.sha, target, limit=2 * CHUNK)
+            )
         )
-        self.fn.settle(lambda: len([p for p in t.peers if p.dropped is None]) == 2 and t.doneBytes >= CHUNK)
+        self.fn.settle(
+            lambda: len([p for p in t.peers if p.dropped is None]) == 2 and t.doneBytes >= CHUNK
+        )
         for link in self.fn.net.links:
             if self.d in (link.dialer, link.listener):
                 link.cut()

@@ -112,7 +112,10 @@ class FilesProcessTests(TestCase):
         self.c = self.harness.start("c", peers=[self.b.hostPort()], maxPeers=1)
         await gatherResults([Deferred.fromCoroutine(n.whenReady()) for n in (self.a, self.c)])
         await gatherResults(
-            [Deferred.fromCoroutine(n.whenLinked(k)) for n, k in ((self.a, 1), (self.c, 1), (self.b, 2))]
+            [
+                Deferred.fromCoroutine(n.whenLinked(k))
+                for n, k in ((self.a, 1), (self.c, 1), (self.b, 2))
+            ]
         )
         self.assertNotIn(self.c.nodeID, self.a.links)
         self.work = os.path.join(self.harness.root, "work")
@@ -153,10 +156,15 @@ class FilesProcessTests(TestCase):
         out, err, code = await appn(self.a, "--json", "files", "search", "holiday")
         self.assertEqual(code, 0, err)
         hits = [json.loads(line) for line in out.splitlines() if line.strip()]
-        self.assertEqual([(h["node"], h["path"], h["sha256"]) for h in hits], [(self.c.nodeID, "films/holiday.mkv", self.sha)])
+        self.assertEqual(
+            [(h["node"], h["path"], h["sha256"]) for h in hits],
+            [(self.c.nodeID, "films/holiday.mkv", self.sha)],
+        )
 
         direct = os.path.join(self.work, "direct.mkv")
-        t = await appnJSON(self.b, "files", "get", f"{self.c.nodeID}:media/films/holiday.mkv", "-o", direct)
+        t = await appnJSON(
+            self.b, "files", "get", f"{self.c.nodeID}:media/films/holiday.mkv", "-o", direct
+        )
         self.assertEqual(t["state"], "complete")
         self.assertEqual(sha(direct), self.sha)
 
@@ -183,7 +191,9 @@ class FilesProcessTests(TestCase):
         await self.waitForRoute(self.a, self.c)
         target = os.path.join(self.work, "resumed.mkv")
         where = f"{self.c.nodeID}:media/films/holiday.mkv"
-        started = await appnJSON(self.a, "files", "get", where, "-o", target, "--limit", "3M", "--no-wait")
+        started = await appnJSON(
+            self.a, "files", "get", where, "-o", target, "--limit", "3M", "--no-wait"
+        )
         half = len(self.data) // 2
         for _ in range(int(DEADLINE / 0.25)):
             t = await appnJSON(self.a, "files", "transfers")
@@ -199,7 +209,9 @@ class FilesProcessTests(TestCase):
         self.assertFalse(os.path.exists(target))
         self.assertTrue(os.path.exists(target + ".appn-partial"))
 
-        again = await self.harness.startReady("a2", dataDir=self.a.dataDir, peers=[self.b.hostPort()], maxPeers=1)
+        again = await self.harness.startReady(
+            "a2", dataDir=self.a.dataDir, peers=[self.b.hostPort()], maxPeers=1
+        )
         await again.whenLinked(1)
         await self.waitForRoute(again, self.c)
         t = await appnJSON(again, "files", "get", where, "-o", target)
@@ -250,7 +262,16 @@ class FilesProcessTests(TestCase):
         vault = os.path.join(self.work, "vault")
         write(os.path.join(vault, "plans.txt"), b"the plans\n" * 1000)
         password = "correct horse battery staple"
-        out, err, code = await appn(self.c, "files", "share", "add", "vault", vault, "--password", stdin=password.encode() + b"\n")
+        out, err, code = await appn(
+            self.c,
+            "files",
+            "share",
+            "add",
+            "vault",
+            vault,
+            "--password",
+            stdin=password.encode() + b"\n",
+        )
         self.assertEqual(code, 0, err)
         self.assertIn("password protected", out)
         await self.waitForRoute(self.a, self.c)
@@ -260,13 +281,19 @@ class FilesProcessTests(TestCase):
         self.assertNotEqual(code, 0)
         self.assertIn("password", err)
         self.assertFalse(os.path.exists(target))
-        out, err, code = await appn(self.a, "files", "get", where, "-o", target, stdin=b"wrong guess\n")
+        out, err, code = await appn(
+            self.a, "files", "get", where, "-o", target, stdin=b"wrong guess\n"
+        )
         self.assertNotEqual(code, 0)
         self.assertIn("wrong password", err)
-        out, err, code = await appn(self.a, "files", "ls", f"{self.c.nodeID}:vault", stdin=password.encode() + b"\n")
+        out, err, code = await appn(
+            self.a, "files", "ls", f"{self.c.nodeID}:vault", stdin=password.encode() + b"\n"
+        )
         self.assertEqual(code, 0, err)
         self.assertIn("plans.txt", out)
-        out, err, code = await appn(self.a, "--json", "files", "get", where, "-o", target, stdin=password.encode() + b"\n")
+        out, err, code = await appn(
+            self.a, "--json", "files", "get", where, "-o", target, stdin=password.encode() + b"\n"
+        )
         self.assertEqual(code, 0, err)
         with open(target, "rb") as f:
             self.assertEqual(f.read(), b"the plans\n" * 1000)

@@ -10,16 +10,16 @@ import os
 from typing import Any
 
 import cbor2
+from appnpy_files import hits as H
+from appnpy_files.cds import CDSIndex, CDSRefused
+from appnpy_files.hits import Hit, makeHit, verifyHit
+from appnpy_files.plugin import FilesPlugin
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from appnpy.api import IKeywordSearchable, implementer
-from appnpy_files import hits as H
-from appnpy_files.cds import CDSIndex, CDSRefused
-from appnpy_files.hits import Hit, makeHit, verifyHit
-from appnpy_files.plugin import FilesPlugin
 
 from .memnet import FilesNet
 
@@ -150,7 +150,9 @@ class HostilePlugin(FilesPlugin):
         node = self.node
         altered = dict(self.victim, size=self.victim["size"] + 1)
         stolen = dict(self.victim)  # genuine, but relayed as this node's answer
-        fields = {k: self.victim[k] for k in ("v", "node", "share", "path", "size", "sha256", "mtime")}
+        fields = {
+            k: self.victim[k] for k in ("v", "node", "share", "path", "size", "sha256", "mtime")
+        }
         fields["node"] = node.nodeID
         fields["path"] = "blue/malware.exe"
         wrongContext = {
@@ -172,7 +174,9 @@ class HostileTests(ThreeNodes, TestCase):
         real = self.fn.plugin(self.c).search(["blue", "train"])[0]
         hostile = HostilePlugin(dict(real))
         hostile.configure({})
-        d = self.fn.net.addNode("LAB.EVIL", plugins=[hostile], dataDir=os.path.join(self.fn.root, "evil"))
+        d = self.fn.net.addNode(
+            "LAB.EVIL", plugins=[hostile], dataDir=os.path.join(self.fn.root, "evil")
+        )
         self.fn.link(d, self.b)
         searcher = self.fn.plugin(self.a).searcher
         assert searcher is not None
@@ -304,12 +308,32 @@ class HitTests(TestCase):
     def test_any_field_altered(self) -> None:
         """Changing any signed field, the key or the signature makes the hit invalid."""
         raw = makeHit(self.node, "music", "a/b.mp3", 10, "a" * 64, 5)
-        for key, value in [("share", "other"), ("path", "a/c.mp3"), ("size", 11), ("sha256", "b" * 64), ("mtime", 6), ("sig", b"x" * 64), ("v", 2)]:
+        for key, value in [
+            ("share", "other"),
+            ("path", "a/c.mp3"),
+            ("size", 11),
+            ("sha256", "b" * 64),
+            ("mtime", 6),
+            ("sig", b"x" * 64),
+            ("v", 2),
+        ]:
             self.assertIsNone(verifyHit(dict(raw, **{key: value})), key)
         self.assertIsNone(verifyHit(raw, "b" * 52))
 
     @settings(max_examples=200, deadline=None)
-    @given(st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=30), st.binary(max_size=80), st.none(), st.lists(st.integers(), max_size=3)), max_size=12))
+    @given(
+        st.dictionaries(
+            st.text(max_size=8),
+            st.one_of(
+                st.integers(),
+                st.text(max_size=30),
+                st.binary(max_size=80),
+                st.none(),
+                st.lists(st.integers(), max_size=3),
+            ),
+            max_size=12,
+        )
+    )
     def test_any_map_is_safe(self, raw: dict[str, Any]) -> None:
         """Any map at all is either a valid hit or None, never an exception."""
         self.assertIsNone(verifyHit(raw))

@@ -110,7 +110,9 @@ class CDSIndex:
     # -- size --
 
     def total(self) -> int:
-        return sum(len(v) for v in self._nodes.values()) + sum(len(v) for v in self._staging.values())
+        return sum(len(v) for v in self._nodes.values()) + sum(
+            len(v) for v in self._staging.values()
+        )
 
     def nodes(self) -> int:
         return len(self._nodes)
@@ -147,9 +149,7 @@ class CDSIndex:
         if final:
             entries = self._staging.pop(peer, [])
             self._replace(peer, entries)
-            self.log.info(
-                "index of {peer} replaced: {count} hits", peer=peer, count=len(entries)
-            )
+            self.log.info("index of {peer} replaced: {count} hits", peer=peer, count=len(entries))
 
     def _replace(self, peer: str, entries: list[_Entry]) -> None:
         for old in self._nodes.pop(peer, []):
@@ -270,7 +270,9 @@ class CDSClient:
         d.addTimeout(SEARCH_TIMEOUT, self.node.reactor)
         return await d
 
-    def scheduleUpload(self, hits: Callable[[], Deferred[list[dict[str, Any]]]], delay: float = 0) -> None:
+    def scheduleUpload(
+        self, hits: Callable[[], Deferred[list[dict[str, Any]]]], delay: float = 0
+    ) -> None:
         """
         Upload the index C{hits()} answers after C{delay} seconds, then
         every L{REUPLOAD_INTERVAL}; a call while one is pending or running
@@ -300,7 +302,7 @@ class CDSClient:
             if isinstance(result, Exception) or hasattr(result, "getErrorMessage"):
                 self.log.info(
                     "index upload to the CDS failed: {why}",
-                    why=result.getErrorMessage() if hasattr(result, "getErrorMessage") else result,  # type: ignore[union-attr]
+                    why=result.getErrorMessage() if hasattr(result, "getErrorMessage") else result,
                 )
             again, self._again = self._again, False
             self.scheduleUpload(hits, 0 if again else REUPLOAD_INTERVAL)

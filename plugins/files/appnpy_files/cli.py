@@ -112,7 +112,9 @@ class FilesCommands:
     The C{files} command of C{appn}, with its subcommands.
     """
 
-    def __init__(self, stdin: TextIO | None = None, isatty: Callable[[TextIO], bool] | None = None) -> None:
+    def __init__(
+        self, stdin: TextIO | None = None, isatty: Callable[[TextIO], bool] | None = None
+    ) -> None:
         self.stdin = stdin
         self.isatty = isatty or (lambda s: bool(getattr(s, "isatty", lambda: False)()))
 
@@ -133,14 +135,18 @@ class FilesCommands:
             help="protect it with a password (asked for, or read from stdin)",
         )
         add_.set_defaults(files_run=self.shareAdd)
-        shareSub.add_parser("list", help="this node's shares").set_defaults(files_run=self.shareList)
+        shareSub.add_parser("list", help="this node's shares").set_defaults(
+            files_run=self.shareList
+        )
         remove = shareSub.add_parser("remove", help="stop sharing a directory")
         remove.add_argument("name")
         remove.set_defaults(files_run=self.shareRemove)
 
         search = sub.add_parser("search", help="search the network for files by words")
         search.add_argument("words", nargs="+", help="words of the path, or a content hash")
-        search.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object per hit")
+        search.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object per hit"
+        )
         search.add_argument("--max", type=int, default=100, help="results at most (default 100)")
         search.set_defaults(files_run=self.search)
 
@@ -151,10 +157,21 @@ class FilesCommands:
 
         get = sub.add_parser("get", help="download a file, verified, resumable")
         get.add_argument("what", help="a content hash, or NODE:SHARE/PATH")
-        get.add_argument("-o", "--output", default=None, help="where to write it (file or directory)")
-        get.add_argument("--limit", type=parseRate, default=None, help="bandwidth limit, e.g. 2M (bytes/s)")
-        get.add_argument("--password", action="store_true", help="the share needs a password (asked for)")
-        get.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="no progress bar; JSON result")
+        get.add_argument(
+            "-o", "--output", default=None, help="where to write it (file or directory)"
+        )
+        get.add_argument(
+            "--limit", type=parseRate, default=None, help="bandwidth limit, e.g. 2M (bytes/s)"
+        )
+        get.add_argument(
+            "--password", action="store_true", help="the share needs a password (asked for)"
+        )
+        get.add_argument(
+            "--json",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="no progress bar; JSON result",
+        )
         get.add_argument("--no-wait", action="store_true", help="start the download and return")
         get.set_defaults(files_run=self.get)
 
@@ -236,7 +253,9 @@ class FilesCommands:
         count = 0
         after = 0
         while True:
-            page = api.get(ROUTE + "search", {"id": job["id"], "after": str(after), "wait": str(POLL_WAIT)})
+            page = api.get(
+                ROUTE + "search", {"id": job["id"], "after": str(after), "wait": str(POLL_WAIT)}
+            )
             assert isinstance(page, dict)
             for hit in page["results"]:
                 count += 1
@@ -293,7 +312,9 @@ class FilesCommands:
             out.write("(listing cut short: too many entries)\n")
         return 0
 
-    def _withPassword(self, api: IAPIClient, route: str, body: dict[str, object], share: str) -> Any:
+    def _withPassword(
+        self, api: IAPIClient, route: str, body: dict[str, object], share: str
+    ) -> Any:
         """
         Call C{route}; when the share turns out protected, ask for the
         password (prompt or stdin) and call again with it.
@@ -341,7 +362,10 @@ class FilesCommands:
         assert isinstance(started, dict)
         transferID = started["id"]
         if args.no_wait:
-            out.write((json.dumps(started) if wantJSON else f"started {transferID}: {started['target']}") + "\n")
+            out.write(
+                (json.dumps(started) if wantJSON else f"started {transferID}: {started['target']}")
+                + "\n"
+            )
             return 0
         try:
             final = self._follow(api, transferID, out, bar=not wantJSON and self.isatty(sys.stderr))
@@ -381,7 +405,7 @@ class FilesCommands:
                 assert isinstance(t, dict)
                 if bar:
                     if progress is None:
-                        from tqdm import tqdm
+                        from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs shipped
 
                         progress = tqdm(
                             total=t["size"],

@@ -90,8 +90,12 @@ class FilesClient(Protocol):
             assert self.transport is not None
             self.transport.loseConnectionWithReason(wire.PROTOCOL_ERROR, str(e)[:200])  # type: ignore[attr-defined]
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
-        detail = getattr(reason.value, "reason", None) or reason.getErrorMessage()
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        detail = (
+            (getattr(reason.value, "reason", None) or reason.getErrorMessage())
+            if reason is not None
+            else "closed"
+        )
         self._failAll(f"the session ended ({detail})")
         if not self.whenClosed.called:
             self.whenClosed.callback(None)
@@ -152,7 +156,9 @@ class FilesClient(Protocol):
 
     def auth(self, share: str, password: str) -> Deferred[None]:
         async def go() -> None:
-            await self._ask({"op": wire.OP_AUTH, "share": share, "password": password}, wire.OkAnswer)
+            await self._ask(
+                {"op": wire.OP_AUTH, "share": share, "password": password}, wire.OkAnswer
+            )
 
         return Deferred.fromCoroutine(go())
 
@@ -220,9 +226,7 @@ class FilesClient(Protocol):
 
     def indexSearch(self, keywords: list[str]) -> Deferred[list[dict[str, Any]]]:
         async def go() -> list[dict[str, Any]]:
-            a = await self._ask(
-                {"op": wire.OP_INDEX_SEARCH, "keywords": keywords}, wire.HitsAnswer
-            )
+            a = await self._ask({"op": wire.OP_INDEX_SEARCH, "keywords": keywords}, wire.HitsAnswer)
             return list(a.hits)
 
         return Deferred.fromCoroutine(go())

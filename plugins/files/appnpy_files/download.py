@@ -526,7 +526,9 @@ class Transfer:
 
         def failed(failure: Failure) -> None:
             self._hashing = False
-            self._fail("io-error", f"reading {self.target} back failed: {failure.getErrorMessage()}")
+            self._fail(
+                "io-error", f"reading {self.target} back failed: {failure.getErrorMessage()}"
+            )
 
         d = self.blocking(feed)
         d.addCallbacks(fed, failed)
@@ -630,7 +632,7 @@ def _discard(partial: PartialFile) -> None:
     discardPartial(partial.target)
 
 
-def _reasonOf(error: BaseException) -> str:
+def _reasonOf(error: BaseException | None) -> str:
     code = getattr(error, "code", None)
     message = getattr(error, "message", None) or str(error) or type(error).__name__
     return f"{code}: {message}" if code else message

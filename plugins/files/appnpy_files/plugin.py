@@ -39,12 +39,12 @@ from appnpy.api import (
     implementer,
 )
 from appnpy_files import __version__
-from appnpy_files.routes import FilesAPI
 from appnpy_files.cds import CDSClient, CDSIndex
 from appnpy_files.cli import FilesCommands, formatSize
 from appnpy_files.download import Blocking, synchronous
 from appnpy_files.hits import makeHit
-from appnpy_files.searches import SearchJobs, Searcher
+from appnpy_files.routes import FilesAPI
+from appnpy_files.searches import Searcher, SearchJobs
 from appnpy_files.serve import ServeSide
 from appnpy_files.shares import SERVE_KEYS, ServeSettings
 from appnpy_files.transfers import Transfers
@@ -166,12 +166,14 @@ class FilesPlugin:
         if directory is not None:
             os.makedirs(directory, mode=0o700, exist_ok=True)
         if IReactorFromThreads.providedBy(node.reactor):
-            self.pool = ThreadPool(0, self.downloadThreads + self.settings.hashThreads, "appnpy-files")
+            self.pool = ThreadPool(
+                0, self.downloadThreads + self.settings.hashThreads, "appnpy-files"
+            )
             self.pool.start()
             pool = self.pool
 
             def blocking(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-                return deferToThreadPool(node.reactor, pool, f, *args)  # type: ignore[arg-type]
+                return deferToThreadPool(node.reactor, pool, f, *args)
 
             self.blocking = blocking
         self._searchBucket = _TokenBucket(SEARCH_RATE, SEARCH_RATE, node.reactor.seconds())
@@ -335,7 +337,9 @@ class _FilesCollector(Collector):
         active = GaugeMetricFamily("appn_files_transfers_active", "Downloads running")
         active.add_metric([], len(t.active()) if t else 0)
         yield active
-        done = CounterMetricFamily("appn_files_transfers", "Downloads ended, by outcome", labels=["outcome"])
+        done = CounterMetricFamily(
+            "appn_files_transfers", "Downloads ended, by outcome", labels=["outcome"]
+        )
         done.add_metric(["complete"], t.completed if t else 0)
         done.add_metric(["failed"], t.failed if t else 0)
         yield done

@@ -202,7 +202,13 @@ class FilesAPI:
                     truncated = True
                     break
                 cursor = page.next
-            return {"node": nodeID, "share": share, "path": path, "entries": entries, "truncated": truncated}
+            return {
+                "node": nodeID,
+                "share": share,
+                "path": path,
+                "entries": entries,
+                "truncated": truncated,
+            }
         except (RemoteError, SourceGone) as e:
             raise _remote(e) from None
         finally:

@@ -227,7 +227,9 @@ class SearchJobs:
         return {
             "id": job.id,
             "keywords": job.keywords,
-            "results": [h.toJSON() | {"node_name": self.node.nodeName(h.node)} for h in job.hits[after:]],
+            "results": [
+                h.toJSON() | {"node_name": self.node.nodeName(h.node)} for h in job.hits[after:]
+            ],
             "next": len(job.hits),
             "done": job.done,
         }

@@ -82,8 +82,8 @@ class Transfers:
         self.failed = 0
         self.receivedBytes = 0
         self.badChunks = 0
-        self.connect: Callable[[INode, str], Deferred[FilesClient]] = lambda n, i: Deferred.fromCoroutine(
-            connect(n, i)
+        self.connect: Callable[[INode, str], Deferred[FilesClient]] = lambda n, i: (
+            Deferred.fromCoroutine(connect(n, i))
         )
 
     def active(self) -> list[Transfer]:
@@ -176,9 +176,7 @@ class Transfers:
 
         def noHits(result: object) -> object:
             if not first.called:
-                first.errback(
-                    Failure(GetError("not-found", f"no reachable node shares {sha256}"))
-                )
+                first.errback(Failure(GetError("not-found", f"no reachable node shares {sha256}")))
             return result
 
         searchDone.addBoth(noHits)
