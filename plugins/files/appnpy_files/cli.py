@@ -173,6 +173,11 @@ class FilesCommands:
             help="no progress bar; JSON result",
         )
         get.add_argument("--no-wait", action="store_true", help="start the download and return")
+        get.add_argument(
+            "--single-source",
+            action="store_true",
+            help="NODE:SHARE/PATH only from that node (not from others holding the same content)",
+        )
         get.set_defaults(files_run=self.get)
 
         sub.add_parser("transfers", help="downloads and their progress").set_defaults(
@@ -345,6 +350,8 @@ class FilesCommands:
                     f"{args.what!r}: give a content hash or NODE:SHARE/PATH to a file"
                 )
             body.update(node=node, share=share, path=path)
+            if args.single_source:
+                body["single_source"] = True
             default = path.rsplit("/", 1)[-1]
         target = args.output or "."
         target = os.path.abspath(os.path.expanduser(target))

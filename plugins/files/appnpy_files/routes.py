@@ -9,7 +9,7 @@ The files plugin's management API routes, below C{/api/v1/plugins/files/}.
 | POST | search | {keywords: [...], max?} | {"id"} |
 | GET | search | id, after (int), wait (s) | {"results": [...], "next", "done"} (long poll) |
 | POST | ls | {node, share?, path?, password?} | {"shares"} or {"entries", "truncated"} |
-| POST | get | {sha256 or node+share+path, target or directory(+default_name), limit?, password?} | the transfer |
+| POST | get | {sha256 or node+share+path(+single_source), target or directory(+default_name), limit?, password?} | the transfer |
 | GET | transfers | | {"transfers": [...]} |
 | GET | transfer | id, wait (s) | the transfer (after a change or C{wait}) |
 | POST | cancel | {id} | the transfer |
@@ -242,7 +242,12 @@ class FilesAPI:
                 share = _text(body, "share", maxLength=wire.MAX_SHARE_NAME)
                 path = _text(body, "path").strip("/")
                 target = self._target(body, path.rsplit("/", 1)[-1])
-                t = await p.transfers.getByPath(nodeID, share, path, target, limit, password)
+                single = body.get("single_source", False)
+                if type(single) is not bool:
+                    raise APIError(400, "bad-request", "single_source must be true or false")
+                t = await p.transfers.getByPath(
+                    nodeID, share, path, target, limit, password, singleSource=single
+                )
         except GetError as e:
             raise _remote(e) from None
         return t.describe()

@@ -231,9 +231,13 @@ class Transfers:
         target: str,
         limit: float | None = None,
         password: str | None = None,
+        singleSource: bool = False,
     ) -> Transfer:
         """
         Start downloading C{share}/C{path} of C{nodeID} to C{target}.
+
+        @param singleSource: only from that node, even when others hold the
+            same content.
 
         @raise GetError: the node cannot be reached, refuses, or has no such file.
         """
@@ -262,7 +266,7 @@ class Transfers:
         )
         t.addSource(client)
         self._add(t)
-        if password is None and info.size > wire.CHUNK_SIZE:
+        if password is None and not singleSource and info.size > wire.CHUNK_SIZE:
             # An open share: every other holder of the content helps.
             self._moreSources(t)
         return t
