@@ -7,10 +7,12 @@ Work is split by thread:
  - the reactor thread holds the in-memory view that searches, listings and
    lookups read (one small L{FileEntry} per file; chunk lists stay on disk)
    and decides what to hash;
- - a thread pool (C{hash-threads} threads) walks the shares and hashes files;
-   within a file, chunk digests run on a second executor while the reading
-   thread feeds the whole-file hash, so both hashes cost about one (hashlib
+ - a thread pool (C{hash-threads} threads) hashes files (hashing.py): within
+   a file, chunk digests run on a second executor while the reading thread
+   feeds the whole-file hash, so both hashes cost about one (hashlib
    releases the GIL);
+ - a pool of I/O threads walks the shares, reads chunks for peers and checks
+   passwords, so none of that waits behind a 10 GB file being hashed;
  - one database thread owns the sqlite cache (C{index.sqlite} in the
    plugin's data directory, in memory without one): a restart re-hashes
    only files whose size, mtime, device or inode changed.
@@ -22,10 +24,8 @@ up by their hash or by a path that safety.splitPath accepted.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import os
 import sqlite3
-import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from appnpy_files import safety, wire
+from appnpy_files.hashing import FileChanged, Scanned, Stopped, hashFile, readVerified, walk
 from appnpy_files.shares import Share, ShareSet
 
 CHUNK_SIZE = wire.CHUNK_SIZE
@@ -54,18 +55,7 @@ _FLUSH_SECONDS = 5.0
 
 T = TypeVar("T")
 
-
-class FileChanged(Exception):
-    """
-    The file on disk is no longer the indexed one (other size, mtime or
-    inode, or a chunk that no longer matches its hash).
-    """
-
-
-class Stopped(Exception):
-    """
-    The index is stopping; work in progress was abandoned.
-    """
+__all__ = ["FileChanged", "FileEntry", "Index", "Progress", "Stopped", "hashFile"]
 
 
 @attrs.frozen
@@ -113,212 +103,6 @@ class Progress:
     pendingBytes: int
     scanning: bool
     hashedBytes: int
-
-
-# -- work done in threads ------------------------------------------------------
-
-
-@attrs.frozen
-class _Scanned:
-    """
-    What a walk of one share found that the index does not know yet.
-    """
-
-    changed: list[tuple[str, int, int, int, int]]  # path, size, mtime_ns, dev, ino
-    removed: list[str]
-    dirs: dict[str, tuple[int, list[str]]]  # dir path -> (mtime, subdir names)
-    skipped: int
-
-
-def _walk(
-    root: str,
-    allowHardlinks: bool,
-    known: dict[str, tuple[int, int, int, int]],
-    stopping: Callable[[], bool],
-) -> _Scanned:
-    """
-    Walk a share with directory descriptors (never following a symlink),
-    and compare what is there with C{known}.  Blocking.
-    """
-    changed: list[tuple[str, int, int, int, int]] = []
-    present: set[str] = set()
-    dirs: dict[str, tuple[int, list[str]]] = {}
-    skipped = 0
-    try:
-        rootFD = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        # A share whose directory is gone: it holds nothing now.
-        return _Scanned([], list(known), {}, 0)
-
-    def visit(fd: int, rel: str, depth: int) -> None:
-        nonlocal skipped
-        if stopping():
-            raise Stopped()
-        subdirs: list[str] = []
-        try:
-            entries = list(os.scandir(fd))
-        except OSError:
-            skipped += 1
-            return
-        for entry in entries:
-            name = entry.name
-            path = f"{rel}/{name}" if rel else name
-            if safety.nameProblem(name) is not None or len(path.encode("utf-8")) > safety.MAX_PATH_BYTES:
-                skipped += 1
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                skipped += 1
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if depth + 1 >= safety.MAX_DEPTH:
-                    skipped += 1
-                    continue
-                try:
-                    child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-                except OSError:
-                    skipped += 1
-                    continue
-                subdirs.append(name)
-                try:
-                    dirs[path] = (st.st_mtime_ns // 1_000_000_000, [])
-                    visit(child, path, depth + 1)
-                finally:
-                    os.close(child)
-            elif stat.S_ISREG(st.st_mode) and (st.st_nlink == 1 or allowHardlinks):
-                present.add(path)
-                stamp = (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
-                if known.get(path) != stamp:
-                    changed.append((path, *stamp))
-            else:
-                skipped += 1  # symlinks, devices, FIFOs, sockets, hardlinks
-        mtime = dirs.get(rel, (0, []))[0]
-        dirs[rel] = (mtime, subdirs)
-
-    try:
-        rootStat = os.fstat(rootFD)
-        dirs[""] = (rootStat.st_mtime_ns // 1_000_000_000, [])
-        visit(rootFD, "", 0)
-    finally:
-        os.close(rootFD)
-    removed = [path for path in known if path not in present]
-    return _Scanned(changed, removed, dirs, skipped)
-
-
-def _sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
-
-
-def hashFile(
-    root: str,
-    path: str,
-    allowHardlinks: bool,
-    digests: concurrent.futures.Executor,
-    stopping: Callable[[], bool] = lambda: False,
-    progress: Callable[[int], None] = lambda n: None,
-) -> tuple[os.stat_result, str, bytes]:
-    """
-    Hash one file of a share: the whole-file SHA-256 and the digest of every
-    1 MiB chunk, the chunk digests computed on C{digests} while this thread
-    reads and feeds the whole-file hash.  Blocking.
-
-    @return: the file's stat at open, the hex SHA-256, the chunk digests.
-    @raise FileChanged: if the file changed while it was read.
-    @raise safety.NotServable: if it cannot be opened safely.
-    """
-    checked = safety.openInShare(root, safety.splitPath(path), allowHardlinks=allowHardlinks)
-    fd = checked.fd
-    try:
-        before = os.fstat(fd)
-        whole = hashlib.sha256()
-        pending: deque[concurrent.futures.Future[bytes]] = deque()
-        chunks: list[bytes] = []
-        remaining = before.st_size
-        while remaining > 0:
-            if stopping():
-                raise Stopped()
-            data = os.read(fd, min(CHUNK_SIZE, remaining))
-            if len(data) != min(CHUNK_SIZE, remaining):
-                # Shorter than the stat said: short reads do not happen on
-                # regular files except at EOF, so it shrank.
-                if not data:
-                    raise FileChanged(path)
-                data += _readFull(fd, min(CHUNK_SIZE, remaining) - len(data), path)
-            pending.append(digests.submit(_sha256, data))
-            whole.update(data)
-            remaining -= len(data)
-            progress(len(data))
-            # Two chunks in flight at most: memory stays at a few MiB.
-            while len(pending) > 2:
-                chunks.append(pending.popleft().result())
-        while pending:
-            chunks.append(pending.popleft().result())
-        after = os.fstat(fd)
-        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-            raise FileChanged(path)
-        return before, whole.hexdigest(), b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _readFull(fd: int, n: int, path: str) -> bytes:
-    parts = []
-    while n > 0:
-        data = os.read(fd, n)
-        if not data:
-            raise FileChanged(path)
-        parts.append(data)
-        n -= len(data)
-    return b"".join(parts)
-
-
-def readVerified(
-    root: str, entry: FileEntry, index: int, chunkHash: bytes, allowHardlinks: bool
-) -> bytes:
-    """
-    Read chunk C{index} of the file C{entry} describes and check it against
-    C{chunkHash}.  Blocking.
-
-    @raise FileChanged: if the file is not the indexed one any more or the
-        bytes do not match.
-    @raise safety.NotServable: if it cannot be opened safely.
-    """
-    try:
-        checked = safety.openInShare(
-            root,
-            safety.splitPath(entry.path),
-            expect=(entry.device, entry.inode),
-            allowHardlinks=allowHardlinks,
-        )
-    except safety.NotServable:
-        # Swapped, gone, now a symlink or a hardlink: not the indexed file.
-        raise FileChanged(entry.path) from None
-    try:
-        if (checked.size, checked.mtimeNs) != (entry.size, entry.mtimeNs):
-            raise FileChanged(entry.path)
-        offset = index * CHUNK_SIZE
-        want = min(CHUNK_SIZE, entry.size - offset)
-        data = os.pread(checked.fd, want, offset)
-        if len(data) < want:
-            data += _preadFull(checked.fd, want - len(data), offset + len(data), entry.path)
-    finally:
-        os.close(checked.fd)
-    if hashlib.sha256(data).digest() != chunkHash:
-        raise FileChanged(entry.path)
-    return data
-
-
-def _preadFull(fd: int, n: int, offset: int, path: str) -> bytes:
-    parts = []
-    while n > 0:
-        data = os.pread(fd, n, offset)
-        if not data:
-            raise FileChanged(path)
-        parts.append(data)
-        n -= len(data)
-        offset += len(data)
-    return b"".join(parts)
 
 
 # -- the cache -----------------------------------------------------------------
@@ -494,7 +278,7 @@ class Index:
         self._digests: concurrent.futures.ThreadPoolExecutor | None = None
         self._stopping = False
         self._started = False
-        self._ready: Deferred[None] | None = None
+        self._loading = False
         # The in-memory view.
         self._entries: dict[tuple[str, str], FileEntry] = {}
         self._byHash: dict[str, list[FileEntry]] = {}
@@ -526,6 +310,9 @@ class Index:
         """
         self._started = True
         self._stopping = False
+        # Until the cache is loaded and the first scan started, the index
+        # is not "indexed", however idle it looks.
+        self._loading = True
         self._pool.start()
         self._ioPool.start()
         self._dbPool.start()
@@ -545,13 +332,21 @@ class Index:
                 if self.shares.get(e.share) is not None:
                     self._add(e)
             self.log.info("files index: {count} files from the cache", count=len(entries))
+            self._loading = False
             self.rescan()
             if self.rescanInterval > 0:
                 self._loop = LoopingCall(self.rescan)
                 self._loop.clock = self.reactor
                 self._loop.start(self.rescanInterval, now=False).addErrback(self._logFailure, "rescan loop")
 
-        return d.addCallback(loaded)
+        def unusable(f: Failure) -> None:
+            # No cache and no scan: the index serves nothing, says so, and
+            # whenIndexed still fires (tests and the plugin do not hang).
+            self.log.failure("files index: the cache cannot be opened; nothing is indexed", f)
+            self._loading = False
+            self._maybeIdle()
+
+        return d.addCallbacks(loaded, unusable)
 
     def stop(self) -> Deferred[None]:
         """
@@ -803,10 +598,10 @@ class Index:
             if name == share.name
         }
         d = deferToThreadPool(
-            self.reactor, self._ioPool, _walk, share.directory, share.allowHardlinks, known, lambda: self._stopping
+            self.reactor, self._ioPool, walk, share.directory, share.allowHardlinks, known, lambda: self._stopping
         )
 
-        def apply(scanned: _Scanned) -> None:
+        def apply(scanned: Scanned) -> None:
             if self.shares.get(share.name) != share or not self._started:
                 return
             for path in scanned.removed:
@@ -994,7 +789,7 @@ class Index:
     def _maybeIdle(self) -> None:
         if not self._started:
             return  # stop() fails the waiters
-        if self._scanning or self._queue or self._inFlight or self._writing:
+        if self._loading or self._scanning or self._queue or self._inFlight or self._writing:
             return
         if self._started and (self._upserts or self._deletes):
             self._flush()

@@ -31,7 +31,8 @@ from zope.interface import implementer
 
 from appnpy.api import ISessionInfo
 from appnpy_files import safety, wire
-from appnpy_files.index import FileChanged, FileEntry, Index
+from appnpy_files.hashing import FileChanged
+from appnpy_files.index import FileEntry, Index
 from appnpy_files.shares import AttemptLimiter, ServeSettings, ShareSet, verifyPassword
 
 #: Requests of one session worked on at once (each may hold a 1 MiB chunk).
