@@ -164,6 +164,20 @@ class ReactorTests(IndexTestCase):
         await self.assertFailure(waiter, indexmod.Stopped)
 
 
+class WhenIndexedTests(IndexTestCase):
+    async def test_askedBeforeLoaded(self) -> None:
+        """
+        whenIndexed asked right after start (before the cache has loaded
+        and the first scan begun) waits for the files to be hashed.
+        """
+        self.write("a", b"hello")
+        idx = indexmod.Index(reactor, self.shares, self.data, rescanInterval=0)
+        self.addCleanup(idx.stop)
+        idx.start()
+        await idx.whenIndexed()
+        self.assertIsNotNone(idx.entry("pub", "a"))
+
+
 class CacheTests(IndexTestCase):
     async def test_restartReusesCache(self) -> None:
         """
