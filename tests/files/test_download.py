@@ -500,3 +500,41 @@ class NetworkDownloadTests(SynchronousTestCase):
         self.assertEqual(t.state, "complete", t.describe())
         with open(target, "rb") as f:
             self.assertEqual(f.read(), self.data)
+
+
+class EndNodeTests(SynchronousTestCase):
+    """
+    An end node (a leaf, as behind NAT) shares through its network-node
+    server: A - B - E, with E an end node attached to B.
+    """
+
+    def test_end_node_shares_through_its_server(self) -> None:
+        """A finds E's file by a word and downloads it by hash, routed through B."""
+        from .memnet import FilesNet
+
+        fn = FilesNet(self)
+        b = fn.addNode("LAB.B")
+        a = fn.addNode("LAB.A")
+        e = fn.addNode("LAB.E", role="end")
+        fn.link(a, b)
+        fn.link(e, b)
+        data = content(3 * CHUNK + 5, seed=3)
+        shared = fn.directory("leaf")
+        _write(os.path.join(shared, "notes", "leaf-report.pdf"), data)
+        serve = fn.plugin(e).serve
+        assert serve is not None
+        serve.shares.add("docs", shared)
+        fn.settle()
+        fn.indexed(e)
+        searcher = fn.plugin(a).searcher
+        transfers = fn.plugin(a).transfers
+        assert searcher is not None and transfers is not None
+        found: list[Any] = []
+        fn.wait(searcher.search(["leaf-report"], found.extend))
+        self.assertEqual([(h.node, h.path) for h in found], [(e.nodeID, "notes/leaf-report.pdf")])
+        out = os.path.join(fn.root, "got.pdf")
+        t = fn.wait(Deferred.fromCoroutine(transfers.getByHash(found[0].sha256, out)))
+        fn.settle(lambda: t.ended is not None)
+        self.assertEqual(t.state, "complete", t.describe())
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), data)

@@ -134,6 +134,8 @@ class Transfer:
         self.error: TransferFailed | None = None
         self.started = reactor.seconds()
         self.ended: float | None = None
+        #: When every byte was there and verified (before the fsync).
+        self.verifiedAt: float | None = None
         self.resumedBytes = 0
         self.doneBytes = 0
         self.badChunks = 0
@@ -200,6 +202,7 @@ class Transfer:
             "error": self.error.code if self.error else None,
             "message": self.error.message if self.error else None,
             "started": self.started,
+            "verified": self.verifiedAt,
             "ended": self.ended,
         }
 
@@ -546,6 +549,7 @@ class Transfer:
             return
         self._finishing = True
         self.state = "verifying"
+        self.verifiedAt = self.reactor.seconds()
         if self._hasher.hexdigest() != self.sha256:
             self.log.error(
                 "{target}: every chunk matched the chunk list but the whole file's "
