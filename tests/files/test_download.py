@@ -365,6 +365,23 @@ class NetworkDownloadTests(SynchronousTestCase):
             self.assertEqual(f.read(), self.data)
         used = {s["node"] for s in t.describe()["sources"] if s["bytes"]}
         self.assertEqual(used, {self.c.nodeID, self.d.nodeID})
+        # The page section and the metrics show it.
+        plugin = self.fn.plugin(self.a)
+        section = plugin.pageSection()
+        assert section is not None
+        self.assertEqual(section.rows[0][:3], ["talk.mkv", "complete", "100.0 %"])
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry()
+        plugin.registerMetrics(registry)
+        text = generate_latest(registry).decode()
+        self.assertIn('appn_files_transfers_total{outcome="complete"} 1.0', text)
+        received = [
+            line
+            for line in text.splitlines()
+            if line.startswith("appn_files_received_bytes_total ")
+        ]
+        self.assertEqual(float(received[0].split()[1]), len(self.data))
 
     def test_named_after_the_hit(self) -> None:
         """Given a directory, a download by hash is named after the file the hit names."""

@@ -103,10 +103,13 @@ class FilesClient(Protocol):
     def _answer(self, received: wire.Received) -> None:
         if not self._sent:
             raise wire.ProtocolError("an answer to no request")
-        rid, op, d = self._sent.popleft()
+        # Checked before it is taken off the queue, so a bad answer fails
+        # this request too when the session closes.
+        rid, op, d = self._sent[0]
         answer = wire.parseAnswer(op, received.message)
         if answer.id != rid:
             raise wire.ProtocolError(f"answer for id {answer.id} where {rid} was next")
+        self._sent.popleft()
         self._sendQueued()
         if isinstance(answer, wire.DataAnswer):
             d.callback(_WithPayload(answer, received.payload or b""))  # type: ignore[arg-type]
