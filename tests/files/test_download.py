@@ -555,3 +555,56 @@ class EndNodeTests(SynchronousTestCase):
         self.assertEqual(t.state, "complete", t.describe())
         with open(out, "rb") as f:
             self.assertEqual(f.read(), data)
+
+
+class RealFileSystemTests(SynchronousTestCase):
+    """
+    A full and a read-only file system for real (small tmpfs mounts; needs
+    root, skipped otherwise).
+    """
+
+    def mount(self, options: str) -> str:
+        import subprocess
+
+        if os.geteuid() != 0:
+            raise __import__("unittest").SkipTest("mounting a tmpfs needs root")
+        where = tempfile.mkdtemp()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", where], capture_output=True
+        )
+        if result.returncode != 0:
+            os.rmdir(where)
+            raise __import__("unittest").SkipTest(f"cannot mount a tmpfs: {result.stderr!r}")
+
+        def unmount() -> None:
+            subprocess.run(["umount", where], capture_output=True)
+            os.rmdir(where)
+
+        self.addCleanup(unmount)
+        return where
+
+    def download(self, target: str, data: bytes) -> TransferFailed:
+        t = Transfer(Clock(), synchronous, hashlib.sha256(data).hexdigest(), len(data), target)
+        t.addSource(FakeSource("a", data))
+        done = t.whenDone()
+        Deferred.fromCoroutine(t.run())
+        return self.failureResultOf(done, TransferFailed).value
+
+    def test_full_disk(self) -> None:
+        """A file bigger than the free space fails at once with disk-full; no file under the final name."""
+        where = self.mount("size=1m")
+        target = os.path.join(where, "big.bin")
+        error = self.download(target, content(3 * CHUNK))
+        self.assertEqual(error.code, "disk-full")
+        self.assertIn("no space left", error.message)
+        self.assertFalse(os.path.exists(target))
+        # The partial file that could not be reserved is not left to hold the space.
+        self.assertEqual(os.listdir(where), [])
+
+    def test_read_only(self) -> None:
+        """A read-only file system fails with read-only; nothing is created."""
+        where = self.mount("ro,size=1m")
+        target = os.path.join(where, "x.bin")
+        error = self.download(target, content(10))
+        self.assertEqual(error.code, "read-only")
+        self.assertEqual(os.listdir(where), [])

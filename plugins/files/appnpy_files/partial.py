@@ -277,6 +277,9 @@ def openPartial(target: str, layout: Layout) -> PartialFile:
             pf.verified = set(_verifiedChunks(pf, min(size, layout.size)))
     except OSError as e:
         pf.close()
+        if not resume:
+            # Nothing of value in it: give the space back (a full disk).
+            discardPartial(target)
         raise describeOSError(e, target) from None
     except BaseException:
         pf.close()
