@@ -183,8 +183,13 @@ def hashFile(
                 if not data:
                     raise FileChanged(path)
                 data += _readFull(fd, min(CHUNK_SIZE, remaining) - len(data), path)
-            pending.append(digests.submit(_sha256, data))
-            whole.update(data)
+            if before.st_size <= CHUNK_SIZE:
+                # One chunk: its digest is the whole file's, hashed once.
+                whole.update(data)
+                chunks.append(whole.digest())
+            else:
+                pending.append(digests.submit(_sha256, data))
+                whole.update(data)
             remaining -= len(data)
             progress(len(data))
             # Two chunks in flight at most: memory stays at a few MiB.

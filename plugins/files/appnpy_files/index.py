@@ -651,7 +651,9 @@ class Index:
     # -- hashing
 
     def _pump(self) -> None:
-        while self._queue and self._inFlight < self.hashThreads and self._started:
+        # A few more jobs than threads, so the pool never waits on the
+        # reactor between small files; only running jobs hold memory.
+        while self._queue and self._inFlight < 4 * self.hashThreads and self._started:
             share, path, size, tries = self._queue.popleft()
             self._inFlight += 1
             self._hashOne(share, path, size, tries)
