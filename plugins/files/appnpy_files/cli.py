@@ -139,7 +139,7 @@ class FilesCommands:
             files_run=self.shareList
         )
         remove = shareSub.add_parser("remove", help="stop sharing a directory")
-        remove.add_argument("name")
+        remove.add_argument("name", help="the share's name")
         remove.set_defaults(files_run=self.shareRemove)
 
         search = sub.add_parser("search", help="search the network for files by words")
@@ -152,7 +152,7 @@ class FilesCommands:
 
         ls = sub.add_parser("ls", help="browse a node's shares")
         ls.add_argument("location", help="NODE[:SHARE[/PATH]]")
-        ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+        ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
         ls.set_defaults(files_run=self.ls)
 
         get = sub.add_parser("get", help="download a file, verified, resumable")
@@ -184,7 +184,7 @@ class FilesCommands:
             files_run=self.transfers
         )
         cancel = sub.add_parser("cancel", help="cancel a download (its partial file is kept)")
-        cancel.add_argument("id")
+        cancel.add_argument("id", help="the transfer's ID (from appn files transfers)")
         cancel.set_defaults(files_run=self.cancel)
 
     def run(self, args: argparse.Namespace, api: IAPIClient, out: TextIO) -> int:

@@ -160,7 +160,14 @@ class FilesPlugin:
 
     def attach(self, node: INode) -> None:
         if self.node is not None:
-            raise ConfigurationError("one files plugin object serves one node")
+            # The hooks (resources(), search()) carry no node: one object
+            # serves one node at a time, the last attached.
+            self.log.warn(
+                "the files plugin moves from node {old} to node {new}",
+                old=self.node.nodeID,
+                new=node.nodeID,
+            )
+            self.detach()
         self.node = node
         directory = node.dataDirectory(self.name) or self.fallbackDirectory
         if directory is not None:
@@ -196,6 +203,9 @@ class FilesPlugin:
         if self.pool is not None:
             self.pool.stop()
             self.pool = None
+        self.blocking = synchronous
+        self.serve = self.searcher = self.transfers = self.jobs = None
+        self.cdsIndex = self.cdsClient = None
         self.node = None
 
     # -- the CDS --

@@ -12,6 +12,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
 from appnpy.api import APIError, INode, ISessionInfo
@@ -62,6 +63,11 @@ class ServeSide:
     # -- lifecycle --
 
     def start(self) -> None:
+        if not IReactorFromThreads.providedBy(self.node.reactor):
+            # A node on a test clock has no threads to hash in: it shares
+            # nothing (its shares are still listed).
+            self.log.warn("the files index needs a reactor with threads; not indexing")
+            return
         d = self.index.start()
         d.addCallback(lambda _: self._whenIndexed())
         d.addErrback(lambda f: self.log.failure("the files index failed to start", f))
