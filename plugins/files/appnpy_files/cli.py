@@ -99,6 +99,15 @@ def formatSize(n: int | float) -> str:
     raise AssertionError("unreachable")
 
 
+def _sourceCount(t: dict[str, Any]) -> int:
+    """
+    Sources in use while a download runs; those that sent bytes once it ended.
+    """
+    if t["state"] in ("preparing", "downloading", "verifying"):
+        return sum(1 for s in t["sources"] if s["active"])
+    return sum(1 for s in t["sources"] if s["bytes"])
+
+
 def _clean(text: object) -> str:
     # Names come from other nodes: no terminal control sequences.
     return "".join(c if c.isprintable() else "?" for c in str(text))
@@ -407,8 +416,10 @@ class FilesCommands:
     def _follow(self, api: IAPIClient, transferID: str, out: TextIO, bar: bool) -> dict[str, Any]:
         progress = None
         try:
+            wait = "0"
             while True:
-                t = api.get(ROUTE + "transfer", {"id": transferID, "wait": "1"})
+                t = api.get(ROUTE + "transfer", {"id": transferID, "wait": wait})
+                wait = "1"
                 assert isinstance(t, dict)
                 if bar:
                     if progress is None:
@@ -416,7 +427,7 @@ class FilesCommands:
 
                         progress = tqdm(
                             total=t["size"],
-                            initial=t["done_bytes"],
+                            initial=t["resumed_bytes"],
                             unit="B",
                             unit_scale=True,
                             unit_divisor=1024,
@@ -425,8 +436,7 @@ class FilesCommands:
                             dynamic_ncols=True,
                         )
                     progress.update(t["done_bytes"] - progress.n)
-                    sources = sum(1 for s in t["sources"] if s["active"])
-                    progress.set_postfix_str(f"{sources} source(s)", refresh=False)
+                    progress.set_postfix_str(f"{_sourceCount(t)} source(s)", refresh=False)
                 if t["state"] in ("complete", "failed", "cancelled"):
                     return t
         finally:
@@ -445,7 +455,7 @@ class FilesCommands:
         for t in rows:
             pct = 100.0 * t["done_bytes"] / t["size"] if t["size"] else 100.0
             rate = f"{formatSize(t['rate'])}/s" if t["state"] == "downloading" else ""
-            sources = sum(1 for s in t["sources"] if s["active"])
+            sources = _sourceCount(t)
             out.write(
                 f"{t['id']}  {t['state']:<11} {pct:5.1f}%  {formatSize(t['size']):>10}  "
                 f"{rate:>12}  {sources} src  {_clean(t['target'])}"
