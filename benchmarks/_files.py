@@ -94,6 +94,8 @@ class Node:
             "tcp:0:interface=127.0.0.1",
             "--max-peers",
             "8",
+            "--plugin",
+            "files",
         ]
         if self.config:
             args += ["--config", self.config]

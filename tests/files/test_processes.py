@@ -26,6 +26,9 @@ from twisted.trial.unittest import TestCase
 from tests.interop.harness import NodeHarness, NodeProcess
 
 MIB = 1024 * 1024
+#: Only the plugins these tests use: another installed distribution's
+#: plugin cannot stop the nodes.
+PLUGINS = ["--plugin", "files", "--plugin", "echo"]
 #: Seconds any one poll loop may take.
 DEADLINE = 60.0
 
@@ -107,9 +110,9 @@ class FilesProcessTests(TestCase):
 
     async def setUpNodes(self) -> None:
         self.harness = NodeHarness(self, reactor)
-        self.b = await self.harness.startReady("b", maxPeers=2)
-        self.a = self.harness.start("a", peers=[self.b.hostPort()], maxPeers=1)
-        self.c = self.harness.start("c", peers=[self.b.hostPort()], maxPeers=1)
+        self.b = await self.harness.startReady("b", maxPeers=2, extra=PLUGINS)
+        self.a = self.harness.start("a", peers=[self.b.hostPort()], maxPeers=1, extra=PLUGINS)
+        self.c = self.harness.start("c", peers=[self.b.hostPort()], maxPeers=1, extra=PLUGINS)
         await gatherResults([Deferred.fromCoroutine(n.whenReady()) for n in (self.a, self.c)])
         await gatherResults(
             [
@@ -210,7 +213,7 @@ class FilesProcessTests(TestCase):
         self.assertTrue(os.path.exists(target + ".appn-partial"))
 
         again = await self.harness.startReady(
-            "a2", dataDir=self.a.dataDir, peers=[self.b.hostPort()], maxPeers=1
+            "a2", dataDir=self.a.dataDir, peers=[self.b.hostPort()], maxPeers=1, extra=PLUGINS
         )
         await again.whenLinked(1)
         await self.waitForRoute(again, self.c)
