@@ -46,6 +46,8 @@ EXPECTED = {
     ],
     "bootstrap": ["all_at_max_peers_s", "ready_first_start_s", "dials_hanging"],
     "frame_flood": ["data_1B_cpu_s_per_MB", "data_1B_us_per_frame", "flood_cpu_share_per_link"],
+    "files_download": ["appn_GBps", "https_curl_GBps", "tls_GBps", "ratio", "ratio_tls", "goal"],
+    "files_multisource": ["one_MBps", "two_MBps", "ratio", "goal"],
 }
 
 
