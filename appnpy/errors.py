@@ -208,6 +208,14 @@ class NoRoute(SessionError):
     """
 
 
+class DestinationGone(NoRoute):
+    """
+    The destination is no longer reachable in the topology database while
+    this node still has links: it left the network or crashed.  A path
+    switch gives up at once instead of waiting for a path to come back.
+    """
+
+
 class ResourceNotFound(SessionError):
     """
     No node in the network answered for that resource name.  Check the name

@@ -55,6 +55,7 @@ from appnpy.cp.messages import Message
 from appnpy.errors import (
     AmbiguousName,
     ConfigurationError,
+    DestinationGone,
     NoRoute,
     NoSuchNode,
     Reason,
@@ -621,6 +622,10 @@ class Node(MultiService):
         route L{routeTo} gives otherwise.
         """
         if self.topology is not None:
+            if self.links and not self.topology.isReachable(destination):
+                # Its neighbours have withdrawn their links to it: it is gone,
+                # not just cut off from a path (this node still has links).
+                return fail(DestinationGone(f"{destination} is no longer reachable"))
             try:
                 routes = self.topology.alternativeRoutes(self.nodeID, destination, cos, k)
             except NoRoute as e:

@@ -630,6 +630,42 @@ class TopologyRoutesTests(SynchronousTestCase):
         self.assertEqual(net.clock.getDelayedCalls(), [])
 
 
+    def test_farEndGone(self) -> None:
+        """
+        The destination itself crashes (every link of it drops): once its
+        neighbours withdraw their links to it, the origin gives up at once
+        with link-failure instead of looking for a path for the whole
+        switch timeout.
+        """
+        net = MemoryNetwork()
+        plugin = SinkPlugin()
+        a = net.addNode("LAB.A")
+        r1 = net.addNode("LAB.R1")
+        r2 = net.addNode("LAB.R2")
+        b = net.addNode("LAB.B", plugins=[plugin])
+        links = {
+            "ar1": net.connect(a, r1),
+            "r1b": net.connect(r1, b),
+            "br2": net.connect(b, r2),
+            "r2a": net.connect(r2, a),
+        }
+        net.flush(5)
+        source = Source(b"x" * MiB)
+        d = a.openSession(b.nodeID, "sink", lambda info: source)
+        net.flush()
+        resultOf(d)
+        source.start()
+        net.flush()
+        links["r1b"].cut()
+        links["br2"].cut()
+        for _ in range(3):
+            net.flush(1)
+        self.assertIsNotNone(source.lost)
+        self.assertEqual(source.lost.value.reason, "link-failure")
+        self.assertIn("gone", source.lost.value.detail)
+        net.stop()
+
+
 # -- the numbered stream alone ------------------------------------------------
 
 

@@ -33,7 +33,13 @@ from twisted.python.failure import Failure
 
 from appnpy.cp.bindreader import BindReader
 from appnpy.cp.messages import Message, SessionAccept, SessionOpen, SessionRefuse, encodeMessage
-from appnpy.errors import GoAwayReceived, Reason, SessionClosed, StreamLimitExceeded
+from appnpy.errors import (
+    DestinationGone,
+    GoAwayReceived,
+    Reason,
+    SessionClosed,
+    StreamLimitExceeded,
+)
 from appnpy.session.bind import signBind
 from appnpy.session.resumable import SWITCH_WINDOW, Gone, ResumableStream
 
@@ -241,6 +247,14 @@ class PathSwitch:
         self.tryNext()
 
     def _noRoutes(self, failure: Failure) -> None:
+        if self.state == "switching" and failure.check(DestinationGone):
+            # The far end left or crashed: no path will come back to it, so
+            # the plugin hears link-failure now, not no-route after the
+            # whole switch timeout.
+            self.session.endSwitch(
+                Reason.LINK_FAILURE.value, f"the far end is gone: {failure.getErrorMessage()}"
+            )
+            return
         if self.state == "switching":
             self.log.debug(
                 "no route for session {sid}: {why}",

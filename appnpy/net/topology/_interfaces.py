@@ -74,6 +74,12 @@ class ITopology(Interface):
         @raise NoRoute: when none qualifies.
         """
 
+    def isReachable(nodeID: str) -> bool:
+        """
+        Is C{nodeID} (a network node, or an end node through its serving
+        network node) reachable from this node over links both ends announce?
+        """
+
     def alternativeRoutes(origin: str, destination: str, cos: str | None, k: int) -> list[Route]:
         """
         Up to C{k} L{Route}s for C{cos}, best first; empty when none qualifies.

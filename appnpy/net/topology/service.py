@@ -657,6 +657,10 @@ class TopologyDatabase(Service):
                 pass
         return selectRoute(self.store, table, origin, destination)
 
+    def isReachable(self, nodeID: str) -> bool:
+        reachable = self.store.reachable()
+        return nodeID in reachable or self.store.servingNode(nodeID) in reachable
+
     def alternativeRoutes(
         self, origin: str, destination: str, cos: str | None, k: int
     ) -> list[Route]:
