@@ -585,20 +585,15 @@ class TopologyRoutesTests(SynchronousTestCase):
     origin finds the new route itself.
     """
 
+    def ring(self) -> tuple[MemoryNetwork, SinkPlugin, list[Node], dict[str, MemoryLink]]:
+        """
+        A - R1 - B - R2 - A, with the topology settled.
+        """
+        net, plugin, (a, r1, r2, b), links = self.ring()
+        return net, plugin, [a, r1, r2, b], links
+
     def test_ringSurvivesCut(self) -> None:
-        net = MemoryNetwork()
-        plugin = SinkPlugin()
-        a = net.addNode("LAB.A")
-        r1 = net.addNode("LAB.R1")
-        r2 = net.addNode("LAB.R2")
-        b = net.addNode("LAB.B", plugins=[plugin])
-        links = {
-            "ar1": net.connect(a, r1),
-            "r1b": net.connect(r1, b),
-            "br2": net.connect(b, r2),
-            "r2a": net.connect(r2, a),
-        }
-        net.flush(5)
+        net, plugin, (a, r1, r2, b), links = self.ring()
         data = pattern(4 * MiB)
         source = Source(data)
         d = a.openSession(b.nodeID, "sink", lambda info: source)
@@ -637,19 +632,7 @@ class TopologyRoutesTests(SynchronousTestCase):
         with link-failure instead of looking for a path for the whole
         switch timeout.
         """
-        net = MemoryNetwork()
-        plugin = SinkPlugin()
-        a = net.addNode("LAB.A")
-        r1 = net.addNode("LAB.R1")
-        r2 = net.addNode("LAB.R2")
-        b = net.addNode("LAB.B", plugins=[plugin])
-        links = {
-            "ar1": net.connect(a, r1),
-            "r1b": net.connect(r1, b),
-            "br2": net.connect(b, r2),
-            "r2a": net.connect(r2, a),
-        }
-        net.flush(5)
+        net, plugin, (a, r1, r2, b), links = self.ring()
         source = Source(b"x" * MiB)
         d = a.openSession(b.nodeID, "sink", lambda info: source)
         net.flush()
