@@ -589,7 +589,19 @@ class TopologyRoutesTests(SynchronousTestCase):
         """
         A - R1 - B - R2 - A, with the topology settled.
         """
-        net, plugin, (a, r1, r2, b), links = self.ring()
+        net = MemoryNetwork()
+        plugin = SinkPlugin()
+        a = net.addNode("LAB.A")
+        r1 = net.addNode("LAB.R1")
+        r2 = net.addNode("LAB.R2")
+        b = net.addNode("LAB.B", plugins=[plugin])
+        links = {
+            "ar1": net.connect(a, r1),
+            "r1b": net.connect(r1, b),
+            "br2": net.connect(b, r2),
+            "r2a": net.connect(r2, a),
+        }
+        net.flush(5)
         return net, plugin, [a, r1, r2, b], links
 
     def test_ringSurvivesCut(self) -> None:
