@@ -31,6 +31,16 @@ HELP = """commands:
   /quit             leave the client (the node stays in its rooms)"""
 
 
+#: The commands that take an argument, and what it is (for the hint when it is missing).
+COMMANDS = {
+    "join": "a ROOM",
+    "open": "a #room or a NODE",
+    "msg": "a NODE and a TEXT",
+    "nick": "a NAME",
+    "members": "a room to be open (/join ROOM)",
+}
+
+
 def _conversationOf(target: str) -> str:
     if target.startswith(("#", "@")):
         return target
@@ -174,8 +184,10 @@ class ChatClient:
             assert isinstance(rooms, dict)
             for r in rooms["rooms"]:
                 self.show(f"   #{r['room']} {r['role']} {r['members']} members")
+        elif word in COMMANDS:
+            self.show(f"-- /{word} needs {COMMANDS[word]}; /help lists the commands")
         else:
-            self.show("-- unknown command or missing argument: /help")
+            self.show(f"-- unknown command /{forTerminal(word)}; /help lists the commands")
         return True
 
     def say(self, text: str) -> None:
