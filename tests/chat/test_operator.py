@@ -222,6 +222,38 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(out, "left #lobby\n")
 
 
+@implementer(IAPIClient)
+class CannedAPI:
+    """
+    An IAPIClient answering every request with one canned answer.
+    """
+
+    json = False
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
+
+    def get(self, path: str, query: dict[str, str] | None = None) -> object:
+        return self.answer
+
+    def post(self, path: str, body: dict[str, object] | None = None) -> object:
+        return self.answer
+
+
+class QueuedSendTests(SynchronousTestCase):
+    def test_queuedIsNotSent(self) -> None:
+        """
+        A message sent while the room elects a new host is reported as
+        queued, not as sent.
+        """
+        api = CannedAPI({"room": "lobby", "seq": 7, "queued": True})
+        code, out = appnChat(api, "send", "#lobby", "x")  # type: ignore[arg-type]
+        self.assertEqual(code, 0)
+        self.assertTrue(out.startswith("queued (seq 7): #lobby is electing a new host"), out)
+        api = CannedAPI({"room": "lobby", "seq": 8, "queued": False})
+        self.assertEqual(appnChat(api, "send", "#lobby", "x")[1], "sent (seq 8)\n")  # type: ignore[arg-type]
+
+
 class PluginTests(SynchronousTestCase):
     def test_configure(self) -> None:
         """

@@ -78,6 +78,12 @@ def run(args: argparse.Namespace, api: IAPIClient, out: TextIO) -> int:
     if command == "send":
         result = api.post("plugins/chat/send", {"target": args.target, "text": args.text})
         text = f"sent (seq {result.get('seq')})"
+        if result.get("queued"):
+            # The room has no host right now: the message waits for the new one.
+            text = (
+                f"queued (seq {result.get('seq')}): #{result.get('room')} is electing a new"
+                " host; the message goes out once it has one"
+            )
     elif command == "rooms":
         result = api.get("plugins/chat/rooms", {"known": "1"} if args.known else None)
         lines = [
