@@ -121,6 +121,11 @@ class RouteTests(SynchronousTestCase):
             with self.assertRaises(APIError) as e:
                 a.call(method, path, body, query)
             self.assertEqual(e.exception.code, code, (path, body))
+        with self.assertRaises(APIError) as e:
+            a.call("POST", "send", {"target": "LAB.NOPE", "text": "x"})
+        self.assertEqual(e.exception.code, "no-such-node")
+        self.assertIn("no reachable node is called 'LAB.NOPE'", e.exception.message)
+        self.assertNotIn("Connect to it first", e.exception.message)
         a.call("POST", "join", {"room": "x"}, settle=15)
         with self.assertRaises(APIError) as e:
             a.call("POST", "send", {"target": "#x", "text": "y" * 5000})

@@ -366,7 +366,13 @@ class ChatService:
             if isinstance(error, SessionRefused):
                 error = ChatError(error.reason, str(error))
             elif isinstance(error, (NoSuchNode, ResourceNotFound)):
-                error = ChatError("no-such-node", str(error))
+                # The core's text ("No link to that node exists. Connect to it
+                # first") is wrong advice here: a direct message needs no link.
+                error = ChatError(
+                    "no-such-node",
+                    f"no reachable node is called {destination!r}: give a node ID, a"
+                    " unique prefix of one, or a CP name that `appn topology` lists",
+                )
             for w in self._opening.pop(destination, []):
                 w.errback(error)
 
