@@ -186,6 +186,28 @@ class OperatorTests(SynchronousTestCase):
             runCommand(api, "rpc", "call", "calc", "add", '"x"', "2")
         self.assertEqual(e.exception.code, "bad-arguments")
 
+    def test_manyCallsAtOnceWithinTheSessionLimit(self) -> None:
+        """
+        API calls made all at once each open a session, but no more run at
+        once than the neighbours' session limit allows: none is refused with
+        limit-reached, every one answers.
+        """
+        self.line = Line(sessionLimit=4)
+        routes = self.line.plugins[0].apiRoutes()
+        handler = routes[("POST", "call")]
+        calls = [
+            Deferred.fromCoroutine(
+                handler(  # type: ignore[arg-type]
+                    PluginRequest(
+                        "POST", "call", {}, {"service": "calc", "method": "add", "args": [i, 1]}
+                    )
+                )
+            )
+            for i in range(20)
+        ]
+        self.line.net.flush()
+        self.assertEqual([resultOf(d)["result"] for d in calls], [i + 1 for i in range(20)])
+
     def test_errorsAnsweredWithTheirCodes(self) -> None:
         for argv, code in [
             (("calc", "div", "1", "0"), "division-by-zero"),

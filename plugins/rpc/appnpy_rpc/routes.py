@@ -5,7 +5,10 @@ C{GET services[?node=NODE]} and C{POST call} (docs/rpc.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, DeferredSemaphore
 
 from appnpy.api import (
     APIError,
@@ -31,6 +34,19 @@ class APIRoutes:
 
     def __init__(self, plugin: RPCPlugin) -> None:
         self.plugin = plugin
+        self._slots: DeferredSemaphore | None = None
+
+    def _remote(self, work: Callable[[], Coroutine[Any, Any, Any]]) -> Deferred[Any]:
+        """
+        Run C{work} (which opens an RPC session) once a slot is free.  Every
+        API request to another node opens a session of its own; a script
+        firing many at once would otherwise run into the neighbours'
+        session limit and see some refused with C{limit-reached}.  Half the
+        limit (at most 32) run at once; the others wait their turn.
+        """
+        if self._slots is None:
+            self._slots = DeferredSemaphore(max(1, min(32, self.plugin.sessionLimit // 2)))
+        return self._slots.run(lambda: Deferred.fromCoroutine(work()))
 
     def _isSelf(self, target: str) -> bool:
         node = self.plugin.node
@@ -89,16 +105,18 @@ class APIRoutes:
                 result = await self.plugin.callLocal(name, method, args, kwargs)
                 node = self.plugin.node.nodeID if self.plugin.node else ""
             else:
-                client = self.plugin.client()
-                proto = await client.open(target or f"rpc:{name}")
-                try:
-                    remote = await proto.service(name)
-                    if timeout is not None:
-                        remote = remote.withTimeout(float(timeout))
-                    result = await remote.call(method, *args, **kwargs)
-                finally:
-                    proto.close()
-                node = proto.peerNodeID
+
+                async def remoteCall() -> tuple[Any, str]:
+                    proto = await self.plugin.client().open(target or f"rpc:{name}")
+                    try:
+                        remote = await proto.service(name)
+                        if timeout is not None:
+                            remote = remote.withTimeout(float(timeout))
+                        return await remote.call(method, *args, **kwargs), proto.peerNodeID
+                    finally:
+                        proto.close()
+
+                result, node = await self._remote(remoteCall)
         except Exception as e:
             raise apiError(e) from None
         return {"node": node, "service": name, "method": method, "result": toJSON(result)}
