@@ -259,6 +259,24 @@ class QueuedSendTests(SynchronousTestCase):
         self.assertEqual(appnChat(api, "send", "#lobby", "x")[1], "sent (seq 8)\n")  # type: ignore[arg-type]
 
 
+    def test_knownRoomsNotListedTwice(self) -> None:
+        """
+        appn chat rooms --known lists a room this node is in once, with its
+        role, and the others the network hosts after it.
+        """
+        api = CannedAPI(
+            {
+                "rooms": [{"room": "lobby", "role": "host", "members": 2, "host_name": "LAB.A"}],
+                "known": [{"room": "lobby", "hosts": ["x"]}, {"room": "other", "hosts": ["y"]}],
+            }
+        )
+        code, out = appnChat(api, "rooms", "--known")  # type: ignore[arg-type]
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 2, out)
+        self.assertTrue(lines[0].startswith("#lobby") and "host LAB.A" in lines[0], out)
+        self.assertTrue(lines[1].startswith("#other") and "known" in lines[1], out)
+
+
 class PluginTests(SynchronousTestCase):
     def test_configure(self) -> None:
         """

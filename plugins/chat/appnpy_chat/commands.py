@@ -91,7 +91,10 @@ def run(args: argparse.Namespace, api: IAPIClient, out: TextIO) -> int:
             f"{forTerminal(r.get('host_name') or '') or (r.get('host') or '-')[:16]}"
             for r in result["rooms"]
         ] or ["(in no room)"]
+        inRooms = {r["room"] for r in result["rooms"]}
         for k in result.get("known", []):
+            if k["room"] in inRooms:
+                continue  # listed above already, with more to say
             lines.append(f"#{k['room']:24} known     hosted by {len(k['hosts'])} node(s)")
         text = "\n".join(lines)
     elif command == "history":
