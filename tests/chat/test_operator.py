@@ -245,7 +245,7 @@ class CannedAPI:
         return self.answer
 
 
-class QueuedSendTests(SynchronousTestCase):
+class CannedAnswerTests(SynchronousTestCase):
     def test_queuedIsNotSent(self) -> None:
         """
         A message sent while the room elects a new host is reported as
