@@ -208,6 +208,33 @@ class OperatorTests(SynchronousTestCase):
         self.line.net.flush()
         self.assertEqual([resultOf(d)["result"] for d in calls], [i + 1 for i in range(20)])
 
+    def test_callsAtOnceShareOneSession(self) -> None:
+        """
+        API calls made together share one session to the node, closed once
+        it has been idle for a while; a call after that opens a new one.
+        """
+        handler = self.line.plugins[0].apiRoutes()[("POST", "call")]
+
+        def call(i: int) -> Deferred[Any]:
+            return Deferred.fromCoroutine(
+                handler(  # type: ignore[arg-type]
+                    PluginRequest(
+                        "POST", "call", {}, {"service": "calc", "method": "add", "args": [i, 1]}
+                    )
+                )
+            )
+
+        calls = [call(i) for i in range(10)]
+        self.line.net.flush()
+        self.assertEqual([resultOf(d)["result"] for d in calls], list(range(1, 11)))
+        self.assertEqual(self.line.plugins[2].stats.sessions, 1)
+        self.line.net.flush(advance=11)
+        self.assertEqual(self.line.plugins[2].stats.sessions, 0)
+        d = call(41)
+        self.line.net.flush()
+        self.assertEqual(resultOf(d)["result"], 42)
+        self.assertEqual(self.line.plugins[2].stats.sessions, 1)
+
     def test_errorsAnsweredWithTheirCodes(self) -> None:
         for argv, code in [
             (("calc", "div", "1", "0"), "division-by-zero"),
