@@ -193,11 +193,11 @@ class OperatorTests(SynchronousTestCase):
         limit-reached, every one answers.
         """
         self.line = Line(sessionLimit=4)
-        routes = self.line.plugins[0].apiRoutes()
-        handler = routes[("POST", "call")]
+        plugin = self.line.plugins[0]
         calls = [
             Deferred.fromCoroutine(
-                handler(  # type: ignore[arg-type]
+                # The management API asks for the routes on every request.
+                plugin.apiRoutes()[("POST", "call")](  # type: ignore[arg-type]
                     PluginRequest(
                         "POST", "call", {}, {"service": "calc", "method": "add", "args": [i, 1]}
                     )
@@ -213,11 +213,12 @@ class OperatorTests(SynchronousTestCase):
         API calls made together share one session to the node, closed once
         it has been idle for a while; a call after that opens a new one.
         """
-        handler = self.line.plugins[0].apiRoutes()[("POST", "call")]
+        plugin = self.line.plugins[0]
 
         def call(i: int) -> Deferred[Any]:
             return Deferred.fromCoroutine(
-                handler(  # type: ignore[arg-type]
+                # The management API asks for the routes on every request.
+                plugin.apiRoutes()[("POST", "call")](  # type: ignore[arg-type]
                     PluginRequest(
                         "POST", "call", {}, {"service": "calc", "method": "add", "args": [i, 1]}
                     )

@@ -36,11 +36,14 @@ class APIRoutes:
     """
 
     def __init__(self, plugin: RPCPlugin) -> None:
+        # The management API asks the plugin for its routes on every
+        # request, so what calls share lives in the plugin's APIState.
         self.plugin = plugin
-        self._slots: DeferredSemaphore | None = None
-        #: The API's sessions to other nodes, by target as the request named
-        #: it, shared by the calls made at the same time (see L{_session}).
-        self._sessions: dict[str, _Shared] = {}
+        state = plugin.apiState
+        if state.slots is None:
+            state.slots = DeferredSemaphore(max(1, min(32, plugin.sessionLimit // 2)))
+        self._slots: DeferredSemaphore = state.slots
+        self._sessions: dict[str, _Shared] = state.sessions
 
     async def _session(self, target: str) -> tuple[RPCProtocol, _Shared]:
         """
@@ -73,8 +76,6 @@ class APIRoutes:
         session limit and see some refused with C{limit-reached}.  Half the
         limit (at most 32) run at once; the others wait their turn.
         """
-        if self._slots is None:
-            self._slots = DeferredSemaphore(max(1, min(32, self.plugin.sessionLimit // 2)))
         return self._slots.run(lambda: Deferred.fromCoroutine(work()))
 
     def _isSelf(self, target: str) -> bool:
@@ -149,6 +150,18 @@ class APIRoutes:
         except Exception as e:
             raise apiError(e) from None
         return {"node": node, "service": name, "method": method, "result": toJSON(result)}
+
+
+class APIState:
+    """
+    What the API's requests share, kept by the plugin: the sessions to
+    other nodes (by target as the request named it, see
+    L{APIRoutes._session}) and the slots for calls to them.
+    """
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, _Shared] = {}
+        self.slots: DeferredSemaphore | None = None
 
 
 #: Seconds an API session to another node stays open without calls.
