@@ -370,6 +370,8 @@ class InteractiveClientTests(SynchronousTestCase):
         self.assertEqual(shown[-1], "-- unknown command /x; /help lists the commands")
         client.command("/leave")
         self.assertEqual(client.conversation, "")
+        client.command("/leave")
+        self.assertEqual(shown[-1], "-- /leave needs a ROOM, or a room to be open; /help lists the commands")
         self.assertFalse(client.command("/quit"))
 
     def test_directConversation(self) -> None:

@@ -118,7 +118,10 @@ def normaliseNick(nick: str) -> str:
     cleaned = "".join(ch for ch in _ESCAPE.sub("", nick) if not _unsafe(ch)).strip()
     if not cleaned and nick:
         # Say why: "must be a non-empty string" would puzzle whoever typed one.
-        raise BadText("nickname has nothing left once surrounding space, control and invisible characters are removed")
+        raise BadText(
+            "nickname has nothing left once surrounding space, control and invisible"
+            " characters are removed"
+        )
     return checkNick(cleaned)
 
 

@@ -38,6 +38,7 @@ COMMANDS = {
     "msg": "a NODE and a TEXT",
     "nick": "a NAME",
     "members": "a room to be open (/join ROOM)",
+    "leave": "a ROOM, or a room to be open",
 }
 
 
@@ -154,7 +155,7 @@ class ChatClient:
             self.show(HELP)
         elif word in ("join", "open") and rest:
             self.open(rest if word == "open" or rest.startswith("#") else "#" + rest)
-        elif word == "leave":
+        elif word == "leave" and (rest or self.conversation.startswith("#")):
             room = rest or self.conversation
             if not room.startswith("#"):
                 room = "#" + room
