@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 from appnpy_chat.room import Room
+from appnpy_chat.service import ChatError
 from appnpy_chat.wire import SIGNING_CONTEXT, ChatMessage, encodeFrame, signedBytes
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase
@@ -86,8 +87,10 @@ class HostileMemberTests(SynchronousTestCase):
         burst gets through, the rest is dropped and the sender told.
         """
         net = threeInARoom(burst=10, rate=1.0)
+        # A hostile member skips its own node's check (sayInRoom refuses).
+        flooder = net.service(3)
         for k in range(200):
-            net.service(3).sayInRoom("r", f"flood {k}")
+            flooder.rooms["r"].say(flooder.sign("r", f"flood {k}"))
         net.settle(1)
         self.assertEqual(len(net.texts(1, "r")), 10)
         self.assertEqual(net.service(0).drops["rate-limited"], 190)
@@ -189,6 +192,26 @@ class HostileHostTests(SynchronousTestCase):
         net.settle(1)
         self.assertEqual(net.texts(1, "other"), [])
         self.assertEqual(net.service(1).drops, {"bad-signature": 1})
+
+    def test_ownFloodRefusedAtTheSender(self) -> None:
+        """
+        This node's user sending faster than the host allows is refused at
+        once (rate-limited), rather than told "sent" for a message the host
+        drops; at the normal rate again, messages go.
+        """
+        net = threeInARoom(burst=10, rate=1.0)
+        for k in range(10):
+            net.service(3).sayInRoom("r", f"m {k}")
+        with self.assertRaises(ChatError) as e:
+            net.service(3).sayInRoom("r", "one too many")
+        self.assertEqual(e.exception.code, "rate-limited")
+        net.settle(1)
+        self.assertEqual(len(net.texts(1, "r")), 10)
+        self.assertNotIn("rate-limited", net.service(0).drops)
+        net.settle(2)
+        net.service(3).sayInRoom("r", "calm")
+        net.settle(1)
+        self.assertEqual(net.texts(1, "r")[-1], "calm")
 
     def test_hostFloods(self) -> None:
         """

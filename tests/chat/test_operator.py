@@ -121,6 +121,11 @@ class RouteTests(SynchronousTestCase):
             with self.assertRaises(APIError) as e:
                 a.call(method, path, body, query)
             self.assertEqual(e.exception.code, code, (path, body))
+        with self.assertRaises(APIError) as e:
+            a.call("POST", "send", {"target": "LAB.NOPE", "text": "x"})
+        self.assertEqual(e.exception.code, "no-such-node")
+        self.assertIn("no reachable node is called 'LAB.NOPE'", e.exception.message)
+        self.assertNotIn("Connect to it first", e.exception.message)
         a.call("POST", "join", {"room": "x"}, settle=15)
         with self.assertRaises(APIError) as e:
             a.call("POST", "send", {"target": "#x", "text": "y" * 5000})
@@ -222,6 +227,56 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(out, "left #lobby\n")
 
 
+@implementer(IAPIClient)
+class CannedAPI:
+    """
+    An IAPIClient answering every request with one canned answer.
+    """
+
+    json = False
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
+
+    def get(self, path: str, query: dict[str, str] | None = None) -> object:
+        return self.answer
+
+    def post(self, path: str, body: dict[str, object] | None = None) -> object:
+        return self.answer
+
+
+class CannedAnswerTests(SynchronousTestCase):
+    def test_queuedIsNotSent(self) -> None:
+        """
+        A message sent while the room elects a new host is reported as
+        queued, not as sent.
+        """
+        api = CannedAPI({"room": "lobby", "seq": 7, "queued": True})
+        code, out = appnChat(api, "send", "#lobby", "x")  # type: ignore[arg-type]
+        self.assertEqual(code, 0)
+        self.assertTrue(out.startswith("queued (seq 7): #lobby is electing a new host"), out)
+        api = CannedAPI({"room": "lobby", "seq": 8, "queued": False})
+        self.assertEqual(appnChat(api, "send", "#lobby", "x")[1], "sent (seq 8)\n")  # type: ignore[arg-type]
+
+
+    def test_knownRoomsNotListedTwice(self) -> None:
+        """
+        appn chat rooms --known lists a room this node is in once, with its
+        role, and the others the network hosts after it.
+        """
+        api = CannedAPI(
+            {
+                "rooms": [{"room": "lobby", "role": "host", "members": 2, "host_name": "LAB.A"}],
+                "known": [{"room": "lobby", "hosts": ["x"]}, {"room": "other", "hosts": ["y"]}],
+            }
+        )
+        code, out = appnChat(api, "rooms", "--known")  # type: ignore[arg-type]
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 2, out)
+        self.assertTrue(lines[0].startswith("#lobby") and "host LAB.A" in lines[0], out)
+        self.assertTrue(lines[1].startswith("#other") and "known" in lines[1], out)
+
+
 class PluginTests(SynchronousTestCase):
     def test_configure(self) -> None:
         """
@@ -306,9 +361,17 @@ class InteractiveClientTests(SynchronousTestCase):
         client.command("/members")
         self.assertIn("Ann away (host)", shown[-1])
         client.command("/frobnicate")
-        self.assertIn("/help", shown[-1])
+        self.assertEqual(shown[-1], "-- unknown command /frobnicate; /help lists the commands")
+        client.command("/nick")
+        self.assertEqual(shown[-1], "-- /nick needs a NAME; /help lists the commands")
+        client.command("/msg LAB.N1")
+        self.assertEqual(shown[-1], "-- /msg needs a NODE and a TEXT; /help lists the commands")
+        client.command("/\x1b[2Jx")
+        self.assertEqual(shown[-1], "-- unknown command /x; /help lists the commands")
         client.command("/leave")
         self.assertEqual(client.conversation, "")
+        client.command("/leave")
+        self.assertEqual(shown[-1], "-- /leave needs a ROOM, or a room to be open; /help lists the commands")
         self.assertFalse(client.command("/quit"))
 
     def test_directConversation(self) -> None:

@@ -29,7 +29,7 @@ def _safe(text: str, multiline: bool = False) -> bool:
         o = ord(ch)
         if o < 0x20 or 0x7F <= o <= 0x9F:
             return False
-        if unicodedata.category(ch) in ("Cf", "Co", "Cs", "Cn"):
+        if unicodedata.category(ch) in ("Cf", "Co", "Cs", "Cn", "Zl", "Zp"):
             return False
     return True
 
@@ -54,6 +54,18 @@ class TerminalTests(SynchronousTestCase):
         """
         self.assertEqual(forTerminal("abc\u202edcba"), "abc\\u+202Edcba")
         self.assertEqual(forTerminal("a\u200bb"), "a\\u+200Bb")
+
+    def test_unicodeLineBreaks(self) -> None:
+        """
+        U+2028 and U+2029 break lines in some terminals and viewers: shown as
+        code points, so a message cannot fake a line from someone else, and
+        refused in nicknames.
+        """
+        self.assertEqual(forTerminal("hi\u2028<alice> x"), "hi\\u+2028<alice> x")
+        self.assertEqual(forTerminal("a\u2029b", multiline=True), "a\\u+2029b")
+        with self.assertRaises(BadText):
+            checkNick("bob\u2028alice")
+        self.assertEqual(normaliseNick("bob\u2029"), "bob")
 
     def test_newlines(self) -> None:
         """
@@ -99,8 +111,12 @@ class CheckTests(SynchronousTestCase):
             with self.assertRaises(BadText):
                 checkNick(bad)
         self.assertEqual(normaliseNick("  \x1b[1mAl\x07ice\u200b "), "Alice")
-        with self.assertRaises(BadText):
+        with self.assertRaises(BadText) as e:
             normaliseNick("\x1b[1m\x07")
+        self.assertIn("nothing left", str(e.exception))
+        with self.assertRaises(BadText) as e:
+            normaliseNick("")
+        self.assertIn("non-empty", str(e.exception))
 
     def test_room(self) -> None:
         """

@@ -87,10 +87,11 @@ class Line:
     slow, faulty and bounce; A offers bounce.
     """
 
-    def __init__(self, **limits: Any) -> None:
+    def __init__(self, sessionLimit: int = 64, **limits: Any) -> None:
         self.net = MemoryNetwork()
         self.plugins = [RPCPlugin(), RPCPlugin(), RPCPlugin()]
         for p in self.plugins:
+            p.sessionLimit = sessionLimit
             for k, v in limits.items():
                 setattr(p.limits, k, v)
         self.a = self.net.addNode("LAB.A", plugins=[self.plugins[0]])

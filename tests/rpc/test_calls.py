@@ -103,9 +103,11 @@ class CallTests(SynchronousTestCase):
             ((1,), {"c": 2}, "no parameter 'c'"),
             ((1,), {"a": 2}, "given twice"),
             ((True, 1), {}, "expected int, got bool"),
-            ((2**64, 1), {}, "64-bit range"),
-            (({1, 2}, 1), {}, "set is not plain data"),
-            ((object(), 1), {}, "object is not plain data"),
+            ((2**64, 1), {}, "add: a: integer out of the 64-bit range"),
+            ((1, 2**64), {}, "add: b: integer out of the 64-bit range"),
+            (({1, 2}, 1), {}, "add: a: expected int, got set"),
+            ((object(), 1), {}, "add: a: expected int, got object"),
+            ((1,), {"b": [2**64]}, "add: b: expected int, got list"),
         ]:
             d = calc.call("add", *args, **kwargs)
             e = self.line.failure(d)

@@ -186,6 +186,56 @@ class OperatorTests(SynchronousTestCase):
             runCommand(api, "rpc", "call", "calc", "add", '"x"', "2")
         self.assertEqual(e.exception.code, "bad-arguments")
 
+    def test_manyCallsAtOnceWithinTheSessionLimit(self) -> None:
+        """
+        API calls made all at once each open a session, but no more run at
+        once than the neighbours' session limit allows: none is refused with
+        limit-reached, every one answers.
+        """
+        self.line = Line(sessionLimit=4)
+        plugin = self.line.plugins[0]
+        calls = [
+            Deferred.fromCoroutine(
+                # The management API asks for the routes on every request.
+                plugin.apiRoutes()[("POST", "call")](  # type: ignore[arg-type]
+                    PluginRequest(
+                        "POST", "call", {}, {"service": "calc", "method": "add", "args": [i, 1]}
+                    )
+                )
+            )
+            for i in range(20)
+        ]
+        self.line.net.flush()
+        self.assertEqual([resultOf(d)["result"] for d in calls], [i + 1 for i in range(20)])
+
+    def test_callsAtOnceShareOneSession(self) -> None:
+        """
+        API calls made together share one session to the node, closed once
+        it has been idle for a while; a call after that opens a new one.
+        """
+        plugin = self.line.plugins[0]
+
+        def call(i: int) -> Deferred[Any]:
+            return Deferred.fromCoroutine(
+                # The management API asks for the routes on every request.
+                plugin.apiRoutes()[("POST", "call")](  # type: ignore[arg-type]
+                    PluginRequest(
+                        "POST", "call", {}, {"service": "calc", "method": "add", "args": [i, 1]}
+                    )
+                )
+            )
+
+        calls = [call(i) for i in range(10)]
+        self.line.net.flush()
+        self.assertEqual([resultOf(d)["result"] for d in calls], list(range(1, 11)))
+        self.assertEqual(self.line.plugins[2].stats.sessions, 1)
+        self.line.net.flush(advance=11)
+        self.assertEqual(self.line.plugins[2].stats.sessions, 0)
+        d = call(41)
+        self.line.net.flush()
+        self.assertEqual(resultOf(d)["result"], 42)
+        self.assertEqual(self.line.plugins[2].stats.sessions, 1)
+
     def test_errorsAnsweredWithTheirCodes(self) -> None:
         for argv, code in [
             (("calc", "div", "1", "0"), "division-by-zero"),

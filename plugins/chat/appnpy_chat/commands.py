@@ -78,6 +78,12 @@ def run(args: argparse.Namespace, api: IAPIClient, out: TextIO) -> int:
     if command == "send":
         result = api.post("plugins/chat/send", {"target": args.target, "text": args.text})
         text = f"sent (seq {result.get('seq')})"
+        if result.get("queued"):
+            # The room has no host right now: the message waits for the new one.
+            text = (
+                f"queued (seq {result.get('seq')}): #{result.get('room')} is electing a new"
+                " host; the message goes out once it has one"
+            )
     elif command == "rooms":
         result = api.get("plugins/chat/rooms", {"known": "1"} if args.known else None)
         lines = [
@@ -85,7 +91,10 @@ def run(args: argparse.Namespace, api: IAPIClient, out: TextIO) -> int:
             f"{forTerminal(r.get('host_name') or '') or (r.get('host') or '-')[:16]}"
             for r in result["rooms"]
         ] or ["(in no room)"]
+        inRooms = {r["room"] for r in result["rooms"]}
         for k in result.get("known", []):
+            if k["room"] in inRooms:
+                continue  # listed above already, with more to say
             lines.append(f"#{k['room']:24} known     hosted by {len(k['hosts'])} node(s)")
         text = "\n".join(lines)
     elif command == "history":

@@ -109,6 +109,9 @@ class ChatService:
         self.hosted: set[str] = set()
         self.conversations: OrderedDict[str, Conversation] = OrderedDict()
         self.dmBuckets = TokenBuckets(self.seconds, config.rate, 2 * config.burst)
+        #: This node's own messages, per room: the host's rate, so a message
+        #: the host would drop is refused here, where the user hears of it.
+        self.sendBuckets = TokenBuckets(self.seconds, config.rate, config.burst)
         self.events = EventLog(self.reactor)
         self.counts: dict[str, int] = {"sent": 0, "delivered": 0}
         self.drops: dict[str, int] = {}
@@ -290,7 +293,14 @@ class ChatService:
 
     def sayInRoom(self, name: str, text: str) -> dict[str, Any]:
         room = self.room(name)
-        msg = self.sign(name, checkText(text))
+        checkText(text)
+        if not self.sendBuckets.allow(name):
+            raise ChatError(
+                "rate-limited",
+                f"over {self.config.rate:g} messages a second (bursts of {self.config.burst})"
+                f" in #{name}: the host would drop it; send it again in a moment",
+            )
+        msg = self.sign(name, text)
         room.say(msg)
         self.counts["sent"] += 1
         return {"room": name, "seq": msg.seq, "queued": room.role not in ("member", "host")}
@@ -366,7 +376,13 @@ class ChatService:
             if isinstance(error, SessionRefused):
                 error = ChatError(error.reason, str(error))
             elif isinstance(error, (NoSuchNode, ResourceNotFound)):
-                error = ChatError("no-such-node", str(error))
+                # The core's text ("No link to that node exists. Connect to it
+                # first") is wrong advice here: a direct message needs no link.
+                error = ChatError(
+                    "no-such-node",
+                    f"no reachable node is called {destination!r}: give a node ID, a"
+                    " unique prefix of one, or a CP name that `appn topology` lists",
+                )
             for w in self._opening.pop(destination, []):
                 w.errback(error)
 

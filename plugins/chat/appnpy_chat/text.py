@@ -54,8 +54,10 @@ def _unsafe(ch: str) -> bool:
         return True
     category = unicodedata.category(ch)
     # Cf: other format characters (e.g. the tag characters), Co/Cs/Cn: private
-    # use, surrogates, unassigned: none has a business in a chat line.
-    return category in ("Cf", "Co", "Cs", "Cn")
+    # use, surrogates, unassigned: none has a business in a chat line.  Zl/Zp
+    # (U+2028, U+2029): line breaks to some terminals and viewers, so a line
+    # could fake a second one under someone else's name.
+    return category in ("Cf", "Co", "Cs", "Cn", "Zl", "Zp")
 
 
 def forTerminal(text: str, multiline: bool = False) -> str:
@@ -114,6 +116,12 @@ def normaliseNick(nick: str) -> str:
     unsafe characters dropped; then checked (L{checkNick}).
     """
     cleaned = "".join(ch for ch in _ESCAPE.sub("", nick) if not _unsafe(ch)).strip()
+    if not cleaned and nick:
+        # Say why: "must be a non-empty string" would puzzle whoever typed one.
+        raise BadText(
+            "nickname has nothing left once surrounding space, control and invisible"
+            " characters are removed"
+        )
     return checkNick(cleaned)
 
 

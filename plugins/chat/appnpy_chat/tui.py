@@ -31,6 +31,17 @@ HELP = """commands:
   /quit             leave the client (the node stays in its rooms)"""
 
 
+#: The commands that take an argument, and what it is (for the hint when it is missing).
+COMMANDS = {
+    "join": "a ROOM",
+    "open": "a #room or a NODE",
+    "msg": "a NODE and a TEXT",
+    "nick": "a NAME",
+    "members": "a room to be open (/join ROOM)",
+    "leave": "a ROOM, or a room to be open",
+}
+
+
 def _conversationOf(target: str) -> str:
     if target.startswith(("#", "@")):
         return target
@@ -144,7 +155,7 @@ class ChatClient:
             self.show(HELP)
         elif word in ("join", "open") and rest:
             self.open(rest if word == "open" or rest.startswith("#") else "#" + rest)
-        elif word == "leave":
+        elif word == "leave" and (rest or self.conversation.startswith("#")):
             room = rest or self.conversation
             if not room.startswith("#"):
                 room = "#" + room
@@ -174,8 +185,10 @@ class ChatClient:
             assert isinstance(rooms, dict)
             for r in rooms["rooms"]:
                 self.show(f"   #{r['room']} {r['role']} {r['members']} members")
+        elif word in COMMANDS:
+            self.show(f"-- /{word} needs {COMMANDS[word]}; /help lists the commands")
         else:
-            self.show("-- unknown command or missing argument: /help")
+            self.show(f"-- unknown command /{forTerminal(word)}; /help lists the commands")
         return True
 
     def say(self, text: str) -> None:

@@ -44,7 +44,7 @@ from appnpy_rpc.errors import (
 )
 from appnpy_rpc.metrics import RPCCollector
 from appnpy_rpc.protocol import RPCProtocol
-from appnpy_rpc.routes import APIRoutes
+from appnpy_rpc.routes import APIRoutes, APIState
 from appnpy_rpc.service import Caller, ServiceSpec, currentDepth, inspectService
 
 __version__ = "0.1.0"
@@ -126,6 +126,7 @@ class RPCPlugin:
         self.stats = Stats()
         self.node: INode | None = None
         self.sessions: set[RPCProtocol] = set()
+        self.apiState = APIState()
 
     # -- ISessionPlugin ------------------------------------------------------------
 

@@ -537,12 +537,17 @@ class RPCProtocol(Protocol):
                 try:
                     # The common case: arguments already plain data.
                     wireArgs, wireKwargs = spec.checkArguments(args, kwargs)
-                except RPCError:
+                except RPCError as first:
                     # Records and tuples become plain data first; a real
                     # mismatch fails again, with its message.
-                    wireArgs, wireKwargs = spec.checkArguments(
-                        data.toWire(list(args)), data.toWire(kwargs) if kwargs else {}
-                    )
+                    try:
+                        plainArgs = data.toWire(list(args))
+                        plainKwargs = data.toWire(kwargs) if kwargs else {}
+                    except data.Mismatch:
+                        # Not plain data at all: the signature's message names
+                        # the parameter ("a: ..."), toWire's only its index.
+                        raise first from None
+                    wireArgs, wireKwargs = spec.checkArguments(plainArgs, plainKwargs)
         except data.Mismatch as e:
             return fail(RPCError(BAD_ARGUMENTS, f"{method}: {e}"))
         except RPCError as e:

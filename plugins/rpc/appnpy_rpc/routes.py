@@ -5,7 +5,12 @@ C{GET services[?node=NODE]} and C{POST call} (docs/rpc.md).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
+
+from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
 
 from appnpy.api import (
     APIError,
@@ -22,6 +27,7 @@ from appnpy_rpc.service import MethodSpec
 
 if TYPE_CHECKING:
     from appnpy_rpc.plugin import RPCPlugin
+    from appnpy_rpc.protocol import RPCProtocol
 
 
 class APIRoutes:
@@ -30,7 +36,47 @@ class APIRoutes:
     """
 
     def __init__(self, plugin: RPCPlugin) -> None:
+        # The management API asks the plugin for its routes on every
+        # request, so what calls share lives in the plugin's APIState.
         self.plugin = plugin
+        state = plugin.apiState
+        if state.slots is None:
+            state.slots = DeferredSemaphore(max(1, min(32, plugin.sessionLimit // 2)))
+        self._slots: DeferredSemaphore = state.slots
+        self._sessions: dict[str, _Shared] = state.sessions
+
+    async def _session(self, target: str) -> tuple[RPCProtocol, _Shared]:
+        """
+        An RPC session to C{target} for one API call: the one open for it
+        already, or a new one.  Calls arriving together share it instead of
+        opening (and tearing down) one each, which costs a session set-up per
+        call and, with enough at once, ran into the far end's session limit
+        (it still counts sessions that are closing).  Closed after
+        L{API_SESSION_IDLE} seconds without calls.
+        """
+        shared = self._sessions.get(target)
+        if shared is None or shared.dead():
+            shared = self._sessions[target] = _Shared(self.plugin, target)
+        shared.users += 1
+        shared.stopIdle()
+        try:
+            proto = await shared.get()
+        except BaseException:
+            shared.release()
+            if self._sessions.get(target) is shared:
+                del self._sessions[target]
+            raise
+        return proto, shared
+
+    def _remote(self, work: Callable[[], Coroutine[Any, Any, Any]]) -> Deferred[Any]:
+        """
+        Run C{work} (which opens an RPC session) once a slot is free.  Every
+        API request to another node opens a session of its own; a script
+        firing many at once would otherwise run into the neighbours'
+        session limit and see some refused with C{limit-reached}.  Half the
+        limit (at most 32) run at once; the others wait their turn.
+        """
+        return self._slots.run(lambda: Deferred.fromCoroutine(work()))
 
     def _isSelf(self, target: str) -> bool:
         node = self.plugin.node
@@ -89,19 +135,101 @@ class APIRoutes:
                 result = await self.plugin.callLocal(name, method, args, kwargs)
                 node = self.plugin.node.nodeID if self.plugin.node else ""
             else:
-                client = self.plugin.client()
-                proto = await client.open(target or f"rpc:{name}")
-                try:
-                    remote = await proto.service(name)
-                    if timeout is not None:
-                        remote = remote.withTimeout(float(timeout))
-                    result = await remote.call(method, *args, **kwargs)
-                finally:
-                    proto.close()
-                node = proto.peerNodeID
+
+                async def remoteCall() -> tuple[Any, str]:
+                    proto, shared = await self._session(target or f"rpc:{name}")
+                    try:
+                        remote = await proto.service(name)
+                        if timeout is not None:
+                            remote = remote.withTimeout(float(timeout))
+                        return await remote.call(method, *args, **kwargs), proto.peerNodeID
+                    finally:
+                        shared.release()
+
+                result, node = await self._remote(remoteCall)
         except Exception as e:
             raise apiError(e) from None
         return {"node": node, "service": name, "method": method, "result": toJSON(result)}
+
+
+class APIState:
+    """
+    What the API's requests share, kept by the plugin: the sessions to
+    other nodes (by target as the request named it, see
+    L{APIRoutes._session}) and the slots for calls to them.
+    """
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, _Shared] = {}
+        self.slots: DeferredSemaphore | None = None
+
+
+#: Seconds an API session to another node stays open without calls.
+API_SESSION_IDLE = 10.0
+
+
+class _Shared:
+    """
+    One API session to a target: opened once, used by every call made while
+    it is open, closed when idle.
+    """
+
+    def __init__(self, plugin: RPCPlugin, target: str) -> None:
+        self.plugin = plugin
+        self.users = 0
+        self.proto: RPCProtocol | None = None
+        self._waiting: list[Deferred[RPCProtocol]] | None = []
+        self._idle: IDelayedCall | None = None
+        plugin.client().open(target).addCallbacks(self._opened, self._failed)
+
+    def _opened(self, proto: RPCProtocol) -> None:
+        self.proto = proto
+        waiting, self._waiting = self._waiting or [], None
+        for d in waiting:
+            d.callback(proto)
+        if self.users == 0:
+            self._startIdle()
+
+    def _failed(self, failure: Failure) -> None:
+        waiting, self._waiting = self._waiting or [], None
+        self.error = failure
+        for d in waiting:
+            d.errback(failure)
+
+    def get(self) -> Deferred[RPCProtocol]:
+        if self.proto is not None:
+            return succeed(self.proto)
+        if self._waiting is None:
+            return fail(self.error)
+        d: Deferred[RPCProtocol] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def dead(self) -> bool:
+        """
+        Whether the session ended (or never opened): a new one is needed.
+        """
+        if self.proto is not None:
+            return not self.proto.connected
+        return self._waiting is None
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self.proto is not None:
+            self._startIdle()
+
+    def stopIdle(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+    def _startIdle(self) -> None:
+        self.stopIdle()
+        node = self.plugin.node
+        if node is None or self.proto is None:
+            return
+        proto = self.proto
+        self._idle = cast(IReactorTime, node.reactor).callLater(API_SESSION_IDLE, proto.close)
 
 
 def describeJSON(name: str, methods: dict[str, MethodSpec]) -> dict[str, Any]:
