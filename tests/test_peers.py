@@ -290,6 +290,24 @@ class PeerExchangeTests(TestCase):
             dialled = [cp for cp in node.links.values() if cp.isDialer]
             self.assertLessEqual(len(dialled), 2, node.name)
 
+    def test_configuredPeerDialledWhenInboundFillsMaxPeers(self) -> None:
+        """
+        Nodes of a line started at once: B's configured peer A is not
+        listening yet, and C's inbound link then fills B's max-peers; B
+        still dials A (with backoff) once A listens, so the line joins up
+        instead of splitting in two.
+        """
+        pn = PeerNet(self)
+        b = pn.add("LAB.B", maxPeers=1, bootstrap=("10.0.0.3:7700",))  # A's, to come
+        c = pn.add("LAB.C", maxPeers=1, bootstrap=(pn.address(b),))
+        pn.flush()
+        self.assertEqual(linkedIDs(b), {c.nodeID})
+        a = pn.add("LAB.A", maxPeers=1, slack=0)
+        self.assertEqual(pn.address(a), "10.0.0.3:7700")
+        pn.run(30)
+        self.assertEqual(linkedIDs(b), {a.nodeID, c.nodeID})
+        self.assertEqual(linkedIDs(c), {b.nodeID})
+
     def test_shedding(self) -> None:
         """
         A full seed refuses a newcomer with reason busy, but only after

@@ -448,11 +448,33 @@ class PeerManager(Service):
             return
         self._pruneBackoff()
         self._trimSurplus()
+        candidates = self.candidates()
+        # The configured peers are the operator's word: each is dialled (with
+        # backoff) until linked, even when inbound links already fill
+        # max-peers (nodes started at once would otherwise split: a peer not
+        # listening yet refuses the first dial, then an inbound link takes
+        # the only place and the node never dials its configured peer again).
+        configured = self._configuredKeys()
+        room = self.maxPeers + self.slack - len(self.node.links) - len(self._dialling)
+        first = [c for c in candidates if c[0] in configured][: max(0, room)]
+        for key, address in first:
+            self._dialOne(key, address)
         wanted = self.maxPeers - len(self.node.links) - len(self._dialling)
         if wanted > 0:
-            for key, address in self.candidates()[:wanted]:
+            # A dial that failed at once is not in _dialling any more: skip
+            # what this pass already tried.
+            rest = [c for c in candidates if c not in first]
+            for key, address in rest[:wanted]:
                 self._dialOne(key, address)
         self._planNext()
+
+    def _configuredKeys(self) -> set[str]:
+        return {self._key(a) for a in self.bootstrap}
+
+    def _configuredUnlinked(self) -> bool:
+        return any(
+            k not in self.node.links and k not in self._dialling for k in self._configuredKeys()
+        )
 
     def _trimSurplus(self) -> None:
         """
@@ -470,7 +492,7 @@ class PeerManager(Service):
 
     def _planNext(self) -> None:
         delay = self.tickInterval
-        if len(self.node.links) + len(self._dialling) < self.maxPeers:
+        if len(self.node.links) + len(self._dialling) < self.maxPeers or self._configuredUnlinked():
             now = self.reactor.seconds()
             waits = [s.notBefore - now for s in self._backoff.values() if s.notBefore > now]
             if waits:
