@@ -386,3 +386,33 @@ class RefusalMessageTests(SynchronousTestCase):
         bad = RemoteError("bad-password", "wrong password", 2)
         self.assertIn("in 2 s", _remote(bad).message)
         self.assertEqual(refusalMessage(RemoteError("bad-password", "wrong password")), "wrong password")
+
+
+class PageSectionTests(SynchronousTestCase):
+    def test_ended_transfer_counts_its_sources(self) -> None:
+        """
+        The web page counts the sources of an ended download as the
+        command line does (those that sent bytes), not as 0.
+        """
+
+        class Transfers:
+            def describe(self) -> list[dict[str, Any]]:
+                return [
+                    {
+                        "name": "f",
+                        "sha256": "ab" * 32,
+                        "state": "complete",
+                        "done_bytes": 5,
+                        "size": 5,
+                        "rate": 0,
+                        "resumed_bytes": 0,
+                        "message": None,
+                        "sources": [{"node": "n", "bytes": 5, "active": False}],
+                    }
+                ]
+
+        plugin = FilesPlugin()
+        plugin.transfers = Transfers()  # type: ignore[assignment]
+        section = plugin.pageSection()
+        assert section is not None
+        self.assertEqual(section.rows[0][5], 1)

@@ -101,7 +101,8 @@ def formatSize(n: int | float) -> str:
 
 def _sourceCount(t: dict[str, Any]) -> int:
     """
-    Sources in use while a download runs; those that sent bytes once it ended.
+    Sources in use while a download runs; those that sent bytes once it
+    ended (the command line and the web page count alike).
     """
     if t["state"] in ("preparing", "downloading", "verifying"):
         return sum(1 for s in t["sources"] if s["active"])
