@@ -239,6 +239,18 @@ class CommandTests(SynchronousTestCase):
         )
         self.assertIn("run the same get again", self._failed("no-source", "no source left"))
 
+    def test_ls_of_a_file_says_how_to_get_it(self) -> None:
+        """ls of a path that is no directory says that get fetches files."""
+        from appnpy.cli import APIRequestFailed
+
+        def ls(body: Any) -> Any:
+            raise APIRequestFailed(404, "no such directory", "no-such-file")
+
+        api = FakeAPI({("POST", "plugins/files/ls"): ls})
+        with self.assertRaises(FilesCommandError) as e:
+            run(["files", "ls", "LAB.C:music/a.flac"], api)
+        self.assertIn("appn files get LAB.C:music/a.flac", str(e.exception))
+
     def test_search_prints_whole_hash(self) -> None:
         """The hash a search prints is one that get accepts (all 64 digits)."""
         api = FakeAPI(

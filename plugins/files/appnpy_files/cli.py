@@ -360,7 +360,16 @@ class FilesCommands:
     def ls(self, args: argparse.Namespace, api: IAPIClient, out: TextIO) -> int:
         node, share, path = parseLocation(args.location)
         body: dict[str, object] = {"node": node, "share": share, "path": path}
-        answer = self._withPassword(api, "ls", body, share)
+        try:
+            answer = self._withPassword(api, "ls", body, share)
+        except APPNError as error:
+            if getattr(error, "code", "") != "no-such-file" or not path:
+                raise
+            # The holder cannot tell "no such directory" from "a file".
+            raise FilesCommandError(
+                f"{args.location}: no such directory (ls lists directories; "
+                f"fetch a file with: appn files get {args.location})"
+            ) from None
         if self._json(api, args):
             out.write(json.dumps(answer, indent=2) + "\n")
             return 0
