@@ -428,3 +428,25 @@ class PageSectionTests(SynchronousTestCase):
         section = plugin.pageSection()
         assert section is not None
         self.assertEqual(section.rows[0][5], 1)
+
+
+class SharesRouteTests(SynchronousTestCase):
+    def test_missing_directory_flagged(self) -> None:
+        """GET shares marks a share whose directory is gone."""
+        from types import SimpleNamespace
+
+        from appnpy_files.routes import FilesAPI
+
+        here = self.mktemp()
+        import os
+
+        os.makedirs(here)
+        serve = SimpleNamespace(
+            describeShares=lambda: [
+                {"name": "a", "directory": here},
+                {"name": "b", "directory": here + "-gone"},
+            ]
+        )
+        plugin = SimpleNamespace(node=object(), serve=serve, transfers=object(), jobs=object())
+        answer = FilesAPI(plugin).shares(None)  # type: ignore[arg-type]
+        self.assertEqual([s["missing"] for s in answer["shares"]], [False, True])
