@@ -203,6 +203,124 @@ class CommandTests(SynchronousTestCase):
         self.assertIn("no source left", str(e.exception))
 
 
+    def _failed(self, error: str, message: str) -> str:
+        final = {
+            "id": "t",
+            "state": "failed",
+            "error": error,
+            "message": message,
+            "size": 1,
+            "done_bytes": 0,
+            "sources": [],
+            "resumed_bytes": 0,
+            "target": "/x",
+        }
+        api = FakeAPI(
+            {
+                ("POST", "plugins/files/get"): {"id": "t", "target": "/x"},
+                ("GET", "plugins/files/transfer"): final,
+            }
+        )
+        with self.assertRaises(FilesCommandError) as e:
+            run(["files", "get", "ab" * 32, "-o", "/tmp/x-out"], api)
+        return str(e.exception)
+
+    def test_get_failure_next_step(self) -> None:
+        """
+        A failure of the target does not suggest a resume that cannot help;
+        one of the network does.
+        """
+        self.assertNotIn("resume", self._failed("target-exists", "/x exists already"))
+        self.assertIn("another target", self._failed("read-only", "read-only file system"))
+        self.assertIn("free some space", self._failed("disk-full", "no space left"))
+        self.assertIn(
+            "search or ls again",
+            self._failed("no-source", "no source left (n: file-changed: the file changed on disk)"),
+        )
+        self.assertIn("run the same get again", self._failed("no-source", "no source left"))
+
+    def test_ls_of_a_file_says_how_to_get_it(self) -> None:
+        """ls of a path that is no directory says that get fetches files."""
+        from appnpy.cli import APIRequestFailed
+
+        def ls(body: Any) -> Any:
+            raise APIRequestFailed(404, "no such directory", "no-such-file")
+
+        api = FakeAPI({("POST", "plugins/files/ls"): ls})
+        with self.assertRaises(FilesCommandError) as e:
+            run(["files", "ls", "LAB.C:music/a.flac"], api)
+        self.assertIn("appn files get LAB.C:music/a.flac", str(e.exception))
+
+    def test_search_prints_whole_hash(self) -> None:
+        """The hash a search prints is one that get accepts (all 64 digits)."""
+        api = FakeAPI(
+            {
+                ("POST", "plugins/files/search"): {"id": "j"},
+                ("GET", "plugins/files/search"): {"results": [HIT], "next": 1, "done": True},
+            }
+        )
+        code, out = run(["files", "search", "blue"], api)
+        self.assertIn("ab" * 32, out.splitlines()[0])
+
+    def test_output_directory_with_slash_must_exist(self) -> None:
+        """-o DIR/ for a missing directory is an error, not a file named DIR."""
+        api = FakeAPI({})
+        missing = self.mktemp() + "/"
+        with self.assertRaises(FilesCommandError) as e:
+            run(["files", "get", "ab" * 32, "-o", missing], api)
+        self.assertIn("create it first", str(e.exception))
+        self.assertEqual(api.calls, [])
+
+    def test_transfers_and_share_list_json(self) -> None:
+        """transfers and share list take --json like search and ls."""
+        api = FakeAPI(
+            {
+                ("GET", "plugins/files/transfers"): {"transfers": []},
+                ("GET", "plugins/files/shares"): {"shares": []},
+            }
+        )
+        self.assertEqual(json.loads(run(["files", "transfers", "--json"], api)[1]), {"transfers": []})
+        self.assertEqual(json.loads(run(["files", "share", "list", "--json"], api)[1]), {"shares": []})
+
+    def test_share_list_missing_directory(self) -> None:
+        """share list says when a share's directory is gone."""
+        share = {"name": "m", "directory": "/gone", "files": 1, "bytes": 2, "missing": True}
+        api = FakeAPI({("GET", "plugins/files/shares"): {"shares": [share]}})
+        self.assertIn("directory missing", run(["files", "share", "list"], api)[1])
+
+    def test_progress_bar_counts_only_new_bytes(self) -> None:
+        """
+        The bar shown while the node checks a partial file is replaced once
+        the resumed part is known: the final bar starts at it, so the rate
+        counts only what came over the network; a terminal that reports no
+        width still gets a visible bar.
+        """
+        t0 = {"name": "f", "sha256": "ab" * 32, "size": 100 << 20, "state": "preparing",
+              "done_bytes": 0, "resumed_bytes": 0, "sources": [], "id": "t", "target": "/x"}
+        t1 = dict(t0, state="downloading", done_bytes=60 << 20, resumed_bytes=50 << 20)
+        t2 = dict(t1, state="complete", done_bytes=100 << 20)
+        pages = iter([t0, t1, t2])
+        api = FakeAPI({("GET", "plugins/files/transfer"): lambda q: next(pages)})
+        bars: list[tuple[bool, int]] = []
+        from appnpy_files import cli
+
+        real = cli._progressBar
+
+        def spy(t: Any, stream: Any, provisional: bool) -> Any:
+            bar = real(t, io.StringIO(), provisional)
+            bars.append((provisional, bar.initial))
+            return bar
+
+        self.patch(cli, "_progressBar", spy)
+        final = FilesCommands()._follow(api, "t", io.StringIO(), bar=True)  # type: ignore[arg-type]
+        self.assertEqual(final["state"], "complete")
+        self.assertEqual(bars, [(True, 0), (False, 50 << 20)])
+        stream = io.StringIO()
+        real(t1, stream, False).close()
+        self.assertIn("50.0M/100M", stream.getvalue())
+        self.assertIn("|#", stream.getvalue())
+
+
 class ParsingTests(SynchronousTestCase):
     def test_rates(self) -> None:
         """Rates take binary multiples."""
@@ -266,3 +384,69 @@ class PluginObjectTests(SynchronousTestCase):
             with self.assertRaises(ConfigurationError) as e:
                 FilesPlugin().configure(section)
             self.assertIn(key, str(e.exception))
+
+
+class RefusalMessageTests(SynchronousTestCase):
+    def test_delay_named(self) -> None:
+        """A refusal for wrong passwords says how many seconds to wait."""
+        from appnpy_files.client import RemoteError
+        from appnpy_files.routes import _remote
+        from appnpy_files.transfers import refusalMessage
+
+        slow = RemoteError("slow-down", "too many wrong passwords; wait", 8)
+        self.assertEqual(refusalMessage(slow), "too many wrong passwords: try again in 8 s")
+        bad = RemoteError("bad-password", "wrong password", 2)
+        self.assertIn("in 2 s", _remote(bad).message)
+        self.assertEqual(refusalMessage(RemoteError("bad-password", "wrong password")), "wrong password")
+
+
+class PageSectionTests(SynchronousTestCase):
+    def test_ended_transfer_counts_its_sources(self) -> None:
+        """
+        The web page counts the sources of an ended download as the
+        command line does (those that sent bytes), not as 0.
+        """
+
+        class Transfers:
+            def describe(self) -> list[dict[str, Any]]:
+                return [
+                    {
+                        "name": "f",
+                        "sha256": "ab" * 32,
+                        "state": "complete",
+                        "done_bytes": 5,
+                        "size": 5,
+                        "rate": 0,
+                        "resumed_bytes": 0,
+                        "message": None,
+                        "sources": [{"node": "n", "bytes": 5, "active": False}],
+                    }
+                ]
+
+        plugin = FilesPlugin()
+        plugin.transfers = Transfers()  # type: ignore[assignment]
+        section = plugin.pageSection()
+        assert section is not None
+        self.assertEqual(section.rows[0][5], 1)
+
+
+class SharesRouteTests(SynchronousTestCase):
+    def test_missing_directory_flagged(self) -> None:
+        """GET shares marks a share whose directory is gone."""
+        from types import SimpleNamespace
+
+        from appnpy_files.routes import FilesAPI
+
+        here = self.mktemp()
+        import os
+
+        os.makedirs(here)
+        serve = SimpleNamespace(
+            describeShares=lambda: [
+                {"name": "a", "directory": here},
+                {"name": "b", "directory": here + "-gone"},
+            ]
+        )
+        plugin = SimpleNamespace(node=object(), serve=serve, transfers=object(), jobs=object())
+        answer = FilesAPI(plugin).shares(None)  # type: ignore[arg-type]
+        self.assertEqual([s["missing"] for s in answer["shares"]], [False, True])

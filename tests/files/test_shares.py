@@ -128,6 +128,25 @@ class ShareSetTests(SynchronousTestCase):
         )
         self.assertNotIn("secretish", str(e))
 
+    def test_refusesNodeState(self) -> None:
+        """
+        A share that holds the node's data directory (with its identity key)
+        is refused: the data directory itself, an ancestor such as /, or a
+        directory inside it; from the config as from share add.
+        """
+        node = os.path.abspath(self.mktemp())
+        plugin = os.path.join(node, "plugins", "files")
+        os.makedirs(os.path.join(node, "ca"))
+        os.makedirs(plugin)
+        s = shares.ShareSet(plugin)
+        for bad in (node, os.path.dirname(node), "/", os.path.join(node, "ca"), plugin):
+            e = self.assertRaises(shares.ShareError, s.add, "x", bad)
+            self.assertIn("data directory", str(e))
+            self.assertRaises(ConfigurationError, s.loadConfig, {"x": bad})
+        self.assertEqual(len(s), 0)
+        s.add("ok", self.dir)
+        self.assertEqual(s.names(), ["ok"])
+
     def test_persisted(self) -> None:
         """
         Added shares are persisted in shares.json (mode 0600, no temporary

@@ -101,11 +101,63 @@ def formatSize(n: int | float) -> str:
 
 def _sourceCount(t: dict[str, Any]) -> int:
     """
-    Sources in use while a download runs; those that sent bytes once it ended.
+    Sources in use while a download runs; those that sent bytes once it
+    ended (the command line and the web page count alike).
     """
     if t["state"] in ("preparing", "downloading", "verifying"):
         return sum(1 for s in t["sources"] if s["active"])
     return sum(1 for s in t["sources"] if s["bytes"])
+
+
+#: What to do after a download failed with an error code (default: retry).
+_NEXT_STEP = {
+    "target-exists": "",
+    "read-only": "; choose another target with -o",
+    "permission-denied": "; choose another target with -o",
+    "io-error": "; check the target (-o), then run the same get again",
+    "disk-full": "; free some space, or choose another target with -o, then run the same get again",
+    "bad-content": "; the sources' chunk list was wrong: search again for another copy",
+}
+
+
+def _nextStep(t: dict[str, Any]) -> str:
+    """
+    The advice after a failed download: a resume only helps when the
+    failure was the network's, not the target's.
+    """
+    if t["state"] == "cancelled":
+        return ""
+    if "file changed on disk" in str(t.get("message") or ""):
+        return "; the file changed at its source: search or ls again for its new content"
+    return _NEXT_STEP.get(str(t.get("error") or ""), "; run the same get again to resume")
+
+
+def _progressBar(t: dict[str, Any], stream: TextIO, provisional: bool) -> Any:
+    """
+    A tqdm bar for transfer C{t} on C{stream}; a provisional one (sources
+    and the partial file still being checked) leaves no line behind.
+    """
+    from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs shipped
+
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        columns = 0
+    name = _clean(t["name"] or t["sha256"][:16])[:30]
+    return tqdm(
+        total=t["size"],
+        initial=t["resumed_bytes"],
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=f"{name} (checking)" if provisional else name,
+        file=stream,
+        leave=not provisional,
+        # A terminal that reports no width (a fresh pseudo-terminal, some
+        # IDE consoles) would get a bar of width 0: assume 80 columns.
+        dynamic_ncols=columns > 0,
+        ncols=None if columns > 0 else 80,
+    )
 
 
 def _clean(text: object) -> str:
@@ -144,9 +196,11 @@ class FilesCommands:
             help="protect it with a password (asked for, or read from stdin)",
         )
         add_.set_defaults(files_run=self.shareAdd)
-        shareSub.add_parser("list", help="this node's shares").set_defaults(
-            files_run=self.shareList
+        shareList = shareSub.add_parser("list", help="this node's shares")
+        shareList.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON"
         )
+        shareList.set_defaults(files_run=self.shareList)
         remove = shareSub.add_parser("remove", help="stop sharing a directory")
         remove.add_argument("name", help="the share's name")
         remove.set_defaults(files_run=self.shareRemove)
@@ -189,9 +243,11 @@ class FilesCommands:
         )
         get.set_defaults(files_run=self.get)
 
-        sub.add_parser("transfers", help="downloads and their progress").set_defaults(
-            files_run=self.transfers
+        transfers = sub.add_parser("transfers", help="downloads and their progress")
+        transfers.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON"
         )
+        transfers.set_defaults(files_run=self.transfers)
         cancel = sub.add_parser("cancel", help="cancel a download (its partial file is kept)")
         cancel.add_argument("id", help="the transfer's ID (from appn files transfers)")
         cancel.set_defaults(files_run=self.cancel)
@@ -242,6 +298,8 @@ class FilesCommands:
                 flags.append("password")
             if s.get("origin") == "config":
                 flags.append("config")
+            if s.get("missing"):
+                flags.append("directory missing: serves nothing until it is back")
             counts = ""
             if s.get("files") is not None:
                 counts = f"{s['files']} files, {formatSize(s.get('bytes') or 0)}"
@@ -280,7 +338,7 @@ class FilesCommands:
                     who = _clean(hit.get("node_name") or hit["node"][:12])
                     same = f"   (same content as #{first})" if first != count else ""
                     out.write(
-                        f"#{count:<3} {formatSize(hit['size']):>10}  {hit['sha256'][:16]}  "
+                        f"#{count:<3} {formatSize(hit['size']):>10}  {hit['sha256']}  "
                         f"{who}:{_clean(hit['share'])}/{_clean(hit['path'])}{same}\n"
                     )
                 out.flush()
@@ -302,7 +360,16 @@ class FilesCommands:
     def ls(self, args: argparse.Namespace, api: IAPIClient, out: TextIO) -> int:
         node, share, path = parseLocation(args.location)
         body: dict[str, object] = {"node": node, "share": share, "path": path}
-        answer = self._withPassword(api, "ls", body, share)
+        try:
+            answer = self._withPassword(api, "ls", body, share)
+        except APPNError as error:
+            if getattr(error, "code", "") != "no-such-file" or not path:
+                raise
+            # The holder cannot tell "no such directory" from "a file".
+            raise FilesCommandError(
+                f"{args.location}: no such directory (ls lists directories; "
+                f"fetch a file with: appn files get {args.location})"
+            ) from None
         if self._json(api, args):
             out.write(json.dumps(answer, indent=2) + "\n")
             return 0
@@ -362,8 +429,10 @@ class FilesCommands:
             if args.single_source:
                 body["single_source"] = True
             default = path.rsplit("/", 1)[-1]
-        target = args.output or "."
-        target = os.path.abspath(os.path.expanduser(target))
+        target = os.path.abspath(os.path.expanduser(args.output or "."))
+        if args.output and args.output.endswith(("/", os.sep)) and not os.path.isdir(target):
+            # "-o dir/" means a directory: never write a file named "dir".
+            raise FilesCommandError(f"no directory {target}: create it first, or name a file")
         if os.path.isdir(target):
             body["directory"] = target
             if default:
@@ -409,12 +478,16 @@ class FilesCommands:
         if final["state"] != "complete":
             raise FilesCommandError(
                 f"download failed: {final.get('message') or final['state']}"
-                + ("" if final["state"] == "cancelled" else "; run the same get again to resume")
+                + _nextStep(final)
             )
         return 0
 
     def _follow(self, api: IAPIClient, transferID: str, out: TextIO, bar: bool) -> dict[str, Any]:
         progress = None
+        # While the node finds sources and re-hashes a partial file, how
+        # much is resumed is unknown: that bar is replaced once it is known,
+        # so that the rate counts only what comes over the network.
+        provisional = False
         try:
             wait = "0"
             while True:
@@ -422,19 +495,12 @@ class FilesCommands:
                 wait = "1"
                 assert isinstance(t, dict)
                 if bar:
+                    if progress is not None and provisional and t["state"] != "preparing":
+                        progress.close()
+                        progress = None
                     if progress is None:
-                        from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs shipped
-
-                        progress = tqdm(
-                            total=t["size"],
-                            initial=t["resumed_bytes"],
-                            unit="B",
-                            unit_scale=True,
-                            unit_divisor=1024,
-                            desc=_clean(t["name"] or t["sha256"][:16])[:30],
-                            file=sys.stderr,
-                            dynamic_ncols=True,
-                        )
+                        provisional = t["state"] == "preparing"
+                        progress = _progressBar(t, sys.stderr, provisional)
                     progress.update(t["done_bytes"] - progress.n)
                     progress.set_postfix_str(f"{_sourceCount(t)} source(s)", refresh=False)
                 if t["state"] in ("complete", "failed", "cancelled"):

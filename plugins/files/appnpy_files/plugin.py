@@ -40,7 +40,7 @@ from appnpy.api import (
 )
 from appnpy_files import __version__
 from appnpy_files.cds import CDSClient, CDSIndex
-from appnpy_files.cli import FilesCommands, formatSize
+from appnpy_files.cli import FilesCommands, _sourceCount, formatSize
 from appnpy_files.download import Blocking, synchronous
 from appnpy_files.hits import makeHit
 from appnpy_files.routes import FilesAPI
@@ -307,7 +307,7 @@ class FilesPlugin:
                     f"{pct:.1f} %",
                     formatSize(t["size"]),
                     f"{formatSize(t['rate'])}/s" if t["state"] == "downloading" else "",
-                    sum(1 for s in t["sources"] if s["active"]),
+                    _sourceCount(t),
                     formatSize(t["resumed_bytes"]) if t["resumed_bytes"] else "",
                     t["message"] or "",
                 ]

@@ -31,7 +31,7 @@ from appnpy.api import APIError, NoSuchNode, PluginRequest
 from appnpy_files import wire
 from appnpy_files.client import RemoteError, SourceGone
 from appnpy_files.searches import cleanKeywords
-from appnpy_files.transfers import GetError
+from appnpy_files.transfers import GetError, refusalMessage
 
 if TYPE_CHECKING:
     from appnpy_files.plugin import FilesPlugin
@@ -74,7 +74,9 @@ def _password(body: Mapping[str, Any]) -> str | None:
 
 
 def _remote(e: Exception) -> APIError:
-    if isinstance(e, RemoteError | GetError):
+    if isinstance(e, RemoteError):
+        return APIError(_STATUS.get(e.code, 502), e.code, refusalMessage(e))
+    if isinstance(e, GetError):
         return APIError(_STATUS.get(e.code, 502), e.code, e.message)
     if isinstance(e, SourceGone):
         return APIError(502, "unreachable", e.message)
@@ -114,7 +116,12 @@ class FilesAPI:
     def shares(self, request: PluginRequest) -> Any:
         p = self._running()
         assert p.serve is not None
-        return {"shares": p.serve.describeShares()}
+        shares = p.serve.describeShares()
+        for share in shares:
+            # A share whose directory vanished still lists its last index;
+            # say so rather than let downloads fail with "file changed".
+            share["missing"] = not os.path.isdir(share["directory"])
+        return {"shares": shares}
 
     async def shareAdd(self, request: PluginRequest) -> Any:
         p = self._running()

@@ -225,7 +225,12 @@ class ShareSet:
             raise ConfigurationError("[plugin.files] shares must be a table of name = path")
         for name, value in section.items():
             _checkName(name, "[plugin.files.shares]")
-            self._shares[name] = _shareFromConfig(name, value)
+            share = _shareFromConfig(name, value)
+            try:
+                self._checkNotState(share.directory)
+            except ShareError as e:
+                raise ConfigurationError(f"[plugin.files.shares] {name}: {e}") from None
+            self._shares[name] = share
 
     def loadPersisted(self) -> None:
         """
@@ -259,6 +264,28 @@ class ShareSet:
                 self._shares[name] = Share(name, directory, passwordHash, bool(item.get("allow_hardlinks", False)), "added")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ConfigurationError(f"{path} is unreadable: {type(e).__name__}") from None
+
+    def _checkNotState(self, root: str) -> None:
+        """
+        Refuse a share that holds the node's own state: sharing the data
+        directory (or C{/}, or the home directory holding it) would serve
+        the node's private identity key and API token to anyone.
+
+        @raise ShareError: if it does.
+        """
+        if self.dataDirectory is None:
+            return
+        state = os.path.realpath(self.dataDirectory)
+        # <data-dir>/plugins/<name>: the node's data directory is two up.
+        parent = os.path.dirname(state)
+        if os.path.basename(parent) == "plugins":
+            state = os.path.dirname(parent)
+        inside = os.path.commonpath([root, state]) in (root, state)
+        if inside:
+            raise ShareError(
+                f"{root!r} holds (or is inside) this node's data directory {state!r}, "
+                "with its private key: share a directory outside it"
+            )
 
     # -- queries
 
@@ -304,6 +331,7 @@ class ShareSet:
             root = safety.resolveShareRoot(directory)
         except (NotADirectoryError, OSError):
             raise ShareError(f"{directory!r} is not a directory") from None
+        self._checkNotState(root)
         if passwordHash is not None:
             try:
                 parsePasswordHash(passwordHash)

@@ -44,6 +44,18 @@ MAX_SOURCES = 8
 COS = "batch"
 
 
+def refusalMessage(e: RemoteError) -> str:
+    """
+    A holder's refusal for the user, with the delay it imposes (wrong
+    passwords): without it, "wait" would not say for how long.
+    """
+    if not e.retryAfter:
+        return e.message
+    if e.code == wire.SLOW_DOWN:
+        return f"{e.message.removesuffix('; wait')}: try again in {e.retryAfter} s"
+    return f"{e.message}; the next attempt is possible in {e.retryAfter} s"
+
+
 class GetError(Exception):
     """
     A download could not start; C{code} is stable, the message for users.
@@ -252,7 +264,7 @@ class Transfers:
             info = await client.stat(share=share, path=path)
         except RemoteError as e:
             client.close()
-            raise GetError(e.code, e.message) from None
+            raise GetError(e.code, refusalMessage(e)) from None
         except SourceGone as e:
             raise GetError("unreachable", e.message) from None
         t = Transfer(
