@@ -13,6 +13,8 @@ import types
 from appnpy_files.hashing import CHUNK_SIZE, FileChanged, OpenFiles
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.files.test_index import IndexTestCase
+
 
 class Clock:
     def __init__(self) -> None:
@@ -132,3 +134,31 @@ class OpenFilesTests(SynchronousTestCase):
         self.assertEqual(len(self.files._open), 0)
         for fd in fds:
             self.assertRaises(OSError, os.fstat, fd)
+
+
+class ServedReadTests(IndexTestCase):
+    async def test_keptStateNeverServesChangedBytes(self) -> None:
+        """
+        After chunks of a file were served (its chunk list and descriptor
+        kept), bytes rewritten in place are refused, and once the file is
+        indexed again the new bytes are served against the new digests.
+        """
+        data = os.urandom(CHUNK_SIZE + 10)
+        path = self.write("f", data)
+        idx = await self.started()
+        e = idx.entry("pub", "f")
+        assert e is not None
+        self.assertEqual(await idx.readChunk(e, 0), data[:CHUNK_SIZE])
+        self.assertEqual(await idx.readChunk(e, 1), data[CHUNK_SIZE:])
+        st = os.stat(path)
+        with open(path, "r+b") as f:
+            f.seek(CHUNK_SIZE)
+            f.write(b"X")
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        await self.assertFailure(idx.readChunk(e, 1), FileChanged)
+        idx.reindex(e)
+        await idx.whenIndexed()
+        again = idx.entry("pub", "f")
+        assert again is not None
+        self.assertNotEqual(again.sha256, e.sha256)
+        self.assertEqual(await idx.readChunk(again, 1), b"X" + data[CHUNK_SIZE + 1 :])
