@@ -170,11 +170,15 @@ class Node:
 
     def cpuSeconds(self) -> float:
         """
-        User + system CPU seconds the node process used so far (Linux).
+        User + system CPU seconds the node process used so far (Linux; NaN
+        where there is no /proc).
         """
         pid = self.proto.transport.pid  # type: ignore[union-attr]
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     async def stop(self) -> None:
