@@ -24,6 +24,20 @@ from appnpy.cli import APIClient
 
 MIB = 1024 * 1024
 _TWIST = "import sys; from twisted.application.twist._twist import Twist; Twist.main(sys.argv)"
+# The same under cProfile, the stats written to sys.argv[1] when the node exits
+# (APPN_BENCH_NODE_PROFILE=directory: one <label>.prof per node).
+_TWIST_PROFILED = (
+    "import cProfile, sys\n"
+    "from twisted.application.twist._twist import Twist\n"
+    "out = sys.argv.pop(1)\n"
+    "p = cProfile.Profile()\n"
+    "p.enable()\n"
+    "try:\n"
+    "    Twist.main(sys.argv)\n"
+    "finally:\n"
+    "    p.disable()\n"
+    "    p.dump_stats(out)\n"
+)
 
 
 def parseSize(text: str) -> int:
@@ -79,10 +93,12 @@ class Node:
 
     async def start(self, peers: list[str] = ()) -> Node:  # type: ignore[assignment]
         os.makedirs(self.dataDir, mode=0o700, exist_ok=True)
+        profileDir = os.environ.get("APPN_BENCH_NODE_PROFILE")
+        script = [_TWIST_PROFILED, os.path.join(profileDir, f"{self.label}.prof")] if profileDir else [_TWIST]
         args = [
             sys.executable,
             "-c",
-            _TWIST,
+            *script,
             "--log-format=text",
             "--log-level=warn",
             "appnnode",
@@ -151,6 +167,19 @@ class Node:
         if t["state"] != "complete":
             raise RuntimeError(f"download {t['state']}: {t.get('message')}")
         return t  # type: ignore[no-any-return]
+
+    def cpuSeconds(self) -> float:
+        """
+        User + system CPU seconds the node process used so far (Linux; NaN
+        where there is no /proc).
+        """
+        pid = self.proto.transport.pid  # type: ignore[union-attr]
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     async def stop(self) -> None:
         try:

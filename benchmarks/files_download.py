@@ -58,14 +58,20 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         durable: list[float] = []
         curl: list[float] = []
         tls: list[float] = []
+        cpuSource: list[float] = []
+        cpuReceiver: list[float] = []
         for i in range(runs):
             target = os.path.join(out, "appn.bin")
             F.remove(target)
+            cpu0 = (source.cpuSeconds(), receiver.cpuSeconds())
             t = await receiver.download(
                 {"node": source.nodeID, "share": "bench", "path": "big.bin", "target": target}
             )
             appn.append(size / (t["verified"] - t["started"]) / 1e9)
             durable.append(size / (t["ended"] - t["started"]) / 1e9)
+            gib = size / (1024 * F.MIB)
+            cpuSource.append((source.cpuSeconds() - cpu0[0]) / gib)
+            cpuReceiver.append((receiver.cpuSeconds() - cpu0[1]) / gib)
             F.remove(target)
 
             target = os.path.join(out, "curl.bin")
@@ -79,7 +85,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             seconds = await C.tlsBulkRun(reactor, ctx, ready["tls"], size)
             tls.append(size / seconds / 1e9)
             C.log(
-                f"run {i + 1}/{runs}: appn {appn[-1]:.3f} GB/s (with fsync {durable[-1]:.3f}), "
+                f"run {i + 1}/{runs}: appn {appn[-1]:.3f} GB/s (with fsync {durable[-1]:.3f}; "
+                f"CPU s/GiB source {cpuSource[-1]:.2f} receiver {cpuReceiver[-1]:.2f}), "
                 f"https+curl {curl[-1]:.3f} GB/s, "
                 f"raw TLS {tls[-1]:.3f} GB/s"
             )
@@ -98,6 +105,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     C.log(f"{'  the same, fsynced':24}{d:12.3f}   appn durable/curl {d / b:.2f}")
     C.log(f"{'https + curl':24}{b:12.3f}   appn/curl {a / b:.2f} (goal >= 1.0)")
     C.log(f"{'raw TLS mem-to-mem':24}{c:12.3f}   appn/tls  {a / c:.2f}")
+    cs, cr = C.median(cpuSource), C.median(cpuReceiver)
+    C.log(f"CPU seconds per GiB (median): source node {cs:.2f}, receiver node {cr:.2f}")
     C.emit(
         {
             "benchmark": "files_download",
@@ -107,6 +116,8 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             "appn_durable_GBps": round(d, 4),
             "https_curl_GBps": round(b, 4),
             "tls_GBps": round(c, 4),
+            "cpu_s_per_GiB_source": round(cs, 3),
+            "cpu_s_per_GiB_receiver": round(cr, 3),
             "ratio": round(a / b, 3),
             "ratio_tls": round(a / c, 3),
             "goal": 1.0,

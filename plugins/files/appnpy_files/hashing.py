@@ -11,9 +11,11 @@ import concurrent.futures
 import hashlib
 import os
 import stat
-from collections import deque
+import threading
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -240,15 +242,123 @@ def readVerified(
     try:
         if (checked.size, checked.mtimeNs) != (entry.size, entry.mtimeNs):
             raise FileChanged(entry.path)
-        offset = index * CHUNK_SIZE
-        want = min(CHUNK_SIZE, entry.size - offset)
-        data = os.pread(checked.fd, want, offset)
-        if len(data) < want:
-            data += _preadFull(checked.fd, want - len(data), offset + len(data), entry.path)
+        data = _readChunk(checked.fd, entry, index)
     finally:
         os.close(checked.fd)
     if hashlib.sha256(data).digest() != chunkHash:
         raise FileChanged(entry.path)
+    return data
+
+
+class OpenFiles:
+    """
+    Descriptors of the files being served, kept open across their chunks so
+    a download of a big file opens it (component by component, through
+    L{safety.openInShare}) about once per C{maxAge} seconds rather than once
+    per chunk.  Every read still C{fstat}s the descriptor against the index
+    entry and hashes the chunk against its indexed digest; a descriptor
+    older than C{maxAge} is reopened by path, so a file renamed away or
+    replaced stops being served within that time.  Thread-safe: reads run
+    in the index's I/O threads, several on one descriptor at once.
+    """
+
+    def __init__(self, maxOpen: int = 16, maxAge: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.maxOpen = maxOpen
+        self.maxAge = maxAge
+        self.clock = clock
+        self._lock = threading.Lock()
+        # key -> [fd, opened at, users, evicted]
+        self._open: OrderedDict[tuple[str, str, int, int], list[Any]] = OrderedDict()
+
+    def read(self, root: str, entry: Indexed, index: int, chunkHash: bytes, allowHardlinks: bool) -> bytes:
+        """
+        L{readVerified}, through the cache.  Blocking.
+        """
+        key = (root, entry.path, entry.device, entry.inode)
+        slot = self._acquire(key)
+        if slot is None:
+            slot = self._opened(key, root, entry, allowHardlinks)
+        try:
+            st = os.fstat(slot[0])
+            if (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino) != (
+                entry.size,
+                entry.mtimeNs,
+                entry.device,
+                entry.inode,
+            ):
+                self._evict(key, slot)
+                raise FileChanged(entry.path)
+            data = _readChunk(slot[0], entry, index)
+        finally:
+            self._release(slot)
+        if hashlib.sha256(data).digest() != chunkHash:
+            raise FileChanged(entry.path)
+        return data
+
+    def _acquire(self, key: tuple[str, str, int, int]) -> list[Any] | None:
+        with self._lock:
+            slot = self._open.get(key)
+            if slot is None:
+                return None
+            if self.clock() - slot[1] > self.maxAge:
+                self._evictLocked(key, slot)
+                return None
+            slot[2] += 1
+            self._open.move_to_end(key)
+            return slot
+
+    def _opened(self, key: tuple[str, str, int, int], root: str, entry: Indexed, allowHardlinks: bool) -> list[Any]:
+        try:
+            checked = safety.openInShare(
+                root,
+                safety.splitPath(entry.path),
+                expect=(entry.device, entry.inode),
+                allowHardlinks=allowHardlinks,
+            )
+        except safety.NotServable:
+            # Swapped, gone, now a symlink or a hardlink: not the indexed file.
+            raise FileChanged(entry.path) from None
+        slot: list[Any] = [checked.fd, self.clock(), 1, False]
+        with self._lock:
+            old = self._open.pop(key, None)
+            if old is not None:
+                self._evictLocked(key, old, popped=True)
+            self._open[key] = slot
+            while len(self._open) > self.maxOpen:
+                k, s = next(iter(self._open.items()))
+                self._evictLocked(k, s)
+        return slot
+
+    def _evict(self, key: tuple[str, str, int, int], slot: list[Any]) -> None:
+        with self._lock:
+            self._evictLocked(key, slot)
+
+    def _evictLocked(self, key: tuple[str, str, int, int], slot: list[Any], popped: bool = False) -> None:
+        if not popped and self._open.get(key) is slot:
+            del self._open[key]
+        if not slot[3]:
+            slot[3] = True
+            if slot[2] == 0:
+                os.close(slot[0])
+
+    def _release(self, slot: list[Any]) -> None:
+        with self._lock:
+            slot[2] -= 1
+            if slot[3] and slot[2] == 0:
+                os.close(slot[0])
+
+    def closeAll(self) -> None:
+        with self._lock:
+            for key, slot in list(self._open.items()):
+                self._evictLocked(key, slot)
+
+
+def _readChunk(fd: int, entry: Indexed, index: int) -> bytes:
+    offset = index * CHUNK_SIZE
+    want = min(CHUNK_SIZE, entry.size - offset)
+    data = os.pread(fd, want, offset)
+    if len(data) < want:
+        data += _preadFull(fd, want - len(data), offset + len(data), entry.path)
     return data
 
 

@@ -27,7 +27,7 @@ import concurrent.futures
 import os
 import sqlite3
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, TypeVar
 
@@ -40,7 +40,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from appnpy_files import safety, wire
-from appnpy_files.hashing import FileChanged, Scanned, Stopped, hashFile, readVerified, walk
+from appnpy_files.hashing import FileChanged, OpenFiles, Scanned, Stopped, hashFile, walk
 from appnpy_files.shares import Share, ShareSet
 
 CHUNK_SIZE = wire.CHUNK_SIZE
@@ -48,6 +48,9 @@ DATABASE_FILE = "index.sqlite"
 _SCHEMA_VERSION = "1"
 #: Rows written to the cache per transaction at most.
 _WRITE_BATCH = 500
+#: Chunk lists of served files kept in memory (bytes, all files together):
+#: a download asks for one chunk at a time, and each needs its digest.
+_CHUNK_LISTS_BYTES = 16 * 1024 * 1024
 #: Times a file that keeps changing while it is hashed is retried per scan.
 _RETRIES = 3
 #: Seconds hashed files wait at most to be written to the cache.
@@ -280,6 +283,9 @@ class Index:
         self._pool = ThreadPool(minthreads=0, maxthreads=hashThreads, name="files-hash")
         self._ioPool = ThreadPool(minthreads=0, maxthreads=4, name="files-io")
         self._dbPool = ThreadPool(minthreads=1, maxthreads=1, name="files-db")
+        self._files = OpenFiles()
+        self._chunkLists: OrderedDict[tuple[str, str, str, int, int], bytes] = OrderedDict()
+        self._chunkListsBytes = 0
         self._digests: concurrent.futures.ThreadPoolExecutor | None = None
         self._stopping = False
         self._started = False
@@ -388,6 +394,9 @@ class Index:
         self._pool.stop()
         self._ioPool.stop()
         self._dbPool.stop()
+        self._files.closeAll()
+        self._chunkLists.clear()
+        self._chunkListsBytes = 0
         if self._digests is not None:
             self._digests.shutdown(wait=True)
             self._digests = None
@@ -539,13 +548,33 @@ class Index:
         share = self.shares.get(entry.share)
         if share is None or not 0 <= index < entry.chunkCount:
             return _failed(FileChanged(entry.path))
-        d = self.chunkHashes(entry, index, 1)
-        d.addCallback(
-            lambda h: deferToThreadPool(
-                self.reactor, self._ioPool, readVerified, share.directory, entry, index, h, share.allowHardlinks
-            )
-        )
+        key = (entry.share, entry.path, entry.sha256, entry.mtimeNs, entry.inode)
+        hashes = self._chunkLists.get(key)
+        if hashes is not None:
+            self._chunkLists.move_to_end(key)
+            return self._readIn(share, entry, index, hashes[index * 32 : index * 32 + 32])
+        d = self.chunkHashes(entry, 0, entry.chunkCount)
+
+        def got(hashes: bytes) -> Deferred[bytes]:
+            self._keepChunkList(key, hashes)
+            return self._readIn(share, entry, index, hashes[index * 32 : index * 32 + 32])
+
+        d.addCallback(got)
         return d
+
+    def _readIn(self, share: Share, entry: FileEntry, index: int, chunkHash: bytes) -> Deferred[bytes]:
+        return deferToThreadPool(
+            self.reactor, self._ioPool, self._files.read, share.directory, entry, index, chunkHash, share.allowHardlinks
+        )
+
+    def _keepChunkList(self, key: tuple[str, str, str, int, int], hashes: bytes) -> None:
+        if len(hashes) > _CHUNK_LISTS_BYTES or key in self._chunkLists:
+            return
+        self._chunkLists[key] = hashes
+        self._chunkListsBytes += len(hashes)
+        while self._chunkListsBytes > _CHUNK_LISTS_BYTES:
+            _, dropped = self._chunkLists.popitem(last=False)
+            self._chunkListsBytes -= len(dropped)
 
     def _pendingChunks(self, entry: FileEntry) -> bytes | None:
         # Hashed but not yet written to the cache: served from the batch.

@@ -35,8 +35,9 @@ from appnpy_files.hashing import FileChanged
 from appnpy_files.index import FileEntry, Index
 from appnpy_files.shares import AttemptLimiter, ServeSettings, ShareSet, verifyPassword
 
-#: Requests of one session worked on at once (each may hold a 1 MiB chunk).
-CONCURRENCY = 4
+#: Requests of one session worked on at once (each may hold a 1 MiB chunk):
+#: enough that reading and hashing the next chunks overlaps sending this one.
+CONCURRENCY = 8
 #: Password checks (scrypt: 32 MiB and tens of ms each) running at once,
 #: all sessions together; more wait their turn.
 PASSWORD_CHECKS = 2
