@@ -7,6 +7,7 @@ move between releases, this list will not.
 
 from zope.interface import implementer
 
+from appnpy.cp.messages import decodePeerCBOR as decodeCBOR
 from appnpy.errors import (
     APPNError,
     ConfigurationError,
@@ -64,6 +65,7 @@ __all__ = [
     "SessionClosed",
     "SessionError",
     "SessionRefused",
+    "decodeCBOR",
     "implementer",
     "verifyNodeSignature",
 ]

@@ -216,3 +216,24 @@ class SearchAndLocateTests(SynchronousTestCase):
         d = a.locate("words:nowhere")
         net.flush(advance=30)
         self.assertRaises(ResourceNotFound, resultOf, d)
+
+
+class StrictCBORTests(SynchronousTestCase):
+    def test_sameChecksAsTheProtocol(self) -> None:
+        """
+        L{appnpy.api.decodeCBOR} decodes plain data and refuses what the
+        protocol's own decoder refuses (tags cbor2 would decode itself,
+        duplicate keys, depth), as a ValueError saying why.
+        """
+        import cbor2
+
+        from appnpy.api import decodeCBOR
+
+        self.assertEqual(decodeCBOR(cbor2.dumps({"a": [1, b"x"]}), 4), {"a": [1, b"x"]})
+        for bad in (
+            cbor2.dumps(cbor2.CBORTag(258, [1, 2])),
+            cbor2.dumps(cbor2.CBORTag(2, b"\x01")),
+            b"\xa2\x61a\x01\x61a\x02",
+            cbor2.dumps([[[[1]]]]),
+        ):
+            self.assertRaises(ValueError, decodeCBOR, bad, 3)

@@ -502,6 +502,18 @@ def decodeCBOR(data: bytes, maxDepth: int) -> Any:
         raise ProtocolError(f"undecodable CBOR: {e}") from None
 
 
+def decodePeerCBOR(data: bytes, maxDepth: int) -> Any:
+    """
+    L{decodeCBOR} for plugins' own wire formats (C{appnpy.api.decodeCBOR}):
+    the same checks, the reason raised as a plain C{ValueError} for the
+    plugin to wrap in its own error.
+    """
+    try:
+        return decodeCBOR(data, maxDepth)
+    except ProtocolError as e:
+        raise ValueError(e.args[0] if e.args else "undecodable CBOR") from None
+
+
 def decodeBody(body: bytes) -> Message:
     """
     Decode one message body (without its length prefix).

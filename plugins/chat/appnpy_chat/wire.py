@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import cbor2
 
-from appnpy.api import verifyNodeSignature
+from appnpy.api import decodeCBOR, verifyNodeSignature
 from appnpy_chat.text import BadText, checkNick, checkRoom, checkText
 
 #: The largest frame accepted (a member list of 256 members fits).
@@ -39,9 +39,6 @@ class ProtocolError(Exception):
     """
 
 
-def _refuseTag(decoder: object, tag: object) -> object:
-    raise ProtocolError("CBOR tags are not allowed")
-
 
 def decodeFrame(data: bytes) -> dict[str, Any]:
     """
@@ -51,18 +48,9 @@ def decodeFrame(data: bytes) -> dict[str, Any]:
     if len(data) > MAX_FRAME:
         raise ProtocolError(f"frame of {len(data)} bytes, over {MAX_FRAME}")
     try:
-        value = cbor2.loads(
-            data,
-            tag_hook=_refuseTag,
-            semantic_decoders={},
-            max_depth=8,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-        )
-    except ProtocolError:
-        raise
-    except Exception as e:
-        raise ProtocolError(f"undecodable CBOR: {e}") from None
+        value = decodeCBOR(data, 8)
+    except ValueError as e:
+        raise ProtocolError(str(e)) from None
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise ProtocolError("a frame must be a CBOR map with text keys")
     if not isinstance(value.get("t"), str):
