@@ -16,7 +16,7 @@ import os
 import statistics
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from appnpy_echo import Echo, SimplePlugin
@@ -385,8 +385,12 @@ async def spawnPeer(reactor: Any, *args: str) -> tuple[PeerProcess, dict[str, An
 # -- running -----------------------------------------------------------------------
 
 
-def parseArgs(description: str) -> argparse.Namespace:
+def parseArgs(
+    description: str, extra: Sequence[tuple[tuple[str, ...], dict[str, Any]]] = ()
+) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
+    for flags, options in extra:
+        p.add_argument(*flags, **options)
     p.add_argument("--quick", action="store_true", help="short run (about 10-20 s)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one run (for tests)")
     p.add_argument("--runs", type=int, default=None, help="runs per side")
