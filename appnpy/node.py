@@ -223,7 +223,8 @@ class Node(MultiService):
         The optional protocol capabilities this node's services handle,
         announced in Hello.
         """
-        return {cls.capability for cls in self.controlHandlers if cls.capability}
+        handled = {cls.capability for cls in self.controlHandlers if cls.capability}
+        return handled | self._adjacentSessions.capabilities()
 
     def sessionLimits(self) -> dict[str, int]:
         return {name: p.sessionLimit for name, p in self.plugins.items()}

@@ -47,8 +47,14 @@ from appnpy.session.bind import acceptBind
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
     from appnpy.link.yamux import Stream
+    from appnpy.session.switchable import AdjacentPathSwitch
 
 INBOUND = "inbound"
+#: The Hello capability of a node that ends adjacent sessions that can
+#: switch paths (docs/protocol.md 15.9): an adjacent BIND asks for path
+#: switch only of such a neighbour (an older node would take the numbered
+#: frames for the plugin's bytes).
+PATH_SWITCH_CAPABILITY = "path-switch"
 #: Seconds a session that ended cleanly waits for the peer's UNBIND reason.
 UNBIND_GRACE = 2.0
 #: Seconds a session waits, once this end has sent its FIN (closed or
@@ -386,6 +392,9 @@ class OutboundBind:
     request: SessionOpen
     protocolFactory: Callable[[ISessionInfo], IProtocol]
     deferred: Deferred[Any]
+    #: Builds the session once accepted (a switchable one, 15.9, if the
+    #: BIND asked for path switch).
+    makeSession: Callable[[ControlPoint, Stream, SessionInfo], Session] = Session
     log = Logger()
 
     def start(self) -> None:
@@ -420,7 +429,7 @@ class OutboundBind:
                 self.stream.abortConnection()
                 self.deferred.errback()
                 return
-            session = Session(self.cp, self.stream, info)
+            session = self.makeSession(self.cp, self.stream, info)
             self.cp.sessionStarted(session)
             session.start(protocol, leftover)
             self.deferred.callback(protocol)
@@ -454,8 +463,29 @@ class AdjacentSessions:
     def __init__(self, plugins: Mapping[str, ISessionPlugin]) -> None:
         #: The node's session plugins by name (the node's live mapping).
         self.plugins = plugins
+        #: Path switch of adjacent sessions (docs/protocol.md 15.9), once
+        #: the node ends routed sessions (L{installRoutedSessions}).
+        self.pathSwitch: AdjacentPathSwitch | None = None
+
+    def capabilities(self) -> set[str]:
+        """
+        The Hello capabilities of the adjacent sessions: C{path-switch} when
+        they can switch paths.
+        """
+        return {PATH_SWITCH_CAPABILITY} if self.pathSwitch is not None else set()
+
+    def _elsewhere(self, cp: ControlPoint, plugin: str) -> int:
+        sw = self.pathSwitch
+        return 0 if sw is None else sw.elsewhere(cp, plugin)
 
     def bindReceived(self, cp: ControlPoint, stream: Stream, req: SessionOpen) -> None:
+        sw = self.pathSwitch
+        if req.path and (sw is None or req.path != 1):
+            # A re-BIND comes through relays (15.9); path switch is asked
+            # for only of a node that announced it.
+            why = "path switch not offered" if sw is None else "a re-BIND on a direct link"
+            cp.refuse(stream, req.session_id, Reason.PROTOCOL_ERROR, why)
+            return
         # Contention: when both ends race for the last slot, the contention
         # winner (the lower node ID) counts its own pending BINDs and refuses;
         # the loser does not, so it accepts, and its own BIND is refused.
@@ -475,13 +505,17 @@ class AdjacentSessions:
             stream,
             req,
             self.plugins.get(req.plugin),
-            req.session_id in cp.sessions,
-            cp.sessionCount(req.plugin, includePending=winner),
+            req.session_id in cp.sessions or (sw is not None and req.session_id in sw.sessions),
+            cp.sessionCount(req.plugin, includePending=winner)
+            + self._elsewhere(cp, req.plugin),
             cp.limits.get(req.plugin, 0),
             info,
         )
         if protocol is not None:
-            session = Session(cp, stream, info)
+            if sw is not None and req.path:
+                session = sw.newSession(cp, stream, info)
+            else:
+                session = Session(cp, stream, info)
             cp.sessionStarted(session)
             session.start(protocol)
 
@@ -502,7 +536,7 @@ class AdjacentSessions:
             return fail(SessionRefused(Reason.LINK_FAILURE.value, "the link is not active"))
         if cp.peerHello is None or plugin not in cp.peerHello.plugins:
             return fail(SessionRefused(Reason.UNKNOWN_PLUGIN.value, f"the peer has no {plugin!r}"))
-        if cp.sessionCount(plugin) >= cp.limits[plugin]:
+        if cp.sessionCount(plugin) + self._elsewhere(cp, plugin) >= cp.limits[plugin]:
             return fail(
                 SessionRefused(
                     Reason.LIMIT_REACHED.value,
@@ -523,8 +557,14 @@ class AdjacentSessions:
             window=cp.mux.config.initialWindow,
             parameters=dict(parameters or {}),
         )
+        sw = self.pathSwitch
+        if sw is not None and sw.asks(cp):
+            request = attrs.evolve(request, path=1)
         d: Deferred[Any] = Deferred()
         bind = OutboundBind(cp, stream, request, protocolFactory, d)
+        if request.path:
+            assert sw is not None
+            bind.makeSession = sw.newSession
         cp.bindStarted(request)
         bind.start()
         return d

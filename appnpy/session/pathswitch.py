@@ -46,7 +46,6 @@ from appnpy.session.resumable import SWITCH_WINDOW, Gone, ResumableStream
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
     from appnpy.link.yamux import Stream
-    from appnpy.session.endtoend import RoutedSession
     from appnpy.session.routed import RoutedSessions
 
 __all__ = [
@@ -56,6 +55,7 @@ __all__ = [
     "SWITCH_WINDOW",
     "PathSwitch",
     "ResumableStream",
+    "SwitchingSession",
     "orderAlternatives",
 ]
 
@@ -98,6 +98,48 @@ def orderAlternatives(routes: list[list[str]], failed: list[str]) -> list[list[s
 
 
 # -- the switching session's lifecycle -------------------------------------------
+
+
+class SwitchingSession(Protocol):
+    """
+    What a path switch needs of its session: a routed session
+    (L{appnpy.session.endtoend.RoutedSession}) or an adjacent one that can
+    switch (L{appnpy.session.switchable.SwitchableSession}).
+    """
+
+    route: list[str]
+    layer: ResumableStream
+
+    @property
+    def sessionID(self) -> str: ...
+
+    @property
+    def peerNodeID(self) -> str: ...
+
+    @property
+    def plugin(self) -> str: ...
+
+    @property
+    def cos(self) -> str: ...
+
+    @property
+    def parameters(self) -> dict[str, Any]: ...
+
+    @property
+    def direction(self) -> str: ...
+
+    def endSwitch(self, reason: str, detail: str) -> None: ...
+
+    def leavePath(self) -> None: ...
+
+    def rideOn(
+        self,
+        cp: ControlPoint,
+        stream: Stream,
+        route: list[str],
+        awaitingResume: bool,
+        leftover: bytes = b"",
+    ) -> None: ...
 
 
 class _SwitchInputs(Protocol):
@@ -155,7 +197,7 @@ class PathSwitch:
 
     log = Logger()
 
-    def __init__(self, owner: RoutedSessions, session: RoutedSession, timeout: float) -> None:
+    def __init__(self, owner: RoutedSessions, session: SwitchingSession, timeout: float) -> None:
         self.owner = owner
         self.session = session
         self.reactor = owner.reactor

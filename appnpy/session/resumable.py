@@ -156,6 +156,10 @@ class ResumableStream:
     @ivar received: bytes received from the far end (what is acknowledged).
     """
 
+    #: The protocol it attaches to the stream it rides (a subclass may want
+    #: the stream's half-close, L{appnpy.session.switchable}).
+    streamSide: Callable[[ResumableStream], Any] = _StreamSide
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -235,7 +239,7 @@ class ResumableStream:
         self._head = b""
         self._awaitingResume = awaitingResume
         self._live = None if awaitingResume else stream
-        stream.attachProtocol(_StreamSide(self))
+        stream.attachProtocol(self.streamSide(self))
         stream.registerProducer(_SendGate(self), True)
         if self._readPaused:
             stream.pauseProducing()

@@ -49,7 +49,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from appnpy.cp._interfaces import ROUTED_END, IBindHandler
+from appnpy.cp._interfaces import ADJACENT, ROUTED_END, IBindHandler
 from appnpy.cp.bindreader import BindReader
 from appnpy.cp.messages import (
     MAX_ROUTE_NODES,
@@ -75,6 +75,7 @@ from appnpy.session._interfaces import IRoutedSessionsHost, IRouteSource, ISessi
 from appnpy.session.adjacent import (
     INBOUND,
     OUTBOUND,
+    AdjacentSessions,
     SessionInfo,
     newSessionID,
 )
@@ -87,10 +88,12 @@ from appnpy.session.bind import (
 )
 from appnpy.session.endtoend import RoutedSession
 from appnpy.session.pathswitch import ALTERNATIVE_ROUTES, SWITCH_TIMEOUT, SWITCH_WINDOW
+from appnpy.session.switchable import AdjacentPathSwitch
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
     from appnpy.link.yamux import Stream
+    from appnpy.session.switchable import SwitchableSession
 
 __all__ = ["RoutedSession", "RoutedSessions", "installRoutedSessions"]
 
@@ -163,6 +166,9 @@ class RoutedSessions:
         self.switchWindow = SWITCH_WINDOW
         #: Path switches: re-BINDs accepted here (destination).
         self.rebinds = 0
+        #: Path switch of the node's adjacent sessions (15.9): they move to
+        #: routed paths, re-bound and authenticated as routed sessions are.
+        self.adjacent = AdjacentPathSwitch(self)
 
     def tlsFactory(self, isClient: bool) -> TLSMemoryBIOFactory:
         factory = self._tlsFactories.get(isClient)
@@ -384,7 +390,12 @@ class RoutedSessions:
         if plugin is None:
             cp.refuse(stream, sid, Reason.UNKNOWN_PLUGIN, f"no plugin {req.plugin!r}")
             return
-        if sid in self.sessions or sid in self.handshaking or sid in cp.sessions:
+        if (
+            sid in self.sessions
+            or sid in self.handshaking
+            or sid in cp.sessions
+            or sid in self.adjacent.sessions
+        ):
             cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, "session ID in use")
             return
         limit = plugin.sessionLimit
@@ -433,7 +444,10 @@ class RoutedSessions:
         path.  Nothing of the session changes before every check passed.
         """
         sid = req.session_id
-        session = self.sessions.get(sid)
+        session: RoutedSession | SwitchableSession | None = self.sessions.get(sid)
+        if session is None:
+            # An adjacent session moving to a routed path (15.9).
+            session = self.adjacent.sessions.get(sid)
         if (
             session is None
             or session.direction != INBOUND
@@ -506,6 +520,7 @@ class RoutedSessions:
         for session in list(self.sessions.values()):
             if session.switch is not None and session.switch.state in ("switching", "holding"):
                 session.endSwitch(Reason.SHUTTING_DOWN.value, "the node is stopping")
+        self.adjacent.stop()
 
     def asDict(self) -> dict[str, Any]:
         return {
@@ -534,4 +549,8 @@ def installRoutedSessions(node: IRoutedSessionsHost) -> RoutedSessions:
     )
     node.setBindHandler(ROUTED_END, routed)
     chainStartedHandler(node, routed.startedReceived)
+    adjacent = node.bindHandler(ADJACENT)
+    if isinstance(adjacent, AdjacentSessions):
+        # Its adjacent sessions can switch paths from now on.
+        adjacent.pathSwitch = routed.adjacent
     return routed

@@ -1,0 +1,414 @@
+"""
+Path switch for adjacent sessions (docs/protocol.md 15.9): an adjacent
+session whose BIND asked for it (C{path} 1) survives the loss of its link
+when the topology has another route between the two ends.
+
+Such a session (L{SwitchableSession}) runs the numbered stream of 15.8
+(L{appnpy.session.resumable}) over its plaintext: on the direct link the
+plugin's bytes go into DATA frames on the yamux stream, protected by the
+link's TLS, as any adjacent session's.  When the link fails the origin
+re-BINDs the session on a routed path (at least one relay), signed as any
+routed BIND, and both ends run a fresh TLS 1.3 connection end to end over
+the new path (L{appnpy.session.carrier.EndToEndCarrier}); the numbered
+stream continues inside it from where each end's bytes stopped arriving.
+Later failures switch the session again the same way, each new path with
+its own end-to-end TLS.  The path lifecycle is the routed sessions'
+L{appnpy.session.pathswitch.PathSwitch}.
+
+L{AdjacentPathSwitch} is the node's service: whether a BIND to a
+neighbour asks for path switch (the origin's C{path-switch} setting and the
+neighbour's C{path-switch} capability), and the switchable sessions by ID,
+so that a re-BIND arriving through relays finds its session.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from twisted.internet._producer_helpers import _PullToPush
+from twisted.internet.error import ConnectionAborted, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from appnpy.cp.messages import SessionAccept, SessionOpen, SessionStarted, encodeMessage
+from appnpy.errors import Reason
+from appnpy.session.adjacent import OUTBOUND, PATH_SWITCH_CAPABILITY, Session, SessionInfo
+from appnpy.session.carrier import EndToEndCarrier
+from appnpy.session.pathswitch import PathSwitch
+from appnpy.session.resumable import ResumableStream, _StreamSide
+
+if TYPE_CHECKING:
+    from appnpy.cp.controlpoint import ControlPoint
+    from appnpy.link.yamux import Stream
+    from appnpy.session.routed import RoutedSessions
+
+__all__ = ["PATH_SWITCH_CAPABILITY", "AdjacentPathSwitch", "SwitchableSession"]
+
+
+@implementer(IHalfCloseableProtocol)
+class _FinSide(_StreamSide):
+    """
+    The numbered stream's side of a yamux stream, told of the far end's FIN
+    (an adjacent session can half-close).
+    """
+
+
+class _NumberedStream(ResumableStream):
+    """
+    The numbered stream of an adjacent session: the plugin's plaintext,
+    numbered, on the direct stream or inside a path's end-to-end TLS.
+    """
+
+    streamSide = _FinSide
+
+
+class SwitchableSession(Session):
+    """
+    An adjacent session that can move to a routed path: the transport of
+    its plugin's protocol, over the numbered stream, over the current path
+    (the direct yamux stream, then an end-to-end TLS connection through
+    relays).
+
+    Half-close works as on any adjacent session while the session is on
+    its direct link; once it is on a routed path a FIN closes it as a
+    whole, as on any routed session, and a session that has begun closing
+    (or half-closing) does not switch.
+    """
+
+    log = Logger()
+    routed = False
+
+    def __init__(
+        self, service: AdjacentPathSwitch, cp: ControlPoint, stream: Stream, info: SessionInfo
+    ) -> None:
+        super().__init__(cp, stream, info)
+        self._service = service
+        owner = service.routed
+        self._owner = owner
+        #: The session's path, origin first: the two neighbours, then the
+        #: route of the last re-BIND.
+        if info.direction == OUTBOUND:
+            self.route = [info.localNodeID, info.peerNodeID]
+        else:
+            self.route = [info.peerNodeID, info.localNodeID]
+        self.layer: ResumableStream = _NumberedStream(owner.reactor, self, owner.switchWindow)
+        self.switch = PathSwitch(owner, self, owner.switchTimeout)
+        #: What the session rides now: the yamux stream or a carrier.
+        self._path: Any = stream
+        #: Whether the far end's FIN (or TLS close) arrived.
+        self._finSeen = False
+        self._over = False
+        #: The destination: a re-BIND accepted whose end-to-end TLS has
+        #: not yet authenticated the origin (carrier, request, link).
+        self._incoming: tuple[EndToEndCarrier, SessionOpen, ControlPoint] | None = None
+        self._pull: _PullToPush | None = None
+
+    @property
+    def onRoutedPath(self) -> bool:
+        return len(self.route) > 2
+
+    def start(self, protocol: Any, leftover: bytes = b"") -> None:
+        self.protocol = protocol
+        layer = self.layer
+        stream, self._stream = self._stream, cast("Stream", layer)
+        # Whatever the stream delivers as it is attached waits for the
+        # plugin's connectionMade (the plugin may write in it, so the
+        # stream must be attached first).
+        early: list[bytes] = []
+        layer.deliver = early.append
+        layer.attach(stream, awaitingResume=False, leftover=leftover)
+        layer.deliver = protocol.dataReceived
+        self._service.sessions[self.info.sessionID] = self
+        if self.info.direction == OUTBOUND:
+            # Tells the destination this end is bound: from now on it holds
+            # the session when the link fails.
+            layer.sendAckNow()
+        protocol.makeConnection(self)
+        for data in early:
+            if self.protocol is protocol:
+                protocol.dataReceived(data)
+
+    # -- the plugin's producer ---------------------------------------------------
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        # The numbered stream pauses push producers (window, path, stream);
+        # a pull producer is driven as one, as Twisted's TLS layer does.
+        if not streaming:
+            self._pull = _PullToPush(producer, self)
+            producer = self._pull
+        self.layer.registerProducer(producer, True)
+        if self._pull is not None:
+            self._pull.startStreaming()
+
+    def unregisterProducer(self) -> None:
+        pull, self._pull = self._pull, None
+        if pull is not None:
+            pull.stopStreaming()
+        self.layer.unregisterProducer()
+
+    # -- the numbered stream's owner -----------------------------------------------
+
+    def _canSwitch(self) -> bool:
+        return (
+            self.switch.state == "up"
+            and self.protocol is not None
+            and not (self._closing or self._writeClosed or self._finSeen or self._over)
+            and not self._owner.host.shuttingDown
+            and (self.info.direction == OUTBOUND or self.layer.ackSeen)
+        )
+
+    def farEndFinished(self) -> None:
+        if self._finSeen:
+            return
+        self._finSeen = True
+        if not self.onRoutedPath:
+            self.readConnectionLost()
+        elif not self._closing:
+            # Over TLS a close ends both directions: close as a whole.
+            self._closing = self.disconnecting = True
+            if not self._writeClosed:
+                self._sendFin()
+
+    def streamLost(self, reason: Failure) -> None:
+        """
+        The path the session rides ended: switch or hold, or the session
+        is over.
+        """
+        sw = self.switch
+        if not self._closing and (sw.state == "switching" or self._canSwitch()):
+            sw.pathDown(f"stream lost: {reason.getErrorMessage()}"[:200])
+            return
+        self.connectionLost(reason)
+
+    def layerFailed(self, detail: str) -> None:
+        detail = f"path switch: {detail}"[:512]
+        self.log.warn(
+            "session {sid} with {peer}: {detail}",
+            sid=self.info.sessionID,
+            peer=self.info.peerNodeID,
+            detail=detail,
+        )
+        if not self._closing:
+            self._closing = self.disconnecting = True
+            self._closeReason = (Reason.PROTOCOL_ERROR.value, detail)
+            self._cp.sendUnbind(self.info.sessionID, Reason.PROTOCOL_ERROR.value, detail)
+        self._path.abortConnection()
+        self._finish(Failure(ConnectionAborted(detail)))
+
+    def resumed(self) -> None:
+        self.switch.lifecycle.rebound()
+
+    def unbindReceived(self, reason: str, detail: str) -> None:
+        # On a routed path only a relay sends link-failure (15.4): the path
+        # failed.  On the direct link the neighbour is the far end.
+        sw = self.switch
+        if (
+            reason == Reason.LINK_FAILURE.value
+            and self.onRoutedPath
+            and not self._closing
+            and (sw.state == "switching" or self._canSwitch())
+        ):
+            sw.pathDown(f"UNBIND link-failure: {detail}"[:200])
+            return
+        super().unbindReceived(reason, detail)
+
+    # -- the path switch's session -------------------------------------------------
+
+    def leavePath(self) -> None:
+        cp = self._cp
+        if cp.sessions.get(self.info.sessionID) is self:
+            del cp.sessions[self.info.sessionID]
+        self.layer.detach()
+
+    def _move(self, cp: ControlPoint, route: list[str]) -> None:
+        sid = self.info.sessionID
+        old = self._cp
+        if old.sessions.get(sid) is self:
+            del old.sessions[sid]
+        self._cp = cp
+        cp.sessions[sid] = self
+        self.route = list(route)
+
+    def rideOn(
+        self,
+        cp: ControlPoint,
+        stream: Stream,
+        route: list[str],
+        awaitingResume: bool,
+        leftover: bytes = b"",
+    ) -> None:
+        """
+        The origin: the destination accepted the re-BIND on C{stream}.  The
+        end-to-end TLS starts; the numbered stream sends nothing until the
+        destination's RESUME, which comes inside that TLS once both ends
+        have authenticated each other.
+        """
+        self._move(cp, route)
+        if self.layer.attached:
+            self.layer.detach()
+        carrier = EndToEndCarrier(
+            self._owner, stream, True, self.info.peerNodeID, _ignore, _ignoreFailure
+        )
+        self._path = carrier
+        self.layer.attach(cast("Stream", carrier), awaitingResume=True)
+        carrier.feed(leftover)
+
+    def checkRebind(self, req: SessionOpen) -> str | None:
+        """
+        Why the origin's (verified) re-BIND C{req} cannot move this session
+        (the destination's end), or L{None}.
+        """
+        sw = self.switch
+        if sw.state == "ended" or self._over:
+            return "the session cannot switch paths"
+        newest = sw.path if self._incoming is None else max(sw.path, self._incoming[1].path)
+        if req.path <= newest:
+            return f"path {req.path} is not newer than the session's path {newest}"
+        return self.layer.checkResume(req.resume)
+
+    def rebindReceived(self, cp: ControlPoint, stream: Stream, req: SessionOpen) -> None:
+        """
+        The destination: the origin re-bound the session on a new path
+        (checked by L{checkRebind} and the BIND checks).  Accept and run the
+        end-to-end TLS; the session moves only once it has authenticated
+        the origin (until then it keeps its path, if it still has one).
+        """
+        self._dropIncoming()
+        stream.write(encodeMessage(SessionAccept(session_id=self.info.sessionID)))
+        carrier = EndToEndCarrier(
+            self._owner,
+            stream,
+            False,
+            self.info.peerNodeID,
+            self._incomingAuthenticated,
+            self._incomingFailed,
+        )
+        self._incoming = (carrier, req, cp)
+
+    def _incomingAuthenticated(self, carrier: EndToEndCarrier) -> None:
+        incoming = self._incoming
+        if incoming is None or incoming[0] is not carrier or self._over:
+            carrier.abortConnection()
+            return
+        self._incoming = None
+        _, req, cp = incoming
+        layer = self.layer
+        if layer.checkResume(req.resume) is not None or not cp.isActive:
+            carrier.abortConnection()
+            return
+        sw = self.switch
+        sw.path = req.path
+        self._move(cp, req.route)
+        if layer.attached:
+            # The old path still looked alive here: the origin has left it.
+            layer.detach()
+        self._path = carrier
+        layer.attach(cast("Stream", carrier), awaitingResume=False)
+        layer.sendResume()
+        layer.resumeFrom(req.resume)
+        # The relays of the new path hold the splice until they hear it.
+        cp.send(SessionStarted(session_id=self.info.sessionID))
+        sw.lifecycle.rebound()
+
+    def _incomingFailed(self, carrier: EndToEndCarrier, why: str) -> None:
+        if self._incoming is not None and self._incoming[0] is carrier:
+            self._incoming = None
+            self.log.info(
+                "session {sid}: the new path failed before it resumed: {why}",
+                sid=self.info.sessionID,
+                why=why,
+            )
+
+    def _dropIncoming(self) -> None:
+        incoming, self._incoming = self._incoming, None
+        if incoming is not None:
+            incoming[0].abortConnection()
+
+    def endSwitch(self, reason: str, detail: str) -> None:
+        """
+        No path came back (or the node is stopping): the session ends.
+        """
+        if self._over:
+            return
+        self._closing = self.disconnecting = True
+        self._closeReason = (reason, detail)
+        # Back on its last link, so its end is accounted as any session's.
+        self._cp.sessions[self.info.sessionID] = self
+        self._finish(Failure(ConnectionLost(detail)))
+
+    def _finish(self, reason: Failure) -> None:
+        if self._over:
+            return
+        self._over = True
+        self.switch.lifecycle.sessionEnded()
+        self._dropIncoming()
+        self.layer.end()
+        pull, self._pull = self._pull, None
+        if pull is not None:
+            pull.stopStreaming()
+        sessions = self._service.sessions
+        if sessions.get(self.info.sessionID) is self:
+            del sessions[self.info.sessionID]
+        super()._finish(reason)
+
+
+def _ignore(carrier: EndToEndCarrier) -> None:
+    # The origin's carrier: its numbered stream is attached from the start
+    # and waits for the RESUME, which only an authenticated far end sends.
+    pass
+
+
+def _ignoreFailure(carrier: EndToEndCarrier, why: str) -> None:
+    # The origin's carrier tells its numbered stream (attached) instead.
+    pass
+
+
+class AdjacentPathSwitch:
+    """
+    Path switch for the adjacent sessions of one node.
+
+    @ivar sessions: the node's switchable adjacent sessions by session ID.
+    """
+
+    def __init__(self, routed: RoutedSessions) -> None:
+        """
+        @param routed: the node's routed-session ends, whose routes, key,
+            TLS context and path-switch settings these sessions use.
+        """
+        self.routed = routed
+        self.sessions: dict[str, SwitchableSession] = {}
+
+    def asks(self, cp: ControlPoint) -> bool:
+        """
+        Whether a BIND to C{cp}'s neighbour asks for path switch.
+        """
+        return self.routed.pathSwitch and cp.peerSupports(PATH_SWITCH_CAPABILITY)
+
+    def newSession(self, cp: ControlPoint, stream: Stream, info: SessionInfo) -> Session:
+        return SwitchableSession(self, cp, stream, info)
+
+    def elsewhere(self, cp: ControlPoint, plugin: str) -> int:
+        """
+        Sessions of C{plugin} with C{cp}'s neighbour that do not ride C{cp}
+        (switching, held, or moved to a routed path): they still count
+        against the plugin's limit with that neighbour, so a neighbour that
+        drops and re-opens its link cannot make this node hold more.
+        """
+        peer = cp.peerNodeID
+        return sum(
+            1
+            for s in self.sessions.values()
+            if s.info.plugin == plugin
+            and s.info.peerNodeID == peer
+            and cp.sessions.get(s.info.sessionID) is not s
+        )
+
+    def stop(self) -> None:
+        """
+        The node is stopping: sessions without a path end with shutting-down.
+        """
+        for session in list(self.sessions.values()):
+            if session.switch.state in ("switching", "holding"):
+                session.endSwitch(Reason.SHUTTING_DOWN.value, "the node is stopping")
