@@ -506,8 +506,7 @@ class AdjacentSessions:
             req,
             self.plugins.get(req.plugin),
             req.session_id in cp.sessions or (sw is not None and req.session_id in sw.sessions),
-            cp.sessionCount(req.plugin, includePending=winner)
-            + self._elsewhere(cp, req.plugin),
+            cp.sessionCount(req.plugin, includePending=winner) + self._elsewhere(cp, req.plugin),
             cp.limits.get(req.plugin, 0),
             info,
         )

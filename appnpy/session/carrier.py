@@ -178,11 +178,17 @@ class EndToEndCarrier:
         self._stream.resumeProducing()
 
     def loseConnection(self) -> None:
-        # close_notify after what is written, then FIN.
-        if self._tls.ended or not self.authenticated:
+        # close_notify after what is written, then FIN.  Twisted's TLS layer
+        # holds its shutdown back while a producer is registered; nothing is
+        # written after the FIN but acknowledgements, which a closing
+        # session can do without.
+        tls = self._tls
+        if tls.ended or not self.authenticated:
             self._stream.loseConnection()
-        else:
-            self._tls.loseConnection()
+            return
+        if tls._producer is not None:
+            tls.unregisterProducer()
+        tls.loseConnection()
 
     def abortConnection(self) -> None:
         # Never from inside the TLS layer's own call chain (a record being
