@@ -47,6 +47,15 @@ if TYPE_CHECKING:
 __all__ = ["PATH_SWITCH_CAPABILITY", "AdjacentPathSwitch", "SwitchableSession"]
 
 
+#: An adjacent session acknowledges every window / this many bytes (1 MiB
+#: of the 4 MiB window) rather than every 64 KiB as a routed one: on a
+#: direct link each ACK is a frame and a TLS record of its own, and ACKs
+#: that often cost the bulk data path about a quarter more CPU
+#: (benchmarks/bulk.py --path-switch); at a quarter of the window the
+#: sender still has three quarters in flight when one comes.
+ADJACENT_ACK_FRACTION = 4
+
+
 @implementer(IHalfCloseableProtocol)
 class _FinSide(_StreamSide):
     """
@@ -93,7 +102,10 @@ class SwitchableSession(Session):
             self.route = [info.localNodeID, info.peerNodeID]
         else:
             self.route = [info.peerNodeID, info.localNodeID]
-        self.layer: ResumableStream = _NumberedStream(owner.reactor, self, owner.switchWindow)
+        window = owner.switchWindow
+        self.layer: ResumableStream = _NumberedStream(
+            owner.reactor, self, window, ackEvery=window // ADJACENT_ACK_FRACTION
+        )
         self.switch = PathSwitch(owner, self, owner.switchTimeout)
         #: What the session rides now: the yamux stream or a carrier.
         self._path: Any = stream
