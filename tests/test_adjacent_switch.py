@@ -112,6 +112,7 @@ class AdjacentHarness(SynchronousTestCase):
             self.assertEqual(node.relay.bufferReserved, 0, node.name)
             self.assertEqual(node.routedSessions.sessions, {}, node.name)
             self.assertEqual(node.routedSessions.adjacent.sessions, {}, node.name)
+            self.assertEqual(node.routedSessions.adjacent.away, {}, node.name)
             self.assertEqual(node.sessions(), [], node.name)
 
 

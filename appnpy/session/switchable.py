@@ -112,6 +112,8 @@ class SwitchableSession(Session):
         #: Whether the far end's FIN (or TLS close) arrived.
         self._finSeen = False
         self._over = False
+        #: Whether the session has left its direct link (for good).
+        self.offLink = False
         #: The destination: a re-BIND accepted whose end-to-end TLS has
         #: not yet authenticated the origin (carrier, request, link).
         self._incoming: tuple[EndToEndCarrier, SessionOpen, ControlPoint] | None = None
@@ -233,6 +235,10 @@ class SwitchableSession(Session):
         if cp.sessions.get(self.info.sessionID) is self:
             del cp.sessions[self.info.sessionID]
         self.layer.detach()
+        if not self.offLink:
+            # Off its direct link for good: it counts there all the same.
+            self.offLink = True
+            self._service.left(self)
 
     def _move(self, cp: ControlPoint, route: list[str]) -> None:
         sid = self.info.sessionID
@@ -360,9 +366,7 @@ class SwitchableSession(Session):
         pull, self._pull = self._pull, None
         if pull is not None:
             pull.stopStreaming()
-        sessions = self._service.sessions
-        if sessions.get(self.info.sessionID) is self:
-            del sessions[self.info.sessionID]
+        self._service.ended(self)
         super()._finish(reason)
 
 
@@ -391,6 +395,31 @@ class AdjacentPathSwitch:
         """
         self.routed = routed
         self.sessions: dict[str, SwitchableSession] = {}
+        #: Sessions that left their direct link (switching, held, or on a
+        #: routed path), by (neighbour, plugin).
+        self.away: dict[tuple[str, str], int] = {}
+
+    def left(self, session: SwitchableSession) -> None:
+        """
+        C{session} left its direct link.
+        """
+        key = (session.info.peerNodeID, session.info.plugin)
+        self.away[key] = self.away.get(key, 0) + 1
+
+    def ended(self, session: SwitchableSession) -> None:
+        """
+        C{session} is over.
+        """
+        info = session.info
+        if self.sessions.get(info.sessionID) is session:
+            del self.sessions[info.sessionID]
+        if session.offLink:
+            key = (info.peerNodeID, info.plugin)
+            left = self.away[key] - 1
+            if left:
+                self.away[key] = left
+            else:
+                del self.away[key]
 
     def asks(self, cp: ControlPoint) -> bool:
         """
@@ -408,14 +437,7 @@ class AdjacentPathSwitch:
         against the plugin's limit with that neighbour, so a neighbour that
         drops and re-opens its link cannot make this node hold more.
         """
-        peer = cp.peerNodeID
-        return sum(
-            1
-            for s in self.sessions.values()
-            if s.info.plugin == plugin
-            and s.info.peerNodeID == peer
-            and cp.sessions.get(s.info.sessionID) is not s
-        )
+        return self.away.get((cp.peerNodeID, plugin), 0)
 
     def stop(self) -> None:
         """
