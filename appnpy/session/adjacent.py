@@ -547,6 +547,7 @@ class AdjacentSessions:
         except (GoAwayReceived, StreamLimitExceeded) as e:
             return fail(SessionRefused(Reason.LIMIT_REACHED.value, str(e)))
         localPlugin = self.plugins.get(plugin)
+        sw = self.pathSwitch
         request = SessionOpen(
             session_id=newSessionID(),
             origin=cp.localNodeID,
@@ -555,10 +556,8 @@ class AdjacentSessions:
             cos=cos or (localPlugin.defaultCOS if localPlugin else "interactive"),
             window=cp.mux.config.initialWindow,
             parameters=dict(parameters or {}),
+            path=1 if sw is not None and sw.asks(cp) else 0,
         )
-        sw = self.pathSwitch
-        if sw is not None and sw.asks(cp):
-            request = attrs.evolve(request, path=1)
         d: Deferred[Any] = Deferred()
         bind = OutboundBind(cp, stream, request, protocolFactory, d)
         if request.path:

@@ -106,7 +106,9 @@ class SwitchableSession(Session):
         self.layer: ResumableStream = _NumberedStream(
             owner.reactor, self, window, ackEvery=window // ADJACENT_ACK_FRACTION
         )
-        self.switch = PathSwitch(owner, self, owner.switchTimeout)
+        #: Its path lifecycle, made when first needed (most sessions never
+        #: lose their link, and a session open should cost little).
+        self._switch: PathSwitch | None = None
         #: What the session rides now: the yamux stream or a carrier.
         self._path: Any = stream
         #: Whether the far end's FIN (or TLS close) arrived.
@@ -118,6 +120,23 @@ class SwitchableSession(Session):
         #: not yet authenticated the origin (carrier, request, link).
         self._incoming: tuple[EndToEndCarrier, SessionOpen, ControlPoint] | None = None
         self._pull: _PullToPush | None = None
+
+    @property
+    def switch(self) -> PathSwitch:
+        """
+        The session's path lifecycle (L{PathSwitch}): up on path 1 until
+        the path first fails.
+        """
+        if self._switch is None:
+            self._switch = PathSwitch(self._owner, self, self._owner.switchTimeout)
+        return self._switch
+
+    @property
+    def pathState(self) -> str:
+        """
+        C{up}, C{switching}, C{holding} or C{ended} (L{PathSwitch.state}).
+        """
+        return "up" if self._switch is None else self._switch.state
 
     @property
     def onRoutedPath(self) -> bool:
@@ -166,7 +185,7 @@ class SwitchableSession(Session):
 
     def _canSwitch(self) -> bool:
         return (
-            self.switch.state == "up"
+            self.pathState == "up"
             and self.protocol is not None
             and not (self._closing or self._writeClosed or self._finSeen or self._over)
             and not self._owner.host.shuttingDown
@@ -190,9 +209,8 @@ class SwitchableSession(Session):
         The path the session rides ended: switch or hold, or the session
         is over.
         """
-        sw = self.switch
-        if not self._closing and (sw.state == "switching" or self._canSwitch()):
-            sw.pathDown(f"stream lost: {reason.getErrorMessage()}"[:200])
+        if not self._closing and (self.pathState == "switching" or self._canSwitch()):
+            self.switch.pathDown(f"stream lost: {reason.getErrorMessage()}"[:200])
             return
         self.connectionLost(reason)
 
@@ -217,14 +235,13 @@ class SwitchableSession(Session):
     def unbindReceived(self, reason: str, detail: str) -> None:
         # On a routed path only a relay sends link-failure (15.4): the path
         # failed.  On the direct link the neighbour is the far end.
-        sw = self.switch
         if (
             reason == Reason.LINK_FAILURE.value
             and self.onRoutedPath
             and not self._closing
-            and (sw.state == "switching" or self._canSwitch())
+            and (self.pathState == "switching" or self._canSwitch())
         ):
-            sw.pathDown(f"UNBIND link-failure: {detail}"[:200])
+            self.switch.pathDown(f"UNBIND link-failure: {detail}"[:200])
             return
         super().unbindReceived(reason, detail)
 
@@ -278,9 +295,9 @@ class SwitchableSession(Session):
         Why the origin's (verified) re-BIND C{req} cannot move this session
         (the destination's end), or L{None}.
         """
-        sw = self.switch
-        if sw.state == "ended" or self._over:
+        if self._over or self.pathState == "ended":
             return "the session cannot switch paths"
+        sw = self.switch
         newest = sw.path if self._incoming is None else max(sw.path, self._incoming[1].path)
         if req.path <= newest:
             return f"path {req.path} is not newer than the session's path {newest}"
@@ -360,7 +377,8 @@ class SwitchableSession(Session):
         if self._over:
             return
         self._over = True
-        self.switch.lifecycle.sessionEnded()
+        if self._switch is not None:
+            self._switch.lifecycle.sessionEnded()
         self._dropIncoming()
         self.layer.end()
         pull, self._pull = self._pull, None
@@ -444,5 +462,5 @@ class AdjacentPathSwitch:
         The node is stopping: sessions without a path end with shutting-down.
         """
         for session in list(self.sessions.values()):
-            if session.switch.state in ("switching", "holding"):
+            if session.pathState in ("switching", "holding"):
                 session.endSwitch(Reason.SHUTTING_DOWN.value, "the node is stopping")
