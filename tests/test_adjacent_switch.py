@@ -27,7 +27,7 @@ from appnpy.session.carrier import EndToEndCarrier
 from appnpy.session.routed import installRoutedSessions
 from appnpy.session.switchable import SwitchableSession
 from appnpy.testing import MemoryLink, MemoryNetwork, resultOf
-from tests.test_path_switch import MiB, SinkPlugin, Source, StaticRoutes, pattern
+from tests.test_path_switch import MiB, Sink, SinkPlugin, Source, StaticRoutes, pattern
 
 
 class Tap:
@@ -163,6 +163,53 @@ class AdjacentSwitchTests(AdjacentHarness):
         session.loseConnection()
         self.settle(1)
         self.assertEqual(sink.lost.value.reason, "normal")
+        self.assertNothingLeft()
+
+    def test_linkCutMidTransferTowardOrigin(self) -> None:
+        """
+        The same the other way: the destination sends 64 MiB to the origin
+        and the link is cut mid-transfer.
+        """
+        size = 64 * MiB
+        data = pattern(size)
+        self.plugin.reply = data
+        sink = Sink()
+        self.open(sink)
+        far = self.plugin.built[-1]
+        far.start()
+        self.pumpUntil(lambda: sink.count >= size // 2)
+        self.links["ad"].cut()
+        self.settle()
+        self.pumpUntil(lambda: sink.count >= size or far.lost is not None)
+        self.settle(1)
+        self.assertIsNone(far.lost)
+        self.assertIsNone(sink.lost)
+        self.assertEqual(sink.count, size)
+        self.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest())
+        self.assertEqual(far.transport.route, self.via(self.b))
+        far.transport.loseConnection()
+        self.settle(1)
+        self.assertEqual(sink.lost.value.reason, "normal")
+        self.assertNothingLeft()
+
+    def test_stopWhileSwitching(self) -> None:
+        """
+        A node that stops ends its adjacent sessions waiting for a path
+        with shutting-down, at once (origin and destination alike).
+        """
+        self.routes.routes = []
+        source = Source(b"")
+        self.open(source)
+        sink = self.plugin.built[-1]
+        self.links["ad"].cut()
+        self.settle()
+        self.assertEqual(source.transport.switch.state, "switching")
+        self.assertEqual(self.far().switch.state, "holding")
+        self.a.stopService()
+        self.d.stopService()
+        self.net.flush()
+        self.assertEqual(source.lost.value.reason, "shutting-down")
+        self.assertEqual(sink.lost.value.reason, "shutting-down")
         self.assertNothingLeft()
 
     def test_bothDirectionsThenRoutedPathFails(self) -> None:
