@@ -192,6 +192,36 @@ class AdjacentSwitchTests(AdjacentHarness):
         self.assertEqual(sink.lost.value.reason, "normal")
         self.assertNothingLeft()
 
+    def test_rebindBeforeDestinationNoticed(self) -> None:
+        """
+        The origin's side of the link fails while the destination's still
+        looks fine (the link only went silent): the destination takes the
+        origin's authenticated re-BIND all the same and leaves its old
+        stream; the session, now off its link, still counts against the
+        plugin's limit with A there.
+        """
+        source = Source(b"")
+        self.open(source)
+        sink = self.plugin.built[-1]
+        source.transport.write(b"before")
+        self.settle()
+        self.links["ad"].silence()
+        source.transport.layer._reading.abortConnection()
+        self.settle()
+        far = self.far()
+        self.assertEqual(far.route, self.via(self.b))
+        self.assertEqual(far.switch.switches, 1)
+        source.transport.write(b" after")
+        self.settle()
+        self.assertEqual(sink.count, len(b"before after"))
+        self.assertEqual(self.d.routedSessions.adjacent.away, {(self.a.nodeID, "sink"): 1})
+        source.transport.loseConnection()
+        self.settle(1)
+        self.assertEqual(sink.lost.value.reason, "normal")
+        self.links["ad"].cut()
+        self.settle()
+        self.assertNothingLeft()
+
     def test_stopWhileSwitching(self) -> None:
         """
         A node that stops ends its adjacent sessions waiting for a path

@@ -252,6 +252,9 @@ class SwitchableSession(Session):
         if cp.sessions.get(self.info.sessionID) is self:
             del cp.sessions[self.info.sessionID]
         self.layer.detach()
+        self._leftLink()
+
+    def _leftLink(self) -> None:
         if not self.offLink:
             # Off its direct link for good: it counts there all the same.
             self.offLink = True
@@ -265,6 +268,7 @@ class SwitchableSession(Session):
         self._cp = cp
         cp.sessions[sid] = self
         self.route = list(route)
+        self._leftLink()
 
     def rideOn(
         self,
