@@ -122,9 +122,7 @@ class MemoryNetwork:
             node keeps no state and C{node.dataDirectory(plugin)} is None).
         @param config: further L{NodeConfig} fields (C{cds=True}, ...).
         """
-        nodeConfig = NodeConfig(
-            dataDir=dataDir, name=name, role=role, listen=(), api=None, **config
-        )
+        nodeConfig = NodeConfig(dataDir=dataDir, name=name, role=role, listen=(), api=None, **config)
         node = buildNode(
             self.clock,
             nodeConfig,
