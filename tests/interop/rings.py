@@ -288,6 +288,31 @@ def isTopology(event: Event, reachable: int, links: int) -> bool:
     )
 
 
+def startNode(
+    harness: NodeHarness,
+    ring: Ring,
+    k: int,
+    config: str,
+    label: str | None = None,
+    dataDir: str | None = None,
+) -> NodeProcess:
+    """
+    Spawn node C{k} in its namespace (again, with C{dataDir}, after a kill).
+    """
+    extra = [*PLUGINS, "--config", config, "--name", f"RING.N{k}"]
+    for endpoint in ring.listen(k)[1:]:
+        extra += ["--listen", endpoint]
+    return harness.start(
+        label or f"n{k}",
+        peers=[ring.peer(k)],
+        maxPeers=1,
+        dataDir=dataDir,
+        wrap=ring.wrap(k),
+        listen=ring.listen(k)[0],
+        extra=extra,
+    )
+
+
 async def startNodes(
     harness: NodeHarness, ring: Ring, config: str, timeout: float = 60.0
 ) -> list[NodeProcess]:
@@ -296,21 +321,7 @@ async def startNodes(
     is ready, has its two links, and node 1's topology knows all five nodes
     and links.  C{nodes[k - 1]} is node C{k}.
     """
-    nodes = []
-    for k in range(1, SIZE + 1):
-        extra = [*PLUGINS, "--config", config, "--name", f"RING.N{k}"]
-        for endpoint in ring.listen(k)[1:]:
-            extra += ["--listen", endpoint]
-        nodes.append(
-            harness.start(
-                f"n{k}",
-                peers=[ring.peer(k)],
-                maxPeers=1,
-                wrap=ring.wrap(k),
-                listen=ring.listen(k)[0],
-                extra=extra,
-            )
-        )
+    nodes = [startNode(harness, ring, k, config) for k in range(1, SIZE + 1)]
     await gatherResults([Deferred.fromCoroutine(n.whenReady(timeout)) for n in nodes])
     await gatherResults([Deferred.fromCoroutine(n.whenLinked(2, timeout)) for n in nodes])
     await nodes[0].waitFor(lambda e: isTopology(e, SIZE, SIZE), "the whole ring", timeout)
@@ -318,13 +329,17 @@ async def startNodes(
 
 
 #: Opens echo sessions from a node's API until one succeeds, printing one
-#: JSON line per attempt ({start, end, ok, ...}, wall-clock seconds), and
-#: exits.  Run inside the node's namespace: one process instead of one
-#: `appn` per attempt, so attempts follow each other closely.
-_RETRY_ECHO = """
+#: JSON line per attempt ({start, end, ok, why}, wall-clock seconds), and
+#: exits.  It says "ready" once its imports are done and starts at the line
+#: "go" on its stdin: one process, started before the fault, instead of one
+#: `appn` per attempt, so the first attempt follows the fault at once and
+#: the next follow each other closely.
+_ECHO_LOOP = """
 import json, sys, time
 from appnpy.cli import APIClient, APIRequestFailed
 client = APIClient(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
 deadline = time.time() + float(sys.argv[3])
 while True:
     start = time.time()
@@ -340,21 +355,55 @@ while True:
 """
 
 
-async def echoUntilAnswered(
-    ring: Ring, k: int, node: NodeProcess, destination: str, timeout: float
-) -> list[dict[str, Any]]:
+class EchoLoop(ProcessProtocol):
     """
-    From node C{k}, open echo sessions to C{destination} one after another
-    until one is answered (or C{timeout} passes); every attempt, last the
-    one answered.
+    New echo sessions from a node, one after another until one is answered:
+    L{start} it, then L{go} at the fault; L{done} fires with every attempt
+    (the one answered last).
     """
-    out, err, code = await spawn(
-        [*ring.wrap(k), sys.executable, "-c", _RETRY_ECHO, node.dataDir, destination,
-         str(timeout)]
-    )  # fmt: skip
-    if code != 0:
-        raise RuntimeError(f"echo loop exited {code}: {err.decode('utf-8', 'replace')[-2000:]}")
-    return [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+
+    def __init__(self) -> None:
+        self.out = b""
+        self.err = b""
+        self.ready: Deferred[None] = Deferred()
+        self.done: Deferred[list[dict[str, Any]]] = Deferred()
+
+    @classmethod
+    async def start(
+        cls, wrap: Sequence[str], node: NodeProcess, destination: str, timeout: float
+    ) -> EchoLoop:
+        from twisted.internet import reactor
+
+        proto = cls()
+        args = [*wrap, sys.executable, "-c", _ECHO_LOOP, node.dataDir, destination, str(timeout)]
+        reactor.spawnProcess(  # type: ignore[attr-defined]
+            proto, shutil.which(args[0]) or args[0], args, env=dict(os.environ)
+        )
+        await proto.ready
+        return proto
+
+    def go(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"go\n")
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        if not self.ready.called and b"ready\n" in self.out:
+            self.ready.callback(None)
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        error = RuntimeError(f"echo loop exited {code}: {self.err.decode('utf-8', 'replace')}")
+        if not self.ready.called:
+            self.ready.errback(error)
+        if code != 0:
+            self.done.errback(error)
+            return
+        lines = self.out.decode().splitlines()
+        self.done.callback([json.loads(line) for line in lines if line.startswith("{")])
 
 
 def relayed(process: NodeProcess, origin: str, destination: str) -> list[Event]:

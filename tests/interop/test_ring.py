@@ -173,9 +173,11 @@ class SilentCutRingTests(TestCase):
 
         await self.until("the echo session echoing", 30, echoing)
 
-        await self.ring.cut(1)
+        loop = await rings.EchoLoop.start(self.ring.wrap(1), n1, ids[2], 60)
         cutAt = time.time()
-        attempts = await rings.echoUntilAnswered(self.ring, 1, n1, ids[2], 60)
+        await self.ring.cut(1)
+        loop.go()
+        attempts = await loop.done
         rerouted = attempts[-1]["end"] - cutAt
         self.assertTrue(attempts[-1]["ok"], attempts)
         # New sessions from 1 to 3 now go the other way round.
