@@ -43,8 +43,8 @@ PAUSE_BOUND = 20.0
 REROUTE_BOUND = 20.0
 #: The download is rate limited, so that it is surely running at the cut
 #: and after the switch, whatever the machine's speed.
-FILE_SIZE = 24 * MIB + 4321
-RATE = "4M"
+FILE_SIZE = 32 * MIB + 4321
+RATE = "3M"
 #: Echo round trips, back to back: enough to run through the cut and the
 #: pause, few enough to finish within the API's 30 s for an echo.
 ECHOES = 1000
@@ -133,6 +133,8 @@ class SilentCutRingTests(TestCase):
 
         await self.until("the share indexed", 30, indexed)
 
+        # Ready before the transfers start (nothing slow between them and the cut).
+        loop = await rings.EchoLoop.start(self.ring.wrap(1), n1, ids[2], 60)
         target = os.path.join(self.harness.root, "big.bin")
         started = await self.appnOK(
             1, n1, "files", "get", f"{ids[2]}:media/big.bin", "-o", target,
@@ -173,7 +175,6 @@ class SilentCutRingTests(TestCase):
 
         await self.until("the echo session echoing", 30, echoing)
 
-        loop = await rings.EchoLoop.start(self.ring.wrap(1), n1, ids[2], 60)
         cutAt = time.time()
         await self.ring.cut(1)
         loop.go()
