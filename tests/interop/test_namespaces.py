@@ -14,7 +14,8 @@ namespaces.  The nodes run with keepalive pings every 0.3 s and a 1.5 s
 keepalive timeout (config file), so a short cut is ridden out by TCP and
 a long one is detected by both ends, which link again once it heals.
 
-Skipped unless running as root on a host where C{ip netns} works.  The
+Skipped unless running as root on a host where C{ip netns} works, and
+failed instead under CI (C{APPN_CI=1}, L{tests.interop.rings.requireNamespaces}).  The
 namespaces (and with them the veth pair) are deleted after every test, once
 its node processes have been killed, whatever the outcome.
 """
@@ -31,9 +32,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.interop.harness import Event, NodeHarness, NodeProcess
+from tests.interop.rings import appn, requireNamespaces
 
 #: The node addresses, each on its own namespace's end of the veth pair.
 ADDRESS_A = "10.99.0.1"
@@ -75,30 +77,6 @@ def _ipOrFail(*args: str) -> None:
         raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
 
 
-def _probeNamespaces() -> str | None:
-    """
-    Why network namespaces cannot be used here, or None if they can: create
-    and delete a throwaway namespace with a veth pair in it.
-    """
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    if shutil.which("ip") is None:
-        return "the ip command (iproute2) is not installed"
-    name = f"appn-probe-{os.getpid()}"
-    try:
-        made = _ipSync("netns", "add", name)
-        if made.returncode != 0:
-            return f"ip netns add failed: {made.stderr.strip()}"
-        veth = _ipSync("-n", name, "link", "add", "p0", "type", "veth", "peer", "name", "p1")
-        if veth.returncode != 0:
-            return f"no veth pairs in a namespace: {veth.stderr.strip()}"
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"ip netns does not work here: {e}"
-    finally:
-        _ipSync("netns", "del", name)
-    return None
-
-
 class NamespaceHarness(TestCase):
     """
     Two nodes, each its own process in its own network namespace.
@@ -107,9 +85,7 @@ class NamespaceHarness(TestCase):
     timeout = 60
 
     def setUp(self) -> None:
-        reason = _probeNamespaces()
-        if reason is not None:
-            raise SkipTest(reason)
+        requireNamespaces(iptables=False)
         tag = f"appn-{os.getpid()}-{id(self) % 10000}"
         self.nsA, self.nsB = f"{tag}-a", f"{tag}-b"
         # Registered before the harness, so it runs after the harness has
@@ -366,16 +342,18 @@ class SilentCutTests(NamespaceHarness):
         return run(self._cutFoundInSeconds())
 
     async def _cutFoundInSeconds(self) -> None:
-        from tests.interop.test_network import appn
-
         a, b = await self.linkedPair()
         await self.ip("-n", self.nsB, "link", "set", "b0", "down")
         cutAt = reactor.seconds()
-        echo = run(appn(a, "echo", b.nodeID, "--count", "1"))
+        # Inside A's namespace: a's API listens on that namespace's loopback.
+        echo = run(appn(["ip", "netns", "exec", self.nsA], a, "echo", b.nodeID, "--count", "1"))
         down = await a.waitFor(lambda e: isLinkEvent(e, "down", b.nodeID), "a: b dead", 10.0)
         foundAfter = reactor.seconds() - cutAt
         self.assertIn("failure detection", down["text"])
         self.assertLess(foundAfter, 10.0)
         code, result, err = await echo
+        # The node answered (an error from its API, not an unreachable one).
         self.assertNotEqual(code, 0, result)
+        self.assertIsNotNone(result, err)
+        self.assertIn("error", result)
         self.assertNoTracebacks(a, b)
