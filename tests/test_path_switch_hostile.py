@@ -12,7 +12,6 @@ import hashlib
 from typing import Any
 
 import attrs
-
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
