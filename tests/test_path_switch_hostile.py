@@ -12,13 +12,22 @@ import hashlib
 from typing import Any
 
 import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from appnpy.cp.bindreader import BindReader
-from appnpy.cp.messages import SessionAccept, SessionOpen, SessionRefuse, encodeMessage
+from appnpy.cp.messages import (
+    MessageReader,
+    SessionAccept,
+    SessionOpen,
+    SessionRefuse,
+    encodeMessage,
+)
 from appnpy.node import Node
 from appnpy.session.bind import signBind
 from tests.hostile.relay import BindSender, makeBind
@@ -549,3 +558,214 @@ class ManySessionsTests(HostileRelayHarness):
         self.settle(self.a.routedSessions.switchTimeout + self.a.routedSessions.bindTimeout)
         self.assertNothingLeft()
         self.assertEqual(self.net.clock.getDelayedCalls(), [])
+
+
+class LyingNewPathTests(HostileRelayHarness):
+    """
+    R2, on the new path, answers the origin's re-BIND itself with what a
+    destination would say, and lies in it.
+    """
+
+    def answerRebindsWith(self, frames: bytes | None) -> list[Any]:
+        held: list[Any] = []
+        honest = self.r2.relay.bindReceived
+
+        def lie(cp: Any, stream: Any, req: SessionOpen) -> None:
+            if req.path <= 1:
+                honest(cp, stream, req)
+                return
+            held.append(stream)
+            if frames is not None:
+                # Two writes, two yamux frames (see BusyLinkTests for one).
+                stream.write(encodeMessage(SessionAccept(session_id=req.session_id)))
+                if frames:
+                    stream.write(frames)
+
+        self.r2.relay.bindReceived = lie  # type: ignore[method-assign]
+        return held
+
+    def test_resumeBeyondWhatWasSent(self) -> None:
+        """
+        A RESUME for more than the origin ever sent ends the session at
+        the origin with protocol-error and one reason; the destination,
+        holding, ends it when its hold runs out; nothing is left behind.
+        """
+        source, far = self.openSession()
+        source.transport.write(b"x" * 1000)
+        self.settle(1)
+        self.answerRebindsWith(b"\x02" + (10**12).to_bytes(8, "big"))
+        self.links["r1b"].cut()
+        self.settle(1)
+        self.assertIsNotNone(source.lost)
+        self.assertEqual(source.lost.value.reason, "protocol-error")
+        self.assertIn("RESUME", source.lost.value.detail)
+        self.settle(self.a.routedSessions.switchTimeout + self.a.routedSessions.bindTimeout)
+        self.assertIsNotNone(self.plugin.built[-1].lost)
+        self.assertNothingLeft()
+        self.assertEqual(self.net.clock.getDelayedCalls(), [])
+
+    def test_dataBeforeResume(self) -> None:
+        source, far = self.openSession()
+        self.answerRebindsWith(b"\x00\x00\x00\x00\x05hello")
+        self.links["r1b"].cut()
+        self.settle(1)
+        self.assertEqual(source.lost.value.reason, "protocol-error")
+        self.assertIn("before RESUME", source.lost.value.detail)
+
+    def test_oversizedDataFrame(self) -> None:
+        """
+        After a proper-looking RESUME, a DATA frame longer than 65536.
+        """
+        source, far = self.openSession()
+        self.answerRebindsWith(b"\x02" + bytes(8) + b"\x00" + (70000).to_bytes(4, "big"))
+        self.links["r1b"].cut()
+        self.settle(1)
+        self.assertEqual(source.lost.value.reason, "protocol-error")
+        self.assertIn("70000", source.lost.value.detail)
+
+    def test_endedWhileWaitingForResumeLeavesNoTimer(self) -> None:
+        """
+        The origin's plugin aborts while its re-BIND was accepted and the
+        RESUME has not come; the destination's plugin aborts while it
+        holds.  No timer, session or relay entry is left.
+        """
+        source, far = self.openSession()
+        held = self.answerRebindsWith(b"")
+        self.links["r1b"].cut()
+        self.settle(1)
+        self.assertEqual(len(held), 1)
+        self.assertTrue(source.transport.layer._awaitingResume)
+        self.assertEqual(far.switch.state, "holding")
+        source.transport.abortConnection()
+        far.abortConnection()
+        # Long enough for the links' own waits (the resets) to be answered.
+        self.settle(3)
+        self.assertIsNotNone(source.lost)
+        self.assertIsNotNone(self.plugin.built[-1].lost)
+        self.assertNothingLeft()
+        self.assertEqual(self.net.clock.getDelayedCalls(), [])
+
+    def test_endedWhileRebindUnansweredLeavesNoTimer(self) -> None:
+        """
+        The same while the re-BIND has had no answer at all, and the two
+        plugins close (not abort): the close waits for a path, at most the
+        switch timeout (the destination: its hold).
+        """
+        source, far = self.openSession()
+        held = self.answerRebindsWith(None)
+        self.links["r1b"].cut()
+        self.settle(1)
+        self.assertEqual(len(held), 1)
+        self.assertEqual(source.transport.switch.state, "switching")
+        source.transport.loseConnection()
+        far.loseConnection()
+        self.settle(self.a.routedSessions.switchTimeout + self.a.routedSessions.bindTimeout)
+        self.assertIsNotNone(source.lost)
+        self.assertIsNotNone(self.plugin.built[-1].lost)
+        self.assertNothingLeft()
+        self.assertEqual(self.net.clock.getDelayedCalls(), [])
+
+
+class BusyLinkTests(HostileRelayHarness):
+    def recordFailures(self, source: Source) -> list[str]:
+        failures: list[str] = []
+        switch = source.transport.switch
+        afterFailure = switch.afterFailure
+
+        def record(reason: str, detail: str) -> None:
+            failures.append(f"{reason} {detail}")
+            afterFailure(reason, detail)
+
+        switch.afterFailure = record  # type: ignore[method-assign]
+        return failures
+
+    def test_rebindThroughBusyLink(self) -> None:
+        """
+        B's link to R2 is busy when the re-BIND arrives (its transport has
+        paused the multiplexer, as a full socket buffer does: B serves
+        other sessions over it), so B's SessionAccept, RESUME and
+        retransmission leave in one yamux frame.  R2 reads the answer
+        with the bytes after it: the switch must succeed at the first
+        attempt.
+        """
+        size = 2 * MiB
+        data = pattern(size)
+        source = Source(data)
+        self.open(source)
+        sink = self.plugin.built[-1]
+        source.start()
+        self.pumpUntil(lambda: sink.count >= MiB // 2)
+        failures = self.recordFailures(source)
+        (far,) = self.b.routedSessions.sessions.values()
+        mux = self.b.links[self.r2.nodeID].mux
+        mux.pauseProducing()
+        self.links["r1b"].cut()
+        self.pumpUntil(lambda: far.switch.path == 2)
+        mux.resumeProducing()
+        self.settle(2)
+        self.assertEqual(failures, [])
+        self.assertEqual(source.transport.switch.nextPath, 3)
+        self.pumpUntil(lambda: sink.count >= size)
+        self.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest())
+        source.transport.loseConnection()
+        self.settle(1)
+        self.assertNothingLeft()
+
+    test_rebindThroughBusyLink.todo = (  # type: ignore[attr-defined]
+        "MessageReader.feed(maxMessages=1) checks the bytes after the one message as the "
+        "next message's length: a RESUME (02...) right after the SessionAccept is 'a message "
+        "of 33554432 bytes', and the relay's BindReader drops the answer"
+    )
+
+    def test_originReadsAcceptAndResumeTogether(self) -> None:
+        """
+        The same at the origin: R2's link to A is busy when R2 passes the
+        accept on and splices, so the accept and the RESUME reach A's
+        BindReader in one read.
+        """
+        size = 2 * MiB
+        data = pattern(size)
+        source = Source(data)
+        self.open(source)
+        sink = self.plugin.built[-1]
+        source.start()
+        self.pumpUntil(lambda: sink.count >= MiB // 2)
+        failures = self.recordFailures(source)
+        (far,) = self.b.routedSessions.sessions.values()
+        mux = self.r2.links[self.a.nodeID].mux
+        mux.pauseProducing()
+        self.links["r1b"].cut()
+        self.pumpUntil(lambda: far.switch.path == 2)
+        self.settle()
+        mux.resumeProducing()
+        self.settle(2)
+        self.assertEqual(failures, [])
+        self.pumpUntil(lambda: sink.count >= size)
+        self.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest())
+        source.transport.loseConnection()
+        self.settle(1)
+        self.assertNothingLeft()
+
+    test_originReadsAcceptAndResumeTogether.todo = test_rebindThroughBusyLink.todo  # type: ignore[attr-defined]
+
+
+class OneMessageThenBytesTests(SynchronousTestCase):
+    """
+    L{MessageReader.feed} with C{maxMessages=1}, as L{BindReader} uses it
+    for a BIND answer: what follows the message is the stream's own bytes
+    (a RESUME, TLS records, plugin data), never a message to check.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(after=st.binary(min_size=4, max_size=64))
+    def test_bytesAfterTheMessageAreLeftOver(self, after: bytes) -> None:
+        accept = encodeMessage(SessionAccept(session_id="00112233445566778899aabbccddeeff"))
+        reader = MessageReader()
+        (msg,) = reader.feed(accept + after, maxMessages=1)
+        self.assertIsInstance(msg, SessionAccept)
+        self.assertEqual(reader.leftover(), after)
+
+    test_bytesAfterTheMessageAreLeftOver.todo = (  # type: ignore[attr-defined]
+        "MessageReader.feed checks the header after the last message it returns even when "
+        "maxMessages stopped it"
+    )
