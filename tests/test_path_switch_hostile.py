@@ -30,8 +30,10 @@ from appnpy.cp.messages import (
 )
 from appnpy.node import Node
 from appnpy.session.bind import signBind
+from appnpy.testing import MemoryNetwork, resultOf
 from tests.hostile.relay import BindSender, makeBind
 from tests.test_path_switch import MiB, Sink, Source, SwitchHarness, pattern
+from tests.test_sessions import Recorder, RecordingPlugin
 
 
 class CloseRacesFailureTests(SwitchHarness):
@@ -768,4 +770,30 @@ class OneMessageThenBytesTests(SynchronousTestCase):
     test_bytesAfterTheMessageAreLeftOver.todo = (  # type: ignore[attr-defined]
         "MessageReader.feed checks the header after the last message it returns even when "
         "maxMessages stopped it"
+    )
+
+    def test_adjacentGreetingThroughBusyLink(self) -> None:
+        """
+        The same reader on an adjacent session: B's plugin greets first
+        (writes in connectionMade) while B's link is busy, so the accept
+        and the greeting leave in one frame; the open must not fail.
+        """
+        plugin = RecordingPlugin(answer=lambda info: Recorder(b"HELLO, this is B"))
+        net = MemoryNetwork(services=False)
+        a = net.addNode("LAB.A", plugins=[plugin])
+        b = net.addNode("LAB.B", plugins=[plugin])
+        net.link(a, b)
+        mux = b.links[a.nodeID].mux
+        mux.pauseProducing()
+        client = Recorder()
+        d = a.openSession(b.nodeID, "rec", lambda info: client)
+        net.flush()
+        mux.resumeProducing()
+        net.flush()
+        self.assertIs(resultOf(d), client)
+        self.assertEqual(bytes(client.received), b"HELLO, this is B")
+        net.stop()
+
+    test_adjacentGreetingThroughBusyLink.todo = (  # type: ignore[attr-defined]
+        "the same MessageReader.feed check, in the adjacent session's BindReader"
     )
