@@ -32,7 +32,7 @@ from appnpy.node import Node
 from appnpy.session.bind import signBind
 from appnpy.testing import MemoryNetwork, resultOf
 from tests.hostile.relay import BindSender, makeBind
-from tests.test_path_switch import MiB, Sink, Source, SwitchHarness, pattern
+from tests.test_path_switch import MiB, Sink, SinkPlugin, Source, SwitchHarness, pattern
 from tests.test_sessions import Recorder, RecordingPlugin
 
 
@@ -796,4 +796,60 @@ class OneMessageThenBytesTests(SynchronousTestCase):
 
     test_adjacentGreetingThroughBusyLink.todo = (  # type: ignore[attr-defined]
         "the same MessageReader.feed check, in the adjacent session's BindReader"
+    )
+
+
+class PartitionTests(SynchronousTestCase):
+    def test_partitionThatHealsIsNotTheFarEndGone(self) -> None:
+        """
+        Ring A-R1-B-R2-A with the topology database.  The link from A to
+        the spare relay is down (maintenance), then the session's own
+        relay loses its link to B: for a moment A's database reaches B by
+        no path, though B is alive and still announces its link to the
+        spare relay.  That is a partition, not B gone: when A's link to
+        the spare relay is back 2 s later, the session must carry on over
+        it (within the switch timeout), not have ended with link-failure.
+        """
+        net = MemoryNetwork()
+        plugin = SinkPlugin()
+        a = net.addNode("LAB.A")
+        r1 = net.addNode("LAB.R1")
+        r2 = net.addNode("LAB.R2")
+        b = net.addNode("LAB.B", plugins=[plugin])
+        links = {
+            r1.nodeID: (net.connect(a, r1), net.connect(r1, b)),
+            r2.nodeID: (net.connect(a, r2), net.connect(b, r2)),
+        }
+        net.flush(5)
+        data = pattern(MiB)
+        source = Source(data)
+        d = a.openSession(b.nodeID, "sink", lambda info: source)
+        net.flush()
+        resultOf(d)
+        session = source.transport
+        relay = session.route[1]
+        spare = r2 if relay == r1.nodeID else r1
+        links[spare.nodeID][0].cut()
+        for _ in range(3):
+            net.flush(1)
+        self.assertIsNone(source.lost)
+        links[relay][1].cut()
+        for _ in range(2):
+            net.flush(1)
+        net.connect(a, spare)
+        for _ in range(5):
+            net.flush(1)
+        self.assertIsNone(source.lost, source.lost and source.lost.value)
+        self.assertEqual(session.route[1], spare.nodeID)
+        source.start()
+        net.flush(1)
+        sink = plugin.built[-1]
+        self.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest())
+        session.loseConnection()
+        net.flush(1)
+        net.stop()
+
+    test_partitionThatHealsIsNotTheFarEndGone.todo = (  # type: ignore[attr-defined]
+        "Node.alternativeRoutes takes 'not reachable' for 'gone' (DestinationGone), though B's "
+        "links are still announced: PathSwitch._noRoutes ends the session at once"
     )
