@@ -1003,3 +1003,35 @@ class EdgeTimingTests(HostileRelayHarness):
         self.settle(1)
         # R1's entry, deaf, is left to the test: release it by hand.
         self.r1.relay.free(entry)
+
+
+class SlowPeerTests(HostileRelayHarness):
+    def test_slowReaderIsNoFailure(self) -> None:
+        """
+        B's plugin stops reading for 20 s in the middle of 8 MiB: the
+        links to and from R1 stay up (every Ping is answered; only the
+        session's window is full), nothing is suspected for long, the
+        session never switches, and the bytes arrive complete.
+        """
+        size = 8 * MiB
+        data = pattern(size)
+        source = Source(data)
+        self.open(source)
+        sink = self.plugin.built[-1]
+        source.start()
+        self.pumpUntil(lambda: sink.count >= MiB)
+        (far,) = self.b.routedSessions.sessions.values()
+        far.pauseProducing()
+        for _ in range(200):
+            self.net.flush(0.1)
+        self.assertIn(self.r1.nodeID, self.a.links)
+        self.assertIn(self.r1.nodeID, self.b.links)
+        for node, peer in ((self.a, self.r1), (self.b, self.r1), (self.r1, self.a)):
+            self.assertFalse(node.links[peer.nodeID].mux.suspected)
+        far.resumeProducing()
+        self.pumpUntil(lambda: sink.count >= size)
+        self.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest())
+        self.assertEqual(source.transport.switch.switches, 0)
+        source.transport.loseConnection()
+        self.settle(1)
+        self.assertNothingLeft()
