@@ -1083,3 +1083,30 @@ class AccountingTests(HostileRelayHarness):
         "it back: a session aborted without a path ends in ControlPoint.sessionEnded with "
         "nothing to pop, so no observer hears of its end"
     )
+
+
+class FarEndEndedTests(HostileRelayHarness):
+    def test_noSuchSessionEndsTheSwitch(self) -> None:
+        """
+        B's plugin aborts while B holds the session (its UNBIND can reach
+        no one: the path is down).  A's re-BIND then reaches B, which
+        answers that it has no such session: that is the destination's
+        own word that the session is over, and A should end it then, not
+        keep re-binding every second for the rest of its switch timeout.
+        """
+        source, far = self.openSession()
+        self.routes.routes = []
+        self.links["r1b"].cut()
+        self.settle()
+        self.assertEqual(far.switch.state, "holding")
+        far.abortConnection()
+        self.settle()
+        self.routes.routes = [self.path(self.r2)]
+        self.settle(3)
+        self.assertIsNotNone(source.lost, "A still switching towards a session B ended")
+        self.settle(self.a.routedSessions.switchTimeout)
+
+    test_noSuchSessionEndsTheSwitch.todo = (  # type: ignore[attr-defined]
+        "PathSwitch.afterFailure treats the destination's 'no such session to switch' like any "
+        "refusal and tries again until the switch timeout"
+    )
