@@ -4,6 +4,10 @@ relays and awkward timing, in memory: a relay that lies about the session
 (forged UNBINDs, answers, positions), a close that races a path failure,
 many failures in a row; what each end may be made to hold, and that no
 plugin is told a session ended normally when its bytes did not all arrive.
+
+A test of a behaviour the code does not have yet carries a C{todo} naming
+the code at fault; once that is fixed the test passes (trial then reports
+an unexpected success) and its C{todo} goes.
 """
 
 from __future__ import annotations
