@@ -48,6 +48,15 @@ EXPECTED = {
     "frame_flood": ["data_1B_cpu_s_per_MB", "data_1B_us_per_frame", "flood_cpu_share_per_link"],
     "files_download": ["appn_GBps", "https_curl_GBps", "tls_GBps", "ratio", "ratio_tls", "goal"],
     "files_multisource": ["one_MBps", "two_MBps", "ratio", "goal"],
+    "routed_bulk": [
+        "direct_GBps",
+        "relay1_GBps",
+        "relay2_GBps",
+        "ratio_relay1",
+        "ratio_relay2",
+        "ratio_relay1_core_per_process",
+        "ratio_relay2_core_per_process",
+    ],
 }
 
 
