@@ -188,12 +188,15 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
                 t = await run(reactor, node, kind, routes[kind], total)
                 after = await cpuNow(children)
                 results[kind].append(total / t / 1e9)
-                cpu[kind].append([b - a for a, b in zip(before, after)])
+                cpu[kind].append([b - a for a, b in zip(before, after, strict=True)])
             C.log(
                 f"run {i + 1}/{runs}: "
                 + ", ".join(
                     f"{k} {results[k][-1]:.3f} GB/s (CPU s/GB "
-                    + " ".join(f"{p}{c / (total / 1e9):.2f}" for p, c in zip(PROCESSES, cpu[k][-1]))
+                    + " ".join(
+                        f"{p}{c / (total / 1e9):.2f}"
+                        for p, c in zip(PROCESSES, cpu[k][-1], strict=True)
+                    )
                     + ")"
                     for k in routes
                 )
