@@ -12,6 +12,7 @@ from typing import Any, cast
 from twisted.internet.interfaces import ITCPTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
+from appnpy.link.bulktls import BulkTLS
 from appnpy.link.tls import AuthenticatedProtocol
 
 #: What a node writes instead of TLS when it refuses a connection before the
@@ -43,9 +44,9 @@ def parseRefusalLine(data: bytes) -> tuple[str, str]:
     return reason or "refused", detail
 
 
-class _LinkTLSProtocol(TLSMemoryBIOProtocol):
+class _LinkTLSProtocol(BulkTLS, TLSMemoryBIOProtocol):
     """
-    TLS for a link.  On a dialled connection, the first bytes may instead be
+    TLS for a link (L{BulkTLS}: whole writes, one delivery per read).  On a dialled connection, the first bytes may instead be
     the listener's refusal line (admission control refuses before spending a
     handshake): it is read, handed to the link protocol to log, and the
     connection closed.
