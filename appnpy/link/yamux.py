@@ -185,11 +185,13 @@ class MuxConfig:
     maxStreamWindow: int = 16 * 1024 * 1024
     # Sum of the windows granted beyond the initial one, across all streams.
     maxLinkReceiveBuffer: int = 64 * 1024 * 1024
-    # Largest data frame we send.
-    # 64 KiB less the 12-byte header, so a 64 KiB application write leaves as
-    # one frame of exactly four full 16 KiB TLS records (a whole 64 KiB
-    # payload would cost a fifth, 12-byte record: 25% more work per frame).
-    maxFramePayload: int = 64 * 1024 - 12
+    # Largest data frame we send: 66 KiB with its header, room for one
+    # 64 KiB write as one frame, and for the 64 KiB of a routed session's
+    # end-to-end TLS records (four 22-byte record overheads) in its numbered
+    # stream frame (5 bytes).  The link's TLS encrypts a frame in one call
+    # (appnpy.link.bulktls), so its short fifth record costs no Python work;
+    # a write split over two frames would cost a frame's whole path twice.
+    maxFramePayload: int = 66 * 1024 - 12
     # Concurrently open streams per link (both directions); an excess inbound
     # SYN is reset.  512 as the libp2p DoS-mitigation guide advises ("surely
     # you don't need >512"; rust-yamux's default too); hashicorp/yamux
