@@ -272,6 +272,7 @@ class Stream:
         "_pullCall",
         "_queued",
         "_inbound",
+        "takesViews",
     )
 
     def __init__(self, mux: Multiplexer, streamID: int, outbound: bool) -> None:
@@ -308,6 +309,11 @@ class Stream:
         self._pullCall: Any = None
         self._queued = False
         self._inbound = not outbound
+        #: Whether received payload may be handed to the protocol as
+        #: memoryview slices of the link's read instead of bytes copies (a
+        #: relay's spliced streams: the slice is written on at once, so the
+        #: copy would be thrown away).
+        self.takesViews = False
 
     def __repr__(self) -> str:
         return f"<Stream {self.streamID}>"
@@ -989,6 +995,7 @@ class Multiplexer:
         pos = 0
         frames = 0
         end = len(data)
+        view = memoryview(data)
         header = self._header
         if header:
             # Complete a header split across reads.
@@ -1007,18 +1014,20 @@ class Multiplexer:
                 avail = end - pos
                 if not avail:
                     return frames
+                stream = self._payloadStream
+                # A slice of a memoryview copies nothing; of bytes, all of it.
+                cut: Any = view if stream is not None and stream.takesViews else data
                 if avail >= remaining:
-                    chunk = data[pos : pos + remaining] if (pos or remaining != end) else data
+                    chunk = cut[pos : pos + remaining] if (pos or remaining != end) else data
                     pos += remaining
                     self._payloadRemaining = 0
                     done = True
                 else:
-                    chunk = data[pos:] if pos else data
+                    chunk = cut[pos:] if pos else data
                     pos = end
                     self._payloadRemaining = remaining - avail
                     done = False
                 self.bytesReceived += len(chunk)
-                stream = self._payloadStream
                 if stream is not None:
                     stream._dataIn(chunk)
                     if done:

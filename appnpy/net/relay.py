@@ -243,7 +243,9 @@ class Relay:
 
     def forwarder(self, entry: RelayEntry, toSide: int) -> Callable[[bytes], None]:
         """
-        The function that relays bytes into the stream of C{toSide}.
+        The function that relays bytes into the stream of C{toSide}.  It is
+        handed memoryview slices of the link's reads (spliced streams take
+        views), valid for the call.
         """
         return entry.stream(toSide).write
 
@@ -417,6 +419,9 @@ class Relay:
         # streaming instead of stalling every 64 KiB; it bounds what the
         # relay holds per direction (plus the receive window).
         inStream.sendHighWater = outStream.sendHighWater = entry.sendHighWater
+        # What a spliced stream receives is written into the other at once
+        # (or copied into its buffer): slices of the link's read will do.
+        inStream.takesViews = outStream.takesViews = True
         entry.startTimer = self.reactor.callLater(self.startTimeout, entry.lifecycle.startTimedOut)
         outStream.registerProducer(_Pauser(inStream), True)
         inStream.registerProducer(_Pauser(outStream), True)
