@@ -255,6 +255,31 @@ class RelayBulkTests(RoutedHarness):
         self.net.flush()
         self.assertEmpty(self.nodes)
 
+    @settings(max_examples=10, deadline=None)
+    @given(st.lists(st.integers(1, 300 * KiB), min_size=1, max_size=6), st.sampled_from([1, 2]))
+    def test_closeRightAfterWrites(self, sizes: list[int], hops: int) -> None:
+        """
+        Writes followed at once by the end of the session (UNBIND, TLS
+        close_notify and FIN in the same reads as the data at every relay)
+        arrive complete before the far end sees the session end.
+        """
+        p, far = self._session(hops)
+        data = b"".join(pattern(n, i) for i, n in enumerate(sizes))
+        seen: list[int] = []
+        lost = far.connectionLost
+
+        def ended(reason: Failure) -> None:
+            seen.append(len(far.received))
+            lost(reason)
+
+        far.connectionLost = ended  # type: ignore[method-assign]
+        p.transport.write(data)
+        p.transport.loseConnection()
+        self.net.flush()
+        self.assertEqual(seen, [len(data)])
+        self.assertEqual(bytes(far.received), data)
+        self.assertEmpty(self.nodes)
+
     def test_64KiBWriteIsOneFrame(self) -> None:
         """
         A 64 KiB write into a routed session leaves the origin as one yamux

@@ -531,6 +531,44 @@ class Stream:
         """
         self.write(b"".join(seq))
 
+    def writeFrames(self, pieces: list[Any]) -> None:
+        """
+        Send the concatenation of C{pieces} (bytes or memoryviews), each
+        piece one Data frame if it can go now, all of them in one write to
+        the link: a relay forwards what one read of the other link brought
+        this way, with one copy and one TLS write instead of one per frame.
+        """
+        mux = self._mux
+        n = 0
+        maxFrame = mux._maxFrame
+        for piece in pieces:
+            if len(piece) > maxFrame:
+                n = -1
+                break
+            n += len(piece)
+        if (
+            n <= 0
+            or self._writeClosed
+            or self._sendBuf is not None
+            or mux._paused
+            or n > self._sendWindow
+            or mux._collecting
+        ):
+            self.write(b"".join(pieces))
+            return
+        sid = self.streamID
+        parts = []
+        for piece in pieces:
+            parts.append(_pack(VERSION, TYPE_DATA, 0, sid, len(piece)))
+            parts.append(piece)
+        self._sendWindow -= n
+        self.bytesSent += n
+        mux.bytesSent += n
+        mux.transport.write(b"".join(parts))
+        if mux._waitSince is None:
+            mux._startWait()
+        self._pullIfDrained()
+
     def _sendOne(self) -> bool:
         """
         Send at most one frame of buffered data (and the FIN once drained).
@@ -849,6 +887,9 @@ class Multiplexer:
         self._collecting = False
         self._out: list[bytes] | None = None
         self._afterRead: list[Callable[[], None]] | None = None
+        # A call held until the parser handles anything but more plain Data
+        # for one stream (see holdUntilOther).
+        self._held: tuple[int, Callable[[], None]] | None = None
         self._lastReceived = reactor.seconds()
         # Failure detection (MuxConfig.suspectMinimum): when the current wait
         # for the peer began (None: nothing sent since the last frame
@@ -969,6 +1010,8 @@ class Multiplexer:
         finally:
             if not nested:
                 self._collecting = False
+                if self._held is not None:
+                    self._runHeld()
                 if self._out is not None:
                     self.flush()
                 if self._afterRead is not None:
@@ -1007,6 +1050,9 @@ class Multiplexer:
             fields = decodeHeader(bytes(header))
             header.clear()
             frames = 1
+            held = self._held
+            if held is not None and (fields[0] or fields[1] or fields[2] != held[0]):
+                self._runHeld()
             self._frame(*fields)
         while not self._closed:
             remaining = self._payloadRemaining
@@ -1034,6 +1080,8 @@ class Multiplexer:
                         self._payloadStream = None
                         if self._payloadFin:
                             self._payloadFin = False
+                            if self._held is not None:
+                                self._runHeld()
                             stream._finIn()
                 continue
             if end - pos < HEADER_SIZE:
@@ -1045,6 +1093,9 @@ class Multiplexer:
             frames += 1
             if version or type > TYPE_GO_AWAY:
                 _checkHeader(version, type)
+            held = self._held
+            if held is not None and (type or flags or streamID != held[0]):
+                self._runHeld()
             self._frame(type, flags, streamID, length)
         return frames
 
@@ -1142,6 +1193,30 @@ class Multiplexer:
             self._afterRead = [f]
         else:
             self._afterRead.append(f)
+
+    def holdUntilOther(self, streamID: int, f: Callable[[], None]) -> None:
+        """
+        Call C{f} before this multiplexer handles anything but more plain
+        Data frames of stream C{streamID} in the read being parsed, and at
+        the latest when that read is done (at once outside a read): what a
+        relay forwards of a read can go out in one piece and still keep its
+        order with everything else the link brought (a FIN, a reset, an
+        UNBIND on the control stream).  A second hold runs the first.
+        """
+        if not self._collecting:
+            f()
+            return
+        if self._held is not None:
+            self._runHeld()
+        self._held = (streamID, f)
+
+    def _runHeld(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            try:
+                held[1]()
+            except Exception:
+                self._log.failure("a held call failed")
 
     def _runAfterRead(self) -> None:
         calls, self._afterRead = self._afterRead, None
