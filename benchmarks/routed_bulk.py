@@ -12,6 +12,14 @@ round sends the same bytes from A to D three ways, alternating:
 
 The clock runs from the first write (session authenticated) to D's answer
 C{!} once it has everything.  Medians of the runs; one JSON line at the end.
+
+Around every timed run each process's CPU seconds (user + system) are read
+(A's own from os.times(), the children's through their C{cpu} command), so
+the line also gives CPU seconds per GB per process and kind.  Wall clock on
+a machine with fewer cores than busy processes mixes their work together;
+CPU per byte does not.  With a core per process the busiest process limits
+a kind's throughput, so the projected ratio of a relayed kind to direct is
+(the largest direct CPU s/GB) / (the largest CPU s/GB of that kind).
 """
 
 from __future__ import annotations
@@ -58,6 +66,9 @@ class _ChildCommands(LineReceiver):
                 lambda cp: self.reply({"linked": cp.peerNodeID}),
                 lambda f: self.reply({"error": f.getErrorMessage()}),
             )
+        elif cmd["cmd"] == "cpu":
+            t = os.times()
+            self.reply({"cpu": t.user + t.system})
         elif cmd["cmd"] == "state":
             self.reply(
                 {
@@ -103,12 +114,44 @@ async def spawnChild(reactor: Any, profile: str | None) -> tuple[C.PeerProcess, 
 # -- the measuring process ----------------------------------------------------------------
 
 
+PROCESSES = "ABCD"
+
+
+async def cpuNow(children: list[tuple[C.PeerProcess, dict[str, Any]]]) -> list[float]:
+    """
+    CPU seconds so far of A (this process), B, C and D.
+    """
+    answers = [await proc.request(cmd="cpu") for proc, _ in children]
+    return [C.cpuSeconds(), *(a["cpu"] for a in answers)]
+
+
 async def run(reactor: Any, node: Any, kind: str, route: list[str], total: int) -> float:
     if kind == "direct":
         d = node.openSession(route[-1], "sink", C.SessionClient, {"n": total})
     else:
         d = node.routedSessions.open(route[-1], "sink", C.SessionClient, {"n": total}, route=route)
     return await C.timedPush(reactor, await d, total)
+
+
+def cpuFigures(cpu: dict[str, list[list[float]]], total: int) -> dict[str, Any]:
+    """
+    Median CPU seconds per GB of every process per kind, and each relayed
+    kind's projected ratio to direct with a core per process.
+    """
+    perGB = {
+        kind: {
+            name: round(C.median([run[i] for run in runs]) / (total / 1e9), 3)
+            for i, name in enumerate(PROCESSES)
+        }
+        for kind, runs in cpu.items()
+    }
+    figures: dict[str, Any] = {"cpu_s_per_GB": perGB}
+    for kind in ("relay1", "relay2"):
+        if kind in perGB and "direct" in perGB:
+            figures[f"ratio_{kind}_core_per_process"] = round(
+                max(perGB["direct"].values()) / max(perGB[kind].values()), 3
+            )
+    return figures
 
 
 async def main(reactor: Any, args: argparse.Namespace) -> None:
@@ -135,15 +178,28 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         if args.kinds:
             routes = {k: routes[k] for k in args.kinds.split(",")}
         results: dict[str, list[float]] = {k: [] for k in routes}
+        # Per kind and run: CPU seconds each process spent on the run.
+        cpu: dict[str, list[list[float]]] = {k: [] for k in routes}
         for i in range(runs):
             # Alternate the order every run so no kind always goes first.
             order = list(routes) if i % 2 == 0 else list(routes)[::-1]
             for kind in order:
+                before = await cpuNow(children)
                 t = await run(reactor, node, kind, routes[kind], total)
+                after = await cpuNow(children)
                 results[kind].append(total / t / 1e9)
+                cpu[kind].append([b - a for a, b in zip(before, after, strict=True)])
             C.log(
                 f"run {i + 1}/{runs}: "
-                + ", ".join(f"{k} {results[k][-1]:.3f} GB/s" for k in routes)
+                + ", ".join(
+                    f"{k} {results[k][-1]:.3f} GB/s (CPU s/GB "
+                    + " ".join(
+                        f"{p}{c / (total / 1e9):.2f}"
+                        for p, c in zip(PROCESSES, cpu[k][-1], strict=True)
+                    )
+                    + ")"
+                    for k in routes
+                )
             )
         leftovers = [await p.request(cmd="state") for p, _ in children]
         for cp in list(node.links.values()):
@@ -163,6 +219,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
             "runs": runs,
             **figures,
             "goal_relay1": 0.5,
+            **cpuFigures(cpu, total),
             "runs_GBps": {k: [round(x, 4) for x in v] for k, v in results.items()},
             "leftover_state": leftovers,
         }

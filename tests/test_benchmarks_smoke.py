@@ -58,6 +58,15 @@ EXPECTED = {
         "kill_lost_bytes",
         "kill_new_session_s",
     ],
+    "routed_bulk": [
+        "direct_GBps",
+        "relay1_GBps",
+        "relay2_GBps",
+        "ratio_relay1",
+        "ratio_relay2",
+        "ratio_relay1_core_per_process",
+        "ratio_relay2_core_per_process",
+    ],
 }
 
 #: Benchmarks that need more than Python: skipped where the host cannot run

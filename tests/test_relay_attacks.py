@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from appnpy.api import SessionRefused
 from appnpy.cp.messages import SessionOpen, SessionStarted
 from appnpy.link.identity import generateIdentity
+from appnpy.link.yamux import MuxConfig
 from appnpy.net.relay import installRelay
 from appnpy.node import Node
 from appnpy.session.bind import BIND_FRESHNESS, BindVerifier
@@ -203,7 +204,7 @@ class FloodTests(AttackHarness):
         self.net.connect(a, r)
         self.net.connect(r, d)
         relay = r.relay
-        fixed = 2 * (256 * 1024 + 64 * 1024 - 12)
+        fixed = 2 * (256 * 1024 + MuxConfig().maxFramePayload)
         relay.bufferBudget = 2 * (fixed + 2 * 1024 * 1024) + fixed + 2 * 100 * 1024
         opened = [self.openVia([a, r, d]) for _ in range(3)]
         marks = sorted(e.sendHighWater for e in relay.table.values())

@@ -374,7 +374,8 @@ class FailureTests(RoutedHarness):
 
             def tamper(data: bytes) -> None:
                 if armed and toSide == 1 and len(data) > 100:
-                    data = data[:50] + bytes([data[50] ^ 1]) + data[51:]
+                    # A spliced stream hands the forwarder memoryviews.
+                    data = bytes(data[:50]) + bytes([data[50] ^ 1]) + bytes(data[51:])
                 write(data)
 
             return tamper

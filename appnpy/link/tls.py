@@ -45,6 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from appnpy.errors import AddressError, ConfigurationError, IdentityError, PeerAuthenticationError
+from appnpy.link.bulktls import bulkContext
 from appnpy.link.identity import (
     NETWORK_CA_FILE,
     Identity,
@@ -219,7 +220,8 @@ class LinkContextFactory:
                     "network trust mode needs a node certificate signed by the network "
                     "CA; sign this node with `appn ca sign`"
                 ) from None
-        ctx = SSL.Context(SSL.TLS_METHOD)
+        # One SSL_write per write, all its records (appnpy.link.bulktls).
+        ctx = bulkContext(SSL.Context(SSL.TLS_METHOD))
         ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
         ctx.use_certificate(cert)
         ctx.use_privatekey(identity.privateKey)

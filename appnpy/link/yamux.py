@@ -185,11 +185,13 @@ class MuxConfig:
     maxStreamWindow: int = 16 * 1024 * 1024
     # Sum of the windows granted beyond the initial one, across all streams.
     maxLinkReceiveBuffer: int = 64 * 1024 * 1024
-    # Largest data frame we send.
-    # 64 KiB less the 12-byte header, so a 64 KiB application write leaves as
-    # one frame of exactly four full 16 KiB TLS records (a whole 64 KiB
-    # payload would cost a fifth, 12-byte record: 25% more work per frame).
-    maxFramePayload: int = 64 * 1024 - 12
+    # Largest data frame we send: 66 KiB with its header, room for one
+    # 64 KiB write as one frame, and for the 64 KiB of a routed session's
+    # end-to-end TLS records (four 22-byte record overheads) in its numbered
+    # stream frame (5 bytes).  The link's TLS encrypts a frame in one call
+    # (appnpy.link.bulktls), so its short fifth record costs no Python work;
+    # a write split over two frames would cost a frame's whole path twice.
+    maxFramePayload: int = 66 * 1024 - 12
     # Concurrently open streams per link (both directions); an excess inbound
     # SYN is reset.  512 as the libp2p DoS-mitigation guide advises ("surely
     # you don't need >512"; rust-yamux's default too); hashicorp/yamux
@@ -270,6 +272,7 @@ class Stream:
         "_pullCall",
         "_queued",
         "_inbound",
+        "takesViews",
     )
 
     def __init__(self, mux: Multiplexer, streamID: int, outbound: bool) -> None:
@@ -306,6 +309,11 @@ class Stream:
         self._pullCall: Any = None
         self._queued = False
         self._inbound = not outbound
+        #: Whether received payload may be handed to the protocol as
+        #: memoryview slices of the link's read instead of bytes copies (a
+        #: relay's spliced streams: the slice is written on at once, so the
+        #: copy would be thrown away).
+        self.takesViews = False
 
     def __repr__(self) -> str:
         return f"<Stream {self.streamID}>"
@@ -522,6 +530,44 @@ class Stream:
         Send the concatenation of C{seq}.
         """
         self.write(b"".join(seq))
+
+    def writeFrames(self, pieces: list[Any]) -> None:
+        """
+        Send the concatenation of C{pieces} (bytes or memoryviews), each
+        piece one Data frame if it can go now, all of them in one write to
+        the link: a relay forwards what one read of the other link brought
+        this way, with one copy and one TLS write instead of one per frame.
+        """
+        mux = self._mux
+        n = 0
+        maxFrame = mux._maxFrame
+        for piece in pieces:
+            if len(piece) > maxFrame:
+                n = -1
+                break
+            n += len(piece)
+        if (
+            n <= 0
+            or self._writeClosed
+            or self._sendBuf is not None
+            or mux._paused
+            or n > self._sendWindow
+            or mux._collecting
+        ):
+            self.write(b"".join(pieces))
+            return
+        sid = self.streamID
+        parts = []
+        for piece in pieces:
+            parts.append(_pack(VERSION, TYPE_DATA, 0, sid, len(piece)))
+            parts.append(piece)
+        self._sendWindow -= n
+        self.bytesSent += n
+        mux.bytesSent += n
+        mux.transport.write(b"".join(parts))
+        if mux._waitSince is None:
+            mux._startWait()
+        self._pullIfDrained()
 
     def _sendOne(self) -> bool:
         """
@@ -841,6 +887,9 @@ class Multiplexer:
         self._collecting = False
         self._out: list[bytes] | None = None
         self._afterRead: list[Callable[[], None]] | None = None
+        # A call held until the parser handles anything but more plain Data
+        # for one stream (see holdUntilOther).
+        self._held: tuple[int, Callable[[], None]] | None = None
         self._lastReceived = reactor.seconds()
         # Failure detection (MuxConfig.suspectMinimum): when the current wait
         # for the peer began (None: nothing sent since the last frame
@@ -961,6 +1010,8 @@ class Multiplexer:
         finally:
             if not nested:
                 self._collecting = False
+                if self._held is not None:
+                    self._runHeld()
                 if self._out is not None:
                     self.flush()
                 if self._afterRead is not None:
@@ -987,6 +1038,7 @@ class Multiplexer:
         pos = 0
         frames = 0
         end = len(data)
+        view = memoryview(data)
         header = self._header
         if header:
             # Complete a header split across reads.
@@ -998,6 +1050,9 @@ class Multiplexer:
             fields = decodeHeader(bytes(header))
             header.clear()
             frames = 1
+            held = self._held
+            if held is not None and (fields[0] or fields[1] or fields[2] != held[0]):
+                self._runHeld()
             self._frame(*fields)
         while not self._closed:
             remaining = self._payloadRemaining
@@ -1005,24 +1060,28 @@ class Multiplexer:
                 avail = end - pos
                 if not avail:
                     return frames
+                stream = self._payloadStream
+                # A slice of a memoryview copies nothing; of bytes, all of it.
+                cut: Any = view if stream is not None and stream.takesViews else data
                 if avail >= remaining:
-                    chunk = data[pos : pos + remaining] if (pos or remaining != end) else data
+                    chunk = cut[pos : pos + remaining] if (pos or remaining != end) else data
                     pos += remaining
                     self._payloadRemaining = 0
                     done = True
                 else:
-                    chunk = data[pos:] if pos else data
+                    chunk = cut[pos:] if pos else data
                     pos = end
                     self._payloadRemaining = remaining - avail
                     done = False
                 self.bytesReceived += len(chunk)
-                stream = self._payloadStream
                 if stream is not None:
                     stream._dataIn(chunk)
                     if done:
                         self._payloadStream = None
                         if self._payloadFin:
                             self._payloadFin = False
+                            if self._held is not None:
+                                self._runHeld()
                             stream._finIn()
                 continue
             if end - pos < HEADER_SIZE:
@@ -1034,6 +1093,9 @@ class Multiplexer:
             frames += 1
             if version or type > TYPE_GO_AWAY:
                 _checkHeader(version, type)
+            held = self._held
+            if held is not None and (type or flags or streamID != held[0]):
+                self._runHeld()
             self._frame(type, flags, streamID, length)
         return frames
 
@@ -1131,6 +1193,30 @@ class Multiplexer:
             self._afterRead = [f]
         else:
             self._afterRead.append(f)
+
+    def holdUntilOther(self, streamID: int, f: Callable[[], None]) -> None:
+        """
+        Call C{f} before this multiplexer handles anything but more plain
+        Data frames of stream C{streamID} in the read being parsed, and at
+        the latest when that read is done (at once outside a read): what a
+        relay forwards of a read can go out in one piece and still keep its
+        order with everything else the link brought (a FIN, a reset, an
+        UNBIND on the control stream).  A second hold runs the first.
+        """
+        if not self._collecting:
+            f()
+            return
+        if self._held is not None:
+            self._runHeld()
+        self._held = (streamID, f)
+
+    def _runHeld(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            try:
+                held[1]()
+            except Exception:
+                self._log.failure("a held call failed")
 
     def _runAfterRead(self) -> None:
         calls, self._afterRead = self._afterRead, None

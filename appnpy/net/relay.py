@@ -141,6 +141,37 @@ class _Pauser:
         pass
 
 
+class _Batch:
+    """
+    Forwards what one read of a link brings for a spliced stream in one
+    write to the other stream: the frames of the read (about 256 KiB) leave
+    in one TLS write, not one each.  The multiplexer of the link read from
+    flushes it before it handles anything else of that read (a FIN, a
+    reset, a control message), so nothing overtakes the data.
+    """
+
+    __slots__ = ("_to", "_fromMux", "_fromID", "_pending")
+
+    def __init__(self, to: Stream, fromMux: Any, fromID: int) -> None:
+        self._to = to
+        self._fromMux = fromMux
+        self._fromID = fromID
+        self._pending: list[Any] | None = None
+
+    def forward(self, data: Any) -> None:
+        pending = self._pending
+        if pending is None:
+            self._pending = [data]
+            self._fromMux.holdUntilOther(self._fromID, self.flush)
+        else:
+            pending.append(data)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending:
+            self._to.writeFrames(pending)
+
+
 @implementer(IHalfCloseableProtocol)
 class _SpliceSide:
     """
@@ -160,13 +191,21 @@ class _SpliceSide:
     def dataReceived(self, data: bytes) -> None:  # replaced per instance
         pass
 
+    def _settle(self) -> None:
+        # Whatever this stream's forwarder still holds goes first.
+        batch = getattr(self.dataReceived, "__self__", None)
+        if isinstance(batch, _Batch):
+            batch.flush()
+
     def readConnectionLost(self) -> None:
+        self._settle()
         self._entry.lifecycle.finReceived(self._side)
 
     def writeConnectionLost(self) -> None:
         pass
 
     def connectionLost(self, reason: Failure) -> None:
+        self._settle()
         self._entry.lifecycle.streamLost(self._side, reason)
 
 
@@ -243,9 +282,13 @@ class Relay:
 
     def forwarder(self, entry: RelayEntry, toSide: int) -> Callable[[bytes], None]:
         """
-        The function that relays bytes into the stream of C{toSide}.
+        The function that relays bytes into the stream of C{toSide}.  It is
+        handed memoryview slices of the link's reads (spliced streams take
+        views), valid for the call.
         """
-        return entry.stream(toSide).write
+        fromSide = IN if toSide == OUT else OUT
+        fromCp = entry.inCp if toSide == OUT else entry.outCp
+        return _Batch(entry.stream(toSide), fromCp.mux, entry.stream(fromSide).streamID).forward
 
     # -- BIND ----------------------------------------------------------------------
 
@@ -417,6 +460,9 @@ class Relay:
         # streaming instead of stalling every 64 KiB; it bounds what the
         # relay holds per direction (plus the receive window).
         inStream.sendHighWater = outStream.sendHighWater = entry.sendHighWater
+        # What a spliced stream receives is written into the other at once
+        # (or copied into its buffer): slices of the link's read will do.
+        inStream.takesViews = outStream.takesViews = True
         entry.startTimer = self.reactor.callLater(self.startTimeout, entry.lifecycle.startTimedOut)
         outStream.registerProducer(_Pauser(inStream), True)
         inStream.registerProducer(_Pauser(outStream), True)

@@ -35,6 +35,7 @@ from zope.interface import implementer
 from appnpy.cp._interfaces import IBoundSession
 from appnpy.cp.messages import SessionAccept, SessionOpen, SessionStarted, encodeMessage
 from appnpy.errors import PeerAuthenticationError, Reason, SessionClosed, SessionRefused
+from appnpy.link.bulktls import BulkTLS
 from appnpy.link.tls import checkPeer
 from appnpy.session.adjacent import INBOUND, OUTBOUND, SessionBase, SessionInfo
 from appnpy.session.pathswitch import PathSwitch, ResumableStream
@@ -51,9 +52,10 @@ __all__ = ["MAX_EARLY_DATA", "RoutedSession"]
 MAX_EARLY_DATA = 256 * 1024
 
 
-class _EndToEndTLS(BufferingTLSTransport):
+class _EndToEndTLS(BulkTLS, BufferingTLSTransport):
     """
-    Twisted's TLS layer, telling the session of a TLS failure (a record that
+    Twisted's TLS layer (L{BulkTLS}: whole writes, one delivery per read),
+    telling the session of a TLS failure (a record that
     does not authenticate, a bad alert) before it closes the stream, so the
     UNBIND that names the failure goes out ahead of the FIN.
     """

@@ -51,9 +51,10 @@ FRAME_RESUME = 2
 _DATA = struct.Struct(">BI")
 _POSITION = struct.Struct(">BQ")
 
-#: The largest DATA payload sent or accepted (the TLS layer writes at most
-#: 32 KiB at a time).
-MAX_DATA_FRAME = 65536
+#: The largest DATA payload sent or accepted.  The TLS layer writes the
+#: records of one write at once (appnpy.link.bulktls): a 64 KiB write is
+#: 65,624 bytes of records, and goes out as one frame.
+MAX_DATA_FRAME = 256 * 1024
 #: Unacknowledged bytes an end keeps for retransmission; the producer
 #: writing into the session is paused while this many are outstanding.
 SWITCH_WINDOW = 4 * 1024 * 1024
