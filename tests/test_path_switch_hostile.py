@@ -36,7 +36,7 @@ from appnpy.cp.messages import (
 from appnpy.link import yamux
 from appnpy.node import Node
 from appnpy.session.bind import signBind
-from appnpy.session.resumable import ResumableStream, _StreamSide
+from appnpy.session.resumable import MAX_DATA_FRAME, ResumableStream, _StreamSide
 from appnpy.testing import MemoryNetwork, resultOf
 from tests.hostile.relay import BindSender, makeBind
 from tests.test_path_switch import MiB, Sink, SinkPlugin, Source, SwitchHarness, pattern
@@ -623,14 +623,16 @@ class LyingNewPathTests(HostileRelayHarness):
 
     def test_oversizedDataFrame(self) -> None:
         """
-        After a proper-looking RESUME, a DATA frame longer than 65536.
+        After a proper-looking RESUME, a DATA frame longer than the
+        numbered stream allows (MAX_DATA_FRAME).
         """
+        size = MAX_DATA_FRAME + 1
         source, far = self.openSession()
-        self.answerRebindsWith(b"\x02" + bytes(8) + b"\x00" + (70000).to_bytes(4, "big"))
+        self.answerRebindsWith(b"\x02" + bytes(8) + b"\x00" + size.to_bytes(4, "big"))
         self.links["r1b"].cut()
         self.settle(1)
         self.assertEqual(source.lost.value.reason, "protocol-error")
-        self.assertIn("70000", source.lost.value.detail)
+        self.assertIn(str(size), source.lost.value.detail)
 
     def test_endedWhileWaitingForResumeLeavesNoTimer(self) -> None:
         """
