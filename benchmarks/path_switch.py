@@ -50,6 +50,9 @@ KINDS = ("cut", "kill")
 GOALS = {"cut": 5.0, "kill": 1.0}
 #: Seconds any one wait may take.
 WAIT = 60.0
+#: A download in these states has not ended yet (verifying: every byte is in,
+#: the whole-file hash is being checked).
+UNDER_WAY = ("preparing", "downloading", "verifying")
 
 
 class Bench:
@@ -160,7 +163,7 @@ class Bench:
 
         async def underway() -> bool:
             t = await self.transfer(started["id"])
-            if t["state"] not in ("preparing", "downloading"):
+            if t["state"] not in UNDER_WAY:
                 raise RuntimeError(f"the download ended before the fault: {t}")
             return bool(t["done_bytes"] >= self.size // 8)
 
@@ -174,7 +177,7 @@ class Bench:
 
         async def ended() -> dict[str, Any] | None:
             t = await self.transfer(tid)
-            return t if t["state"] not in ("preparing", "downloading") else None
+            return t if t["state"] not in UNDER_WAY else None
 
         t = await self.until("the download to end", ended)
         if t["state"] != "complete" or not os.path.exists(target):

@@ -18,12 +18,10 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.interop.harness import NodeHarness, NodeProcess
+from tests.interop.harness import NodeHarness, NodeProcess, spawn
 
 MIB = 1024 * 1024
 #: Only the plugins these tests use: another installed distribution's
@@ -33,42 +31,13 @@ PLUGINS = ["--plugin", "files", "--plugin", "echo"]
 DEADLINE = 60.0
 
 
-class _Collect(ProcessProtocol):
-    def __init__(self, stdin: bytes) -> None:
-        self.stdin = stdin
-        self.out = b""
-        self.err = b""
-        self.done: Deferred[tuple[bytes, bytes, int]] = Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        if self.stdin:
-            self.transport.write(self.stdin)
-        self.transport.closeStdin()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        code = getattr(reason.value, "exitCode", None)
-        self.done.callback((self.out, self.err, -1 if code is None else code))
-
-
 async def appn(node: NodeProcess, *args: str, stdin: bytes = b"") -> tuple[str, str, int]:
     """
     Run C{appn --data-dir <node's> ARGS}; answer (stdout, stderr, exit code).
     """
-    proto = _Collect(stdin)
-    reactor.spawnProcess(  # type: ignore[attr-defined]
-        proto,
-        sys.executable,
-        [sys.executable, "-m", "appnpy.cli", "--data-dir", node.dataDir, *args],
-        env=dict(os.environ),
+    out, err, code = await spawn(
+        [sys.executable, "-m", "appnpy.cli", "--data-dir", node.dataDir, *args], stdin
     )
-    out, err, code = await proto.done
     return out.decode(), err.decode(), code
 
 

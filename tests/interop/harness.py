@@ -298,6 +298,48 @@ class NodeHarness:
         return d
 
 
+class _Collect(ProcessProtocol):
+    """
+    Writes C{stdin} to a short-lived process, closes its standard input,
+    and collects its output until it ends.
+    """
+
+    def __init__(self, stdin: bytes) -> None:
+        self.stdin = stdin
+        self.out = b""
+        self.err = b""
+        self.done: Deferred[tuple[bytes, bytes, int]] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        if self.stdin:
+            self.transport.write(self.stdin)
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        self.done.callback((self.out, self.err, -1 if code is None else code))
+
+
+def spawn(args: Sequence[str], stdin: bytes = b"") -> Deferred[tuple[bytes, bytes, int]]:
+    """
+    Run C{args} (its first word looked up on C{PATH}) with C{stdin} as its
+    standard input; (stdout, stderr, exit code).
+    """
+    from twisted.internet import reactor
+
+    proto = _Collect(stdin)
+    executable = shutil.which(args[0]) or args[0]
+    reactor.spawnProcess(proto, executable, list(args), env=dict(os.environ))  # type: ignore[attr-defined]
+    return proto.done
+
+
 def exitedCleanly(process: NodeProcess) -> bool:
     return process.exitCode == 0 and process.exitSignal is None
 

@@ -38,7 +38,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import FailTest, SkipTest
 
-from tests.interop.harness import Event, NodeHarness, NodeProcess
+from tests.interop.harness import Event, NodeHarness, NodeProcess, spawn
 
 SIZE = 5
 PORT = 7700
@@ -204,36 +204,6 @@ def _all(ds: list[Deferred[Any]]) -> Deferred[None]:
     d = gatherResults(ds, consumeErrors=True)
     d.addCallback(lambda _: None)
     return d
-
-
-class _Collect(ProcessProtocol):
-    def __init__(self) -> None:
-        self.out = b""
-        self.err = b""
-        self.done: Deferred[tuple[bytes, bytes, int]] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        code = getattr(reason.value, "exitCode", None)
-        self.done.callback((self.out, self.err, -1 if code is None else code))
-
-
-def spawn(args: Sequence[str]) -> Deferred[tuple[bytes, bytes, int]]:
-    """
-    Run C{args} (its first word looked up on C{PATH}); (stdout, stderr,
-    exit code).
-    """
-    from twisted.internet import reactor
-
-    proto = _Collect()
-    executable = shutil.which(args[0]) or args[0]
-    reactor.spawnProcess(proto, executable, list(args), env=dict(os.environ))  # type: ignore[attr-defined]
-    return proto.done
 
 
 async def _runChecked(*args: str) -> None:
