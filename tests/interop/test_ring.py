@@ -7,7 +7,9 @@ echo session to it (C{appn echo}), both routed 1-2-3, the link 1-2 is cut
 by dropping its packets in both namespaces: no reset, no FIN, the TCP
 connection stays established for both kernels.  Failure detection finds
 the cut link because the sessions wait on it; node 1 switches both
-sessions to 1-5-4-3 and they go on.
+sessions to 1-5-4-3 and they go on.  The same for a download and an echo
+session from node 1 to its neighbour node 2 on the link's own streams
+(adjacent sessions): they move to 1-5-4-3-2.
 
 Skipped unless running as root with C{ip netns}, veth pairs and iptables;
 under CI (C{APPN_CI=1}) it fails instead.  The namespaces are deleted after
@@ -112,32 +114,49 @@ class SilentCutRingTests(TestCase):
         resumed on 1-5-4-3 after a pause far below the keepalive timeout,
         and a new session opened after the cut goes 1-5-4-3.
         """
-        return run(self._silentCutSessionsSurvive())
+        return run(self._sessionsSurvive(3))
 
-    async def _silentCutSessionsSurvive(self) -> None:
-        n1, n2, n3, n4, n5 = await rings.startNodes(self.harness, self.ring, self.config)
-        ids = [n.nodeID or "" for n in (n1, n2, n3, n4, n5)]
-        route = await self.appnOK(1, n1, "route", ids[2])
-        self.assertEqual(route["route"]["hops"], ids[:3])
+    def test_silentCutAdjacentSessionsSurvive(self) -> None:
+        """
+        The same for sessions from node 1 to its neighbour node 2, on their
+        link's own streams (adjacent, no relay): cut, they are re-bound on
+        1-5-4-3-2 and go on.
+        """
+        return run(self._sessionsSurvive(2))
+
+    async def _sessionsSurvive(self, dest: int) -> None:
+        """
+        Sessions from node 1 to node C{dest} (2: adjacent; 3: relayed by
+        node 2) through the cut of link 1-2.
+        """
+        nodes = await rings.startNodes(self.harness, self.ring, self.config)
+        n1, n2, n3, n4, n5 = nodes
+        ids = [n.nodeID or "" for n in nodes]
+        nd, dst = nodes[dest - 1], ids[dest - 1]
+        # The way back round: 1-5-4-3, and on to 2.
+        around = [ids[0], ids[4], ids[3], ids[2], ids[1]][: 7 - dest]
+        relays = nodes[1 : dest - 1]
+        route = await self.appnOK(1, n1, "route", dst)
+        self.assertEqual(route["route"]["hops"], ids[:dest])
 
         shared = os.path.join(self.harness.root, "shared")
         os.makedirs(shared)
         data = os.urandom(FILE_SIZE)
         with open(os.path.join(shared, "big.bin"), "wb") as f:
             f.write(data)
-        await self.appnOK(3, n3, "files", "share", "add", "media", shared)
+        await self.appnOK(dest, nd, "files", "share", "add", "media", shared)
 
         async def indexed() -> bool:
-            shares = await self.appnOK(3, n3, "files", "share", "list")
+            shares = await self.appnOK(dest, nd, "files", "share", "list")
             return any(s["name"] == "media" and s["files"] == 1 for s in shares["shares"])
 
         await self.until("the share indexed", 30, indexed)
 
         # Ready before the transfers start (nothing slow between them and the cut).
-        loop = await rings.EchoLoop.start(self.ring.wrap(1), n1, ids[2], 60)
+        loop = await rings.EchoLoop.start(self.ring.wrap(1), n1, dst, 60)
         target = os.path.join(self.harness.root, "big.bin")
         started = await self.appnOK(
-            1, n1, "files", "get", f"{ids[2]}:media/big.bin", "-o", target,
+            1, n1, "files", "get", f"{dst}:media/big.bin", "-o", target,
             "--limit", RATE, "--no-wait",
         )  # fmt: skip
 
@@ -147,15 +166,15 @@ class SilentCutRingTests(TestCase):
             return bool(t["done_bytes"] >= 2 * MIB)
 
         await self.until("the download under way", 30, downloading)
-        before = len(rings.relayed(n2, ids[0], ids[2]))
-        self.assertGreaterEqual(before, 1)
+        before = [len(rings.relayed(n, ids[0], dst)) for n in relays]
+        self.assertTrue(all(before), "the download not relayed by node 2")
 
         echo = run(
             rings.appn(
                 self.ring.wrap(1),
                 n1,
                 "echo",
-                ids[2],
+                dst,
                 "--count",
                 str(ECHOES),
                 "--size",
@@ -165,9 +184,11 @@ class SilentCutRingTests(TestCase):
         # The echo session bound through node 2 (its BIND went by), and
         # echoes: a session cut before its BIND is answered is refused, not
         # switched.
-        await n2.waitFor(
-            lambda e: len(rings.relayed(n2, ids[0], ids[2])) > before, "the echo session relayed"
-        )
+        for n, seen in zip(relays, before, strict=True):
+            await n.waitFor(
+                lambda e, n=n, seen=seen: len(rings.relayed(n, ids[0], dst)) > seen,
+                "the echo session relayed",
+            )
 
         async def echoing() -> bool:
             sessions = await self.appnOK(1, n1, "sessions")
@@ -175,15 +196,19 @@ class SilentCutRingTests(TestCase):
 
         await self.until("the echo session echoing", 30, echoing)
 
+        if not relays:
+            # Adjacent sessions: no node relayed them.
+            self.assertEqual([n.label for n in nodes if rings.relayed(n, ids[0], dst)], [])
         cutAt = time.time()
         await self.ring.cut(1)
         loop.go()
         attempts = await loop.done
         rerouted = attempts[-1]["end"] - cutAt
         self.assertTrue(attempts[-1]["ok"], attempts)
-        # New sessions from 1 to 3 now go the other way round.
-        self.assertTrue(rings.relayed(n5, ids[0], ids[2]), "no session relayed by node 5")
-        self.assertTrue(rings.relayed(n4, ids[0], ids[2]), "no session relayed by node 4")
+        # New sessions from 1 to the destination now go the other way round.
+        for n in nodes:
+            if n.nodeID in around[1:-1]:
+                self.assertTrue(rings.relayed(n, ids[0], dst), f"no session relayed by {n.label}")
 
         code, answer, err = await echo
         self.assertEqual(code, 0, f"{answer} {err}")
@@ -205,8 +230,8 @@ class SilentCutRingTests(TestCase):
         switched = [e for e in rings.resumed(n1) if e["log_time"] > cutAt]
         self.assertEqual(len(switched), 2, [e["text"] for e in rings.resumed(n1)])
         for event in switched:
-            self.assertEqual(event["route"], [ids[0], ids[4], ids[3], ids[2]], event["text"])
-        for node in (n1, n3):
+            self.assertEqual(event["route"], around, event["text"])
+        for node in (n1, nd):
             self.assertEqual(rings.sessionFailures(node), [], node.label)
         dropped = [
             e["text"] for e in n1.events if e.get("log_format", "").startswith("source {peer}")
