@@ -757,8 +757,6 @@ class BusyLinkTests(HostileRelayHarness):
         self.settle(1)
         self.assertNothingLeft()
 
-    test_originReadsAcceptAndResumeTogether.todo = test_rebindThroughBusyLink.todo  # type: ignore[attr-defined]
-
 
 class OneMessageThenBytesTests(SynchronousTestCase):
     """
@@ -775,11 +773,6 @@ class OneMessageThenBytesTests(SynchronousTestCase):
         (msg,) = reader.feed(accept + after, maxMessages=1)
         self.assertIsInstance(msg, SessionAccept)
         self.assertEqual(reader.leftover(), after)
-
-    test_bytesAfterTheMessageAreLeftOver.todo = (  # type: ignore[attr-defined]
-        "MessageReader.feed checks the header after the last message it returns even when "
-        "maxMessages stopped it"
-    )
 
     def test_adjacentGreetingThroughBusyLink(self) -> None:
         """
@@ -802,10 +795,6 @@ class OneMessageThenBytesTests(SynchronousTestCase):
         self.assertIs(resultOf(d), client)
         self.assertEqual(bytes(client.received), b"HELLO, this is B")
         net.stop()
-
-    test_adjacentGreetingThroughBusyLink.todo = (  # type: ignore[attr-defined]
-        "the same MessageReader.feed check, in the adjacent session's BindReader"
-    )
 
 
 class PartitionTests(SynchronousTestCase):
