@@ -722,12 +722,6 @@ class BusyLinkTests(HostileRelayHarness):
         self.settle(1)
         self.assertNothingLeft()
 
-    test_rebindThroughBusyLink.todo = (  # type: ignore[attr-defined]
-        "MessageReader.feed(maxMessages=1) checks the bytes after the one message as the "
-        "next message's length: a RESUME (02...) right after the SessionAccept is 'a message "
-        "of 33554432 bytes', and the relay's BindReader drops the answer"
-    )
-
     def test_originReadsAcceptAndResumeTogether(self) -> None:
         """
         The same at the origin: R2's link to A is busy when R2 passes the

@@ -475,7 +475,9 @@ class Relay:
             destination=entry.destination,
         )
         if leftover:
-            inSide.dataReceived(leftover)
+            # Bytes the next hop sent right after its answer (the far end's
+            # RESUME, TLS records): they go back towards the origin.
+            outSide.dataReceived(leftover)
         outStream.attachProtocol(outSide)
         inStream.attachProtocol(inSide)
 
