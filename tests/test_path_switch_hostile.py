@@ -408,11 +408,6 @@ class DestinationFloodTests(HostileRelayHarness):
         self.assertLessEqual(self.b.routedSessions.verifier.checked, 1000)
         self.settle(self.a.routedSessions.bindTimeout)
 
-    test_destinationLimitsBindsPerNeighbour.todo = (  # type: ignore[attr-defined]
-        "RoutedSessions.bindReceived has no per-neighbour BIND rate (relay check 3): every "
-        "BIND is signature-checked and fills the replay cache"
-    )
-
     def test_fullReplayCacheRefusesGenuineRebind(self) -> None:
         """
         What the flood above buys: with B's replay cache full (shrunk here
@@ -449,11 +444,6 @@ class DestinationFloodTests(HostileRelayHarness):
         self.assertEqual(source.transport.route, self.path(self.r2))
         source.transport.loseConnection()
         self.settle(1)
-
-    test_fullReplayCacheRefusesGenuineRebind.todo = (  # type: ignore[attr-defined]
-        "RoutedSessions._rebindReceived runs BindVerifier.check, which needs a free place in "
-        "the shared replay cache even for a re-BIND"
-    )
 
 
 class SwallowingRelayTests(HostileRelayHarness):
