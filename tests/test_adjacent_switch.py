@@ -157,7 +157,7 @@ class AdjacentSwitchTests(AdjacentHarness):
         self.assertEqual(session.route, self.via(self.b))
         self.assertEqual(session.switch.switches, 1)
         self.assertEqual(self.far().route, self.via(self.b))
-        self.assertIn(session.sessionID, self.b.relay.table)
+        self.assertIn((self.a.nodeID, session.sessionID), self.b.relay.table)
         # Retransmission kept at most the window: all is acknowledged now.
         self.assertEqual(session.layer.buffered, 0)
         session.loseConnection()

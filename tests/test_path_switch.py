@@ -254,7 +254,7 @@ class PathSwitchTests(SwitchHarness):
         self.assertEqual(session.route, self.path(self.r2))
         self.assertEqual(session.switch.switches, 1)
         self.assertEqual(self.r1.relay.table, {})
-        self.assertIn(session.sessionID, self.r2.relay.table)
+        self.assertIn((self.a.nodeID, session.sessionID), self.r2.relay.table)
         session.loseConnection()
         self.settle(1)
         self.assertEqual(sink.lost.value.reason, "normal")

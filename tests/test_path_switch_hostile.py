@@ -861,7 +861,7 @@ class StolenSessionIDTests(HostileRelayHarness):
             makeBind(route, h.identity, self.net.clock.seconds(), session_id=sid, plugin="sink"),
         )
         self.assertEqual(answer.typeName, "SessionAccept")
-        self.assertEqual(self.r2.relay.table[sid].origin, h.nodeID)
+        self.assertEqual(self.r2.relay.table[h.nodeID, sid].origin, h.nodeID)
         self.links["r1b"].cut()
         self.settle(2)
         self.assertIsNone(source.lost)
@@ -869,11 +869,6 @@ class StolenSessionIDTests(HostileRelayHarness):
         self.assertEqual(source.transport.route, self.path(self.r2))
         source.transport.loseConnection()
         self.settle(self.a.routedSessions.switchTimeout + self.a.routedSessions.bindTimeout)
-
-    test_sessionIDTakenAtSpareRelay.todo = (  # type: ignore[attr-defined]
-        "Relay.table is keyed by session ID alone: Relay.bindReceived refuses the origin's "
-        "re-BIND 'session ID in use' because another origin took the ID first"
-    )
 
 
 class EdgeTimingTests(HostileRelayHarness):
