@@ -831,11 +831,6 @@ class PartitionTests(SynchronousTestCase):
         net.flush(1)
         net.stop()
 
-    test_partitionThatHealsIsNotTheFarEndGone.todo = (  # type: ignore[attr-defined]
-        "Node.alternativeRoutes takes 'not reachable' for 'gone' (DestinationGone), though B's "
-        "links are still announced: PathSwitch._noRoutes ends the session at once"
-    )
-
 
 class StolenSessionIDTests(HostileRelayHarness):
     def test_sessionIDTakenAtSpareRelay(self) -> None:
