@@ -210,9 +210,11 @@ class NoRoute(SessionError):
 
 class DestinationGone(NoRoute):
     """
-    The destination is no longer reachable in the topology database while
-    this node still has links: it left the network or crashed.  A path
-    switch gives up at once instead of waiting for a path to come back.
+    The topology database holds no link of the destination any more (none
+    it announces, none announced to it) while this node still has links: it
+    left the network or crashed.  A path switch gives up at once instead of
+    waiting for a path to come back (one merely cut off by a partition is
+    waited for).
     """
 
 

@@ -623,10 +623,17 @@ class Node(MultiService):
         route L{routeTo} gives otherwise.
         """
         if self.topology is not None:
-            if self.links and not self.topology.isReachable(destination):
-                # Its neighbours have withdrawn their links to it: it is gone,
-                # not just cut off from a path (this node still has links).
-                return fail(DestinationGone(f"{destination} is no longer reachable"))
+            topology = self.topology
+            if (
+                self.links
+                and not topology.isReachable(destination)
+                and not topology.isAnnounced(destination)
+            ):
+                # Its neighbours have withdrawn their links to it and its own
+                # records went with them: it is gone.  Merely unreachable (a
+                # partition: links to it still announced) is no route for now,
+                # and the path switch keeps looking until its timeout.
+                return fail(DestinationGone(f"{destination} is no longer in the topology"))
             try:
                 routes = self.topology.alternativeRoutes(self.nodeID, destination, cos, k)
             except NoRoute as e:

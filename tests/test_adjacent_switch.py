@@ -157,7 +157,7 @@ class AdjacentSwitchTests(AdjacentHarness):
         self.assertEqual(session.route, self.via(self.b))
         self.assertEqual(session.switch.switches, 1)
         self.assertEqual(self.far().route, self.via(self.b))
-        self.assertIn(session.sessionID, self.b.relay.table)
+        self.assertIn((self.a.nodeID, session.sessionID), self.b.relay.table)
         # Retransmission kept at most the window: all is acknowledged now.
         self.assertEqual(session.layer.buffered, 0)
         session.loseConnection()
@@ -514,15 +514,13 @@ class HostileRebindTests(AdjacentHarness):
     def test_replayed(self) -> None:
         """
         A's genuine re-BIND, seen by the relay on its path, replayed to D:
-        refused as a replay and, once D forgot it, as a path that is not
-        newer; the session stays on its new path.
+        refused as a path that is not newer (a re-BIND takes no place in
+        D's replay cache); the session stays on its new path.
         """
         self.links["ad"].cut()
         self.settle()
         (genuine,) = [r for r in self.captured if r.path > 1]
         self.assertEqual(self.session.route, self.via(self.b))
-        answer = self.send(self.b, self.d, genuine)
-        self.assertEqual((answer.reason, answer.detail), ("protocol-error", "replayed BIND"))
         self.d.routedSessions.verifier.seen.clear()
         answer = self.send(self.b, self.d, genuine)
         self.assertEqual(answer.reason, "protocol-error")
@@ -541,6 +539,8 @@ class HostileRebindTests(AdjacentHarness):
         reaches H.
         """
         req = self.rebind(self.a.identity)
+        # A sent that re-BIND (path 9): its next one takes a larger number.
+        self.source.transport.switch.nextPath = req.path + 1
         stream, answers = self.stream(self.h, self.d, req)
         self.assertEqual([type(a).__name__ for a in answers], ["SessionAccept"])
         got: list[bytes] = []
@@ -559,6 +559,11 @@ class HostileRebindTests(AdjacentHarness):
         self.assertEqual(got, [])
         self.assertIsNone(self.session._incoming)
         self.assertEqual(self.session.switch.path, 1)
+        # Its replay needs no place in D's replay cache to be refused.
+        self.d.routedSessions.verifier.seen.clear()
+        answer = self.send(self.h, self.d, req)
+        self.assertEqual(answer.reason, "protocol-error")
+        self.assertIn("not newer", answer.detail)
         self.assertUntouched()
         # The real origin can still move the session later.
         self.links["ad"].cut()
@@ -580,6 +585,7 @@ class HostileRebindTests(AdjacentHarness):
         self.settle()
         self.assertEqual(self.session.switch.state, "holding")
         req = self.rebind(self.a.identity)
+        self.source.transport.switch.nextPath = req.path + 1
         stream, answers = self.stream(self.h, self.d, req)
         self.assertEqual([type(a).__name__ for a in answers], ["SessionAccept"])
         carrier = EndToEndCarrier(

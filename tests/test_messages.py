@@ -108,6 +108,47 @@ class FramingTests(SynchronousTestCase):
             last = cut
         self.assertEqual(out, msgs)
 
+    @settings(max_examples=50)
+    @given(
+        st.lists(messages, min_size=1, max_size=3),
+        st.binary(max_size=64),
+        st.data(),
+    )
+    def test_maxMessagesLeavesTheRest(
+        self, msgs: list[object], after: bytes, data: st.DataObject
+    ) -> None:
+        """
+        Fed with C{maxMessages}, split at arbitrary points, the reader
+        returns that many messages and leaves everything after them intact
+        in C{leftover()}, whatever those bytes are (a length prefix over the
+        limit included): they belong to whoever reads the stream next.
+        """
+        wanted = data.draw(st.integers(1, len(msgs)))
+        encoded = [encodeMessage(m) for m in msgs]  # type: ignore[arg-type]
+        wire = b"".join(encoded) + after
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=10)))
+        reader = MessageReader()
+        out: list[object] = []
+        last = 0
+        for cut in cuts + [len(wire)]:
+            out.extend(reader.feed(wire[last:cut], maxMessages=wanted - len(out)))
+            last = cut
+            if len(out) == wanted:
+                break
+        self.assertEqual(out, msgs[:wanted])
+        self.assertEqual(reader.leftover() + wire[last:], b"".join(encoded[wanted:]) + after)
+
+    def test_overLimitHeaderAfterMaxMessagesIsLeftOver(self) -> None:
+        """
+        The bytes after the one message asked for are not checked as a
+        length prefix, however large they would read as one.
+        """
+        msg = SessionAccept(session_id="ab" * 16)
+        after = struct.pack(">I", MAX_MESSAGE_SIZE + 1) + b"raw"
+        reader = MessageReader()
+        self.assertEqual(reader.feed(encodeMessage(msg) + after, maxMessages=1), [msg])
+        self.assertEqual(reader.leftover(), after)
+
     def test_everyByteBoundary(self) -> None:
         """
         Feeding a message one byte at a time yields it exactly once, at the

@@ -408,11 +408,6 @@ class DestinationFloodTests(HostileRelayHarness):
         self.assertLessEqual(self.b.routedSessions.verifier.checked, 1000)
         self.settle(self.a.routedSessions.bindTimeout)
 
-    test_destinationLimitsBindsPerNeighbour.todo = (  # type: ignore[attr-defined]
-        "RoutedSessions.bindReceived has no per-neighbour BIND rate (relay check 3): every "
-        "BIND is signature-checked and fills the replay cache"
-    )
-
     def test_fullReplayCacheRefusesGenuineRebind(self) -> None:
         """
         What the flood above buys: with B's replay cache full (shrunk here
@@ -449,11 +444,6 @@ class DestinationFloodTests(HostileRelayHarness):
         self.assertEqual(source.transport.route, self.path(self.r2))
         source.transport.loseConnection()
         self.settle(1)
-
-    test_fullReplayCacheRefusesGenuineRebind.todo = (  # type: ignore[attr-defined]
-        "RoutedSessions._rebindReceived runs BindVerifier.check, which needs a free place in "
-        "the shared replay cache even for a re-BIND"
-    )
 
 
 class SwallowingRelayTests(HostileRelayHarness):
@@ -722,12 +712,6 @@ class BusyLinkTests(HostileRelayHarness):
         self.settle(1)
         self.assertNothingLeft()
 
-    test_rebindThroughBusyLink.todo = (  # type: ignore[attr-defined]
-        "MessageReader.feed(maxMessages=1) checks the bytes after the one message as the "
-        "next message's length: a RESUME (02...) right after the SessionAccept is 'a message "
-        "of 33554432 bytes', and the relay's BindReader drops the answer"
-    )
-
     def test_originReadsAcceptAndResumeTogether(self) -> None:
         """
         The same at the origin: R2's link to A is busy when R2 passes the
@@ -757,8 +741,6 @@ class BusyLinkTests(HostileRelayHarness):
         self.settle(1)
         self.assertNothingLeft()
 
-    test_originReadsAcceptAndResumeTogether.todo = test_rebindThroughBusyLink.todo  # type: ignore[attr-defined]
-
 
 class OneMessageThenBytesTests(SynchronousTestCase):
     """
@@ -775,11 +757,6 @@ class OneMessageThenBytesTests(SynchronousTestCase):
         (msg,) = reader.feed(accept + after, maxMessages=1)
         self.assertIsInstance(msg, SessionAccept)
         self.assertEqual(reader.leftover(), after)
-
-    test_bytesAfterTheMessageAreLeftOver.todo = (  # type: ignore[attr-defined]
-        "MessageReader.feed checks the header after the last message it returns even when "
-        "maxMessages stopped it"
-    )
 
     def test_adjacentGreetingThroughBusyLink(self) -> None:
         """
@@ -802,10 +779,6 @@ class OneMessageThenBytesTests(SynchronousTestCase):
         self.assertIs(resultOf(d), client)
         self.assertEqual(bytes(client.received), b"HELLO, this is B")
         net.stop()
-
-    test_adjacentGreetingThroughBusyLink.todo = (  # type: ignore[attr-defined]
-        "the same MessageReader.feed check, in the adjacent session's BindReader"
-    )
 
 
 class PartitionTests(SynchronousTestCase):
@@ -858,11 +831,6 @@ class PartitionTests(SynchronousTestCase):
         net.flush(1)
         net.stop()
 
-    test_partitionThatHealsIsNotTheFarEndGone.todo = (  # type: ignore[attr-defined]
-        "Node.alternativeRoutes takes 'not reachable' for 'gone' (DestinationGone), though B's "
-        "links are still announced: PathSwitch._noRoutes ends the session at once"
-    )
-
 
 class StolenSessionIDTests(HostileRelayHarness):
     def test_sessionIDTakenAtSpareRelay(self) -> None:
@@ -888,7 +856,7 @@ class StolenSessionIDTests(HostileRelayHarness):
             makeBind(route, h.identity, self.net.clock.seconds(), session_id=sid, plugin="sink"),
         )
         self.assertEqual(answer.typeName, "SessionAccept")
-        self.assertEqual(self.r2.relay.table[sid].origin, h.nodeID)
+        self.assertEqual(self.r2.relay.table[h.nodeID, sid].origin, h.nodeID)
         self.links["r1b"].cut()
         self.settle(2)
         self.assertIsNone(source.lost)
@@ -896,11 +864,6 @@ class StolenSessionIDTests(HostileRelayHarness):
         self.assertEqual(source.transport.route, self.path(self.r2))
         source.transport.loseConnection()
         self.settle(self.a.routedSessions.switchTimeout + self.a.routedSessions.bindTimeout)
-
-    test_sessionIDTakenAtSpareRelay.todo = (  # type: ignore[attr-defined]
-        "Relay.table is keyed by session ID alone: Relay.bindReceived refuses the origin's "
-        "re-BIND 'session ID in use' because another origin took the ID first"
-    )
 
 
 class EdgeTimingTests(HostileRelayHarness):

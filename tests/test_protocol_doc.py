@@ -475,6 +475,8 @@ SERVICE_CONSTANTS: dict[str, Callable[[], object]] = {
     "relay.RELAY_SEND_HIGH_WATER": lambda: _mod("relay").RELAY_SEND_HIGH_WATER,
     "relay.RELAY_MIN_SEND_HIGH_WATER": lambda: _mod("relay").RELAY_MIN_SEND_HIGH_WATER,
     "routed.MAX_HANDSHAKING": lambda: _mod("routed").MAX_HANDSHAKING,
+    "routed.BIND_RATE": lambda: _mod("routed").BIND_RATE,
+    "routed.BIND_BURST": lambda: _mod("routed").BIND_BURST,
     "bind.BIND_FRESHNESS": lambda: _mod("bind").BIND_FRESHNESS,
     "bind.REPLAY_CACHE_SIZE": lambda: _mod("bind").REPLAY_CACHE_SIZE,
 }

@@ -120,6 +120,49 @@ class ForgedOriginTests(AttackHarness):
         self.assertEmpty([v, h, r, d])
 
 
+class SessionIDTests(AttackHarness):
+    def test_anotherOriginsSessionID(self) -> None:
+        """
+        H, which knows the ID of V's session through R, BINDs sessions of
+        its own under it (from an origin it made up, and its own).  R keys its entries by origin and ID, so over
+        other links that is another session, and V's is untouched; over a
+        link V's session uses it is refused, since an UNBIND names a session
+        by its ID alone and the two could not be told apart there.
+        """
+        plugin = RecordingPlugin()
+        v, r, d, h, x = self.nodes("V", "R", "D", "H", "X", plugins=[plugin])
+        for a, b in ((v, r), (r, d), (h, r), (r, x)):
+            self.net.connect(a, b)
+        p = self.openVia([v, r, d])
+        sid = p.transport.sessionID
+        hostile = BindSender(self.net, h)
+        (sybil,) = hostile.sybils(1)
+        now = self.net.clock.seconds()
+        [answer] = hostile.send(
+            r,
+            makeBind([sybil.nodeID, h.nodeID, r.nodeID, d.nodeID], sybil, now, session_id=sid),
+        )
+        self.assertEqual(
+            (answer.reason, answer.detail), ("protocol-error", "session ID in use on the link")
+        )
+        [answer] = hostile.send(
+            r,
+            makeBind([h.nodeID, r.nodeID, x.nodeID], h.identity, now, session_id=sid, plugin="rec"),
+        )
+        self.assertEqual(answer.typeName, "SessionAccept")
+        self.assertEqual(set(r.relay.table), {(v.nodeID, sid), (h.nodeID, sid)})
+        p.transport.write(b"still V")
+        self.net.flush()
+        self.assertEqual(bytes(plugin.built[0].received), b"still V")
+        p.transport.loseConnection()
+        self.net.flush()
+        self.assertEqual(set(r.relay.table), {(h.nodeID, sid)})
+        for stream in hostile.held:
+            stream.abortConnection()
+        self.net.flush()
+        self.assertEmpty([v, r, d, x])
+
+
 class FloodTests(AttackHarness):
     def test_madeUpOriginsLeaveHonestOrigin(self) -> None:
         """
@@ -152,7 +195,7 @@ class FloodTests(AttackHarness):
         p = self.openVia([v, r, d])
         self.assertEqual(len(plugin.built), 1)
         self.assertEqual(d.routedSessions.sessions.keys(), {p.transport.sessionID})
-        self.assertEqual(relay.table[p.transport.sessionID].state, "spliced")
+        self.assertEqual(relay.table[v.nodeID, p.transport.sessionID].state, "spliced")
         self.net.flush(advance=120)
         self.assertEqual(relay.sessionCount, 1)
         self.assertEqual(d.routedSessions.handshaking, {})
@@ -185,7 +228,7 @@ class FloodTests(AttackHarness):
         for liar in (a, x):
             liar.links[r.nodeID].send(SessionStarted(session_id=req.session_id))
         self.net.flush()
-        self.assertEqual(r.relay.table[req.session_id].state, "starting")
+        self.assertEqual(r.relay.table[a.nodeID, req.session_id].state, "starting")
         self.assertEqual(x.links[r.nodeID].isActive, True)
         self.net.flush(advance=r.relay.startTimeout + 1)
         self.assertEqual(r.relay.table, {})

@@ -253,6 +253,42 @@ class RoutedSessionTests(RoutedHarness):
         self.assertEqual(f.value.reason, "busy")
         self.assertEmpty(nodes)
 
+    def test_destinationBindRate(self) -> None:
+        """
+        The destination takes routed BINDs from a neighbour at its BIND
+        rate: beyond the burst they are refused rate-limited before any
+        signature check, and the bucket refills with time.
+        """
+        nodes, _ = self.line(3, plugins=[RecordingPlugin()])
+        routed = nodes[2].routedSessions
+        routed.bindRate, routed.bindBurst = 1.0, 1.0
+        p = resultOf(self.open(nodes))
+        checked = routed.verifier.checked
+        f = self.failureResultOf(self.open(nodes), SessionRefused)
+        self.assertEqual(f.value.reason, "rate-limited")
+        self.assertEqual(routed.verifier.checked, checked)
+        self.net.clock.advance(1)
+        q = resultOf(self.open(nodes))
+        for protocol in (p, q):
+            protocol.transport.loseConnection()
+        self.net.flush()
+        self.assertEmpty(nodes)
+
+    def test_destinationForgetsFullBindBuckets(self) -> None:
+        """
+        The destination's table of BIND buckets holds the neighbours that
+        sent BINDs lately: a bucket that has filled up again is forgotten
+        (a new one would be the same) once many are kept.
+        """
+        nodes, _ = self.line(2)
+        routed = nodes[1].routedSessions
+        for i in range(200):
+            self.assertTrue(routed._bindAllowed(f"neighbour-{i}"))
+        self.assertEqual(len(routed._bindBuckets), 200)
+        self.net.clock.advance(routed.bindBurst / routed.bindRate)
+        self.assertTrue(routed._bindAllowed("newcomer"))
+        self.assertEqual(list(routed._bindBuckets), ["newcomer"])
+
     def test_routedDoNotCountAgainstNeighbourLimit(self) -> None:
         """
         Routed sessions riding a link do not use up the adjacent session

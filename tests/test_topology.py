@@ -216,6 +216,9 @@ class ConvergenceTests(SynchronousTestCase):
         self.assertNotEqual(t.digests(t.dbs[:3]), t.digests(t.dbs[3:]))
         with self.assertRaises(NoRoute):
             t.dbs[0].selectRoute(t.id(0), t.id(4))
+        # Out of reach, but not gone: its links are still announced.
+        self.assertFalse(t.dbs[0].isReachable(t.id(4)))
+        self.assertTrue(t.dbs[0].isAnnounced(t.id(4)))
         t.link(2, 3)
         t.settle()
         self.assertEqual(len(t.digests()), 1)
@@ -253,6 +256,10 @@ class FailureTests(SynchronousTestCase):
         self.assertNotIn(t.id(1), route.hops)
         with self.assertRaises(NoRoute):
             t.dbs[3].selectRoute(t.id(0), t.id(1))
+        # Gone: no link of it is announced any more.
+        for db in alive:
+            self.assertFalse(db.isAnnounced(t.id(1)))
+            self.assertTrue(db.isAnnounced(t.id(2)))
 
     def test_agingRemovesSilentOwner(self) -> None:
         """

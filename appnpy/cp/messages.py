@@ -554,9 +554,10 @@ class MessageReader:
     """
     Incremental reader of framed messages, limits checked as bytes arrive.
 
-    C{feed} returns the messages completed so far; after C{stop()} any bytes
-    that followed the last message are available as C{leftover()} (a session
-    stream switches to raw plugin bytes right after its BIND answer).
+    C{feed} returns the messages completed so far, at most C{maxMessages} of
+    them; any bytes that followed the last message returned are available as
+    C{leftover()}, unexamined (a session stream switches to raw plugin bytes
+    right after its BIND answer).
     """
 
     __slots__ = ("_buffer", "_limit")
@@ -578,10 +579,11 @@ class MessageReader:
             body = bytes(buf[4 : 4 + length])
             del buf[: 4 + length]
             out.append(decodeBody(body))
-        if len(buf) >= 4:
-            (length,) = _LENGTH.unpack_from(buf)
-            if length > self._limit:
-                raise ProtocolError(f"message of {length} bytes is over the {self._limit} limit")
+        # Every header the loop looked at has been checked against the limit.
+        # When maxMessages stopped it, the bytes after the last message are
+        # not a message at all (a session stream's RESUME, TLS records or
+        # plugin data follow its BIND answer): they stay for leftover()
+        # unread.
         return out
 
     def leftover(self) -> bytes:

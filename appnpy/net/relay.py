@@ -25,7 +25,9 @@ TLS has authenticated the origin; otherwise both streams are reset.
 The relay never sees plaintext: the two ends run TLS end to end over the
 chain of streams (L{appnpy.session.routed}).
 
-State per session is one L{RelayEntry} in L{Relay.table}, keyed by session ID.
+State per session is one L{RelayEntry} in L{Relay.table}, keyed by the
+origin that signed its BIND and the session ID: another origin using the
+same ID (over other links) is another session.
 It is released when the session ends: UNBIND from either side (forwarded to
 the other side, then the FINs follow through the splice), a reset of either
 stream, or the loss of either link (the surviving side gets UNBIND
@@ -234,7 +236,9 @@ class Relay:
     """
     The intermediate session routing of one network node.
 
-    @ivar table: relayed sessions by session ID (both directions share it).
+    @ivar table: relayed sessions by (origin, session ID), the origin being
+        the node whose signature on the BIND verified (both directions
+        share it).
     @ivar maxSessions: cap on relayed sessions, all origins.
     @ivar maxPerOrigin: cap on relayed sessions per origin node.
     @ivar maxPerPreviousHop: cap on relayed sessions per neighbour the BIND
@@ -249,7 +253,11 @@ class Relay:
     def __init__(self, node: IRelayHost) -> None:
         self.node = node
         self.reactor = node.reactor
-        self.table: dict[str, RelayEntry] = {}
+        self.table: dict[tuple[str, str], RelayEntry] = {}
+        #: The same entries by (neighbour, session ID), for each of their
+        #: two links: UNBIND and SessionStarted name a session by its ID
+        #: alone, so an ID stands for at most one entry on each link.
+        self._onLink: dict[tuple[str, str], RelayEntry] = {}
         self.perOrigin: dict[str, int] = {}
         self.perPreviousHop: dict[str, int] = {}
         self.maxSessions = MAX_RELAYED_SESSIONS
@@ -343,15 +351,20 @@ class Relay:
         if nextCp is None or not nextCp.isActive:
             self.refuse(cp, stream, sid, Reason.NO_ROUTE, f"no active link to {nextHop}")
             return
-        old = self.table.get(sid)
+        old = self.table.get((req.origin, sid))
         if old is not None:
-            if req.path > 1 and req.origin == old.origin and req.path > old.path:
+            if req.path > 1 and req.path > old.path:
                 # The verified origin moved the session to a new path that
                 # runs through here again (docs/protocol.md 15.8).
                 old.lifecycle.superseded()
             else:
                 self.refuse(cp, stream, sid, Reason.PROTOCOL_ERROR, "session ID in use")
                 return
+        if (prev, sid) in self._onLink or (nextHop, sid) in self._onLink:
+            # Another origin's session under this ID on one of the two
+            # links: the UNBINDs of the two could not be told apart.
+            self.refuse(cp, stream, sid, Reason.PROTOCOL_ERROR, "session ID in use on the link")
+            return
         if len(self.table) >= self.maxSessions:
             self.refuse(
                 cp, stream, sid, Reason.LIMIT_REACHED, f"{self.maxSessions} relayed sessions"
@@ -398,7 +411,8 @@ class Relay:
         entry.sendHighWater, entry.reserved = highWater, reserve
         entry.path = req.path
         self.bufferReserved += reserve
-        self.table[sid] = entry
+        self.table[req.origin, sid] = entry
+        self._onLink[prev, sid] = self._onLink[nextHop, sid] = entry
         self.perOrigin[req.origin] = self.perOrigin.get(req.origin, 0) + 1
         self.perPreviousHop[prev] = self.perPreviousHop.get(prev, 0) + 1
         entry.timer = self.reactor.callLater(self.bindTimeout, entry.lifecycle.bindTimedOut)
@@ -475,7 +489,9 @@ class Relay:
             destination=entry.destination,
         )
         if leftover:
-            inSide.dataReceived(leftover)
+            # Bytes the next hop sent right after its answer (the far end's
+            # RESUME, TLS records): they go back towards the origin.
+            outSide.dataReceived(leftover)
         outStream.attachProtocol(outSide)
         inStream.attachProtocol(inSide)
 
@@ -493,7 +509,7 @@ class Relay:
         UNBIND for a session this link does not own: forward it if this node
         relays that session and C{cp} is one of its two links.
         """
-        entry = self.table.get(msg.session_id)
+        entry = self._onLink.get((cp.peerNodeID, msg.session_id))
         if entry is None or cp not in (entry.inCp, entry.outCp):
             self.log.debug("UNBIND for unknown session {sid}", sid=msg.session_id)
             return
@@ -507,7 +523,7 @@ class Relay:
 
         @return: whether it was this relay's.
         """
-        entry = self.table.get(msg.session_id)
+        entry = self._onLink.get((cp.peerNodeID, msg.session_id))
         if entry is None or cp is not entry.outCp:
             return False
         entry.lifecycle.started(msg)
@@ -554,8 +570,12 @@ class Relay:
         """
         self.cancelTimer(entry)
         self.cancelStartTimer(entry)
-        if self.table.get(entry.sessionID) is entry:
-            del self.table[entry.sessionID]
+        sid = entry.sessionID
+        if self.table.get((entry.origin, sid)) is entry:
+            del self.table[entry.origin, sid]
+        for cp in (entry.inCp, entry.outCp):
+            if self._onLink.get((cp.peerNodeID, sid)) is entry:
+                del self._onLink[cp.peerNodeID, sid]
         _countDown(self.perOrigin, entry.origin)
         _countDown(self.perPreviousHop, entry.inCp.peerNodeID)
         self.bufferReserved -= entry.reserved

@@ -177,19 +177,9 @@ class BindVerifier:
         L{None} if it is the origin's, fresh and not seen before (it is
         then remembered).
         """
-        if not req.public_key or not req.signature:
-            return Reason.BAD_SIGNATURE.value, "the BIND is not signed by its origin"
-        if nodeIDFromSPKI(req.public_key) != req.origin:
-            return Reason.BAD_SIGNATURE.value, "the BIND's public key is not the origin's"
-        skew = now - req.timestamp
-        if not -self.freshness <= skew <= self.freshness:
-            return (
-                Reason.PROTOCOL_ERROR.value,
-                f"the BIND's timestamp is {skew:+.0f} s off this node's clock",
-            )
-        self.checked += 1
-        if not verifySignature(req.public_key, req.signature, req.signedBytes()):
-            return Reason.BAD_SIGNATURE.value, "the BIND's signature does not verify"
+        problem = self.verify(req, now)
+        if problem is not None:
+            return problem
         # A path switch re-BINDs the session under its ID with a larger path
         # number (docs/protocol.md 15.8): each (origin, ID, path) once.
         pair = f"{req.origin} {req.session_id}"
@@ -204,6 +194,29 @@ class BindVerifier:
         # Forgotten only once the timestamp alone refuses the BIND, even
         # if this node's clock jumps ahead: a replay is never accepted.
         self.seen[key] = now + 2 * self.freshness + 1
+        return None
+
+    def verify(self, req: SessionOpen, now: float) -> tuple[str, str] | None:
+        """
+        Why routed BIND C{req} must be refused for its signature or its
+        time, as (reason code, detail); L{None} if it is the origin's and
+        fresh.  Nothing is remembered: for a caller that refuses replays
+        another way (a session's destination takes each re-BIND path
+        number once).
+        """
+        if not req.public_key or not req.signature:
+            return Reason.BAD_SIGNATURE.value, "the BIND is not signed by its origin"
+        if nodeIDFromSPKI(req.public_key) != req.origin:
+            return Reason.BAD_SIGNATURE.value, "the BIND's public key is not the origin's"
+        skew = now - req.timestamp
+        if not -self.freshness <= skew <= self.freshness:
+            return (
+                Reason.PROTOCOL_ERROR.value,
+                f"the BIND's timestamp is {skew:+.0f} s off this node's clock",
+            )
+        self.checked += 1
+        if not verifySignature(req.public_key, req.signature, req.signedBytes()):
+            return Reason.BAD_SIGNATURE.value, "the BIND's signature does not verify"
         return None
 
     def _expire(self, now: float) -> None:

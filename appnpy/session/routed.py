@@ -70,6 +70,7 @@ from appnpy.errors import (
 )
 from appnpy.interfaces import ISessionInfo, ISessionPlugin
 from appnpy.link.identity import Identity
+from appnpy.link.ratelimit import TokenBucket
 from appnpy.link.tls import LinkContextFactory
 from appnpy.session._interfaces import IRoutedSessionsHost, IRouteSource, ISessionHost
 from appnpy.session.adjacent import (
@@ -102,6 +103,14 @@ BIND_TIMEOUT = 30.0
 #: Routed sessions a destination holds at once whose origin has not yet
 #: authenticated (each for at most the handshake timeout).
 MAX_HANDSHAKING = 1024
+#: Routed BINDs (re-BINDs included) a destination takes from one neighbour,
+#: per second and in a burst: as a relay does (relay check 3), checked
+#: before a BIND costs a signature check or a place in the replay cache.
+BIND_RATE = 500.0
+BIND_BURST = 1000.0
+#: Neighbours' BIND buckets kept before full ones (no different from new
+#: ones) are forgotten.
+_BUCKETS_KEPT = 64
 
 
 class _Factory:
@@ -156,6 +165,10 @@ class RoutedSessions:
         self.maxHandshaking = MAX_HANDSHAKING
         self.pending: dict[str, Stream] = {}
         self.bindTimeout = BIND_TIMEOUT
+        self.bindRate = BIND_RATE
+        self.bindBurst = BIND_BURST
+        #: Each neighbour's BIND rate, by node ID.
+        self._bindBuckets: dict[str, TokenBucket] = {}
         self.verifier = BindVerifier()
         self._tlsFactories: dict[bool, TLSMemoryBIOFactory] = {}
         #: Whether sessions opened here ask for path switch.
@@ -368,6 +381,9 @@ class RoutedSessions:
         if self.host.shuttingDown:
             cp.refuse(stream, sid, Reason.SHUTTING_DOWN, "the node is stopping")
             return
+        if not self._bindAllowed(cp.peerNodeID):
+            cp.refuse(stream, sid, Reason.RATE_LIMITED, "too many BINDs from this neighbour")
+            return
         why = checkRoute(route, len(route) - 1, MAX_ROUTE_NODES)
         if why is None:
             if route[-1] != self.nodeID or req.destination != self.nodeID:
@@ -457,7 +473,10 @@ class RoutedSessions:
             # Also what a node that is not the session's origin hears.
             cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, "no such session to switch")
             return
-        problem = self.verifier.check(req, self.reactor.seconds())
+        # No place in the replay cache (which a flood of first BINDs may
+        # have filled): the session takes each path number once
+        # (checkRebind), which refuses a replay of this re-BIND already.
+        problem = self.verifier.verify(req, self.reactor.seconds())
         if problem is not None:
             cp.refuse(stream, sid, *problem)
             return
@@ -467,6 +486,24 @@ class RoutedSessions:
             return
         self.rebinds += 1
         session.rebindReceived(cp, stream, req)
+
+    def _bindAllowed(self, neighbour: str) -> bool:
+        """
+        Whether C{neighbour} is within its BIND rate (one BIND taken).
+        """
+        now = self.reactor.seconds()
+        buckets = self._bindBuckets
+        bucket = buckets.get(neighbour)
+        if bucket is None:
+            if len(buckets) >= _BUCKETS_KEPT:
+                # A bucket that has filled up again is what a new one would
+                # be: forgetting it changes nothing, and keeps this table to
+                # the neighbours sending BINDs now.
+                for peer, b in list(buckets.items()):
+                    if b.tokens + (now - b.last) * b.rate >= b.burst:
+                        del buckets[peer]
+            bucket = buckets[neighbour] = TokenBucket(self.bindRate, self.bindBurst, now)
+        return bucket.take(now)
 
     def authenticated(self, session: RoutedSession) -> None:
         """

@@ -119,6 +119,10 @@ class SwitchableSession(Session):
         #: The destination: a re-BIND accepted whose end-to-end TLS has
         #: not yet authenticated the origin (carrier, request, link).
         self._incoming: tuple[EndToEndCarrier, SessionOpen, ControlPoint] | None = None
+        #: The largest path number of a re-BIND accepted here (destination),
+        #: whether or not its path then authenticated: each is taken once,
+        #: which is what refuses a replayed re-BIND.
+        self._newestRebind = 0
         self._pull: _PullToPush | None = None
 
     @property
@@ -302,7 +306,7 @@ class SwitchableSession(Session):
         if self._over or self.pathState == "ended":
             return "the session cannot switch paths"
         sw = self.switch
-        newest = sw.path if self._incoming is None else max(sw.path, self._incoming[1].path)
+        newest = max(sw.path, self._newestRebind)
         if req.path <= newest:
             return f"path {req.path} is not newer than the session's path {newest}"
         return self.layer.checkResume(req.resume)
@@ -315,6 +319,7 @@ class SwitchableSession(Session):
         the origin (until then it keeps its path, if it still has one).
         """
         self._dropIncoming()
+        self._newestRebind = req.path
         stream.write(encodeMessage(SessionAccept(session_id=self.info.sessionID)))
         carrier = EndToEndCarrier(
             self._owner,

@@ -80,6 +80,15 @@ class ITopology(Interface):
         network node) reachable from this node over links both ends announce?
         """
 
+    def isAnnounced(nodeID: str) -> bool:
+        """
+        Does the database still hold a link record announced by C{nodeID},
+        or one another node announces up to it (for an end node: to or by
+        its serving network node)?  A node with none has left the network
+        or crashed; one that merely is not reachable now may be across a
+        partition that heals.
+        """
+
     def alternativeRoutes(origin: str, destination: str, cos: str | None, k: int) -> list[Route]:
         """
         Up to C{k} L{Route}s for C{cos}, best first; empty when none qualifies.

@@ -230,6 +230,13 @@ class RecordStore:
         lost, self._lost = self._lost, set()
         return lost
 
+    def hasLinks(self, nodeID: str) -> bool:
+        """
+        Whether a link record announced by C{nodeID} is held, or one that
+        another node announces up to it.
+        """
+        return bool(self._linkCount.get(nodeID) or self._upLinksTo.get(nodeID))
+
     def isCutOff(self, nodeID: str) -> bool:
         """
         Whether no other node announces a link up to C{nodeID} any more

@@ -661,6 +661,10 @@ class TopologyDatabase(Service):
         reachable = self.store.reachable()
         return nodeID in reachable or self.store.servingNode(nodeID) in reachable
 
+    def isAnnounced(self, nodeID: str) -> bool:
+        server = self.store.servingNode(nodeID)
+        return self.store.hasLinks(nodeID if server is None else server)
+
     def alternativeRoutes(
         self, origin: str, destination: str, cos: str | None, k: int
     ) -> list[Route]:
