@@ -219,7 +219,7 @@ class SilentCutRingTests(TestCase):
 
         async def complete() -> bool:
             t = await self.transfer(n1, started["id"])
-            self.assertIn(t["state"], ("downloading", "complete"), t)
+            self.assertIn(t["state"], ("downloading", "verifying", "complete"), t)
             return bool(t["state"] == "complete")
 
         await self.until("the download complete", 60, complete)
