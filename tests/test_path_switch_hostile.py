@@ -306,11 +306,6 @@ class AcceptWithoutResumeTests(HostileRelayHarness):
         session.loseConnection()
         self.settle(1)
 
-    test_newPathThatNeverResumesIsGivenUp.todo = (  # type: ignore[attr-defined]
-        "PathSwitch._answered cancels the attempt's timer on SessionAccept; nothing but the "
-        "switch deadline bounds the wait for RESUME"
-    )
-
 
 class ForgedRebindMoreTests(HostileRelayHarness):
     """

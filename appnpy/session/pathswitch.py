@@ -24,7 +24,7 @@ repeated or reordered.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from automat import TypeMachineBuilder
 from twisted.internet.interfaces import IDelayedCall
@@ -98,6 +98,21 @@ def orderAlternatives(routes: list[list[str]], failed: list[str]) -> list[list[s
 
 
 # -- the switching session's lifecycle -------------------------------------------
+
+
+class _Attempt(NamedTuple):
+    """
+    A re-BIND in flight: its stream, the link it went out on, and its
+    timer, which runs until the destination's RESUME (an accept alone does
+    not move the session).
+    """
+
+    stream: Stream
+    cp: ControlPoint
+    timer: IDelayedCall
+    #: Whether the destination accepted: the session rides the stream and
+    #: waits for the RESUME.
+    accepted: bool = False
 
 
 class SwitchingSession(Protocol):
@@ -215,8 +230,8 @@ class PathSwitch:
         self._failedRoute: list[str] = []
         #: Whether the candidates came from asking for routes this round.
         self._fetched = False
-        #: The re-BIND in flight: its stream, link and timer.
-        self._attempt: tuple[Stream, ControlPoint, IDelayedCall] | None = None
+        #: The re-BIND in flight, until the destination's RESUME.
+        self._attempt: _Attempt | None = None
         self._since = 0.0
         self.lifecycle: _SwitchInputs = _SwitchMachine(self)
 
@@ -232,14 +247,22 @@ class PathSwitch:
                 timer.cancel()
         self._deadline = self._retry = None
 
+    def attemptDone(self) -> None:
+        """
+        The attempt's path resumed: its timer stops, its stream is the
+        session's.
+        """
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None and attempt.timer.active():
+            attempt.timer.cancel()
+
     def abandonAttempt(self) -> None:
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
-            stream, cp, timer = attempt
-            if timer.active():
-                timer.cancel()
-            stream.protocol = Gone()
-            stream.abortConnection()
+            if attempt.timer.active():
+                attempt.timer.cancel()
+            attempt.stream.protocol = Gone()
+            attempt.stream.abortConnection()
 
     def pathDown(self, why: str) -> None:
         """
@@ -249,6 +272,9 @@ class PathSwitch:
         """
         self.why = why
         if self.state == "switching":
+            attempt, self._attempt = self._attempt, None
+            if attempt is not None and attempt.timer.active():
+                attempt.timer.cancel()
             self.session.layer.detach()
             self.lifecycle.attemptFailed(Reason.LINK_FAILURE.value, f"the new path failed: {why}")
         elif self.session.direction == "outbound":
@@ -352,7 +378,7 @@ class PathSwitch:
         left = self.timeout - (self.reactor.seconds() - self._since)
         wait = max(0.001, min(owner.bindTimeout, left))
         timer = self.reactor.callLater(wait, self._attemptTimedOut, stream)
-        self._attempt = (stream, cp, timer)
+        self._attempt = _Attempt(stream, cp, timer)
 
         def onAnswer(msg: Message, leftover: bytes) -> None:
             self._answered(stream, cp, route, path, msg, leftover)
@@ -376,28 +402,36 @@ class PathSwitch:
         return True
 
     def _isCurrent(self, stream: Stream) -> bool:
-        return self._attempt is not None and self._attempt[0] is stream
+        return self._attempt is not None and self._attempt.stream is stream
 
     def _failAttempt(self, stream: Stream, reason: str, detail: str) -> None:
         if self.state != "switching" or not self._isCurrent(stream):
             return
         if self._attempt is not None:
-            timer = self._attempt[2]
+            timer = self._attempt.timer
             if timer.active():
                 timer.cancel()
         self._attempt = None
         self.lifecycle.attemptFailed(reason, detail)
 
     def _attemptTimedOut(self, stream: Stream) -> None:
-        if not self._isCurrent(stream):
+        attempt = self._attempt
+        if attempt is None or attempt.stream is not stream:
             return
         self._attempt = None
         # The reset alone tells the relays (they UNBIND link-failure onward,
         # which a destination that accepted meanwhile takes as a path lost).
-        stream.protocol = Gone()
-        stream.abortConnection()
+        if attempt.accepted:
+            # Accepted, but no RESUME came (whoever accepted may not be the
+            # destination): the session leaves that path.
+            self.session.leavePath()
+            detail = "no RESUME on the new path"
+        else:
+            stream.protocol = Gone()
+            stream.abortConnection()
+            detail = "no answer to the re-BIND"
         if self.state == "switching":
-            self.lifecycle.attemptFailed(Reason.TIMEOUT.value, "no answer to the re-BIND")
+            self.lifecycle.attemptFailed(Reason.TIMEOUT.value, detail)
 
     def _answered(
         self,
@@ -421,12 +455,12 @@ class PathSwitch:
             self._failAttempt(stream, Reason.PROTOCOL_ERROR.value, f"unexpected {answer.typeName}")
             return
         assert self._attempt is not None
-        timer = self._attempt[2]
-        if timer.active():
-            timer.cancel()
         # Attached, but silent until the destination's RESUME says where
-        # to start; a loss before it is this attempt's failure.
-        self._attempt = None
+        # to start; a loss before it, or no RESUME before the attempt's
+        # timer, is this attempt's failure (anyone on the path can send an
+        # accept; only the destination's RESUME, and for an adjacent
+        # session its TLS, show that the session has a path again).
+        self._attempt = self._attempt._replace(accepted=True)
         self.path = path
         self.session.rideOn(cp, stream, route, awaitingResume=True, leftover=leftover)
 
@@ -501,6 +535,7 @@ def _buildSwitchMachine() -> Callable[[PathSwitch], _SwitchInputs]:
     def resumed(m: _SwitchInputs, c: PathSwitch) -> None:
         c.state = "up"
         c.cancelTimers()
+        c.attemptDone()
         c.switches += 1
         c.log.info(
             "session {sid}: resumed on path {path} {route} after {pause:.3f} s",
