@@ -1094,12 +1094,6 @@ class AccountingTests(HostileRelayHarness):
             self.assertEqual(obs.started, [sid], name)
             self.assertEqual([s for s, _ in obs.ended], [sid], name)
 
-    test_endedWhileSwitchingIsReported.todo = (  # type: ignore[attr-defined]
-        "RoutedSession.leavePath takes the session out of cp.sessions and only endSwitch puts "
-        "it back: a session aborted without a path ends in ControlPoint.sessionEnded with "
-        "nothing to pop, so no observer hears of its end"
-    )
-
 
 class FarEndEndedTests(HostileRelayHarness):
     def test_noSuchSessionEndsTheSwitch(self) -> None:

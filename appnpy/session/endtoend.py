@@ -172,6 +172,9 @@ class RoutedSession(SessionBase):
         #: Whether the end-to-end TLS failed (a session closing for that
         #: does not switch paths).
         self._tlsError = False
+        #: Whether the session left its path and rides no link (switching
+        #: or held): it is then in no control point's sessions.
+        self._offPath = False
         #: The path switch and the numbered stream, if the session can switch.
         self.switch: PathSwitch | None = None
         self.layer: Any = None
@@ -384,6 +387,7 @@ class RoutedSession(SessionBase):
         cp = self._cp
         if cp.sessions.get(self.sessionID) is self:
             del cp.sessions[self.sessionID]
+        self._offPath = True
         self.layer.detach()
 
     def rideOn(
@@ -403,6 +407,7 @@ class RoutedSession(SessionBase):
             del old.sessions[self.sessionID]
         self._cp = cp
         cp.sessions[self.sessionID] = self
+        self._offPath = False
         self.route = list(route)
         if self.layer.attached:
             self.layer.detach()
@@ -445,8 +450,6 @@ class RoutedSession(SessionBase):
             return
         self._closing = self.disconnecting = True
         self._closeReason = (reason, detail)
-        # Back on its last link, so its end is accounted as any session's.
-        self._cp.sessions[self.sessionID] = self
         self._streamGone = True
         self._tls.connectionLost(Failure(ConnectionLost(detail)))
 
@@ -517,6 +520,12 @@ class RoutedSession(SessionBase):
                 Reason.LINK_FAILURE.value,
                 "the session's stream ended before the end-to-end TLS close_notify",
             )
+        if self._offPath:
+            # Back on its last link, so that its end is accounted (logged,
+            # counted, told to observers) once, as any session's, however
+            # it ended while it had no path.
+            self._offPath = False
+            self._cp.sessions[self.sessionID] = self
         self._owner.sessionEnded(self, why)
         producer, self._producer = self._producer, None
         if producer is not None:
