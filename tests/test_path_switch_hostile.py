@@ -1114,12 +1114,8 @@ class FarEndEndedTests(HostileRelayHarness):
         self.routes.routes = [self.path(self.r2)]
         self.settle(3)
         self.assertIsNotNone(source.lost, "A still switching towards a session B ended")
+        self.assertEqual(source.lost.value.reason, "link-failure")
         self.settle(self.a.routedSessions.switchTimeout)
-
-    test_noSuchSessionEndsTheSwitch.todo = (  # type: ignore[attr-defined]
-        "PathSwitch.afterFailure treats the destination's 'no such session to switch' like any "
-        "refusal and tries again until the switch timeout"
-    )
 
 
 class StaleRegistrationTests(HostileRelayHarness):

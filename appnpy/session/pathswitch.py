@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALTERNATIVE_ROUTES",
+    "NO_SUCH_SESSION",
     "RETRY_INTERVAL",
     "SWITCH_TIMEOUT",
     "SWITCH_WINDOW",
@@ -68,6 +69,9 @@ SWITCH_TIMEOUT = 30.0
 RETRY_INTERVAL = 1.0
 #: How many alternative routes the origin asks for.
 ALTERNATIVE_ROUTES = 8
+#: The detail of the destination's refusal (protocol-error) of a re-BIND
+#: for a session it does not have (docs/protocol.md 15.8): it has ended it.
+NO_SUCH_SESSION = "no such session to switch"
 
 
 def orderAlternatives(routes: list[list[str]], failed: list[str]) -> list[list[str]]:
@@ -344,6 +348,13 @@ class PathSwitch:
             reason=reason,
             detail=detail,
         )
+        if reason == Reason.PROTOCOL_ERROR.value and detail == NO_SUCH_SESSION:
+            # The destination's word that the session is over there (its
+            # plugin ended it while the path was down): no path can bring
+            # it back, so the plugin hears of it now, not after the switch
+            # timeout.
+            self.session.endSwitch(Reason.LINK_FAILURE.value, "the far end has ended the session")
+            return
         self.tryNext()
 
     def _bind(self, route: list[str]) -> bool:
