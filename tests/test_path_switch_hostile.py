@@ -1133,20 +1133,27 @@ class StaleRegistrationTests(HostileRelayHarness):
         held: list[Any] = []
         honest = self.r2.relay.bindReceived
 
-        def acceptThenReset(cp: Any, stream: Any, req: SessionOpen) -> None:
+        def acceptAndHold(cp: Any, stream: Any, req: SessionOpen) -> None:
             if req.path <= 1:
                 honest(cp, stream, req)
                 return
             held.append(stream)
             stream.write(encodeMessage(SessionAccept(session_id=req.session_id)))
-            stream.abortConnection()
 
-        self.r2.relay.bindReceived = acceptThenReset  # type: ignore[method-assign]
+        def linkUp(x: Node, y: Node) -> bool:
+            cp = x.links.get(y.nodeID)
+            return cp is not None and cp.isActive
+
+        self.r2.relay.bindReceived = acceptAndHold  # type: ignore[method-assign]
         session = source.transport
         sw = session.switch
         r1cp = self.a.links[self.r1.nodeID]
         self.links["r1b"].cut()
         self.links["r1b2"] = self.net.connect(self.r1, self.b, flush=False)
+        # R2 resets its accepted stream once R1's link to B is back, so that
+        # the next attempt, over R1, can succeed.
+        self.pumpUntil(lambda: held and linkUp(self.r1, self.b) and linkUp(self.b, self.r1))
+        held[0].abortConnection()
         self.pumpUntil(lambda: sw._attempt is not None and sw._attempt[1] is r1cp)
         self.assertEqual(len(held), 1)
         self.assertEqual(sw.nextPath, 4)
@@ -1158,13 +1165,6 @@ class StaleRegistrationTests(HostileRelayHarness):
         self.assertNotIn(sid, self.a.links[self.r2.nodeID].sessions)
         source.transport.loseConnection()
         self.settle(1)
-
-    test_failedAttemptsNeighbourCannotDisturbTheNext.todo = (  # type: ignore[attr-defined]
-        "PathSwitch.pathDown, for an attempt that failed after rideOn, only detaches the "
-        "layer: the session stays in that attempt's cp.sessions until the next rideOn, so an "
-        "UNBIND link-failure from that neighbour calls pathDown again and afterFailure drops "
-        "the attempt in flight (_attempt = None without aborting it)"
-    )
 
 
 class DirectionsTests(HostileRelayHarness):

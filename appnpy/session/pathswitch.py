@@ -274,14 +274,24 @@ class PathSwitch:
         hold; during a switch, the re-BIND's new path failed before it
         resumed.
         """
-        self.why = why
         if self.state == "switching":
-            attempt, self._attempt = self._attempt, None
-            if attempt is not None and attempt.timer.active():
+            attempt = self._attempt
+            if attempt is None or not attempt.accepted:
+                # The session rides no path: this is a late word of one it
+                # left (a failed attempt's neighbour, say), which must not
+                # cost the attempt in flight.
+                return
+            self.why = why
+            self._attempt = None
+            if attempt.timer.active():
                 attempt.timer.cancel()
-            self.session.layer.detach()
+            # Off that path for good: out of its link's sessions too, so
+            # that neighbour's UNBINDs no longer reach the session.
+            self.session.leavePath()
             self.lifecycle.attemptFailed(Reason.LINK_FAILURE.value, f"the new path failed: {why}")
-        elif self.session.direction == "outbound":
+            return
+        self.why = why
+        if self.session.direction == "outbound":
             self.lifecycle.pathLost()
         else:
             self.lifecycle.holdPath()
@@ -341,7 +351,9 @@ class PathSwitch:
             self._retry = self.reactor.callLater(RETRY_INTERVAL, self.lifecycle.retryDue)
 
     def afterFailure(self, reason: str, detail: str) -> None:
-        self._attempt = None
+        # Whoever failed the attempt has let it go already (_failAttempt,
+        # _attemptTimedOut, pathDown); an attempt set now is in flight and
+        # is left alone (tryNext waits for it).
         self.log.info(
             "path switch of session {sid}: re-BIND failed: {reason} {detail}",
             sid=self.session.sessionID,
