@@ -75,6 +75,17 @@ class _EndToEndTLS(BulkTLS, BufferingTLSTransport):
         self.ended = True
         super().connectionLost(reason)
 
+    @property
+    def closeNotifyReceived(self) -> bool:
+        """
+        Whether the far end's close_notify arrived: the only authenticated
+        end of its data (an UNBIND or a FIN could come from a relay).
+        Readable until this layer's C{connectionLost} returns (the
+        session's runs inside it).
+        """
+        connection = self._tlsConnection
+        return connection is not None and bool(connection.get_shutdown() & SSL.RECEIVED_SHUTDOWN)
+
 
 @implementer(IHalfCloseableProtocol)
 class _StreamEnd:
@@ -158,6 +169,12 @@ class RoutedSession(SessionBase):
         self._ended = False
         self._streamGone = False
         self._aborting = False
+        #: Whether the end-to-end TLS failed (a session closing for that
+        #: does not switch paths).
+        self._tlsError = False
+        #: Whether the session left its path and rides no link (switching
+        #: or held): it is then in no control point's sessions.
+        self._offPath = False
         #: The path switch and the numbered stream, if the session can switch.
         self.switch: PathSwitch | None = None
         self.layer: Any = None
@@ -270,7 +287,10 @@ class RoutedSession(SessionBase):
     def _tlsFailed(self, reason: Failure) -> None:
         # Once the stream is gone, the TLS layer reports the missing close
         # notify as a failure too; that is the link's failure, not TLS's.
-        if not self._closing and not self._streamGone:
+        if self._streamGone:
+            return
+        self._tlsError = True
+        if not self._closing:
             detail = f"end-to-end TLS failed: {reason.getErrorMessage()}"[:512]
             self.log.warn(
                 "routed session {sid} with {peer}: {detail}",
@@ -312,10 +332,26 @@ class RoutedSession(SessionBase):
             sw is not None
             and sw.state == "up"
             and self.protocol is not None
-            and not self._closing
+            and (not self._closing or self._closeUnfinished())
             and not self._aborting
             and not self._owner.host.shuttingDown
             and (self.info.direction == OUTBOUND or self.layer.ackSeen)
+        )
+
+    def _closeUnfinished(self) -> bool:
+        """
+        Whether a closing session still needs a path: its close is a
+        graceful one (this end's, or the far end's UNBIND normal: any other
+        reason may come with the far end's reset), its TLS is sound, and
+        the far end's close_notify has not arrived or bytes of this end are
+        unacknowledged.  An UNBIND travels ahead of the data, so a path that
+        fails after it may still owe either end the last bytes.
+        """
+        peer = self._peerReason
+        return (
+            (peer is None or peer[0] == Reason.NORMAL.value)
+            and not self._tlsError
+            and not (self._tls.closeNotifyReceived and self.layer.buffered == 0)
         )
 
     def farEndFinished(self) -> None:
@@ -328,7 +364,9 @@ class RoutedSession(SessionBase):
         """
         sw = self.switch
         if sw is not None and not self._aborting:
-            if sw.state == "switching" or self._canSwitch():
+            # A clean end (both FINs, each after its end's close_notify) is
+            # the session's end, not its path's.
+            if sw.state == "switching" or (not reason.check(ConnectionDone) and self._canSwitch()):
                 sw.pathDown(f"stream lost: {reason.getErrorMessage()}"[:200])
                 return
         self._streamGone = True
@@ -349,6 +387,7 @@ class RoutedSession(SessionBase):
         cp = self._cp
         if cp.sessions.get(self.sessionID) is self:
             del cp.sessions[self.sessionID]
+        self._offPath = True
         self.layer.detach()
 
     def rideOn(
@@ -368,6 +407,7 @@ class RoutedSession(SessionBase):
             del old.sessions[self.sessionID]
         self._cp = cp
         cp.sessions[self.sessionID] = self
+        self._offPath = False
         self.route = list(route)
         if self.layer.attached:
             self.layer.detach()
@@ -410,8 +450,6 @@ class RoutedSession(SessionBase):
             return
         self._closing = self.disconnecting = True
         self._closeReason = (reason, detail)
-        # Back on its last link, so its end is accounted as any session's.
-        self._cp.sessions[self.sessionID] = self
         self._streamGone = True
         self._tls.connectionLost(Failure(ConnectionLost(detail)))
 
@@ -474,6 +512,20 @@ class RoutedSession(SessionBase):
             why = SessionClosed(Reason.NORMAL.value, "")
         else:
             why = SessionClosed(Reason.LINK_FAILURE.value, reason.getErrorMessage())
+        if why.reason == Reason.NORMAL.value and not self._tls.closeNotifyReceived:
+            # Neither an UNBIND (a relay can forge one, and it travels ahead
+            # of the data) nor a FIN says that every byte arrived; only the
+            # far end's close_notify does.  Without it, bytes may be missing.
+            why = SessionClosed(
+                Reason.LINK_FAILURE.value,
+                "the session's stream ended before the end-to-end TLS close_notify",
+            )
+        if self._offPath:
+            # Back on its last link, so that its end is accounted (logged,
+            # counted, told to observers) once, as any session's, however
+            # it ended while it had no path.
+            self._offPath = False
+            self._cp.sessions[self.sessionID] = self
         self._owner.sessionEnded(self, why)
         producer, self._producer = self._producer, None
         if producer is not None:

@@ -24,7 +24,7 @@ repeated or reordered.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from automat import TypeMachineBuilder
 from twisted.internet.interfaces import IDelayedCall
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALTERNATIVE_ROUTES",
+    "NO_SUCH_SESSION",
     "RETRY_INTERVAL",
     "SWITCH_TIMEOUT",
     "SWITCH_WINDOW",
@@ -68,6 +69,9 @@ SWITCH_TIMEOUT = 30.0
 RETRY_INTERVAL = 1.0
 #: How many alternative routes the origin asks for.
 ALTERNATIVE_ROUTES = 8
+#: The detail of the destination's refusal (protocol-error) of a re-BIND
+#: for a session it does not have (docs/protocol.md 15.8): it has ended it.
+NO_SUCH_SESSION = "no such session to switch"
 
 
 def orderAlternatives(routes: list[list[str]], failed: list[str]) -> list[list[str]]:
@@ -98,6 +102,21 @@ def orderAlternatives(routes: list[list[str]], failed: list[str]) -> list[list[s
 
 
 # -- the switching session's lifecycle -------------------------------------------
+
+
+class _Attempt(NamedTuple):
+    """
+    A re-BIND in flight: its stream, the link it went out on, and its
+    timer, which runs until the destination's RESUME (an accept alone does
+    not move the session).
+    """
+
+    stream: Stream
+    cp: ControlPoint
+    timer: IDelayedCall
+    #: Whether the destination accepted: the session rides the stream and
+    #: waits for the RESUME.
+    accepted: bool = False
 
 
 class SwitchingSession(Protocol):
@@ -215,8 +234,8 @@ class PathSwitch:
         self._failedRoute: list[str] = []
         #: Whether the candidates came from asking for routes this round.
         self._fetched = False
-        #: The re-BIND in flight: its stream, link and timer.
-        self._attempt: tuple[Stream, ControlPoint, IDelayedCall] | None = None
+        #: The re-BIND in flight, until the destination's RESUME.
+        self._attempt: _Attempt | None = None
         self._since = 0.0
         self.lifecycle: _SwitchInputs = _SwitchMachine(self)
 
@@ -232,14 +251,22 @@ class PathSwitch:
                 timer.cancel()
         self._deadline = self._retry = None
 
+    def attemptDone(self) -> None:
+        """
+        The attempt's path resumed: its timer stops, its stream is the
+        session's.
+        """
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None and attempt.timer.active():
+            attempt.timer.cancel()
+
     def abandonAttempt(self) -> None:
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
-            stream, cp, timer = attempt
-            if timer.active():
-                timer.cancel()
-            stream.protocol = Gone()
-            stream.abortConnection()
+            if attempt.timer.active():
+                attempt.timer.cancel()
+            attempt.stream.protocol = Gone()
+            attempt.stream.abortConnection()
 
     def pathDown(self, why: str) -> None:
         """
@@ -247,11 +274,24 @@ class PathSwitch:
         hold; during a switch, the re-BIND's new path failed before it
         resumed.
         """
-        self.why = why
         if self.state == "switching":
-            self.session.layer.detach()
+            attempt = self._attempt
+            if attempt is None or not attempt.accepted:
+                # The session rides no path: this is a late word of one it
+                # left (a failed attempt's neighbour, say), which must not
+                # cost the attempt in flight.
+                return
+            self.why = why
+            self._attempt = None
+            if attempt.timer.active():
+                attempt.timer.cancel()
+            # Off that path for good: out of its link's sessions too, so
+            # that neighbour's UNBINDs no longer reach the session.
+            self.session.leavePath()
             self.lifecycle.attemptFailed(Reason.LINK_FAILURE.value, f"the new path failed: {why}")
-        elif self.session.direction == "outbound":
+            return
+        self.why = why
+        if self.session.direction == "outbound":
             self.lifecycle.pathLost()
         else:
             self.lifecycle.holdPath()
@@ -311,13 +351,22 @@ class PathSwitch:
             self._retry = self.reactor.callLater(RETRY_INTERVAL, self.lifecycle.retryDue)
 
     def afterFailure(self, reason: str, detail: str) -> None:
-        self._attempt = None
+        # Whoever failed the attempt has let it go already (_failAttempt,
+        # _attemptTimedOut, pathDown); an attempt set now is in flight and
+        # is left alone (tryNext waits for it).
         self.log.info(
             "path switch of session {sid}: re-BIND failed: {reason} {detail}",
             sid=self.session.sessionID,
             reason=reason,
             detail=detail,
         )
+        if reason == Reason.PROTOCOL_ERROR.value and detail == NO_SUCH_SESSION:
+            # The destination's word that the session is over there (its
+            # plugin ended it while the path was down): no path can bring
+            # it back, so the plugin hears of it now, not after the switch
+            # timeout.
+            self.session.endSwitch(Reason.LINK_FAILURE.value, "the far end has ended the session")
+            return
         self.tryNext()
 
     def _bind(self, route: list[str]) -> bool:
@@ -352,7 +401,7 @@ class PathSwitch:
         left = self.timeout - (self.reactor.seconds() - self._since)
         wait = max(0.001, min(owner.bindTimeout, left))
         timer = self.reactor.callLater(wait, self._attemptTimedOut, stream)
-        self._attempt = (stream, cp, timer)
+        self._attempt = _Attempt(stream, cp, timer)
 
         def onAnswer(msg: Message, leftover: bytes) -> None:
             self._answered(stream, cp, route, path, msg, leftover)
@@ -376,28 +425,36 @@ class PathSwitch:
         return True
 
     def _isCurrent(self, stream: Stream) -> bool:
-        return self._attempt is not None and self._attempt[0] is stream
+        return self._attempt is not None and self._attempt.stream is stream
 
     def _failAttempt(self, stream: Stream, reason: str, detail: str) -> None:
         if self.state != "switching" or not self._isCurrent(stream):
             return
         if self._attempt is not None:
-            timer = self._attempt[2]
+            timer = self._attempt.timer
             if timer.active():
                 timer.cancel()
         self._attempt = None
         self.lifecycle.attemptFailed(reason, detail)
 
     def _attemptTimedOut(self, stream: Stream) -> None:
-        if not self._isCurrent(stream):
+        attempt = self._attempt
+        if attempt is None or attempt.stream is not stream:
             return
         self._attempt = None
         # The reset alone tells the relays (they UNBIND link-failure onward,
         # which a destination that accepted meanwhile takes as a path lost).
-        stream.protocol = Gone()
-        stream.abortConnection()
+        if attempt.accepted:
+            # Accepted, but no RESUME came (whoever accepted may not be the
+            # destination): the session leaves that path.
+            self.session.leavePath()
+            detail = "no RESUME on the new path"
+        else:
+            stream.protocol = Gone()
+            stream.abortConnection()
+            detail = "no answer to the re-BIND"
         if self.state == "switching":
-            self.lifecycle.attemptFailed(Reason.TIMEOUT.value, "no answer to the re-BIND")
+            self.lifecycle.attemptFailed(Reason.TIMEOUT.value, detail)
 
     def _answered(
         self,
@@ -421,12 +478,12 @@ class PathSwitch:
             self._failAttempt(stream, Reason.PROTOCOL_ERROR.value, f"unexpected {answer.typeName}")
             return
         assert self._attempt is not None
-        timer = self._attempt[2]
-        if timer.active():
-            timer.cancel()
         # Attached, but silent until the destination's RESUME says where
-        # to start; a loss before it is this attempt's failure.
-        self._attempt = None
+        # to start; a loss before it, or no RESUME before the attempt's
+        # timer, is this attempt's failure (anyone on the path can send an
+        # accept; only the destination's RESUME, and for an adjacent
+        # session its TLS, show that the session has a path again).
+        self._attempt = self._attempt._replace(accepted=True)
         self.path = path
         self.session.rideOn(cp, stream, route, awaitingResume=True, leftover=leftover)
 
@@ -501,6 +558,7 @@ def _buildSwitchMachine() -> Callable[[PathSwitch], _SwitchInputs]:
     def resumed(m: _SwitchInputs, c: PathSwitch) -> None:
         c.state = "up"
         c.cancelTimers()
+        c.attemptDone()
         c.switches += 1
         c.log.info(
             "session {sid}: resumed on path {path} {route} after {pause:.3f} s",
