@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
+from appnpy.cp._interfaces import NodeObserver
 from appnpy.cp.bindreader import BindReader
 from appnpy.cp.messages import SessionOpen, SessionRefuse, encodeMessage
 from appnpy.net.relay import installRelay
@@ -599,4 +600,47 @@ class HostileRebindTests(AdjacentHarness):
         self.assertUntouched(self.via(self.b))
         self.source.transport.loseConnection()
         self.settle(1)
+        self.assertNothingLeft()
+
+
+class Accounting(NodeObserver):
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.ended: list[tuple[str, str]] = []
+
+    def sessionStarted(self, session: Any) -> None:
+        self.started.append(session.info.sessionID)
+
+    def sessionEnded(self, session: Any, why: Any) -> None:
+        self.ended.append((session.info.sessionID, why.reason))
+
+
+class AccountingTests(AdjacentHarness):
+    def test_endedWhileSwitchingIsReported(self) -> None:
+        """
+        An adjacent session that ends while it has no path (its link cut,
+        no other route; both plugins abort) is reported ended once at each
+        end, as every session is: the metrics, the event stream and the
+        log line of its end come from that report.
+        """
+        observers = {node.name: Accounting() for node in (self.a, self.d)}
+        for node in (self.a, self.d):
+            node.addObserver(observers[node.name])
+        self.routes.routes = []
+        source = Source(b"")
+        self.open(source)
+        far = self.far()
+        sid = far.sessionID
+        self.links["ad"].cut()
+        self.settle()
+        self.assertEqual(source.transport.switch.state, "switching")
+        self.assertEqual(far.switch.state, "holding")
+        source.transport.abortConnection()
+        far.abortConnection()
+        self.settle(1)
+        self.assertIsNotNone(source.lost)
+        self.assertIsNotNone(self.plugin.built[-1].lost)
+        for name, obs in observers.items():
+            self.assertEqual(obs.started, [sid], name)
+            self.assertEqual([s for s, _ in obs.ended], [sid], name)
         self.assertNothingLeft()

@@ -88,7 +88,12 @@ from appnpy.session.bind import (
     signBind,
 )
 from appnpy.session.endtoend import RoutedSession
-from appnpy.session.pathswitch import ALTERNATIVE_ROUTES, SWITCH_TIMEOUT, SWITCH_WINDOW
+from appnpy.session.pathswitch import (
+    ALTERNATIVE_ROUTES,
+    NO_SUCH_SESSION,
+    SWITCH_TIMEOUT,
+    SWITCH_WINDOW,
+)
 from appnpy.session.switchable import AdjacentPathSwitch
 
 if TYPE_CHECKING:
@@ -471,7 +476,7 @@ class RoutedSessions:
             or session.plugin != req.plugin
         ):
             # Also what a node that is not the session's origin hears.
-            cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, "no such session to switch")
+            cp.refuse(stream, sid, Reason.PROTOCOL_ERROR, NO_SUCH_SESSION)
             return
         # No place in the replay cache (which a flood of first BINDs may
         # have filled): the session takes each path number once

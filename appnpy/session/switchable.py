@@ -116,6 +116,9 @@ class SwitchableSession(Session):
         self._over = False
         #: Whether the session has left its direct link (for good).
         self.offLink = False
+        #: Whether the session rides no path now (switching or held): it is
+        #: then in no control point's sessions.
+        self._offPath = False
         #: The destination: a re-BIND accepted whose end-to-end TLS has
         #: not yet authenticated the origin (carrier, request, link).
         self._incoming: tuple[EndToEndCarrier, SessionOpen, ControlPoint] | None = None
@@ -255,6 +258,7 @@ class SwitchableSession(Session):
         cp = self._cp
         if cp.sessions.get(self.info.sessionID) is self:
             del cp.sessions[self.info.sessionID]
+        self._offPath = True
         self.layer.detach()
         self._leftLink()
 
@@ -271,6 +275,7 @@ class SwitchableSession(Session):
             del old.sessions[sid]
         self._cp = cp
         cp.sessions[sid] = self
+        self._offPath = False
         self.route = list(route)
         self._leftLink()
 
@@ -378,8 +383,6 @@ class SwitchableSession(Session):
             return
         self._closing = self.disconnecting = True
         self._closeReason = (reason, detail)
-        # Back on its last link, so its end is accounted as any session's.
-        self._cp.sessions[self.info.sessionID] = self
         self._finish(Failure(ConnectionLost(detail)))
 
     def _finish(self, reason: Failure) -> None:
@@ -394,6 +397,12 @@ class SwitchableSession(Session):
         if pull is not None:
             pull.stopStreaming()
         self._service.ended(self)
+        if self._offPath:
+            # Back on its last link, so that its end is accounted (logged,
+            # counted, told to observers) once, as any session's, however
+            # it ended while it had no path.
+            self._offPath = False
+            self._cp.sessions[self.info.sessionID] = self
         super()._finish(reason)
 
 
