@@ -481,6 +481,32 @@ class SessionTests(Harness):
         graceTimers = [c for c in self.net.clock.getDelayedCalls() if "_finish" in repr(c)]
         self.assertEqual(graceTimers, [])
 
+    def test_linkCutAfterUnbindIsNotNormal(self) -> None:
+        """
+        The UNBIND travels on the control stream and overtakes data still
+        waiting for stream window; if the link then fails, the peer did not
+        get all of it, and its plugin must not hear a normal end.
+        """
+        a = self.net.addNode("LAB.A", plugins=[RecordingPlugin()])
+        plugin = RecordingPlugin()
+        b = self.net.addNode("LAB.B", plugins=[plugin])
+        self.net.link(a, b)
+        p = resultOf(self.open(a, b, plugin="rec"))
+        payload = b"z" * 3_000_000  # more than the stream's window
+        p.transport.write(payload)
+        p.transport.loseConnection()
+        (far,) = b.sessions()
+        link = self.net.links[0]
+        while far._peerReason is None:
+            self.net.clock.advance(0)
+            link.pump.pump(advanceClock=False)
+        remote = plugin.built[-1]
+        self.assertLess(len(remote.received), len(payload))
+        link.cut()
+        self.net.flush(advance=5)
+        self.assertEqual(remote.lost.value.reason, "link-failure")
+        self.assertClean()
+
     def test_linkCut(self) -> None:
         """
         When the link fails, both ends' sessions end with link-failure and

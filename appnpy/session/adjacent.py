@@ -210,7 +210,15 @@ class Session(SessionBase):
     send its own.
     """
 
-    __slots__ = ("protocol", "_peerReason", "since", "_graceTimer", "_writeClosed", "_closeWait")
+    __slots__ = (
+        "protocol",
+        "_peerReason",
+        "since",
+        "_graceTimer",
+        "_writeClosed",
+        "_closeWait",
+        "_peerFinished",
+    )
     log = Logger()
 
     def __init__(self, cp: ControlPoint, stream: Stream, info: SessionInfo) -> None:
@@ -227,6 +235,9 @@ class Session(SessionBase):
         #: This end half-closed (FIN without UNBIND).
         self._writeClosed = False
         self._closeWait: IDelayedCall | None = None
+        #: The peer's FIN arrived: it sent all it will (its UNBIND travels
+        #: on the control stream and can overtake its last bytes).
+        self._peerFinished = False
 
     def start(self, protocol: Any, leftover: bytes = b"") -> None:
         self.protocol = protocol
@@ -306,6 +317,7 @@ class Session(SessionBase):
         # The peer finished sending.  A half-closeable plugin hears it and
         # may go on writing (unless the session is closing anyway); for any
         # other the session closes as a whole.
+        self._peerFinished = True
         protocol = self.protocol
         if protocol is not None and IHalfCloseableProtocol.providedBy(protocol):
             protocol.readConnectionLost()
@@ -367,6 +379,18 @@ class Session(SessionBase):
         self._closing = self.disconnecting = True
         if self._peerReason is not None:
             why = SessionClosed(*self._peerReason)
+            if (
+                why.reason == Reason.NORMAL.value
+                and not self._peerFinished
+                and not reason.check(ConnectionDone)
+            ):
+                # The UNBIND came ahead of the peer's last bytes and the
+                # stream was lost before they (and its FIN) arrived: a
+                # normal end would hide that bytes are missing.
+                why = SessionClosed(
+                    Reason.LINK_FAILURE.value,
+                    "the stream was lost before the peer's last bytes arrived",
+                )
         elif self._closeReason is not None:
             why = SessionClosed(*self._closeReason)
         else:

@@ -203,6 +203,9 @@ class SwitchableSession(Session):
         if self._finSeen:
             return
         self._finSeen = True
+        # The numbered stream's FIN: after the far end's last byte (and
+        # inside the end-to-end TLS on a routed path).
+        self._peerFinished = True
         if not self.onRoutedPath:
             self.readConnectionLost()
         elif not self._closing:
