@@ -17,18 +17,24 @@ from typing import Any
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from appnpy.cp._interfaces import NodeObserver
-from appnpy.cp.bindreader import BindReader
-from appnpy.cp.messages import SessionOpen, SessionRefuse, encodeMessage
+from appnpy.cp.messages import SessionOpen, SessionRefuse
 from appnpy.net.relay import installRelay
 from appnpy.node import Node
 from appnpy.session.adjacent import PATH_SWITCH_CAPABILITY, Session
-from appnpy.session.bind import signBind
 from appnpy.session.carrier import EndToEndCarrier
 from appnpy.session.routed import installRoutedSessions
 from appnpy.session.switchable import SwitchableSession
 from appnpy.testing import MemoryLink, MemoryNetwork, resultOf
-from tests.test_path_switch import MiB, Sink, SinkPlugin, Source, StaticRoutes, pattern
+from tests.test_path_switch import (
+    MiB,
+    RebindProbe,
+    Sink,
+    SinkPlugin,
+    Source,
+    StaticRoutes,
+    pattern,
+)
+from tests.test_path_switch_hostile import SessionAccounting
 
 
 class Tap:
@@ -404,7 +410,7 @@ class AdjacentSwitchTests(AdjacentHarness):
         self.assertNothingLeft()
 
 
-class HostileRebindTests(AdjacentHarness):
+class HostileRebindTests(AdjacentHarness, RebindProbe):
     """
     Re-BINDs of an adjacent session that are not its origin's own, fresh
     and newer are refused, and the session is untouched.  H is a hostile
@@ -418,48 +424,13 @@ class HostileRebindTests(AdjacentHarness):
         self.h = self.addNode("LAB.H")
         self.net.connect(self.h, self.d)
         self.net.connect(self.h, self.b)
-        self.captured: list[SessionOpen] = []
-        relay = self.b.relay
-        original = relay.bindReceived
-
-        def record(cp: Any, stream: Any, req: SessionOpen) -> None:
-            self.captured.append(req)
-            original(cp, stream, req)
-
-        relay.bindReceived = record  # type: ignore[method-assign]
+        self.captured = self.recordBinds(self.b)
         self.source = Source(b"")
         self.open(self.source)
         self.session = self.far()
 
-    def stream(self, sender: Node, via: Node, req: SessionOpen) -> tuple[Any, list[Any]]:
-        answers: list[Any] = []
-        stream = sender.links[via.nodeID].mux.openStream()
-        stream.attachProtocol(BindReader(lambda msg, leftover: answers.append(msg), answers.append))
-        stream.write(encodeMessage(req))
-        self.settle()
-        return stream, answers
-
-    def send(self, sender: Node, via: Node, req: SessionOpen) -> Any:
-        stream, answers = self.stream(sender, via, req)
-        self.assertEqual(len(answers), 1)
-        return answers[0]
-
     def rebind(self, signer: Any, **fields: Any) -> SessionOpen:
-        values: dict[str, Any] = dict(
-            session_id=self.session.sessionID,
-            origin=self.a.nodeID,
-            destination=self.d.nodeID,
-            plugin="sink",
-            cos="batch",
-            window=262144,
-            route=[self.a.nodeID, self.h.nodeID, self.d.nodeID],
-            path=9,
-            resume=0,
-        )
-        values.update(fields)
-        return signBind(
-            SessionOpen(**values), signer.publicKeyBytes, signer.sign, self.net.clock.seconds()
-        )
+        return self.signRebind(signer, self.session, self.a, self.d, self.h, **fields)
 
     def assertUntouched(self, route: list[str] | None = None) -> None:
         far = self.session
@@ -603,18 +574,6 @@ class HostileRebindTests(AdjacentHarness):
         self.assertNothingLeft()
 
 
-class Accounting(NodeObserver):
-    def __init__(self) -> None:
-        self.started: list[str] = []
-        self.ended: list[tuple[str, str]] = []
-
-    def sessionStarted(self, session: Any) -> None:
-        self.started.append(session.info.sessionID)
-
-    def sessionEnded(self, session: Any, why: Any) -> None:
-        self.ended.append((session.info.sessionID, why.reason))
-
-
 class AccountingTests(AdjacentHarness):
     def test_endedWhileSwitchingIsReported(self) -> None:
         """
@@ -623,7 +582,7 @@ class AccountingTests(AdjacentHarness):
         end, as every session is: the metrics, the event stream and the
         log line of its end come from that report.
         """
-        observers = {node.name: Accounting() for node in (self.a, self.d)}
+        observers = {node.name: SessionAccounting() for node in (self.a, self.d)}
         for node in (self.a, self.d):
             node.addObserver(observers[node.name])
         self.routes.routes = []

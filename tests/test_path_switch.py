@@ -442,7 +442,82 @@ class PathSwitchTests(SwitchHarness):
         self.assertNothingLeft()
 
 
-class ForgedRebindTests(SwitchHarness):
+class RebindProbe:
+    """
+    What a hostile node H does to a session in these tests: record the
+    BINDs a relay sees, send a BIND of its own making as the first message
+    of a new stream to a neighbour, and sign a re-BIND of the session.
+    Mixed into a harness that has C{net}, C{settle} and C{assertEqual}.
+    """
+
+    net: MemoryNetwork
+
+    def recordBinds(self, node: Node) -> list[SessionOpen]:
+        """
+        Every BIND C{node}'s relay is handed from now on.
+        """
+        captured: list[SessionOpen] = []
+        relay = node.relay
+        original = relay.bindReceived
+
+        def record(cp: Any, stream: Any, req: SessionOpen) -> None:
+            captured.append(req)
+            original(cp, stream, req)
+
+        relay.bindReceived = record  # type: ignore[method-assign]
+        return captured
+
+    def stream(self, sender: Node, via: Node, req: SessionOpen) -> tuple[Any, list[Any]]:
+        """
+        Send C{req} as the first message of a new stream from C{sender} to
+        its neighbour C{via}; the stream and the answers read on it.
+        """
+        answers: list[Any] = []
+        stream = sender.links[via.nodeID].mux.openStream()
+        stream.attachProtocol(BindReader(lambda msg, leftover: answers.append(msg), answers.append))
+        stream.write(encodeMessage(req))
+        self.settle()  # type: ignore[attr-defined]
+        return stream, answers
+
+    def send(self, sender: Node, via: Node, req: SessionOpen) -> Any:
+        """
+        The same; the one answer.
+        """
+        stream, answers = self.stream(sender, via, req)
+        self.assertEqual(len(answers), 1)  # type: ignore[attr-defined]
+        return answers[0]
+
+    def signRebind(
+        self,
+        signer: Any,
+        session: Any,
+        origin: Node,
+        destination: Node,
+        via: Node,
+        /,
+        **fields: Any,
+    ) -> SessionOpen:
+        """
+        A re-BIND of C{session} from C{origin} to C{destination} through
+        C{via}, path 9, signed by C{signer}; C{fields} override.
+        """
+        values: dict[str, Any] = dict(
+            session_id=session.sessionID,
+            origin=origin.nodeID,
+            destination=destination.nodeID,
+            plugin="sink",
+            cos="batch",
+            window=262144,
+            route=[origin.nodeID, via.nodeID, destination.nodeID],
+            path=9,
+            resume=0,
+        )
+        values.update(fields)
+        req = SessionOpen(**values)
+        return signBind(req, signer.publicKeyBytes, signer.sign, self.net.clock.seconds())
+
+
+class ForgedRebindTests(SwitchHarness, RebindProbe):
     """
     Re-BINDs that are not the origin's own, fresh and newer are refused,
     and the session they aim at is untouched.  H is a hostile node linked
@@ -454,47 +529,13 @@ class ForgedRebindTests(SwitchHarness):
         self.h = self.addNode("LAB.H")
         self.net.connect(self.h, self.r2)
         self.net.connect(self.h, self.b)
-        self.captured: list[SessionOpen] = []
-        relay = self.r2.relay
-        original = relay.bindReceived
-
-        def record(cp: Any, stream: Any, req: SessionOpen) -> None:
-            self.captured.append(req)
-            original(cp, stream, req)
-
-        relay.bindReceived = record  # type: ignore[method-assign]
+        self.captured = self.recordBinds(self.r2)
         self.source = Source(b"")
         self.open(self.source)
         (self.far,) = self.b.routedSessions.sessions.values()
 
-    def send(self, sender: Node, via: Node, req: SessionOpen) -> Any:
-        """
-        Send C{req} as the first message of a new stream from C{sender} to
-        its neighbour C{via}; the answer.
-        """
-        answers: list[Any] = []
-        stream = sender.links[via.nodeID].mux.openStream()
-        stream.attachProtocol(BindReader(lambda msg, leftover: answers.append(msg), answers.append))
-        stream.write(encodeMessage(req))
-        self.settle()
-        self.assertEqual(len(answers), 1)
-        return answers[0]
-
     def rebind(self, signer: Any, **fields: Any) -> SessionOpen:
-        values: dict[str, Any] = dict(
-            session_id=self.far.sessionID,
-            origin=self.a.nodeID,
-            destination=self.b.nodeID,
-            plugin="sink",
-            cos="batch",
-            window=262144,
-            route=[self.a.nodeID, self.h.nodeID, self.b.nodeID],
-            path=9,
-            resume=0,
-        )
-        values.update(fields)
-        req = SessionOpen(**values)
-        return signBind(req, signer.publicKeyBytes, signer.sign, self.net.clock.seconds())
+        return self.signRebind(signer, self.far, self.a, self.b, self.h, **fields)
 
     def assertUntouched(self) -> None:
         far = self.far
@@ -634,7 +675,6 @@ class TopologyRoutesTests(SynchronousTestCase):
         net.flush(1)
         net.stop()
         self.assertEqual(net.clock.getDelayedCalls(), [])
-
 
     def test_farEndGone(self) -> None:
         """
