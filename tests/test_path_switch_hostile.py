@@ -932,12 +932,6 @@ class EdgeTimingTests(HostileRelayHarness):
         self.assertEqual(source.lost.value.reason, "normal")
         self.assertNothingLeft()
 
-    test_originClosesWhileSwitching.todo = (  # type: ignore[attr-defined]
-        "resumable._StreamSide does not provide IHalfCloseableProtocol, so yamux never calls "
-        "its readConnectionLost: the far end's FIN never reaches the session, and B (whose "
-        "UNBIND went to the dead path) takes the completed close for a path failure and holds"
-    )
-
     def test_destinationClosesWhileHolding(self) -> None:
         """
         B's plugin writes and closes while B holds the session: after the
@@ -962,8 +956,6 @@ class EdgeTimingTests(HostileRelayHarness):
         self.assertEqual(source.lost.value.reason, "normal")
         self.assertNothingLeft()
 
-    test_destinationClosesWhileHolding.todo = test_originClosesWhileSwitching.todo  # type: ignore[attr-defined]
-
     def test_streamSideIsHalfCloseable(self) -> None:
         """
         The protocol the numbered stream puts on its yamux stream hears the
@@ -971,8 +963,6 @@ class EdgeTimingTests(HostileRelayHarness):
         """
         layer = ResumableStream(self.net.clock, None)  # type: ignore[arg-type]
         self.assertTrue(IHalfCloseableProtocol.providedBy(_StreamSide(layer)))
-
-    test_streamSideIsHalfCloseable.todo = test_originClosesWhileSwitching.todo  # type: ignore[attr-defined]
 
     def test_rebindRacesOldPathData(self) -> None:
         """

@@ -25,7 +25,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.error import ConnectionAborted
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -100,10 +105,16 @@ class _SendGate:
         pass
 
 
+@implementer(IHalfCloseableProtocol)
 class _StreamSide:
     """
     The protocol of the yamux stream the session rides now.  Its
     C{dataReceived} is the numbered stream's (set per instance).
+
+    It is half-closeable so that yamux tells it of the far end's FIN (the
+    FIN after the last DATA, which follows the TLS close_notify): without
+    it the session would hear only the stream's full close, and take a
+    completed close for a path failure.
     """
 
     def __init__(self, layer: ResumableStream) -> None:
@@ -118,6 +129,8 @@ class _StreamSide:
         self._layer._finReceived()
 
     def writeConnectionLost(self) -> None:
+        # IHalfCloseableProtocol requires it; yamux streams never call it
+        # (our own FIN is the layer's loseConnection).
         pass
 
     def connectionLost(self, reason: Failure) -> None:
@@ -157,8 +170,7 @@ class ResumableStream:
     @ivar received: bytes received from the far end (what is acknowledged).
     """
 
-    #: The protocol it attaches to the stream it rides (a subclass may want
-    #: the stream's half-close, L{appnpy.session.switchable}).
+    #: The protocol it attaches to the stream it rides.
     streamSide: Callable[[ResumableStream], Any] = _StreamSide
 
     def __init__(
@@ -548,6 +560,13 @@ class ResumableStream:
         self._owner.layerFailed(detail)
 
     def _finReceived(self) -> None:
+        if self._reading is None:
+            return  # a stream left or failed: its FIN is nobody's
+        if self._awaitingResume:
+            # The far end sends its RESUME before anything else on a new
+            # path, its FIN included.
+            self._fail("FIN before RESUME on a new path")
+            return
         self._owner.farEndFinished()
 
     def _streamLost(self, reason: Failure) -> None:
