@@ -167,11 +167,6 @@ class FlowControlledOriginTests(SwitchHarness):
         self.settle(1)
         self.assertNothingLeft()
 
-    test_originThatPausesReadingSurvives.todo = (  # type: ignore[attr-defined]
-        "ResumableStream.attach pauses the new stream while the plugin has paused reading "
-        "(_readPaused), so the RESUME frame is never read: the origin waits until no-route"
-    )
-
 
 class HostileRelayHarness(SwitchHarness):
     """
@@ -1192,8 +1187,3 @@ class DirectionsTests(HostileRelayHarness):
         source.transport.loseConnection()
         self.settle(1)
         self.assertNothingLeft()
-
-    test_writesGoOnWhileNotReading.todo = (  # type: ignore[attr-defined]
-        "ResumableStream.pauseProducing pauses the whole yamux stream, ACK frames included: "
-        "an end that does not read stops its own writes after one switch window"
-    )

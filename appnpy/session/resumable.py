@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.internet.error import ConnectionAborted
+from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
@@ -209,7 +209,26 @@ class ResumableStream:
         self._producer: Any = None
         #: Why the producer is paused: "stream", "window", "path".
         self._pausedBy: set[str] = set()
+        #: Whether the plugin has paused reading (L{pauseProducing}).
         self._readPaused = False
+        #: DATA payloads received while the plugin does not read, oldest
+        #: first: the stream is still read, so that the ACK and RESUME
+        #: frames behind them are not held up.  They are not acknowledged
+        #: until delivered, so the far end keeps them and they are at most
+        #: its window (and are dropped when the path fails: it resends).
+        self._held: deque[bytes] = deque()
+        self._heldSize = 0
+        #: Whether received payload is held (the plugin does not read, or
+        #: held bytes wait to be delivered first).
+        self._holding = False
+        self._draining = False
+        #: Whether the stream itself is paused: more than a window held
+        #: (a far end that writes beyond its window).
+        self._transportPaused = False
+        #: The far end's FIN, or its stream's clean close, that came behind
+        #: held bytes: told once they are delivered.
+        self._finHeld = False
+        self._lostHeld: Failure | None = None
         self._finPending = False
         self.ended = False
         #: Whether the far end has acknowledged anything: the origin does so
@@ -252,10 +271,11 @@ class ResumableStream:
         self._head = b""
         self._awaitingResume = awaitingResume
         self._live = None if awaitingResume else stream
+        # The stream is read even while the plugin does not read (DATA is
+        # held for it): the RESUME on a new path, and the ACKs that free
+        # this end's window, must not wait for the plugin.
         stream.attachProtocol(self.streamSide(self))
         stream.registerProducer(_SendGate(self), True)
-        if self._readPaused:
-            stream.pauseProducing()
         if leftover and self._reading is stream:
             self.dataReceived(leftover)
 
@@ -269,6 +289,9 @@ class ResumableStream:
         self._awaitingResume = False
         self._need = 0
         self._head = b""
+        # Held bytes were never acknowledged: the far end resends them
+        # from the position given on the new path (a FIN behind them too).
+        self._dropHeld()
         self._pause("path")
         self._unpause("stream")
         if stream is not None:
@@ -316,6 +339,7 @@ class ResumableStream:
         """
         self.ended = True
         self._cancelAckTimer()
+        self._dropHeld()
         self._unacked.clear()
         self._producer = None
         stream, self._live, self._reading = self._reading, None, None
@@ -379,14 +403,14 @@ class ResumableStream:
     # -- the receive side as a push producer (the session's) ------------------------
 
     def pauseProducing(self) -> None:
+        # The stream is still read: DATA is held (_hold), ACK and RESUME
+        # frames are acted on.
         self._readPaused = True
-        if self._reading is not None:
-            self._reading.pauseProducing()
+        self._holding = True
 
     def resumeProducing(self) -> None:
         self._readPaused = False
-        if self._reading is not None:
-            self._reading.resumeProducing()
+        self._drain()
 
     def stopProducing(self) -> None:
         pass
@@ -473,12 +497,77 @@ class ResumableStream:
             self._head = data[pos:]
 
     def _deliver(self, data: bytes) -> None:
+        if self._holding:
+            self._hold(data)
+        else:
+            self._pass(data)
+
+    def _pass(self, data: bytes) -> None:
         self.received += len(data)
         if self.received - self._ackSent >= self.ackEvery:
             self._sendAck()
         elif self._ackTimer is None:
             self._ackTimer = self._clock.callLater(self.ackDelay, self._ackDue)
         self.deliver(data)
+
+    # -- holding DATA for a plugin that does not read ------------------------------
+
+    def _hold(self, data: bytes) -> None:
+        self._held.append(data)
+        self._heldSize += len(data)
+        if self._heldSize > self.window and not self._transportPaused:
+            # More than the far end may have unacknowledged (it wrote past
+            # its window): the stream itself is paused now, so memory stays
+            # bounded; the frames behind wait in the stream's window.
+            stream = self._reading
+            if stream is not None and not self._awaitingResume:
+                self._transportPaused = True
+                stream.pauseProducing()
+
+    def _drain(self) -> None:
+        """
+        Deliver what was held while the plugin did not read, until it
+        pauses again; then what came behind it (a FIN, the stream's end).
+        """
+        if self._draining:
+            return  # the plugin resumed from inside a delivery: carry on there
+        self._draining = True
+        held = self._held
+        try:
+            # Anything that arrives meanwhile is held behind, in order.
+            while held and not self._readPaused:
+                data = held.popleft()
+                self._heldSize -= len(data)
+                self._pass(data)
+        finally:
+            self._draining = False
+        if held or self._readPaused or self.ended:
+            return
+        self._holding = False
+        stream = self._reading
+        if self._transportPaused:
+            self._transportPaused = False
+            if stream is not None:
+                stream.resumeProducing()
+        if self._finHeld:
+            # (Checked as it arrived; the stream may be gone since.)
+            self._finHeld = False
+            self._owner.farEndFinished()
+        lost, self._lostHeld = self._lostHeld, None
+        if lost is not None:
+            self._owner.streamLost(lost)
+
+    def _dropHeld(self) -> None:
+        self._held.clear()
+        self._heldSize = 0
+        self._holding = self._readPaused
+        self._finHeld = False
+        self._lostHeld = None
+        if self._transportPaused:
+            self._transportPaused = False
+            stream = self._reading
+            if stream is not None:
+                stream.resumeProducing()
 
     def sendAckNow(self) -> None:
         """
@@ -557,6 +646,7 @@ class ResumableStream:
         self._reading = None
         self._need = 0
         self._head = b""
+        self._dropHeld()
         self._owner.layerFailed(detail)
 
     def _finReceived(self) -> None:
@@ -567,8 +657,17 @@ class ResumableStream:
             # path, its FIN included.
             self._fail("FIN before RESUME on a new path")
             return
+        if self._held:
+            self._finHeld = True  # told after the bytes before it
+            return
         self._owner.farEndFinished()
 
     def _streamLost(self, reason: Failure) -> None:
         self._reading = self._live = None
+        if self._held and (self._finHeld or reason.check(ConnectionDone)):
+            # Everything the far end sent has arrived (its FIN came): the
+            # plugin reads it before it hears that the stream is gone.
+            self._transportPaused = False
+            self._lostHeld = reason
+            return
         self._owner.streamLost(reason)
