@@ -911,6 +911,7 @@ def buildNode(
         node.routedSessions = installRoutedSessions(node)
         node.routedSessions.pathSwitch = config.pathSwitch
         node.routedSessions.switchTimeout = config.pathSwitchTimeout
+        node.routedSessions.progressTimeout = config.pathSwitchProgressTimeout
     if managePeers:
         peers = PeerManager(
             node,

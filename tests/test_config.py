@@ -238,3 +238,19 @@ session-limit = 4
             line["inbound-slack"] = bad
             e = self.assertRaises(ConfigurationError, resolveConfig, line, Clock())
             self.assertTrue(str(e).startswith("--inbound-slack "), str(e))
+
+    def test_pathSwitchProgressTimeout(self) -> None:
+        """
+        path-switch-progress-timeout: default 5 s, 0 (off) or 2 to 3600, in
+        the effective configuration.
+        """
+        self.assertEqual(resolveConfig(cli(), Clock()).pathSwitchProgressTimeout, 5.0)
+        for good in (0, 2, 12.5):
+            path = self.writeConfig(f"[node]\npath-switch-progress-timeout = {good}\n")
+            config = resolveConfig(cli(config=path), Clock())
+            self.assertEqual(config.pathSwitchProgressTimeout, good)
+            self.assertEqual(config.asDict()["node"]["path-switch-progress-timeout"], good)
+        for bad in (-1, 1, 3601):
+            path = self.writeConfig(f"[node]\npath-switch-progress-timeout = {bad}\n")
+            e = self.assertRaises(ConfigurationError, resolveConfig, cli(config=path), Clock())
+            self.assertIn("path-switch-progress-timeout", str(e))

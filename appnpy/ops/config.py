@@ -7,7 +7,7 @@ The file has one C{[node]} table whose keys are the long command-line options
 C{role}, C{trust},
 C{api}, C{plugins}) plus file-only tuning keys (C{keepalive-interval},
 C{keepalive-timeout}, C{suspect-timeout-min}, C{suspect-dead-factor}, C{cds},
-C{cds-node}), one C{[plugin.<name>]} table per
+C{cds-node}, the path-switch keys), one C{[plugin.<name>]} table per
 session plugin, handed to that plugin's C{configure}, one C{[cos.<name>]}
 table per class of service defined or redefined here, and one
 C{[link.<selector>]} table per link (or neighbour) whose cost or security
@@ -67,6 +67,7 @@ NODE_KEYS: dict[str, tuple[type, ...]] = {
     "cds-node": (str,),
     "path-switch": (bool,),
     "path-switch-timeout": (int, float),
+    "path-switch-progress-timeout": (int, float),
 }
 
 
@@ -122,6 +123,9 @@ class NodeConfig:
     #: Seconds a routed session may be without a path before it ends
     #: with no-route.
     pathSwitchTimeout: float = 30.0
+    #: Seconds a session with bytes unacknowledged waits for an ACK before
+    #: it takes its path for failed (0: never).
+    pathSwitchProgressTimeout: float = 5.0
     #: The C{[cos.<name>]} tables, by class-of-service name, as written.
     cosSections: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     #: The same classes of service, parsed (added to or replacing the
@@ -157,6 +161,7 @@ class NodeConfig:
                 "cds-node": self.cdsNode,
                 "path-switch": self.pathSwitch,
                 "path-switch-timeout": self.pathSwitchTimeout,
+                "path-switch-progress-timeout": self.pathSwitchProgressTimeout,
             },
             "plugin": {name: dict(section) for name, section in self.pluginSections.items()},
             "cos": {name: dict(section) for name, section in self.cosSections.items()},
@@ -376,6 +381,14 @@ def resolveConfig(
         raise ConfigurationError(
             f"{configFile}: [node] path-switch-timeout ({switchTimeout:g} s) must be positive"
         )
+    # A far end holding bytes for a plugin that does not read repeats its
+    # ACK every second: a shorter wait would take it for a dead path.
+    progressTimeout = float(fileNode.get("path-switch-progress-timeout", 5.0))
+    if not (progressTimeout == 0 or 2 <= progressTimeout <= 3600):
+        raise ConfigurationError(
+            f"{configFile}: [node] path-switch-progress-timeout ({progressTimeout:g} s) must "
+            "be 0 (off) or between 2 and 3600"
+        )
     cds = bool(fileNode.get("cds", False))
     if cds and role != "network":
         raise ConfigurationError(f"{configFile}: [node] cds = true needs role network")
@@ -404,6 +417,7 @@ def resolveConfig(
         cdsNode=fileNode.get("cds-node"),
         pathSwitch=bool(fileNode.get("path-switch", True)),
         pathSwitchTimeout=switchTimeout,
+        pathSwitchProgressTimeout=progressTimeout,
         cosSections=cosSections,
         cosTables=cosTables,
         linkSections=linkSections,

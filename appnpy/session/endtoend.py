@@ -199,7 +199,9 @@ class RoutedSession(SessionBase):
         )
         if self.switch is not None:
             # The numbered stream goes between the TLS layer and the stream.
-            layer = self.layer = ResumableStream(owner.reactor, self, owner.switchWindow)
+            layer = self.layer = ResumableStream(
+                owner.reactor, self, owner.switchWindow, progressTimeout=owner.progressTimeout
+            )
             layer.attach(self._stream, awaitingResume=False)
             self._stream = cast("Stream", layer)  # all of a stream the session uses
             tls.makeConnection(layer)  # type: ignore[no-untyped-call]  # unannotated Twisted method

@@ -15,6 +15,14 @@ When the path fails it leaves the dead stream and the TLS layer sees
 nothing but a pause; on the new path both ends say how much they have
 received and retransmit the rest.  Relayed bytes pass through with one
 Python call per read and per TLS write, never per byte.
+
+A plugin that stops reading does not stop the stream: its DATA is held,
+unacknowledged, while the ACK and RESUME frames behind it are acted on.
+With bytes outstanding and no ACK for L{ResumableStream.progressDeadline}
+the path counts as failed, as if its stream were lost: that catches a relay
+that keeps its links up and forwards nothing.  An end holding bytes for
+its plugin repeats its ACK every L{ACK_REPEAT}, so a slow reader is not
+taken for a dead path.
 """
 
 from __future__ import annotations
@@ -24,8 +32,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.internet.error import ConnectionAborted
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -35,11 +48,15 @@ if TYPE_CHECKING:
 __all__ = [
     "ACK_DELAY",
     "ACK_EVERY",
+    "ACK_REPEAT",
     "FRAME_ACK",
     "FRAME_DATA",
     "FRAME_RESUME",
     "Gone",
     "MAX_DATA_FRAME",
+    "PROGRESS_GRACE",
+    "PROGRESS_RTT_FACTOR",
+    "PROGRESS_TIMEOUT",
     "SWITCH_WINDOW",
     "ResumableStream",
 ]
@@ -62,6 +79,20 @@ SWITCH_WINDOW = 4 * 1024 * 1024
 ACK_EVERY = 64 * 1024
 #: ... and how long it waits at most before it acknowledges fewer.
 ACK_DELAY = 0.05
+#: While an end holds received bytes back from a plugin that does not read
+#: (so does not acknowledge them), it repeats its last ACK this often: the
+#: far end then knows that the path works and the reader is slow.
+ACK_REPEAT = 1.0
+#: Seconds an end with unacknowledged bytes waits for an ACK before it
+#: takes the path for failed (a relay that keeps its streams up but
+#: forwards nothing) ...
+PROGRESS_TIMEOUT = 5.0
+#: ... or this many times the path's smoothed round-trip time, if longer;
+#: and then this long again, after what has arrived meanwhile is read: a
+#: timer that runs late (a busy or stopped process runs its timers before
+#: it reads) must not take the ACKs waiting to be read for silence.
+PROGRESS_RTT_FACTOR = 4
+PROGRESS_GRACE = ACK_REPEAT
 
 
 class _Owner(Protocol):
@@ -100,10 +131,16 @@ class _SendGate:
         pass
 
 
+@implementer(IHalfCloseableProtocol)
 class _StreamSide:
     """
     The protocol of the yamux stream the session rides now.  Its
     C{dataReceived} is the numbered stream's (set per instance).
+
+    It is half-closeable so that yamux tells it of the far end's FIN (the
+    FIN after the last DATA, which follows the TLS close_notify): without
+    it the session would hear only the stream's full close, and take a
+    completed close for a path failure.
     """
 
     def __init__(self, layer: ResumableStream) -> None:
@@ -118,6 +155,8 @@ class _StreamSide:
         self._layer._finReceived()
 
     def writeConnectionLost(self) -> None:
+        # IHalfCloseableProtocol requires it; yamux streams never call it
+        # (our own FIN is the layer's loseConnection).
         pass
 
     def connectionLost(self, reason: Failure) -> None:
@@ -154,11 +193,14 @@ class ResumableStream:
 
     @ivar sent: bytes the TLS layer wrote, in total (the next byte's number).
     @ivar acked: bytes the far end acknowledged; C{sent - acked} are kept.
-    @ivar received: bytes received from the far end (what is acknowledged).
+    @ivar received: bytes received from the far end and delivered (what
+        is acknowledged; bytes held for a plugin that does not read are not
+        counted until delivered).
+    @ivar rtt: the path's smoothed round-trip time, from a write to the ACK
+        that covers it (None until measured; measured afresh on each path).
     """
 
-    #: The protocol it attaches to the stream it rides (a subclass may want
-    #: the stream's half-close, L{appnpy.session.switchable}).
+    #: The protocol it attaches to the stream it rides.
     streamSide: Callable[[ResumableStream], Any] = _StreamSide
 
     def __init__(
@@ -168,6 +210,7 @@ class ResumableStream:
         window: int = SWITCH_WINDOW,
         ackEvery: int = ACK_EVERY,
         ackDelay: float = ACK_DELAY,
+        progressTimeout: float = PROGRESS_TIMEOUT,
     ) -> None:
         self._clock = clock
         self._owner = owner
@@ -176,6 +219,17 @@ class ResumableStream:
         self.window = window
         self.ackEvery = max(1, min(ackEvery, window // 4))
         self.ackDelay = ackDelay
+        #: The progress check (L{progressDeadline}); 0 turns it off.
+        self.progressTimeout = progressTimeout
+        self.rtt: float | None = None
+        #: The write being timed: (position, when).
+        self._mark: tuple[int, float] | None = None
+        #: When the wait for an ACK began (the last ACK, or the first byte
+        #: outstanding after none was).
+        self._since = 0.0
+        #: When the deadline was found passed (the grace runs from then).
+        self._overdue: float | None = None
+        self._progressTimer: IDelayedCall | None = None
         self.sent = 0
         self.acked = 0
         self.received = 0
@@ -197,7 +251,30 @@ class ResumableStream:
         self._producer: Any = None
         #: Why the producer is paused: "stream", "window", "path".
         self._pausedBy: set[str] = set()
+        #: Whether the plugin has paused reading (L{pauseProducing}).
         self._readPaused = False
+        #: DATA payloads received while the plugin does not read, oldest
+        #: first: the stream is still read, so that the ACK and RESUME
+        #: frames behind them are not held up.  They are not acknowledged
+        #: until delivered, so the far end keeps them and they are at most
+        #: its window (and are dropped when the path fails: it resends).
+        self._held: deque[bytes] = deque()
+        self._heldSize = 0
+        #: Whether received payload is held (the plugin does not read, or
+        #: held bytes wait to be delivered first).
+        self._holding = False
+        self._draining = False
+        #: Whether the stream itself is paused: more than a window held
+        #: (a far end that writes beyond its window).
+        self._transportPaused = False
+        #: The far end's FIN, or its stream's clean close, that came behind
+        #: held bytes: told once they are delivered.
+        self._finHeld = False
+        #: Whether the far end's FIN came on this path: it sends no more
+        #: ACKs there, so there is no progress to wait for.
+        self._farFinished = False
+        self._lostHeld: Failure | None = None
+        self._repeatTimer: IDelayedCall | None = None
         self._finPending = False
         self.ended = False
         #: Whether the far end has acknowledged anything: the origin does so
@@ -238,12 +315,16 @@ class ResumableStream:
         self._reading = self._last = stream
         self._need = 0
         self._head = b""
+        self._farFinished = False
         self._awaitingResume = awaitingResume
         self._live = None if awaitingResume else stream
+        # The stream is read even while the plugin does not read (DATA is
+        # held for it): the RESUME on a new path, and the ACKs that free
+        # this end's window, must not wait for the plugin.
         stream.attachProtocol(self.streamSide(self))
         stream.registerProducer(_SendGate(self), True)
-        if self._readPaused:
-            stream.pauseProducing()
+        if not awaitingResume:
+            self._watch()
         if leftover and self._reading is stream:
             self.dataReceived(leftover)
 
@@ -257,6 +338,10 @@ class ResumableStream:
         self._awaitingResume = False
         self._need = 0
         self._head = b""
+        # Held bytes were never acknowledged: the far end resends them
+        # from the position given on the new path (a FIN behind them too).
+        self._dropHeld()
+        self._cancelProgress()
         self._pause("path")
         self._unpause("stream")
         if stream is not None:
@@ -290,6 +375,7 @@ class ResumableStream:
         if self._finPending:
             stream.loseConnection()
         self._unpause("path")
+        self._watch()
         return None
 
     def checkResume(self, position: int) -> str | None:
@@ -304,6 +390,8 @@ class ResumableStream:
         """
         self.ended = True
         self._cancelAckTimer()
+        self._cancelProgress()
+        self._dropHeld()
         self._unacked.clear()
         self._producer = None
         stream, self._live, self._reading = self._reading, None, None
@@ -323,11 +411,15 @@ class ResumableStream:
             for i in range(0, n, MAX_DATA_FRAME):
                 self.write(data[i : i + MAX_DATA_FRAME])
             return
+        idle = self.sent == self.acked
         self._unacked.append(data)
         self.sent += n
         stream = self._live
         if stream is not None:
             stream.write(_DATA.pack(FRAME_DATA, n) + data)
+            if idle:
+                # The first byte outstanding: the wait for an ACK begins.
+                self._watch()
         if self.sent - self.acked >= self.window and "window" not in self._pausedBy:
             self._pause("window")
 
@@ -367,14 +459,14 @@ class ResumableStream:
     # -- the receive side as a push producer (the session's) ------------------------
 
     def pauseProducing(self) -> None:
+        # The stream is still read: DATA is held (_hold), ACK and RESUME
+        # frames are acted on.
         self._readPaused = True
-        if self._reading is not None:
-            self._reading.pauseProducing()
+        self._holding = True
 
     def resumeProducing(self) -> None:
         self._readPaused = False
-        if self._reading is not None:
-            self._reading.resumeProducing()
+        self._drain()
 
     def stopProducing(self) -> None:
         pass
@@ -461,12 +553,99 @@ class ResumableStream:
             self._head = data[pos:]
 
     def _deliver(self, data: bytes) -> None:
+        if self._holding:
+            self._hold(data)
+        else:
+            self._pass(data)
+
+    def _pass(self, data: bytes) -> None:
         self.received += len(data)
         if self.received - self._ackSent >= self.ackEvery:
             self._sendAck()
         elif self._ackTimer is None:
             self._ackTimer = self._clock.callLater(self.ackDelay, self._ackDue)
         self.deliver(data)
+
+    # -- holding DATA for a plugin that does not read ------------------------------
+
+    def _hold(self, data: bytes) -> None:
+        self._held.append(data)
+        self._heldSize += len(data)
+        if self._repeatTimer is None:
+            self._repeatTimer = self._clock.callLater(ACK_REPEAT, self._repeatAck)
+        if self._heldSize > self.window and not self._transportPaused:
+            # More than the far end may have unacknowledged (it wrote past
+            # its window): the stream itself is paused now, so memory stays
+            # bounded; the frames behind wait in the stream's window.
+            stream = self._reading
+            if stream is not None and not self._awaitingResume:
+                self._transportPaused = True
+                stream.pauseProducing()
+
+    def _drain(self) -> None:
+        """
+        Deliver what was held while the plugin did not read, until it
+        pauses again; then what came behind it (a FIN, the stream's end).
+        """
+        if self._draining:
+            return  # the plugin resumed from inside a delivery: carry on there
+        self._draining = True
+        held = self._held
+        try:
+            # Anything that arrives meanwhile is held behind, in order.
+            while held and not self._readPaused:
+                data = held.popleft()
+                self._heldSize -= len(data)
+                self._pass(data)
+        finally:
+            self._draining = False
+        if held or self._readPaused or self.ended:
+            return
+        self._holding = False
+        self._cancelRepeat()
+        stream = self._reading
+        if self._transportPaused:
+            self._transportPaused = False
+            # The far end's ACKs waited behind what this end did not read:
+            # the wait for them starts again.
+            self._since = self._clock.seconds()
+            if stream is not None:
+                stream.resumeProducing()
+        if self._finHeld:
+            # (Checked as it arrived; the stream may be gone since.)
+            self._finHeld = False
+            self._owner.farEndFinished()
+        lost, self._lostHeld = self._lostHeld, None
+        if lost is not None:
+            self._owner.streamLost(lost)
+
+    def _repeatAck(self) -> None:
+        # The far end sees its bytes unacknowledged: the same position
+        # again says that they arrived and wait for this end's plugin.
+        self._repeatTimer = None
+        if self._held and not self.ended:
+            stream = self._live
+            if stream is not None:
+                stream.write(_POSITION.pack(FRAME_ACK, self.received))
+            self._repeatTimer = self._clock.callLater(ACK_REPEAT, self._repeatAck)
+
+    def _cancelRepeat(self) -> None:
+        if self._repeatTimer is not None and self._repeatTimer.active():
+            self._repeatTimer.cancel()
+        self._repeatTimer = None
+
+    def _dropHeld(self) -> None:
+        self._held.clear()
+        self._heldSize = 0
+        self._holding = self._readPaused
+        self._finHeld = False
+        self._lostHeld = None
+        self._cancelRepeat()
+        if self._transportPaused:
+            self._transportPaused = False
+            stream = self._reading
+            if stream is not None:
+                stream.resumeProducing()
 
     def sendAckNow(self) -> None:
         """
@@ -484,6 +663,72 @@ class ResumableStream:
         self._ackTimer = None
         if self.received > self._ackSent:
             self._sendAck()
+
+    # -- the progress check ------------------------------------------------------
+
+    def progressDeadline(self) -> float:
+        """
+        Seconds this end waits, with bytes unacknowledged, for an ACK
+        before it takes the path for failed: L{progressTimeout}, or
+        L{PROGRESS_RTT_FACTOR} times the path's round-trip time if longer.
+        """
+        rtt = self.rtt
+        if rtt is None:
+            return self.progressTimeout
+        return max(self.progressTimeout, PROGRESS_RTT_FACTOR * rtt)
+
+    def _watch(self) -> None:
+        # Bytes are outstanding on a live path: the wait for an ACK starts.
+        if self._live is None or self.sent == self.acked or self.ended or self._farFinished:
+            return
+        if not self.progressTimeout:
+            return  # the check is off
+        now = self._since = self._clock.seconds()
+        if self._mark is None:
+            self._mark = (self.sent, now)
+        if self._progressTimer is None:
+            self._progressTimer = self._clock.callLater(self.progressDeadline(), self._progressDue)
+
+    def _progressDue(self) -> None:
+        self._progressTimer = None
+        if self._live is None or self.sent == self.acked or self.ended:
+            return  # the next byte outstanding on a live path starts it again
+        now = self._clock.seconds()
+        deadline = self.progressDeadline()
+        if self._transportPaused or "stream" in self._pausedBy:
+            # Held back here, not by the path: this end does not read what
+            # the far end's ACKs wait behind, or its own bytes have not left
+            # (the next hop holds them back, as a slow path does).
+            self._since = now
+        left = self._since + deadline - now
+        if left > 0:
+            self._overdue = None
+            self._progressTimer = self._clock.callLater(left, self._progressDue)
+            return
+        if self._overdue is None:
+            # Overdue: once more, after a turn of reading (an ACK clears it).
+            self._overdue = now
+            self._progressTimer = self._clock.callLater(PROGRESS_GRACE, self._progressDue)
+            return
+        # The link may look fine, but nothing comes back from the far end:
+        # a relay that swallows the bytes.  Reported as the stream's loss
+        # (the path failed); the stream is reset, which the relays pass on.
+        waited = now - self._since
+        detail = f"no ACK for {waited:.3g} s with {self.sent - self.acked} bytes unacknowledged"
+        stream = self._reading
+        if stream is not None:
+            stream.protocol = Gone()
+            stream.unregisterProducer()
+            stream.abortConnection()
+        self._streamLost(Failure(ConnectionLost(detail)))
+
+    def _cancelProgress(self) -> None:
+        self._mark = None
+        self._overdue = None
+        self.rtt = None
+        if self._progressTimer is not None and self._progressTimer.active():
+            self._progressTimer.cancel()
+        self._progressTimer = None
 
     def _cancelAckTimer(self) -> None:
         if self._ackTimer is not None and self._ackTimer.active():
@@ -506,7 +751,24 @@ class ResumableStream:
             self._fail(f"ACK: {problem}")
             return
         self.ackSeen = True
+        # Any ACK, even one that repeats its position (a far end holding
+        # bytes for its plugin), shows the path works: the wait restarts.
+        now = self._since = self._clock.seconds()
+        self._overdue = None
+        mark = self._mark
+        if mark is not None:
+            if position >= mark[0]:
+                self._mark = None
+                sample = now - mark[1]
+                rtt = self.rtt
+                self.rtt = sample if rtt is None else rtt + (sample - rtt) / 8
+            elif position == self.acked:
+                # A repeat: the far end held the bytes, so the time to this
+                # ACK is not the path's.
+                self._mark = None
         self._drop(position)
+        if self._mark is None and self.sent > position:
+            self._mark = (self.sent, now)
 
     def _drop(self, position: int) -> None:
         # Forget what the far end has: whole chunks, then part of one.
@@ -545,11 +807,32 @@ class ResumableStream:
         self._reading = None
         self._need = 0
         self._head = b""
+        self._dropHeld()
+        self._cancelProgress()
         self._owner.layerFailed(detail)
 
     def _finReceived(self) -> None:
+        if self._reading is None:
+            return  # a stream left or failed: its FIN is nobody's
+        if self._awaitingResume:
+            # The far end sends its RESUME before anything else on a new
+            # path, its FIN included.
+            self._fail("FIN before RESUME on a new path")
+            return
+        self._farFinished = True
+        self._cancelProgress()
+        if self._held:
+            self._finHeld = True  # told after the bytes before it
+            return
         self._owner.farEndFinished()
 
     def _streamLost(self, reason: Failure) -> None:
         self._reading = self._live = None
+        self._cancelProgress()
+        if self._held and (self._finHeld or reason.check(ConnectionDone)):
+            # Everything the far end sent has arrived (its FIN came): the
+            # plugin reads it before it hears that the stream is gone.
+            self._transportPaused = False
+            self._lostHeld = reason
+            return
         self._owner.streamLost(reason)

@@ -94,6 +94,7 @@ from appnpy.session.pathswitch import (
     SWITCH_TIMEOUT,
     SWITCH_WINDOW,
 )
+from appnpy.session.resumable import PROGRESS_TIMEOUT
 from appnpy.session.switchable import AdjacentPathSwitch
 
 if TYPE_CHECKING:
@@ -182,6 +183,9 @@ class RoutedSessions:
         self.switchTimeout = SWITCH_TIMEOUT
         #: Unacknowledged bytes each end of a switchable session keeps.
         self.switchWindow = SWITCH_WINDOW
+        #: Seconds a switchable session with bytes unacknowledged waits for
+        #: an ACK before it takes its path for failed (0: never).
+        self.progressTimeout = PROGRESS_TIMEOUT
         #: Path switches: re-BINDs accepted here (destination).
         self.rebinds = 0
         #: Path switch of the node's adjacent sessions (15.9): they move to

@@ -104,7 +104,11 @@ class SwitchableSession(Session):
             self.route = [info.peerNodeID, info.localNodeID]
         window = owner.switchWindow
         self.layer: ResumableStream = _NumberedStream(
-            owner.reactor, self, window, ackEvery=window // ADJACENT_ACK_FRACTION
+            owner.reactor,
+            self,
+            window,
+            ackEvery=window // ADJACENT_ACK_FRACTION,
+            progressTimeout=owner.progressTimeout,
         )
         #: Its path lifecycle, made when first needed (most sessions never
         #: lose their link, and a session open should cost little).
