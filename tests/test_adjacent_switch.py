@@ -34,7 +34,7 @@ from tests.test_path_switch import (
     StaticRoutes,
     pattern,
 )
-from tests.test_path_switch_hostile import SessionAccounting
+from tests.test_path_switch_hostile import endedOffPathIsReported
 
 
 class Tap:
@@ -582,24 +582,11 @@ class AccountingTests(AdjacentHarness):
         end, as every session is: the metrics, the event stream and the
         log line of its end come from that report.
         """
-        observers = {node.name: SessionAccounting() for node in (self.a, self.d)}
-        for node in (self.a, self.d):
-            node.addObserver(observers[node.name])
-        self.routes.routes = []
-        source = Source(b"")
-        self.open(source)
-        far = self.far()
-        sid = far.sessionID
-        self.links["ad"].cut()
-        self.settle()
-        self.assertEqual(source.transport.switch.state, "switching")
-        self.assertEqual(far.switch.state, "holding")
-        source.transport.abortConnection()
-        far.abortConnection()
-        self.settle(1)
-        self.assertIsNotNone(source.lost)
-        self.assertIsNotNone(self.plugin.built[-1].lost)
-        for name, obs in observers.items():
-            self.assertEqual(obs.started, [sid], name)
-            self.assertEqual([s for s, _ in obs.ended], [sid], name)
+
+        def openSession() -> tuple[Any, Any]:
+            source = Source(b"")
+            self.open(source)
+            return source, self.far()
+
+        endedOffPathIsReported(self, (self.a, self.d), openSession, self.links["ad"].cut)
         self.assertNothingLeft()

@@ -1010,6 +1010,33 @@ class SessionAccounting(NodeObserver):
         self.ended.append((session.info.sessionID, why.reason))
 
 
+def endedOffPathIsReported(case: Any, nodes: tuple[Node, Node], openSession: Any, cut: Any) -> None:
+    """
+    Open a session between C{nodes} (C{openSession}: the origin's protocol
+    and the far session), C{cut} its path with no other route, abort both
+    ends while the origin switches and the destination holds: each node
+    reports the session started once and ended once.
+    """
+    observers = {node.name: SessionAccounting() for node in nodes}
+    for node in nodes:
+        node.addObserver(observers[node.name])
+    case.routes.routes = []
+    source, far = openSession()
+    sid = far.sessionID
+    cut()
+    case.settle()
+    case.assertEqual(source.transport.switch.state, "switching")
+    case.assertEqual(far.switch.state, "holding")
+    source.transport.abortConnection()
+    far.abortConnection()
+    case.settle(1)
+    case.assertIsNotNone(source.lost)
+    case.assertIsNotNone(case.plugin.built[-1].lost)
+    for name, obs in observers.items():
+        case.assertEqual(obs.started, [sid], name)
+        case.assertEqual([s for s, _ in obs.ended], [sid], name)
+
+
 class AccountingTests(HostileRelayHarness):
     def test_endedWhileSwitchingIsReported(self) -> None:
         """
@@ -1018,25 +1045,7 @@ class AccountingTests(HostileRelayHarness):
         too) is reported ended once at each end, as every session is (the
         metrics, the event stream and the log line of its end).
         """
-        observers = {}
-        for node in (self.a, self.b):
-            observers[node.name] = SessionAccounting()
-            node.addObserver(observers[node.name])
-        source, far = self.openSession()
-        sid = far.sessionID
-        self.routes.routes = []
-        self.links["r1b"].cut()
-        self.settle()
-        self.assertEqual(source.transport.switch.state, "switching")
-        self.assertEqual(far.switch.state, "holding")
-        source.transport.abortConnection()
-        far.abortConnection()
-        self.settle(1)
-        self.assertIsNotNone(source.lost)
-        self.assertIsNotNone(self.plugin.built[-1].lost)
-        for name, obs in observers.items():
-            self.assertEqual(obs.started, [sid], name)
-            self.assertEqual([s for s, _ in obs.ended], [sid], name)
+        endedOffPathIsReported(self, (self.a, self.b), self.openSession, self.links["r1b"].cut)
 
 
 class FarEndEndedTests(HostileRelayHarness):
