@@ -125,6 +125,35 @@ class BulkTLSTests(SynchronousTestCase):
         pair.flush()
         self.assertEqual(b"".join(pair.server.received), b"".join(data))
 
+    @settings(max_examples=20, deadline=None)
+    @given(st.lists(st.integers(1, 600 * KiB), min_size=1, max_size=6))
+    @example([600 * KiB, 1])
+    def test_publicSendPath(self, sizes: list[int]) -> None:
+        """
+        Without the shared send buffer (a pyOpenSSL without the pieces it
+        needs), records leave through pyOpenSSL's C{bio_read}, complete and
+        in order.
+        """
+        self.patch(bulktls, "_SEND_BUFFER", None)
+        pair = self.pair
+        pair.server.received.clear()
+        data = [pattern(n, i) for i, n in enumerate(sizes)]
+        for chunk in data:
+            pair.clientTLS.write(chunk)
+        pair.flush()
+        self.assertEqual(b"".join(pair.server.received), b"".join(data))
+
+    def test_directSendInUse(self) -> None:
+        """
+        With this pyOpenSSL the send BIO is read straight into the shared
+        send buffer, and a flush of an empty BIO writes nothing.
+        """
+        self.assertIsNotNone(bulktls._SEND_BUFFER)
+        pair = self.pair
+        pair.wire.clear()
+        pair.clientTLS._flushSendBIO()
+        self.assertEqual(pair.wire, [])
+
     def test_directReadInUse(self) -> None:
         """
         With this pyOpenSSL the records are read straight into the shared

@@ -87,11 +87,29 @@ class BulkTLS:
         n = len(bytes)
         self._sendRecords(n + ((n >> 14) + 1) * _RECORD_OVERHEAD + _SEND_SLACK)
 
+    def _flushSendBIO(self) -> None:
+        # Twisted's name (this overrides its _flushSendBIO, which reads 32
+        # KiB and raises and catches an exception whenever the BIO is empty:
+        # after every read of the transport).
+        self._sendRecords(_SEND_BUFFER_SIZE)
+
     def _sendRecords(self, size: int) -> None:
         """
-        Write what the send BIO holds to the transport in one write, reading
-        it in pieces of C{size} (normally one piece).
+        Write what the send BIO holds to the transport: straight out of the
+        shared send buffer (L{_writeRecords}) when this pyOpenSSL allows,
+        else in one write of pieces of C{size} (normally one piece).
         """
+        wbio = getattr(self._tlsConnection, "_from_ssl", None)
+        if wbio is not None and _SEND_BUFFER is not None:
+            buf = _SEND_BUFFER
+            while True:
+                # A memory BIO returns <= 0 only when it is empty.
+                got = _BIO_read(wbio, buf, _SEND_BUFFER_SIZE)
+                if got <= 0:
+                    return
+                self._writeRecords(_ffi.buffer(buf, got))
+                if got < _SEND_BUFFER_SIZE:
+                    return
         read = self._tlsConnection.bio_read
         pieces = []
         while True:
@@ -105,12 +123,20 @@ class BulkTLS:
         if pieces:
             self.transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
+    def _writeRecords(self, records: Any) -> None:
+        """
+        Write C{records} (a buffer over the shared send buffer, valid only
+        for this call) to the transport.  Subclasses whose transport can
+        send from the buffer itself override this to skip the copy.
+        """
+        self.transport.write(records[:])
+
     def _flushReceiveBIO(self) -> None:
         # Twisted's loop (tls.py), but the records go up joined, after the
         # loop; an end or an error found by the loop is handled after them,
         # which is the order Twisted delivers them in.
         if self._lostTLSConnection:
-            self._flushSendBIO()  # type: ignore[attr-defined]  # TLSMemoryBIOProtocol's
+            self._flushSendBIO()
             return
         ended = False
         failure = None
@@ -131,7 +157,7 @@ class BulkTLS:
             elif failure is not None:
                 self._tlsShutdownFinished(failure)  # type: ignore[attr-defined]  # TLSMemoryBIOProtocol's
         # What the records may have made OpenSSL answer (handshake messages).
-        self._flushSendBIO()  # type: ignore[attr-defined]  # TLSMemoryBIOProtocol's
+        self._flushSendBIO()
 
 
 class _EndOfTLS(Exception):
@@ -226,6 +252,16 @@ except ImportError:  # a pyOpenSSL without them: the public path only
     _ffi = _lib = None
 
 _BUFFER_SIZE = 512 * 1024
+#: The send buffer: what one BIO read takes out.  A relay's write of one
+#: read's frames (about 256 KiB and its records' overhead) fits whole.
+_SEND_BUFFER_SIZE = 512 * 1024
+_SEND_BUFFER: Any = None
+if _lib is not None and hasattr(_lib, "BIO_read") and hasattr(Connection, "bio_read"):
+    # Shared by every connection of the process as the receive buffer is:
+    # each use ends before any other code runs (L{BulkTLS._writeRecords}
+    # copies or sends it before anything else can reach a TLS layer).
+    _BIO_read = _lib.BIO_read
+    _SEND_BUFFER = _ffi.new("char[]", _SEND_BUFFER_SIZE)
 if _directReadAvailable():
     _SSL_read = _lib.SSL_read
     _BUFFER = _ffi.new("char[]", _BUFFER_SIZE)
