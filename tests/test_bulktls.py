@@ -66,9 +66,9 @@ class BulkPair:
     transport.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, server: _Collector | None = None) -> None:
         self.clock = Clock()
-        self.server = _Collector()
+        self.server = server or _Collector()
         self.client = _Collector()
         sctx = LinkContextFactory(generateIdentity(), TrustPolicy.open())
         cctx = LinkContextFactory(generateIdentity(), TrustPolicy.open())
@@ -83,13 +83,19 @@ class BulkPair:
         self.pump = connect(self.serverTLS, sio, self.clientTLS, cio, greet=False, clock=self.clock)
         self.flush()
         self.wire: list[int] = []
-        write = cio.write
+        self.serverWire: list[int] = []
+        for io, lengths in ((cio, self.wire), (sio, self.serverWire)):
+            self._record(io, lengths)
+
+    @staticmethod
+    def _record(io: FakeTransport, lengths: list[int]) -> None:
+        write = io.write
 
         def recording(data: bytes) -> None:
-            self.wire.append(len(data))
+            lengths.append(len(data))
             write(data)
 
-        cio.write = recording  # type: ignore[method-assign]
+        io.write = recording  # type: ignore[method-assign]
 
     def flush(self) -> None:
         while self.pump.pump(advanceClock=False):
@@ -217,6 +223,74 @@ class BulkTLSTests(SynchronousTestCase):
         self.assertIsNotNone(pair.server.lost)
         assert pair.server.lost is not None
         self.assertTrue(pair.server.lost.check(bulktls.Error))
+
+
+class _Answerer(_Collector):
+    """
+    Writes C{answers} for every delivery (as an origin writes its next
+    data for every acknowledgement a read brings).
+    """
+
+    answers: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        for answer in self.answers:
+            self.transport.write(answer)
+
+
+class HoldBackTests(SynchronousTestCase):
+    """
+    What a protocol writes while it handles a read leaves when it is done,
+    in one transport write up to L{bulktls._HOLD_LIMIT}, and in order.
+    """
+
+    def setUp(self) -> None:
+        self.answerer = _Answerer()
+        self.pair = BulkPair(self.answerer)
+
+    def test_writesDuringDeliveryGoTogether(self) -> None:
+        """
+        Three 64 KiB writes made while handling one read leave in one
+        transport write, after the protocol returns.
+        """
+        self.answerer.answers = [pattern(64 * KiB, i) for i in range(3)]
+        pair = self.pair
+        pair.serverWire.clear()
+        pair.clientTLS.write(b"ack")
+        pair.flush()
+        self.assertEqual(len(pair.serverWire), 1)
+        self.assertEqual(b"".join(pair.client.received), b"".join(self.answerer.answers))
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.lists(st.integers(1, 200 * KiB), min_size=1, max_size=8))
+    def test_boundedAndInOrder(self, sizes: list[int]) -> None:
+        """
+        Whatever the writes made while handling a read, they arrive
+        complete and in order, and no transport write carries more than the
+        bound's worth of writes (plus the one that crossed it).
+        """
+        answers = [pattern(n, i) for i, n in enumerate(sizes)]
+        self.answerer.answers = answers
+        pair = self.pair
+        pair.client.received.clear()
+        pair.serverWire.clear()
+        pair.clientTLS.write(b"ack")
+        pair.flush()
+        self.assertEqual(b"".join(pair.client.received), b"".join(answers))
+        largest = bulktls._HOLD_LIMIT + max(sizes)
+        self.assertLessEqual(max(pair.serverWire), largest + (largest >> 14) * 22 + 1024)
+        if sum(sizes) < bulktls._HOLD_LIMIT:
+            self.assertEqual(len(pair.serverWire), 1)
+
+    def test_outsideDeliveryAtOnce(self) -> None:
+        """
+        A write made outside the delivery of a read leaves at once.
+        """
+        pair = self.pair
+        pair.serverWire.clear()
+        pair.serverTLS.write(b"x" * KiB)
+        self.assertEqual(len(pair.serverWire), 1)
 
 
 def _dataFrames(writes: list[bytes], streamID: int) -> list[int]:

@@ -41,6 +41,9 @@ _RECORD_OVERHEAD = 22
 #: Room in the BIO read after a write for anything else OpenSSL queued
 #: (an alert, a key update answer).
 _SEND_SLACK = 1024
+#: The most a protocol writes during the delivery of a read before its
+#: records are sent anyway (about one read of a link).
+_HOLD_LIMIT = 256 * 1024
 #: The most one C{SSL_read} returns: a record's plaintext.  Asking for more
 #: costs an allocation per call for nothing.
 _RECORD_PLAINTEXT = 16 * 1024
@@ -69,6 +72,11 @@ class BulkTLS:
     _aborted: bool
     transport: Any
     wrappedProtocol: Any
+    #: Whether the protocol above is handling what a read brought (its
+    #: writes are then sent when it is done), and how many bytes it wrote
+    #: since the records were last sent.
+    _delivering = False
+    _heldBack = 0
 
     def _write(self, bytes: bytes) -> None:
         # Twisted's name for the data (this overrides its _write).
@@ -85,6 +93,17 @@ class BulkTLS:
             self._tlsShutdownFinished(Failure())  # type: ignore[attr-defined]  # TLSMemoryBIOProtocol's
             return
         n = len(bytes)
+        if self._delivering:
+            # Written by the protocol while it handles a read of ours (an
+            # origin writing its next 64 KiB for every acknowledgement the
+            # read brings): the records wait in the BIO and leave together
+            # when the delivery is done, one transport write and one send
+            # instead of one per write, up to a bound.
+            held = self._heldBack + n
+            if held < _HOLD_LIMIT:
+                self._heldBack = held
+                return
+            self._heldBack = 0
         self._sendRecords(n + ((n >> 14) + 1) * _RECORD_OVERHEAD + _SEND_SLACK)
 
     def _flushSendBIO(self) -> None:
@@ -147,7 +166,14 @@ class BulkTLS:
             ended = e.failure is None
             failure = e.failure
         if data and not self._aborted:
-            self.wrappedProtocol.dataReceived(data)
+            self._delivering = True
+            try:
+                self.wrappedProtocol.dataReceived(data)
+            finally:
+                self._delivering = False
+                if self._heldBack:
+                    self._heldBack = 0
+                    self._flushSendBIO()
         if not self._lostTLSConnection:
             if ended:
                 # TLS has shut down: answer, and let the transport's
