@@ -15,6 +15,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
 from appnpy.link.bulktls import BulkTLS
 from appnpy.link.tls import AuthenticatedProtocol
+from appnpy.link.yamux import Multiplexer
 
 #: What a node writes instead of TLS when it refuses a connection before the
 #: handshake (admission control, docs/protocol.md section 4.4), followed by
@@ -82,6 +83,13 @@ class _LinkTLSProtocol(BulkTLS, TLSMemoryBIOProtocol):
             ):
                 self._tcp = transport
         super().makeConnection(transport)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+
+    def _deliversViews(self) -> bool:
+        # Once authenticated, a link's reads go straight to its multiplexer,
+        # which takes memoryviews (it copies what it keeps, and a relay's
+        # spliced streams write the slices on at once).
+        receiver = getattr(self.wrappedProtocol.dataReceived, "__self__", None)
+        return isinstance(receiver, Multiplexer)
 
     def _writeRecords(self, records: Any) -> None:
         # Records go to the socket at once when Twisted holds nothing unsent
