@@ -143,11 +143,14 @@ class BulkTLSTests(SynchronousTestCase):
     @example([600 * KiB, 1])
     def test_publicSendPath(self, sizes: list[int]) -> None:
         """
-        Without the shared send buffer (a pyOpenSSL without the pieces it
-        needs), records leave through pyOpenSSL's C{bio_read}, complete and
-        in order.
+        Without the shared send buffer and direct C{SSL_write} and
+        C{BIO_write} (a pyOpenSSL without the pieces they need), records go
+        through pyOpenSSL's C{send}, C{bio_read} and C{bio_write}, complete
+        and in order.
         """
         self.patch(bulktls, "_SEND_BUFFER", None)
+        self.patch(bulktls, "_SSL_write", None)
+        self.patch(bulktls, "_BIO_write", None)
         pair = self.pair
         pair.server.received.clear()
         data = [pattern(n, i) for i, n in enumerate(sizes)]

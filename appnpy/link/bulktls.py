@@ -77,15 +77,43 @@ class BulkTLS:
     #: since the records were last sent.
     _delivering = False
     _heldBack = 0
+    _handshakeDone: bool
+    _appSendBuffer: list[bytes]
+
+    def dataReceived(self, data: bytes) -> None:
+        # Twisted's dataReceived, with pyOpenSSL's bio_write without its
+        # Python layers once the connection is established.
+        rbio = getattr(self._tlsConnection, "_into_ssl", None)
+        if (
+            _BIO_write is not None
+            and rbio is not None
+            and self._handshakeDone
+            and not self._appSendBuffer
+        ):
+            n = len(data)
+            if _BIO_write(rbio, _ffi.from_buffer(data), n) == n:
+                self._flushReceiveBIO()
+                return
+            # A memory BIO writes all or nothing (nothing only when out of
+            # memory): Twisted's own path reports why.
+        super().dataReceived(data)  # type: ignore[misc]  # TLSMemoryBIOProtocol's
 
     def _write(self, bytes: bytes) -> None:
         # Twisted's name for the data (this overrides its _write).
         if self._lostTLSConnection or not bytes:
             return
+        conn = self._tlsConnection
         try:
             # Partial writes are off: this encrypts all of it, or nothing
             # (and then the same bytes are offered again, as OpenSSL needs).
-            self._tlsConnection.send(bytes)
+            if _SSL_write is not None and self._handshakeDone and len(bytes) <= _MAX_WRITE:
+                # pyOpenSSL's send without its Python layers; its own
+                # translation of a failure.
+                result = _SSL_write(conn._ssl, _ffi.from_buffer(bytes), len(bytes))
+                if result <= 0:
+                    conn._raise_ssl_error(conn._ssl, result)
+            else:
+                conn.send(bytes)
         except WantReadError:
             self._bufferedWrite(bytes)  # type: ignore[attr-defined]  # TLSMemoryBIOProtocol's
             return
@@ -273,6 +301,10 @@ def _readRecordsDirect(conn: Connection, views: bool = False) -> Any:
         else:
             pieces.append(_ffi.buffer(buf, filled)[:])
     data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    if _SSL_get_error(ssl, result) == _SSL_ERROR_WANT_READ:
+        # The usual end (all whole records read), without raising and
+        # catching pyOpenSSL's exception for it.
+        return data
     try:
         # pyOpenSSL's own translation of why SSL_read stopped.
         conn._raise_ssl_error(ssl, result)
@@ -295,6 +327,7 @@ def _directReadAvailable() -> bool:
         _lib is not None
         and hasattr(_lib, "SSL_read")
         and hasattr(_lib, "BIO_get_mem_data")
+        and hasattr(_lib, "SSL_get_error")
         and callable(getattr(Connection, "_raise_ssl_error", None))
     )
 
@@ -310,6 +343,18 @@ _BUFFER_SIZE = 512 * 1024
 #: read's frames (about 256 KiB and its records' overhead) fits whole.
 _SEND_BUFFER_SIZE = 512 * 1024
 _SEND_BUFFER: Any = None
+_SSL_write: Any = None
+_BIO_write: Any = None
+#: The most pyOpenSSL's send takes at once (it refuses more).
+_MAX_WRITE = 2**31 - 1
+if (
+    _lib is not None
+    and hasattr(_lib, "SSL_write")
+    and hasattr(_lib, "BIO_write")
+    and callable(getattr(Connection, "_raise_ssl_error", None))
+):
+    _SSL_write = _lib.SSL_write
+    _BIO_write = _lib.BIO_write
 if _lib is not None and hasattr(_lib, "BIO_read") and hasattr(Connection, "bio_read"):
     # Shared by every connection of the process as the receive buffer is:
     # each use ends before any other code runs (L{BulkTLS._writeRecords}
@@ -318,6 +363,8 @@ if _lib is not None and hasattr(_lib, "BIO_read") and hasattr(Connection, "bio_r
     _SEND_BUFFER = _ffi.new("char[]", _SEND_BUFFER_SIZE)
 if _directReadAvailable():
     _SSL_read = _lib.SSL_read
+    _SSL_get_error = _lib.SSL_get_error
+    _SSL_ERROR_WANT_READ = _lib.SSL_ERROR_WANT_READ
     _BUFFER = _ffi.new("char[]", _BUFFER_SIZE)
     _BIO_get_mem_data = _lib.BIO_get_mem_data
     _MEM_DATA = _ffi.new("char **")

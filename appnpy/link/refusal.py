@@ -143,7 +143,7 @@ class _LinkTLSProtocol(BulkTLS, TLSMemoryBIOProtocol):
     def _passThrough(self, data: bytes) -> None:
         # Decided: from now on the data path is TLS's own, with no check.
         self.dataReceived = super().dataReceived  # type: ignore[method-assign]
-        super().dataReceived(data)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+        super().dataReceived(data)
 
 
 #: What L{_LinkTLSProtocol._writeRecords} reads of Twisted's TCP transport
