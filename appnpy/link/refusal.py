@@ -103,6 +103,12 @@ class _LinkTLSProtocol(BulkTLS, TLSMemoryBIOProtocol):
         conn = self._tcp
         if (
             conn is not None
+            # The handshake's own records keep Twisted's timing (the next
+            # reactor turn): a dialler's ClientHello sent at once, into a
+            # listener that answers with a refusal line and closes without
+            # reading, makes the listener's kernel reset the connection,
+            # and the dialler may lose the line.
+            and self._handshakeDone
             and conn.connected
             and not conn.disconnecting
             and not conn._writeDisconnecting
