@@ -18,7 +18,15 @@ L{BulkTLS} changes only that:
     records out and the transport gets them in one write;
   - the records decrypted from one read of the transport are joined and
     handed up in one call: one copy of the bytes is cheaper than running the
-    layers above once per 16 KiB record.
+    layers above once per 16 KiB record (a link's multiplexer gets them as
+    a memoryview over a buffer of their own, without that copy);
+  - what the protocol above writes while it handles one read leaves in one
+    transport write when it is done (up to L{_HOLD_LIMIT});
+  - once the handshake is done, C{SSL_write}, C{BIO_write}, C{BIO_read} and
+    C{SSL_read} are called through pyOpenSSL's cffi library directly, the
+    BIO is read into a shared buffer (a link sends it to its socket from
+    there), and only failures go through pyOpenSSL's translation of
+    errors.
 
 Everything else (handshake, shutdown, errors, producers) is Twisted's.
 """
