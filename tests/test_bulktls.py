@@ -47,6 +47,11 @@ class _BulkFactory(TLSMemoryBIOFactory):
     protocol = _BulkProtocol
 
 
+class _ViewsProtocol(bulktls.BulkTLS, TLSMemoryBIOProtocol):
+    def _deliversViews(self) -> bool:
+        return True
+
+
 class _Collector(Protocol):
     def __init__(self) -> None:
         self.received: list[bytes] = []
@@ -66,13 +71,15 @@ class BulkPair:
     transport.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, server: _Collector | None = None, views: bool = False) -> None:
         self.clock = Clock()
-        self.server = _Collector()
+        self.server = server or _Collector()
         self.client = _Collector()
         sctx = LinkContextFactory(generateIdentity(), TrustPolicy.open())
         cctx = LinkContextFactory(generateIdentity(), TrustPolicy.open())
         sf = _BulkFactory(sctx, False, Factory.forProtocol(lambda: self.server), clock=self.clock)
+        if views:
+            sf.protocol = _ViewsProtocol
         cf = _BulkFactory(cctx, True, Factory.forProtocol(lambda: self.client), clock=self.clock)
         a = IPv4Address("TCP", "127.0.0.1", 1)
         b = IPv4Address("TCP", "127.0.0.1", 2)
@@ -83,13 +90,19 @@ class BulkPair:
         self.pump = connect(self.serverTLS, sio, self.clientTLS, cio, greet=False, clock=self.clock)
         self.flush()
         self.wire: list[int] = []
-        write = cio.write
+        self.serverWire: list[int] = []
+        for io, lengths in ((cio, self.wire), (sio, self.serverWire)):
+            self._record(io, lengths)
+
+    @staticmethod
+    def _record(io: FakeTransport, lengths: list[int]) -> None:
+        write = io.write
 
         def recording(data: bytes) -> None:
-            self.wire.append(len(data))
+            lengths.append(len(data))
             write(data)
 
-        cio.write = recording  # type: ignore[method-assign]
+        io.write = recording  # type: ignore[method-assign]
 
     def flush(self) -> None:
         while self.pump.pump(advanceClock=False):
@@ -124,6 +137,38 @@ class BulkTLSTests(SynchronousTestCase):
             pair.clientTLS.write(chunk)
         pair.flush()
         self.assertEqual(b"".join(pair.server.received), b"".join(data))
+
+    @settings(max_examples=20, deadline=None)
+    @given(st.lists(st.integers(1, 600 * KiB), min_size=1, max_size=6))
+    @example([600 * KiB, 1])
+    def test_publicSendPath(self, sizes: list[int]) -> None:
+        """
+        Without the shared send buffer and direct C{SSL_write} and
+        C{BIO_write} (a pyOpenSSL without the pieces they need), records go
+        through pyOpenSSL's C{send}, C{bio_read} and C{bio_write}, complete
+        and in order.
+        """
+        self.patch(bulktls, "_SEND_BUFFER", None)
+        self.patch(bulktls, "_SSL_write", None)
+        self.patch(bulktls, "_BIO_write", None)
+        pair = self.pair
+        pair.server.received.clear()
+        data = [pattern(n, i) for i, n in enumerate(sizes)]
+        for chunk in data:
+            pair.clientTLS.write(chunk)
+        pair.flush()
+        self.assertEqual(b"".join(pair.server.received), b"".join(data))
+
+    def test_directSendInUse(self) -> None:
+        """
+        With this pyOpenSSL the send BIO is read straight into the shared
+        send buffer, and a flush of an empty BIO writes nothing.
+        """
+        self.assertIsNotNone(bulktls._SEND_BUFFER)
+        pair = self.pair
+        pair.wire.clear()
+        pair.clientTLS._flushSendBIO()
+        self.assertEqual(pair.wire, [])
 
     def test_directReadInUse(self) -> None:
         """
@@ -188,6 +233,102 @@ class BulkTLSTests(SynchronousTestCase):
         self.assertIsNotNone(pair.server.lost)
         assert pair.server.lost is not None
         self.assertTrue(pair.server.lost.check(bulktls.Error))
+
+
+class _Answerer(_Collector):
+    """
+    Writes C{answers} for every delivery (as an origin writes its next
+    data for every acknowledgement a read brings).
+    """
+
+    answers: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        for answer in self.answers:
+            self.transport.write(answer)
+
+
+class ViewDeliveryTests(SynchronousTestCase):
+    """
+    A protocol that takes views gets each read's records as a memoryview
+    over a buffer of their own, never written again.
+    """
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.lists(st.integers(1, 600 * KiB), min_size=1, max_size=6), st.integers(1, 70 * KiB))
+    @example([600 * KiB, 300 * KiB, 1], 64 * KiB)
+    def test_viewsKeepTheirBytes(self, sizes: list[int], readSize: int) -> None:
+        """
+        Whatever the writes, and however the transport cuts them into reads
+        (records split across reads too), the views delivered hold exactly
+        what was written, in order, even after every later read.
+        """
+        pair = BulkPair(views=True)
+        data = [pattern(n, i) for i, n in enumerate(sizes)]
+        for chunk in data:
+            pair.clientTLS.write(chunk)
+        wire = b"".join(pair.pump.clientIO.stream)
+        pair.pump.clientIO.stream = []
+        for i in range(0, len(wire), readSize):
+            pair.serverTLS.dataReceived(wire[i : i + readSize])
+        received = pair.server.received
+        self.assertTrue(all(type(piece) is memoryview for piece in received))
+        self.assertEqual(b"".join(received), b"".join(data))
+
+
+class HoldBackTests(SynchronousTestCase):
+    """
+    What a protocol writes while it handles a read leaves when it is done,
+    in one transport write up to L{bulktls._HOLD_LIMIT}, and in order.
+    """
+
+    def setUp(self) -> None:
+        self.answerer = _Answerer()
+        self.pair = BulkPair(self.answerer)
+
+    def test_writesDuringDeliveryGoTogether(self) -> None:
+        """
+        Three 64 KiB writes made while handling one read leave in one
+        transport write, after the protocol returns.
+        """
+        self.answerer.answers = [pattern(64 * KiB, i) for i in range(3)]
+        pair = self.pair
+        pair.serverWire.clear()
+        pair.clientTLS.write(b"ack")
+        pair.flush()
+        self.assertEqual(len(pair.serverWire), 1)
+        self.assertEqual(b"".join(pair.client.received), b"".join(self.answerer.answers))
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.lists(st.integers(1, 200 * KiB), min_size=1, max_size=8))
+    def test_boundedAndInOrder(self, sizes: list[int]) -> None:
+        """
+        Whatever the writes made while handling a read, they arrive
+        complete and in order, and no transport write carries more than the
+        bound's worth of writes (plus the one that crossed it).
+        """
+        answers = [pattern(n, i) for i, n in enumerate(sizes)]
+        self.answerer.answers = answers
+        pair = self.pair
+        pair.client.received.clear()
+        pair.serverWire.clear()
+        pair.clientTLS.write(b"ack")
+        pair.flush()
+        self.assertEqual(b"".join(pair.client.received), b"".join(answers))
+        largest = bulktls._HOLD_LIMIT + max(sizes)
+        self.assertLessEqual(max(pair.serverWire), largest + (largest >> 14) * 22 + 1024)
+        if sum(sizes) < bulktls._HOLD_LIMIT:
+            self.assertEqual(len(pair.serverWire), 1)
+
+    def test_outsideDeliveryAtOnce(self) -> None:
+        """
+        A write made outside the delivery of a read leaves at once.
+        """
+        pair = self.pair
+        pair.serverWire.clear()
+        pair.serverTLS.write(b"x" * KiB)
+        self.assertEqual(len(pair.serverWire), 1)
 
 
 def _dataFrames(writes: list[bytes], streamID: int) -> list[int]:

@@ -305,6 +305,23 @@ class ParserTests(SynchronousTestCase):
         chunks = [VALID_INPUT[a:b] for a, b in zip(points, points[1:], strict=False)]
         self.assertDeliveredAsExpected(feedChunks(chunks))
 
+    @given(st.lists(st.integers(0, len(VALID_INPUT)), max_size=30))
+    def test_memoryviewChunkings(self, cuts: list[int]) -> None:
+        """
+        Reads handed over as memoryviews (as a link's TLS layer does) parse
+        as bytes do, for any chunking, and streams that do not take views
+        get bytes.
+        """
+        points = [0, *sorted(cuts), len(VALID_INPUT)]
+        chunks = [VALID_INPUT[a:b] for a, b in zip(points, points[1:], strict=False)]
+        side = listener()
+        for chunk in chunks:
+            side.mux.dataReceived(memoryview(bytearray(chunk)))  # type: ignore[arg-type]
+        self.assertDeliveredAsExpected(side)
+        for stream in side.accepted:
+            for piece in stream.protocol.chunks:
+                self.assertIs(type(piece), bytes)
+
     @settings(max_examples=300)
     @given(st.lists(st.binary(max_size=64), max_size=8))
     def test_garbageNeverRaises(self, chunks: list[bytes]) -> None:

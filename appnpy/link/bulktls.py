@@ -18,7 +18,15 @@ L{BulkTLS} changes only that:
     records out and the transport gets them in one write;
   - the records decrypted from one read of the transport are joined and
     handed up in one call: one copy of the bytes is cheaper than running the
-    layers above once per 16 KiB record.
+    layers above once per 16 KiB record (a link's multiplexer gets them as
+    a memoryview over a buffer of their own, without that copy);
+  - what the protocol above writes while it handles one read leaves in one
+    transport write when it is done (up to L{_HOLD_LIMIT});
+  - once the handshake is done, C{SSL_write}, C{BIO_write}, C{BIO_read} and
+    C{SSL_read} are called through pyOpenSSL's cffi library directly, the
+    BIO is read into a shared buffer (a link sends it to its socket from
+    there), and only failures go through pyOpenSSL's translation of
+    errors.
 
 Everything else (handshake, shutdown, errors, producers) is Twisted's.
 """
@@ -41,6 +49,9 @@ _RECORD_OVERHEAD = 22
 #: Room in the BIO read after a write for anything else OpenSSL queued
 #: (an alert, a key update answer).
 _SEND_SLACK = 1024
+#: The most a protocol writes during the delivery of a read before its
+#: records are sent anyway (about one read of a link).
+_HOLD_LIMIT = 256 * 1024
 #: The most one C{SSL_read} returns: a record's plaintext.  Asking for more
 #: costs an allocation per call for nothing.
 _RECORD_PLAINTEXT = 16 * 1024
@@ -69,15 +80,48 @@ class BulkTLS:
     _aborted: bool
     transport: Any
     wrappedProtocol: Any
+    #: Whether the protocol above is handling what a read brought (its
+    #: writes are then sent when it is done), and how many bytes it wrote
+    #: since the records were last sent.
+    _delivering = False
+    _heldBack = 0
+    _handshakeDone: bool
+    _appSendBuffer: list[bytes]
+
+    def dataReceived(self, data: bytes) -> None:
+        # Twisted's dataReceived, with pyOpenSSL's bio_write without its
+        # Python layers once the connection is established.
+        rbio = getattr(self._tlsConnection, "_into_ssl", None)
+        if (
+            _BIO_write is not None
+            and rbio is not None
+            and self._handshakeDone
+            and not self._appSendBuffer
+        ):
+            n = len(data)
+            if _BIO_write(rbio, _ffi.from_buffer(data), n) == n:
+                self._flushReceiveBIO()
+                return
+            # A memory BIO writes all or nothing (nothing only when out of
+            # memory): Twisted's own path reports why.
+        super().dataReceived(data)  # type: ignore[misc]  # TLSMemoryBIOProtocol's
 
     def _write(self, bytes: bytes) -> None:
         # Twisted's name for the data (this overrides its _write).
         if self._lostTLSConnection or not bytes:
             return
+        conn = self._tlsConnection
         try:
             # Partial writes are off: this encrypts all of it, or nothing
             # (and then the same bytes are offered again, as OpenSSL needs).
-            self._tlsConnection.send(bytes)
+            if _SSL_write is not None and self._handshakeDone and len(bytes) <= _MAX_WRITE:
+                # pyOpenSSL's send without its Python layers; its own
+                # translation of a failure.
+                result = _SSL_write(conn._ssl, _ffi.from_buffer(bytes), len(bytes))
+                if result <= 0:
+                    conn._raise_ssl_error(conn._ssl, result)
+            else:
+                conn.send(bytes)
         except WantReadError:
             self._bufferedWrite(bytes)  # type: ignore[attr-defined]  # TLSMemoryBIOProtocol's
             return
@@ -85,13 +129,42 @@ class BulkTLS:
             self._tlsShutdownFinished(Failure())  # type: ignore[attr-defined]  # TLSMemoryBIOProtocol's
             return
         n = len(bytes)
+        if self._delivering:
+            # Written by the protocol while it handles a read of ours (an
+            # origin writing its next 64 KiB for every acknowledgement the
+            # read brings): the records wait in the BIO and leave together
+            # when the delivery is done, one transport write and one send
+            # instead of one per write, up to a bound.
+            held = self._heldBack + n
+            if held < _HOLD_LIMIT:
+                self._heldBack = held
+                return
+            self._heldBack = 0
         self._sendRecords(n + ((n >> 14) + 1) * _RECORD_OVERHEAD + _SEND_SLACK)
+
+    def _flushSendBIO(self) -> None:
+        # Twisted's name (this overrides its _flushSendBIO, which reads 32
+        # KiB and raises and catches an exception whenever the BIO is empty:
+        # after every read of the transport).
+        self._sendRecords(_SEND_BUFFER_SIZE)
 
     def _sendRecords(self, size: int) -> None:
         """
-        Write what the send BIO holds to the transport in one write, reading
-        it in pieces of C{size} (normally one piece).
+        Write what the send BIO holds to the transport: straight out of the
+        shared send buffer (L{_writeRecords}) when this pyOpenSSL allows,
+        else in one write of pieces of C{size} (normally one piece).
         """
+        wbio = getattr(self._tlsConnection, "_from_ssl", None)
+        if wbio is not None and _SEND_BUFFER is not None:
+            buf = _SEND_BUFFER
+            while True:
+                # A memory BIO returns <= 0 only when it is empty.
+                got = _BIO_read(wbio, buf, _SEND_BUFFER_SIZE)
+                if got <= 0:
+                    return
+                self._writeRecords(_ffi.buffer(buf, got))
+                if got < _SEND_BUFFER_SIZE:
+                    return
         read = self._tlsConnection.bio_read
         pieces = []
         while True:
@@ -105,23 +178,47 @@ class BulkTLS:
         if pieces:
             self.transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
+    def _writeRecords(self, records: Any) -> None:
+        """
+        Write C{records} (a buffer over the shared send buffer, valid only
+        for this call) to the transport.  Subclasses whose transport can
+        send from the buffer itself override this to skip the copy.
+        """
+        self.transport.write(records[:])
+
+    def _deliversViews(self) -> bool:
+        """
+        Whether the protocol above takes what a read brought as a
+        memoryview over a buffer of its own (never reused, so it may keep
+        slices of it) instead of bytes: one copy less per byte.  Subclasses
+        whose protocol does say so.
+        """
+        return False
+
     def _flushReceiveBIO(self) -> None:
         # Twisted's loop (tls.py), but the records go up joined, after the
         # loop; an end or an error found by the loop is handled after them,
         # which is the order Twisted delivers them in.
         if self._lostTLSConnection:
-            self._flushSendBIO()  # type: ignore[attr-defined]  # TLSMemoryBIOProtocol's
+            self._flushSendBIO()
             return
         ended = False
         failure = None
         try:
-            data = _readRecords(self._tlsConnection)
+            data = _readRecords(self._tlsConnection, self._deliversViews())
         except _EndOfTLS as e:
             data = e.data
             ended = e.failure is None
             failure = e.failure
         if data and not self._aborted:
-            self.wrappedProtocol.dataReceived(data)
+            self._delivering = True
+            try:
+                self.wrappedProtocol.dataReceived(data)
+            finally:
+                self._delivering = False
+                if self._heldBack:
+                    self._heldBack = 0
+                    self._flushSendBIO()
         if not self._lostTLSConnection:
             if ended:
                 # TLS has shut down: answer, and let the transport's
@@ -131,7 +228,7 @@ class BulkTLS:
             elif failure is not None:
                 self._tlsShutdownFinished(failure)  # type: ignore[attr-defined]  # TLSMemoryBIOProtocol's
         # What the records may have made OpenSSL answer (handshake messages).
-        self._flushSendBIO()  # type: ignore[attr-defined]  # TLSMemoryBIOProtocol's
+        self._flushSendBIO()
 
 
 class _EndOfTLS(Exception):
@@ -145,7 +242,7 @@ class _EndOfTLS(Exception):
         self.failure = failure
 
 
-def _readRecordsPublic(conn: Connection) -> bytes:
+def _readRecordsPublic(conn: Connection, views: bool = False) -> bytes:
     """
     The plaintext of every whole record in C{conn}'s receive BIO, through
     pyOpenSSL's public C{recv}: one call, one allocation and one copy per
@@ -165,7 +262,7 @@ def _readRecordsPublic(conn: Connection) -> bytes:
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
-def _readRecordsDirect(conn: Connection) -> bytes:
+def _readRecordsDirect(conn: Connection, views: bool = False) -> Any:
     """
     The same as L{_readRecordsPublic}, calling C{SSL_read} straight into one
     buffer shared by every connection of the process.  It is only used
@@ -176,11 +273,26 @@ def _readRecordsDirect(conn: Connection) -> bytes:
     copies each record once more; this measured a third less CPU for
     receiving (decryption included), the largest single cost of a relay
     and a routed session's destination.
+
+    With C{views}, the records are read into a buffer of their own instead,
+    sized for what the receive BIO holds, and handed out as a memoryview
+    over it without the copy.
     """
     ssl = getattr(conn, "_ssl", None)
     if ssl is None:
         return _readRecordsPublic(conn)
     buf = _BUFFER
+    size = _BUFFER_SIZE
+    if views:
+        rbio = getattr(conn, "_into_ssl", None)
+        if rbio is not None:
+            # The plaintext is at most the ciphertext in the BIO and the
+            # rest of a record OpenSSL has already taken part of.
+            # Twice that rest: the loop below keeps room for a whole record.
+            size = _BIO_get_mem_data(rbio, _MEM_DATA) + 2 * (_RECORD_PLAINTEXT + _RECORD_OVERHEAD)
+            buf = _allocate("char[]", size)
+        else:
+            views = False
     pieces = []
     filled = 0
     while True:
@@ -188,12 +300,19 @@ def _readRecordsDirect(conn: Connection) -> bytes:
         if result <= 0:
             break
         filled += result
-        if filled > _BUFFER_SIZE - _RECORD_PLAINTEXT:
+        if filled > size - _RECORD_PLAINTEXT:
             pieces.append(_ffi.buffer(buf, filled)[:])
             filled = 0
     if filled:
-        pieces.append(_ffi.buffer(buf, filled)[:])
+        if views and not pieces:
+            pieces.append(memoryview(_ffi.buffer(buf, filled)))
+        else:
+            pieces.append(_ffi.buffer(buf, filled)[:])
     data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    if _SSL_get_error(ssl, result) == _SSL_ERROR_WANT_READ:
+        # The usual end (all whole records read), without raising and
+        # catching pyOpenSSL's exception for it.
+        return data
     try:
         # pyOpenSSL's own translation of why SSL_read stopped.
         conn._raise_ssl_error(ssl, result)
@@ -215,6 +334,8 @@ def _directReadAvailable() -> bool:
     return (
         _lib is not None
         and hasattr(_lib, "SSL_read")
+        and hasattr(_lib, "BIO_get_mem_data")
+        and hasattr(_lib, "SSL_get_error")
         and callable(getattr(Connection, "_raise_ssl_error", None))
     )
 
@@ -226,9 +347,37 @@ except ImportError:  # a pyOpenSSL without them: the public path only
     _ffi = _lib = None
 
 _BUFFER_SIZE = 512 * 1024
+#: The send buffer: what one BIO read takes out.  A relay's write of one
+#: read's frames (about 256 KiB and its records' overhead) fits whole.
+_SEND_BUFFER_SIZE = 512 * 1024
+_SEND_BUFFER: Any = None
+_SSL_write: Any = None
+_BIO_write: Any = None
+#: The most pyOpenSSL's send takes at once (it refuses more).
+_MAX_WRITE = 2**31 - 1
+if (
+    _lib is not None
+    and hasattr(_lib, "SSL_write")
+    and hasattr(_lib, "BIO_write")
+    and callable(getattr(Connection, "_raise_ssl_error", None))
+):
+    _SSL_write = _lib.SSL_write
+    _BIO_write = _lib.BIO_write
+if _lib is not None and hasattr(_lib, "BIO_read") and hasattr(Connection, "bio_read"):
+    # Shared by every connection of the process as the receive buffer is:
+    # each use ends before any other code runs (L{BulkTLS._writeRecords}
+    # copies or sends it before anything else can reach a TLS layer).
+    _BIO_read = _lib.BIO_read
+    _SEND_BUFFER = _ffi.new("char[]", _SEND_BUFFER_SIZE)
 if _directReadAvailable():
     _SSL_read = _lib.SSL_read
+    _SSL_get_error = _lib.SSL_get_error
+    _SSL_ERROR_WANT_READ = _lib.SSL_ERROR_WANT_READ
     _BUFFER = _ffi.new("char[]", _BUFFER_SIZE)
+    _BIO_get_mem_data = _lib.BIO_get_mem_data
+    _MEM_DATA = _ffi.new("char **")
+    # Every byte of a fresh buffer is written before it is read.
+    _allocate = _ffi.new_allocator(should_clear_after_alloc=False)
     _readRecords = _readRecordsDirect
 else:
     _readRecords = _readRecordsPublic

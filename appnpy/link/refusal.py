@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import ITCPTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
 from appnpy.link.bulktls import BulkTLS
 from appnpy.link.tls import AuthenticatedProtocol
+from appnpy.link.yamux import Multiplexer
 
 #: What a node writes instead of TLS when it refuses a connection before the
 #: handshake (admission control, docs/protocol.md section 4.4), followed by
@@ -59,6 +61,10 @@ class _LinkTLSProtocol(BulkTLS, TLSMemoryBIOProtocol):
 
     _sniffed = b""
     factory: LinkTLSFactory
+    #: The TCP transport records are sent on directly (L{_writeRecords}),
+    #: or None (another transport: a test's, or one this was not written
+    #: for).
+    _tcp: Any = None
 
     def makeConnection(self, transport: Any) -> None:
         if ITCPTransport.providedBy(transport):
@@ -69,10 +75,59 @@ class _LinkTLSProtocol(BulkTLS, TLSMemoryBIOProtocol):
             # every 64 KiB.  Larger ones cost nothing while the link is idle
             # (no buffer is kept) and measured a quarter less CPU per byte
             # at a relay (benchmarks/routed_bulk.py).
-            tcp: Any = transport  # Twisted's FileDescriptor attributes
-            tcp.bufferSize = LINK_SOCKET_BUFFER
-            tcp.SEND_LIMIT = LINK_SEND_LIMIT
+            conn: Any = transport  # Twisted's FileDescriptor attributes
+            conn.bufferSize = LINK_SOCKET_BUFFER
+            conn.SEND_LIMIT = LINK_SEND_LIMIT
+            if isinstance(transport, tcp.Connection) and all(
+                hasattr(transport, name) for name in _TCP_WRITE_STATE
+            ):
+                self._tcp = transport
         super().makeConnection(transport)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+
+    def _deliversViews(self) -> bool:
+        # Once authenticated, a link's reads go straight to its multiplexer,
+        # which takes memoryviews (it copies what it keeps, and a relay's
+        # spliced streams write the slices on at once).
+        receiver = getattr(self.wrappedProtocol.dataReceived, "__self__", None)
+        return isinstance(receiver, Multiplexer)
+
+    def _writeRecords(self, records: Any) -> None:
+        # Records go to the socket at once when Twisted holds nothing unsent
+        # for it (so the order is kept), and only what the socket refuses
+        # is copied into Twisted's buffer.  Twisted's write instead queues
+        # every write for the next reactor turn, re-registers the socket
+        # for writing and copies what a send leaves over; and once more
+        # than the buffer size is queued (a relay's write of one read's
+        # frames) it pauses the multiplexer, which then buffers and copies
+        # every frame a second time.
+        conn = self._tcp
+        if (
+            conn is not None
+            # The handshake's own records keep Twisted's timing (the next
+            # reactor turn): a dialler's ClientHello sent at once, into a
+            # listener that answers with a refusal line and closes without
+            # reading, makes the listener's kernel reset the connection,
+            # and the dialler may lose the line.
+            and self._handshakeDone
+            and conn.connected
+            and not conn.disconnecting
+            and not conn._writeDisconnecting
+            and not conn._writeDisconnected
+            and not conn._tempDataLen
+            and conn.offset == len(conn.dataBuffer)
+        ):
+            try:
+                sent = conn.socket.send(records)
+            except OSError:
+                # Would block, or the connection failed: Twisted's own write
+                # finds out which, as it would have without this.
+                sent = 0
+            if sent >= len(records):
+                return
+            records = records[sent:]
+        else:
+            records = records[:]
+        self.transport.write(records)
 
     def dataReceived(self, data: bytes) -> None:
         if not self.factory.isClient:
@@ -94,7 +149,21 @@ class _LinkTLSProtocol(BulkTLS, TLSMemoryBIOProtocol):
     def _passThrough(self, data: bytes) -> None:
         # Decided: from now on the data path is TLS's own, with no check.
         self.dataReceived = super().dataReceived  # type: ignore[method-assign]
-        super().dataReceived(data)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+        super().dataReceived(data)
+
+
+#: What L{_LinkTLSProtocol._writeRecords} reads of Twisted's TCP transport
+#: (tcp.Connection and abstract.FileDescriptor) to know its buffer empty.
+_TCP_WRITE_STATE = (
+    "socket",
+    "connected",
+    "disconnecting",
+    "_writeDisconnecting",
+    "_writeDisconnected",
+    "_tempDataLen",
+    "offset",
+    "dataBuffer",
+)
 
 
 class LinkTLSFactory(TLSMemoryBIOFactory):

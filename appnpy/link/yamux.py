@@ -990,8 +990,9 @@ class Multiplexer:
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Parse frames from the link.  A protocol violation aborts the link;
-        it never raises out of here.
+        Parse frames from the link (bytes, or a memoryview over a buffer
+        nobody else writes to).  A protocol violation aborts the link; it
+        never raises out of here.
         """
         if self._closed:
             return
@@ -1062,7 +1063,8 @@ class Multiplexer:
                     return frames
                 stream = self._payloadStream
                 # A slice of a memoryview copies nothing; of bytes, all of it.
-                cut: Any = view if stream is not None and stream.takesViews else data
+                views = stream is not None and stream.takesViews
+                cut: Any = view if views else data
                 if avail >= remaining:
                     chunk = cut[pos : pos + remaining] if (pos or remaining != end) else data
                     pos += remaining
@@ -1073,6 +1075,10 @@ class Multiplexer:
                     pos = end
                     self._payloadRemaining = remaining - avail
                     done = False
+                if not views and chunk.__class__ is memoryview:
+                    # The link handed a view (appnpy.link.bulktls): streams
+                    # that do not take views get bytes of their own.
+                    chunk = bytes(chunk)
                 self.bytesReceived += len(chunk)
                 if stream is not None:
                     stream._dataIn(chunk)
