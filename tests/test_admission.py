@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.test.iosim import FakeTransport, connect
@@ -23,7 +24,7 @@ from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.errors import SessionClosed
 from appnpy.link.refusal import MAX_REFUSAL_LINE, REFUSAL_PREFIX, parseRefusalLine, refusalLine
 from appnpy.link.tls import LinkAddress
-from appnpy.net.admission import AdmissionControl
+from appnpy.net.admission import REFUSAL_LINGER, AdmissionControl
 from appnpy.testing import MemoryNetwork
 from tests.test_robustness import NodeFaultTestCase, PlainClient, whenSome, withTimeout
 
@@ -75,6 +76,22 @@ class FakeFactory:
         return FakeWrapper(FakeLink())
 
 
+class HalfClosingTransport(StringTransport):
+    """
+    Records a half-close and an abort.
+    """
+
+    writeClosed = False
+    aborted = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        self.loseConnection()
+
+
 class AdmissionUnitTests(SynchronousTestCase):
     def test_rateLimited(self) -> None:
         """
@@ -89,14 +106,19 @@ class AdmissionUnitTests(SynchronousTestCase):
         self.assertEqual(sum(isinstance(r, FakeWrapper) for r in results), 5)
         refusal = results[-1]
         assert refusal is not None
-        transport = FakeTransport(refusal, isServer=True)
+        transport = HalfClosingTransport()
         refusal.makeConnection(transport)
-        line = b"".join(transport.stream)
-        self.assertTrue(transport.disconnecting)
-        self.assertEqual(parseRefusalLine(line)[0], "busy")
+        self.assertEqual(parseRefusalLine(transport.value())[0], "busy")
+        # FIN after the line, then it reads (and drops) the ClientHello for
+        # a moment, so that closing does not reset the line away.
+        self.assertTrue(transport.writeClosed)
+        refusal.dataReceived(b"\x16\x03\x01 a ClientHello")
+        self.assertFalse(transport.disconnecting)
         clock.advance(0.2)
         results = [factory.buildProtocol(None) for _ in range(3)]
         self.assertEqual(sum(isinstance(r, FakeWrapper) for r in results), 2)
+        clock.advance(REFUSAL_LINGER)
+        self.assertTrue(transport.aborted)
 
     def test_oldestDropped(self) -> None:
         """

@@ -23,6 +23,12 @@ from appnpy.net.ratelimit import TokenBucket
 #: File descriptors kept free for everything but inbound links (dialled links,
 #: the management API and its clients, state files, logs).
 FD_RESERVE = 32
+#: Seconds a refused connection, its line sent and its direction closed,
+#: reads and drops what the dialler sends (its TLS ClientHello) before it
+#: closes: a socket closed with bytes unread makes the kernel reset the
+#: connection, and a reset can discard the refusal line before the dialler
+#: reads it.  An honest dialler closes as soon as it has read the line.
+REFUSAL_LINGER = 1.0
 
 
 def defaultMaxConnections() -> int:
@@ -64,16 +70,26 @@ class _Refusal(Protocol):
     that the dialler can log why (docs/protocol.md section 4.4).
     """
 
-    def __init__(self, line: bytes, closed: Any) -> None:
+    def __init__(self, line: bytes, closed: Any, clock: Any) -> None:
         self.line = line
         self._closed = closed
+        self._clock = clock
+        self._linger: Any = None
 
     def connectionMade(self) -> None:
         assert self.transport is not None
         self.transport.write(self.line)
-        self.transport.loseConnection()
+        # FIN after the line; the dialler's FIN (or the linger) ends it.
+        self.transport.loseWriteConnection()  # type: ignore[attr-defined]
+        self._linger = self._clock.callLater(REFUSAL_LINGER, self.transport.abortConnection)  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        pass  # read only so that closing does not reset the connection
 
     def connectionLost(self, reason: object = None) -> None:
+        linger, self._linger = self._linger, None
+        if linger is not None and linger.active():
+            linger.cancel()
         self._closed()
 
 
@@ -166,6 +182,7 @@ class AdmissionControl:
             return _Refusal(
                 refusalLine(Reason.BUSY.value, "too many new connections; retry in a few seconds"),
                 self._refusalClosed,
+                self.reactor,
             )
         protocol = factory.buildProtocol(addr)
         # A link is its TLS wrapper's wrapped protocol (TLSMemoryBIOProtocol
