@@ -590,3 +590,55 @@ class AccountingTests(AdjacentHarness):
 
         endedOffPathIsReported(self, (self.a, self.d), openSession, self.links["ad"].cut)
         self.assertNothingLeft()
+
+
+class CloseRacesLinkFailureTests(AdjacentHarness):
+    """
+    An UNBIND travels on the control stream, ahead of data still waiting
+    for stream window: a link that fails after it may still owe the far
+    end the last bytes, which a switch delivers.
+    """
+
+    def closeThenCut(self, size: int) -> tuple[Source, Any]:
+        source = Source(b"")
+        self.open(source)
+        sink = self.plugin.built[-1]
+        source.transport.write(pattern(size))
+        source.transport.loseConnection()
+        far = self.far()
+        self.pumpUntil(lambda: far._peerReason is not None)
+        self.assertLess(sink.count, size)
+        self.links["ad"].cut()
+        for _ in range(120):
+            if sink.lost is not None:
+                break
+            self.settle(1)
+        self.settle(1)
+        return source, sink
+
+    def test_closeThenCutStillDelivers(self) -> None:
+        """
+        The origin writes 3 MiB and closes; the link is cut once the
+        destination has the UNBIND but not all the bytes: the session
+        switches to A-B-D, every byte arrives, and only then does the
+        destination's plugin hear a normal end.
+        """
+        size = 3 * MiB
+        source, sink = self.closeThenCut(size)
+        self.assertEqual(sink.count, size)
+        self.assertEqual(sink.hash.digest(), hashlib.sha256(pattern(size)).digest())
+        self.assertEqual(sink.lost.value.reason, "normal")
+        self.assertIsNotNone(source.lost)
+        self.assertNothingLeft()
+
+    def test_closeThenCutNoRouteIsNotNormal(self) -> None:
+        """
+        The same with no other route: the bytes cannot arrive, and the
+        destination's plugin is told so (no-route), not a normal end.
+        """
+        self.routes.routes = []
+        size = 3 * MiB
+        source, sink = self.closeThenCut(size)
+        self.assertLess(sink.count, size)
+        self.assertNotEqual(sink.lost.value.reason, "normal")
+        self.assertNothingLeft()

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet._producer_helpers import _PullToPush
-from twisted.internet.error import ConnectionAborted, ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -82,8 +82,10 @@ class SwitchableSession(Session):
 
     Half-close works as on any adjacent session while the session is on
     its direct link; once it is on a routed path a FIN closes it as a
-    whole, as on any routed session, and a session that has begun closing
-    (or half-closing) does not switch.
+    whole, as on any routed session.  A session that has begun closing
+    (or half-closing) gracefully still switches until its close has
+    finished: the far end's FIN has arrived and every byte of this end is
+    acknowledged.
     """
 
     log = Logger()
@@ -198,9 +200,33 @@ class SwitchableSession(Session):
         return (
             self.pathState == "up"
             and self.protocol is not None
-            and not (self._closing or self._writeClosed or self._finSeen or self._over)
+            and not self._over
+            and (
+                not (self._closing or self._writeClosed or self._finSeen) or self._closeUnfinished()
+            )
             and not self._owner.host.shuttingDown
             and (self.info.direction == OUTBOUND or self.layer.ackSeen)
+        )
+
+    def _closeUnfinished(self) -> bool:
+        """
+        Whether a session that is closing (or half-closed) still needs a
+        path: its close is a graceful one (this end's reason and the far
+        end's UNBIND, if any, normal: any other comes with a reset) and the
+        far end's FIN has not arrived or bytes of this end are
+        unacknowledged.  An UNBIND travels ahead of the data, so a path that
+        fails after it may still owe either end its last bytes.
+        """
+        return self._graceful() and not (self._finSeen and self.layer.buffered == 0)
+
+    def _graceful(self) -> bool:
+        """
+        Whether no end has ended the session otherwise than normally (an
+        abort, a timeout: a reset comes with them, and nothing is owed).
+        """
+        return all(
+            why is None or why[0] == Reason.NORMAL.value
+            for why in (self._closeReason, self._peerReason)
         )
 
     def farEndFinished(self) -> None:
@@ -223,7 +249,10 @@ class SwitchableSession(Session):
         The path the session rides ended: switch or hold, or the session
         is over.
         """
-        if not self._closing and (self.pathState == "switching" or self._canSwitch()):
+        # A clean end (both FINs) is the session's end, not its path's.
+        if (self.pathState == "switching" and self._graceful()) or (
+            not reason.check(ConnectionDone) and self._canSwitch()
+        ):
             self.switch.pathDown(f"stream lost: {reason.getErrorMessage()}"[:200])
             return
         self.connectionLost(reason)
@@ -252,7 +281,6 @@ class SwitchableSession(Session):
         if (
             reason == Reason.LINK_FAILURE.value
             and self.onRoutedPath
-            and not self._closing
             and (self.pathState == "switching" or self._canSwitch())
         ):
             self.switch.pathDown(f"UNBIND link-failure: {detail}"[:200])
