@@ -25,6 +25,7 @@ from zope.interface import implementer
 from appnpy.cp.messages import SessionAccept, SessionOpen, encodeMessage
 from appnpy.interfaces import ISessionInfo
 from appnpy.session.resumable import ACK_REPEAT, ResumableStream
+from tests.hostile.relay import BindSender, makeBind
 from tests.test_adjacent_switch import AdjacentHarness
 from tests.test_path_switch import (
     FakeOwner,
@@ -675,3 +676,103 @@ class AdjacentAnySequenceTests(AdjacentHarness):
         self.assertNothingLeft()
         self.net.stop()
         self.assertEqual(self.net.clock.getDelayedCalls(), [], events)
+
+
+class StolenIDOnTheLastLinkTests(HostileRelayHarness):
+    def test_sessionIDTakenOnTheLinkToTheDestination(self) -> None:
+        """
+        H learned A's session ID (it relayed the session once, say).  It
+        BINDs a session of its own under that ID, signed with its own key,
+        through R2 and then through B (a network node, which relays it on
+        to H2, another of H's nodes): R2 relays "that ID" over its link to
+        B, and B relays it too, though B ends A's session of that ID.  When
+        R1's link to B fails, A's re-BIND through R2 is refused "session ID
+        in use on the link" (relay check 14) and, R2 being the only other
+        way, A's session ends with no-route.  B should not relay a session
+        under an ID it ends itself (its own UNBINDs on the link could not
+        be told apart either): refused there, H's entries are released and
+        the re-BIND passes.
+        """
+        source, far = self.openSession()
+        sid = far.sessionID
+        h = self.addNode("LAB.H")
+        h2 = self.addNode("LAB.H2", plugins=[SinkPlugin()])
+        self.net.connect(h, self.r2)
+        self.net.connect(self.b, h2)
+        hostile = BindSender(self.net, h)
+        route = [h.nodeID, self.r2.nodeID, self.b.nodeID, h2.nodeID]
+        now = self.net.clock.seconds()
+        (answer,) = hostile.send(
+            self.r2, makeBind(route, h.identity, now, session_id=sid, plugin="sink")
+        )
+        accepted = answer.typeName == "SessionAccept"
+        self.routes.routes = [self.path(self.r2)]
+        self.links["r1b"].cut()
+        self.settle(3)
+        self.assertIsNone(source.lost, source.lost and source.lost.value)
+        self.assertEqual(source.transport.route, self.path(self.r2), f"H accepted: {accepted}")
+        source.transport.loseConnection()
+        rs = self.a.routedSessions
+        self.settle(rs.switchTimeout + rs.bindTimeout)
+
+    test_sessionIDTakenOnTheLinkToTheDestination.todo = (  # type: ignore[attr-defined]
+        "appnpy/net/relay.py Relay.bindReceived (check 14): a node relays a session "
+        "under an ID that a session it originates or ends uses (RoutedSessions.sessions, "
+        "its adjacent sessions), so a node that learned the ID can hold the link "
+        "between the destination and a relay next to it and block every re-BIND "
+        "through that relay: refuse such a BIND ('session ID in use') at a node "
+        "that is an end of a session with that ID"
+    )
+
+
+class RepeatedAckForgeryTests(HostileRelayHarness):
+    def test_forgedRepeatsDoNotHideASwallowingRelay(self) -> None:
+        """
+        R1 swallows A's bytes, as in the hostile module's swallowing test,
+        and also sends A, every second, an ACK at the position A already
+        has (what an end holding bytes for a plugin that does not read
+        sends, 15.8).  A takes that for a slow reader and waits for ever
+        with its bytes unacknowledged, on a path that forwards nothing,
+        though R2 is there.  (Like the RESUME, an ACK is not authenticated
+        on a routed path: the progress check catches a silent relay, not a
+        lying one.)
+        """
+        source, far = self.openSession()
+        self.settle(1)
+        sink = self.plugin.built[-1]
+        layer = source.transport.layer
+        (entry,) = self.r1.relay.table.values()
+        entry.inStream.protocol.dataReceived = lambda data: None
+        entry.outStream.protocol.dataReceived = lambda data: None
+        clock = self.net.clock
+        timer: list[Any] = []
+
+        def repeat() -> None:
+            entry.inStream.write(ack(layer.acked))
+            timer[:] = [clock.callLater(ACK_REPEAT, repeat)]
+
+        repeat()
+        self.addCleanup(lambda: timer[0].cancel() if timer[0].active() else None)
+        source.transport.write(b"x" * 100000)
+        rs = self.a.routedSessions
+        self.settle(rs.switchTimeout + rs.bindTimeout)
+        session = source.transport
+        self.assertTrue(
+            session.route == self.path(self.r2) or source.lost is not None,
+            f"A still on R1 with {layer.buffered} bytes unacknowledged",
+        )
+        if source.lost is None:
+            self.settle(1)
+            self.assertEqual(sink.count, 100000)
+        timer[0].cancel()
+        source.transport.loseConnection()
+        self.settle(rs.switchTimeout + rs.bindTimeout)
+
+    test_forgedRepeatsDoNotHideASwallowingRelay.todo = (  # type: ignore[attr-defined]
+        "appnpy/session/resumable.py ResumableStream._ackReceived: any ACK, a repeat "
+        "included, restarts the progress wait, and on a routed path ACKs are not "
+        "authenticated, so a relay that forwards nothing and repeats ACK(acked) every "
+        "second keeps the session on its dead path for ever (docs/protocol.md 15.8 says "
+        "the check catches such a relay): the same authenticated probe as for the "
+        "RESUME (a TLS KeyUpdate the far end must answer) while repeats do not advance"
+    )
