@@ -850,3 +850,59 @@ class HalfCloseAfterSwitchTests(AdjacentHarness):
         "the half-close inside the TLS (a FIN frame of the numbered stream) and close "
         "the TLS once both directions are done"
     )
+
+
+class GarbageInEveryModeTests(SynchronousTestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(
+        frames=st.lists(
+            st.one_of(
+                st.binary(max_size=40),
+                st.integers(0, 300).map(ack),
+                st.integers(0, 300).map(resume),
+                st.binary(min_size=1, max_size=50).map(
+                    lambda p: b"\x00" + len(p).to_bytes(4, "big") + p
+                ),
+            ),
+            max_size=12,
+        ),
+        paused=st.booleans(),
+        awaiting=st.booleans(),
+        window=st.integers(1, 200),
+    )
+    def test_anyBytesInAnyMode(
+        self, frames: list[bytes], paused: bool, awaiting: bool, window: int
+    ) -> None:
+        """
+        Whatever a relay writes (frames right or wrong, positions in range or
+        not), while the plugin reads or not, on a path running or waiting for
+        its RESUME: never an exception out of dataReceived, at most one
+        failure, nothing delivered before a RESUME on a new path, no timer
+        left once the session ends.
+        """
+        clock = Clock()
+        owner = FakeOwner()
+        layer = ResumableStream(clock, owner, window=window)
+        got: list[bytes] = []
+        layer.deliver = got.append
+        stream = PausableStream()
+        layer.attach(stream, awaitingResume=False)  # type: ignore[arg-type]
+        layer.write(b"w" * 200)
+        if awaiting:
+            layer.detach()
+            stream = PausableStream()
+            layer.attach(stream, awaitingResume=True)  # type: ignore[arg-type]
+        if paused:
+            layer.pauseProducing()
+        wire = b"".join(frames)
+        for i in range(0, len(wire), 7):
+            layer.dataReceived(wire[i : i + 7])
+            clock.advance(0.3)
+        if paused:
+            layer.resumeProducing()
+        self.assertLessEqual(len(owner.failed), 1)
+        if awaiting and not owner.resumedCount:
+            self.assertEqual(got, [])
+        self.assertLessEqual(layer.acked, layer.sent)
+        layer.end()
+        self.assertEqual(clock.getDelayedCalls(), [])
