@@ -153,12 +153,10 @@ class AdjacentCloseRacesCutTests(AdjacentHarness):
     def test_closerNotToldNormalWhenItsBytesAreMissing(self) -> None:
         """
         A writes 2 MiB and closes (UNBIND normal, then FIN after the data);
-        the link A-D is cut while D has a quarter of it.  A session that has
-        begun closing does not switch (15.9), so the rest is lost: D's
-        plugin hears link-failure (the UNBIND came, the FIN did not), but
-        A's plugin is told "normal", though its numbered stream knows that
-        D never acknowledged most of what it wrote.  A routed session's
-        closer in the same place hears link-failure (no close_notify).
+        the link A-D is cut while D has a quarter of it.  The close has not
+        finished (D's FIN has not come, A's bytes are unacknowledged), so
+        the session switches (15.9) and the rest arrives over A-B-D: both
+        plugins hear a normal end, and D's has every byte.
         """
         size = 2 * MiB
         source = Source(b"")
@@ -174,23 +172,11 @@ class AdjacentCloseRacesCutTests(AdjacentHarness):
         self.settle(2)
         self.assertIsNotNone(sink.lost)
         self.assertIsNotNone(source.lost)
-        if sink.count < size:
-            self.assertEqual(sink.lost.value.reason, "link-failure")
-            self.assertNotEqual(
-                source.lost.value.reason,
-                "normal",
-                f"D has {sink.count} of {size} bytes, yet A's plugin is told normal",
-            )
+        self.assertEqual(sink.count, size)
+        self.assertEqual(sink.hash.digest(), hashlib.sha256(pattern(size)).digest())
+        self.assertEqual(sink.lost.value.reason, "normal")
+        self.assertEqual(source.lost.value.reason, "normal")
         self.assertNothingLeft()
-
-    test_closerNotToldNormalWhenItsBytesAreMissing.todo = (  # type: ignore[attr-defined]
-        "appnpy/session/adjacent.py Session._finish (as SwitchableSession uses it): a "
-        "closer whose stream is lost before the peer's FIN reports its own reason "
-        "(normal) although SwitchableSession.layer.buffered > 0 says bytes are "
-        "unacknowledged; report link-failure then (as RoutedSession.connectionLost "
-        "does without close_notify), or let a closing switchable session switch "
-        "until its close finished, as routed sessions do"
-    )
 
 
 class ClosingForeverTests(HostileRelayHarness):
