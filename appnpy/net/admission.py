@@ -86,11 +86,18 @@ class _Refusal(Protocol):
     def dataReceived(self, data: bytes) -> None:
         pass  # read only so that closing does not reset the connection
 
+    def cutShort(self) -> None:
+        """
+        Close now: the node needs the descriptor.
+        """
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
     def connectionLost(self, reason: object = None) -> None:
         linger, self._linger = self._linger, None
         if linger is not None and linger.active():
             linger.cancel()
-        self._closed()
+        self._closed(self)
 
 
 class AdmissionControl:
@@ -147,7 +154,9 @@ class AdmissionControl:
         #: Refused for lack of file descriptors since running out, or None.
         self._fdRefusals: int | None = None
         #: Refusal lines still being written.
-        self._refusing = 0
+        #: Refused connections still open (their line sent, lingering),
+        #: oldest first.
+        self._refusals: dict[_Refusal, None] = {}
         self.refused = {"rate": 0, "dropped": 0, "full": 0}
         self._report: IDelayedCall | None = None
 
@@ -168,22 +177,27 @@ class AdmissionControl:
         limit.  Over the unauthenticated cap, the oldest connection still in
         its handshake is dropped to make room.
         """
-        if len(self._open) + self._refusing >= self.maxConnections:
+        if len(self._open) + len(self._refusals) >= self.maxConnections:
             # Closed by the reactor before it accepts the next one.
             if self._pending:
                 self._evictOldest()
+                self._count("full")
+            elif self._refusals:
+                # A lingering refusal has sent its line: it makes room.
+                next(iter(self._refusals)).cutShort()
                 self._count("full")
             else:
                 self._outOfDescriptors()
             return None
         if not self._bucket.take(self.reactor.seconds()):
             self._count("rate")
-            self._refusing += 1
-            return _Refusal(
+            refusal = _Refusal(
                 refusalLine(Reason.BUSY.value, "too many new connections; retry in a few seconds"),
                 self._refusalClosed,
                 self.reactor,
             )
+            self._refusals[refusal] = None
+            return refusal
         protocol = factory.buildProtocol(addr)
         # A link is its TLS wrapper's wrapped protocol (TLSMemoryBIOProtocol
         # is a ProtocolWrapper); anything else is not counted.
@@ -203,8 +217,8 @@ class AdmissionControl:
         self._count("dropped")
         oldest.evict()
 
-    def _refusalClosed(self) -> None:
-        self._refusing -= 1
+    def _refusalClosed(self, refusal: _Refusal) -> None:
+        self._refusals.pop(refusal, None)
 
     def _authenticatedOrLost(self, result: object, link: LinkProtocol) -> None:
         self._pending.pop(link, None)
