@@ -214,14 +214,6 @@ class ClosingForeverTests(HostileRelayHarness):
             source.lost, f"A's session still closing, {source.transport.switch.state}"
         )
 
-    test_closeThatNeverFinishesIsBounded.todo = (  # type: ignore[attr-defined]
-        "appnpy/session/endtoend.py RoutedSession._finishSending: no timer bounds a "
-        "routed close (adjacent sessions have CLOSE_WAIT_TIMEOUT); a relay that forges "
-        "ACKs and withholds the far end's close_notify keeps a closing session, and "
-        "its CNOS place, for ever: start a close-wait timer on close and end the "
-        "session with timeout when it expires"
-    )
-
 
 class FinishedCloseTests(HostileRelayHarness):
     def test_resetAfterBothCloseNotifiesIsNoFailure(self) -> None:
