@@ -699,15 +699,6 @@ class StolenIDOnTheLastLinkTests(HostileRelayHarness):
         rs = self.a.routedSessions
         self.settle(rs.switchTimeout + rs.bindTimeout)
 
-    test_sessionIDTakenOnTheLinkToTheDestination.todo = (  # type: ignore[attr-defined]
-        "appnpy/net/relay.py Relay.bindReceived (check 14): a node relays a session "
-        "under an ID that a session it originates or ends uses (RoutedSessions.sessions, "
-        "its adjacent sessions), so a node that learned the ID can hold the link "
-        "between the destination and a relay next to it and block every re-BIND "
-        "through that relay: refuse such a BIND ('session ID in use') at a node "
-        "that is an end of a session with that ID"
-    )
-
 
 class RepeatedAckForgeryTests(HostileRelayHarness):
     def test_forgedRepeatsDoNotHideASwallowingRelay(self) -> None:
