@@ -652,6 +652,19 @@ class Node(MultiService):
         cps = [*self.links.values(), *self.drainingLinks]
         return [s for cp in cps for s in cp.sessions.values()]
 
+    def endsSession(self, sessionID: str) -> bool:
+        # The relay refuses to carry another node's session under such an ID.
+        cps = [*self.links.values(), *self.drainingLinks]
+        if any(sessionID in cp.sessions or sessionID in cp.outboundBinds for cp in cps):
+            return True
+        routed = self.routedSessions
+        return routed is not None and (
+            sessionID in routed.sessions  # routed, switching paths too
+            or sessionID in routed.handshaking
+            or sessionID in routed.pending  # a routed BIND of this node's own
+            or sessionID in routed.adjacent.sessions  # adjacent, switching paths
+        )
+
     def sessionStarted(self, session: IBoundSession) -> None:
         for observer in self._nodeObservers:
             observer.sessionStarted(session)

@@ -214,14 +214,6 @@ class ClosingForeverTests(HostileRelayHarness):
             source.lost, f"A's session still closing, {source.transport.switch.state}"
         )
 
-    test_closeThatNeverFinishesIsBounded.todo = (  # type: ignore[attr-defined]
-        "appnpy/session/endtoend.py RoutedSession._finishSending: no timer bounds a "
-        "routed close (adjacent sessions have CLOSE_WAIT_TIMEOUT); a relay that forges "
-        "ACKs and withholds the far end's close_notify keeps a closing session, and "
-        "its CNOS place, for ever: start a close-wait timer on close and end the "
-        "session with timeout when it expires"
-    )
-
 
 class FinishedCloseTests(HostileRelayHarness):
     def test_resetAfterBothCloseNotifiesIsNoFailure(self) -> None:
@@ -706,15 +698,6 @@ class StolenIDOnTheLastLinkTests(HostileRelayHarness):
         source.transport.loseConnection()
         rs = self.a.routedSessions
         self.settle(rs.switchTimeout + rs.bindTimeout)
-
-    test_sessionIDTakenOnTheLinkToTheDestination.todo = (  # type: ignore[attr-defined]
-        "appnpy/net/relay.py Relay.bindReceived (check 14): a node relays a session "
-        "under an ID that a session it originates or ends uses (RoutedSessions.sessions, "
-        "its adjacent sessions), so a node that learned the ID can hold the link "
-        "between the destination and a relay next to it and block every re-BIND "
-        "through that relay: refuse such a BIND ('session ID in use') at a node "
-        "that is an end of a session with that ID"
-    )
 
 
 class RepeatedAckForgeryTests(HostileRelayHarness):

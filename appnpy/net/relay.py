@@ -72,6 +72,12 @@ class IRelayHost(IRoutedSessionsHost, ILinkRegistry):
     and link events.
     """
 
+    def endsSession(sessionID: str) -> bool:
+        """
+        Whether a session this node originates or ends (adjacent or routed,
+        bound, being bound or switching paths) uses C{sessionID}.
+        """
+
 
 __all__ = [
     "Relay",
@@ -364,6 +370,19 @@ class Relay:
             # Another origin's session under this ID on one of the two
             # links: the UNBINDs of the two could not be told apart.
             self.refuse(cp, stream, sid, Reason.PROTOCOL_ERROR, "session ID in use on the link")
+            return
+        if node.endsSession(sid):
+            # The ID names a session of this node's own, on a link next to
+            # it (or to come, after a path switch): relayed, it would take
+            # that link's ID from the session (whose UNBINDs could not be
+            # told apart from the relayed one's) and block its re-BINDs.
+            self.refuse(
+                cp,
+                stream,
+                sid,
+                Reason.PROTOCOL_ERROR,
+                "session ID in use by a session of this node",
+            )
             return
         if len(self.table) >= self.maxSessions:
             self.refuse(

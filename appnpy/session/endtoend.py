@@ -37,7 +37,13 @@ from appnpy.cp.messages import SessionAccept, SessionOpen, SessionStarted, encod
 from appnpy.errors import PeerAuthenticationError, Reason, SessionClosed, SessionRefused
 from appnpy.link.bulktls import BulkTLS
 from appnpy.link.tls import checkPeer
-from appnpy.session.adjacent import INBOUND, OUTBOUND, SessionBase, SessionInfo
+from appnpy.session.adjacent import (
+    CLOSE_WAIT_TIMEOUT,
+    INBOUND,
+    OUTBOUND,
+    SessionBase,
+    SessionInfo,
+)
 from appnpy.session.pathswitch import PathSwitch, ResumableStream
 
 if TYPE_CHECKING:
@@ -166,6 +172,8 @@ class RoutedSession(SessionBase):
         self._peerReason: tuple[str, str] | None = None
         self._producer: Any = None
         self._handshakeTimer: IDelayedCall | None = None
+        #: Bounds the close once it has begun (L{closeWaitTimeout}).
+        self._closeWait: IDelayedCall | None = None
         self._ended = False
         self._streamGone = False
         self._aborting = False
@@ -303,6 +311,7 @@ class RoutedSession(SessionBase):
             self._closing = self.disconnecting = True
             self._closeReason = (Reason.PROTOCOL_ERROR.value, detail)
             self._cp.sendUnbind(self.sessionID, Reason.PROTOCOL_ERROR.value, detail)
+            self._startCloseWait()
 
     def _fail(self, reason: str, detail: str) -> None:
         self.log.warn(
@@ -455,6 +464,57 @@ class RoutedSession(SessionBase):
         self._streamGone = True
         self._tls.connectionLost(Failure(ConnectionLost(detail)))
 
+    # -- the close's bound -----------------------------------------------------------
+
+    @property
+    def closeWaitTimeout(self) -> float:
+        """
+        Seconds a session that began closing (its own close, the far end's
+        UNBIND or FIN, a TLS failure) has to finish closing before it is
+        reset with reason timeout.  Only the far end's close_notify ends a
+        close, and a relay can withhold it while it forges the ACKs that
+        would otherwise wake the progress check: without a bound such a
+        session would keep its place (the plugin's session limit) for ever.
+        A session that can switch gets the longest a switch can take on
+        top (the switch timeout, plus the BIND timeout a destination holds
+        longer), so a close interrupted by a path failure can still finish.
+        """
+        if self.switch is None:
+            return CLOSE_WAIT_TIMEOUT
+        owner = self._owner
+        return CLOSE_WAIT_TIMEOUT + owner.switchTimeout + owner.bindTimeout
+
+    def _startCloseWait(self) -> None:
+        if self._closeWait is None and not self._ended:
+            self._closeWait = self._owner.reactor.callLater(
+                self.closeWaitTimeout, self._closeTimedOut
+            )
+
+    def _closeTimedOut(self) -> None:
+        self._closeWait = None
+        if self._ended:
+            return
+        timeout = self.closeWaitTimeout
+        detail = f"the session did not finish closing within {timeout:g} s"
+        self.log.info(
+            "routed session {sid} ({plugin}) with {peer}: {detail}; reset",
+            sid=self.sessionID,
+            plugin=self.plugin,
+            peer=self.peerNodeID,
+            detail=detail,
+        )
+        if self._peerReason is not None and self._peerReason[0] == Reason.NORMAL.value:
+            # A normal close that never finished is no normal end.
+            self._peerReason = None
+        self._closeReason = (Reason.TIMEOUT.value, detail)
+        sw = self.switch
+        if sw is not None and sw.state in ("switching", "holding"):
+            # No path to tell anyone on: it ends as a switch that ran out.
+            self.endSwitch(Reason.TIMEOUT.value, detail)
+            return
+        self._cp.sendUnbind(self.sessionID, Reason.TIMEOUT.value, detail)
+        self._abort()
+
     # -- the protocol under TLS ----------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
@@ -499,6 +559,10 @@ class RoutedSession(SessionBase):
             return
         self._ended = True
         self._cancelHandshakeTimer()
+        if self._closeWait is not None:
+            if self._closeWait.active():
+                self._closeWait.cancel()
+            self._closeWait = None
         if self.switch is not None:
             self.switch.lifecycle.sessionEnded()
             self.layer.end()
@@ -554,6 +618,8 @@ class RoutedSession(SessionBase):
         # Close notify after what is written, then FIN.  A registered
         # producer would hold the TLS shutdown back; the session is ending,
         # so it is detached now (and stopped once the session is gone).
+        # The timer first: the FIN may end the session (and cancel it) at once.
+        self._startCloseWait()
         tls = self._tls
         if tls is None or self._streamGone or tls.ended:
             self._stream.loseConnection()
