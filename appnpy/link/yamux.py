@@ -318,6 +318,15 @@ class Stream:
     def __repr__(self) -> str:
         return f"<Stream {self.streamID}>"
 
+    @property
+    def unsent(self) -> int:
+        """
+        Bytes written to this stream that have not left it yet (waiting for
+        the peer's window or for the link).
+        """
+        buf = self._sendBuf
+        return 0 if buf is None else len(buf)
+
     # -- protocol attachment and receive side --------------------------------
 
     def attachProtocol(self, protocol: Any) -> None:

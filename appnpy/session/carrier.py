@@ -195,6 +195,13 @@ class EndToEndCarrier:
         # processed): the stream would end the TLS layer under it.
         self._owner.reactor.callLater(0, self._stream.abortConnection)
 
+    @property
+    def unsent(self) -> int:
+        """
+        Bytes of this path's TLS records not yet sent on its stream.
+        """
+        return int(self._stream.unsent)
+
     def getPeer(self) -> Any:
         return self._stream.getPeer()
 
