@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -80,6 +82,58 @@ class Harness(SynchronousTestCase):
 
     def acks(self, stream: FakeStream) -> list[bytes]:
         return [w for w in stream.written if w[:1] == b"\x01"]
+
+
+def splitAt(wire: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
+    return [wire[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+
+
+class ParseTests(Harness):
+    """
+    Frames split anywhere over the stream's reads, which may be bytes or
+    memoryview slices of the link's reads (a routed session's TLS layer
+    takes views).
+    """
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=8),
+        st.lists(st.integers(0, 4000), max_size=12),
+        st.booleans(),
+        st.booleans(),
+    )
+    def test_payloadArrivesWhole(
+        self, payloads: list[bytes], cuts: list[int], views: bool, paused: bool
+    ) -> None:
+        self.got = []
+        layer, stream = self.layer()
+        layer.takesViews = views
+        layer.attach(stream, awaitingResume=False)  # type: ignore[arg-type]
+        self.assertIs(getattr(stream, "takesViews", None), views)
+        layer.write(b"x" * 10)
+        wire = b"".join(data(p) + ack(min(i, 10)) for i, p in enumerate(payloads))
+        if paused:
+            layer.pauseProducing()
+        for piece in splitAt(wire, cuts):
+            stream.protocol.dataReceived(memoryview(piece) if views else piece)
+            # What the layer keeps past a read is its own.
+            self.assertIs(type(layer._head), bytes)
+            for held in layer._held:
+                self.assertIs(type(held), bytes)
+        if paused:
+            self.assertEqual(self.got, [])
+            layer.resumeProducing()
+        self.assertEqual(b"".join(bytes(g) for g in self.got), b"".join(payloads))
+        self.assertEqual(layer.received, sum(map(len, payloads)))
+        self.assertEqual(layer.acked, min(len(payloads) - 1, 10))
+        self.assertEqual(self.owner.failed, [])
+
+    def test_viewsOnlyWhenAsked(self) -> None:
+        # A plugin that reads the stream itself (an adjacent session's)
+        # gets bytes: its stream hands the layer copies.
+        layer, stream = self.layer()
+        self.assertIs(getattr(stream, "takesViews", None), False)
 
 
 class NotReadingTests(Harness):

@@ -104,6 +104,10 @@ class BulkTLS:
                 return
             # A memory BIO writes all or nothing (nothing only when out of
             # memory): Twisted's own path reports why.
+        if data.__class__ is memoryview:
+            # (A numbered stream hands views over; older pyOpenSSL releases
+            # take only bytes in bio_write.)
+            data = bytes(data)
         super().dataReceived(data)  # type: ignore[misc]  # TLSMemoryBIOProtocol's
 
     def _write(self, bytes: bytes) -> None:

@@ -217,6 +217,11 @@ class ResumableStream:
         self._owner = owner
         #: Where received bytes go: the TLS layer's dataReceived.
         self.deliver: Callable[[bytes], None] = lambda data: None
+        #: Whether L{deliver} takes memoryviews (the TLS layer copies what it
+        #: is given into OpenSSL at once): the streams ridden then hand this
+        #: layer slices of the link's reads instead of copies.  A plugin
+        #: reading the stream directly gets bytes.
+        self.takesViews = False
         self.window = window
         self.ackEvery = max(1, min(ackEvery, window // 4))
         self.ackDelay = ackDelay
@@ -314,6 +319,9 @@ class ResumableStream:
         says where to start; otherwise the stream is live at once.
         """
         self._reading = self._last = stream
+        # The link's reads are buffers of their own, never reused
+        # (appnpy.link.bulktls), so a slice of one stays valid.
+        stream.takesViews = self.takesViews
         self._need = 0
         self._head = b""
         self._farFinished = False
@@ -551,7 +559,8 @@ class ResumableStream:
             if self._reading is not stream or stream is None:
                 return
         if pos < n:
-            self._head = data[pos:]
+            # Kept past this call: bytes of its own, not a view.
+            self._head = bytes(data[pos:])
 
     def _deliver(self, data: bytes) -> None:
         if self._holding:
@@ -570,6 +579,10 @@ class ResumableStream:
     # -- holding DATA for a plugin that does not read ------------------------------
 
     def _hold(self, data: bytes) -> None:
+        if data.__class__ is memoryview:
+            # Held for long, perhaps: a copy, so that a small slice does not
+            # keep a whole read of the link alive.
+            data = bytes(data)
         self._held.append(data)
         self._heldSize += len(data)
         if self._repeatTimer is None:
