@@ -12,6 +12,7 @@ from typing import Any
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from OpenSSL.SSL import WantReadError
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -185,6 +186,38 @@ class BulkTLSTests(SynchronousTestCase):
         pair.flush()
         self.assertEqual(b"".join(pair.server.received), b"".join(data))
         self.assertEqual(b"".join(pair.client.received), b"".join(data))
+
+    @settings(max_examples=30, deadline=None)
+    @given(
+        st.lists(st.integers(1, 300 * KiB), min_size=1, max_size=5),
+        st.integers(0, 16),
+        st.integers(1, 300 * KiB),
+    )
+    def test_sendFramed(self, sizes: list[int], head: int, limit: int) -> None:
+        """
+        L{bulktls.sendFramed} takes every record out of the send BIO, in
+        fresh writable buffers of at most C{limit} records after C{head}
+        bytes of room, which the receiving end reads as sent.
+        """
+        self.assertTrue(bulktls.framedSendAvailable())
+        pair = self.pair
+        pair.server.received.clear()
+        data = [pattern(n, i) for i, n in enumerate(sizes)]
+        frames: list[memoryview] = []
+        conn = pair.clientTLS._tlsConnection
+        for chunk in data:
+            conn.send(chunk)
+            bulktls.sendFramed(conn, head, limit, frames.append)
+        self.assertRaises(WantReadError, conn.bio_read, 1)  # all taken out
+        for frame in frames:
+            self.assertFalse(frame.readonly)
+            self.assertLessEqual(len(frame), head + limit)
+            self.assertGreater(len(frame), head)
+            frame[:head] = b"\xff" * head  # the room is the caller's
+        for frame in frames:
+            pair.serverTLS.dataReceived(bytes(frame[head:]))
+        pair.flush()
+        self.assertEqual(b"".join(pair.server.received), b"".join(data))
 
     def test_directSendInUse(self) -> None:
         """

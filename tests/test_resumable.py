@@ -17,6 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.session.resumable import (
     ACK_REPEAT,
+    DATA_HEADER,
+    MAX_DATA_FRAME,
     PROGRESS_GRACE,
     PROGRESS_RTT_FACTOR,
     PROGRESS_TIMEOUT,
@@ -134,6 +136,67 @@ class ParseTests(Harness):
         # gets bytes: its stream hands the layer copies.
         layer, stream = self.layer()
         self.assertIs(getattr(stream, "takesViews", None), False)
+
+
+def parseData(wire: bytes) -> bytes:
+    """
+    The payload of the DATA frames in C{wire} (which holds no others).
+    """
+    out, pos = [], 0
+    while pos < len(wire):
+        assert wire[pos] == 0
+        n = int.from_bytes(wire[pos + 1 : pos + 5], "big")
+        out.append(wire[pos + 5 : pos + 5 + n])
+        pos += 5 + n
+    return b"".join(out)
+
+
+class WriteFrameTests(Harness):
+    """
+    L{ResumableStream.writeFrame}: frames whose room the layer fills in,
+    kept for retransmission as views, alongside plain writes.
+    """
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.lists(st.tuples(st.binary(min_size=1, max_size=200), st.booleans()), max_size=10),
+        st.integers(0, 3000),
+    )
+    def test_retransmitsWhatIsUnacknowledged(
+        self, writes: list[tuple[bytes, bool]], ackAt: int
+    ) -> None:
+        layer, stream = self.layer()
+        sent = b""
+        for payload, framed in writes:
+            if framed:
+                frame = bytearray(DATA_HEADER + len(payload))
+                frame[DATA_HEADER:] = payload
+                layer.writeFrame(memoryview(frame))
+            else:
+                layer.write(payload)
+            sent += payload
+        self.assertEqual(parseData(b"".join(bytes(w) for w in stream.written)), sent)
+        position = ackAt % (len(sent) + 1)
+        stream.protocol.dataReceived(ack(position))
+        self.assertEqual(layer.buffered, len(sent) - position)
+        # A new path: the far end says it has `position` bytes.
+        layer.detach()
+        fresh = PausableStream()
+        layer.attach(fresh, awaitingResume=True)  # type: ignore[arg-type]
+        fresh.protocol.dataReceived(resume(position))
+        self.assertEqual(parseData(b"".join(bytes(w) for w in fresh.written)), sent[position:])
+        self.assertEqual(self.owner.failed, [])
+
+    def test_tooLargeRefused(self) -> None:
+        layer, stream = self.layer()
+        with self.assertRaises(ValueError):
+            layer.writeFrame(memoryview(bytearray(DATA_HEADER + MAX_DATA_FRAME + 1)))
+        self.assertEqual((layer.sent, stream.written), (0, []))
+
+    def test_emptyIgnored(self) -> None:
+        layer, stream = self.layer()
+        layer.writeFrame(memoryview(bytearray(DATA_HEADER)))
+        self.assertEqual((layer.sent, stream.written), (0, []))
 
 
 class NotReadingTests(Harness):

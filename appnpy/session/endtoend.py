@@ -35,10 +35,11 @@ from zope.interface import implementer
 from appnpy.cp._interfaces import IBoundSession
 from appnpy.cp.messages import SessionAccept, SessionOpen, SessionStarted, encodeMessage
 from appnpy.errors import PeerAuthenticationError, Reason, SessionClosed, SessionRefused
-from appnpy.link.bulktls import BulkTLS
+from appnpy.link.bulktls import BulkTLS, framedSendAvailable, sendFramed
 from appnpy.link.tls import checkPeer
 from appnpy.session.adjacent import INBOUND, OUTBOUND, SessionBase, SessionInfo
 from appnpy.session.pathswitch import PathSwitch, ResumableStream
+from appnpy.session.resumable import DATA_HEADER, MAX_DATA_FRAME
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
@@ -63,6 +64,24 @@ class _EndToEndTLS(BulkTLS, BufferingTLSTransport):
     #: Whether the TLS connection has ended (the session then has nothing
     #: left to shut down).
     ended = False
+    #: The numbered stream's writeFrame, when this layer runs over one and
+    #: can read its records into fresh buffers (L{sendFramed}): each DATA
+    #: frame is then the buffer the records were read into, with the
+    #: header put in front of them, not a copy of the records behind it.
+    _writeFrame: Callable[[memoryview], None] | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        # (Before Twisted's, which may send the first handshake flight.)
+        if isinstance(transport, ResumableStream) and framedSendAvailable():
+            self._writeFrame = transport.writeFrame
+        super().makeConnection(transport)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+
+    def _sendRecords(self, size: int) -> None:
+        writeFrame = self._writeFrame
+        if writeFrame is None:
+            super()._sendRecords(size)
+            return
+        sendFramed(self._tlsConnection, DATA_HEADER, MAX_DATA_FRAME, writeFrame)
 
     def _tlsShutdownFinished(self, reason: Failure | None) -> None:
         # Twisted's hook for the end of TLS (overridden, as Twisted's own

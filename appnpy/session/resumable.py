@@ -49,6 +49,7 @@ __all__ = [
     "ACK_DELAY",
     "ACK_EVERY",
     "ACK_REPEAT",
+    "DATA_HEADER",
     "FRAME_ACK",
     "FRAME_DATA",
     "FRAME_RESUME",
@@ -67,6 +68,8 @@ FRAME_ACK = 1
 FRAME_RESUME = 2
 _DATA = struct.Struct(">BI")
 _POSITION = struct.Struct(">BQ")
+#: The bytes of a DATA frame before its payload (L{ResumableStream.writeFrame}).
+DATA_HEADER = _DATA.size
 
 #: The largest DATA payload sent or accepted.  The TLS layer writes the
 #: records of one write at once (appnpy.link.bulktls): a 64 KiB write is
@@ -240,8 +243,9 @@ class ResumableStream:
         self.acked = 0
         self.received = 0
         self._ackSent = 0
-        #: The unacknowledged bytes, as written, oldest first.
-        self._unacked: deque[bytes] = deque()
+        #: The unacknowledged bytes, as written, oldest first (views of the
+        #: frames they were sent in, which nothing else writes to).
+        self._unacked: deque[memoryview] = deque()
         #: The stream writes go to (None while there is no path, or while
         #: the origin waits for the destination's RESUME).
         self._live: Stream | None = None
@@ -420,12 +424,37 @@ class ResumableStream:
             for i in range(0, n, MAX_DATA_FRAME):
                 self.write(data[i : i + MAX_DATA_FRAME])
             return
+        frame = _DATA.pack(FRAME_DATA, n) + data
+        self._send(memoryview(frame)[DATA_HEADER:], frame)
+
+    def writeFrame(self, frame: memoryview) -> None:
+        """
+        Send the payload in C{frame}, a writable buffer with L{DATA_HEADER}
+        bytes of room before at most L{MAX_DATA_FRAME} bytes of payload,
+        which its writer never touches again (the end-to-end TLS layer reads
+        its records into a fresh one, appnpy.link.bulktls.sendFramed).  The
+        header is written into the room and the frame goes out as it is;
+        the payload is kept for retransmission as a view of it, with no
+        copy.
+        """
+        n = len(frame) - DATA_HEADER
+        if n <= 0 or self.ended:
+            return
+        if n > MAX_DATA_FRAME:
+            raise ValueError(f"a DATA frame of {n} bytes")
+        _DATA.pack_into(frame, 0, FRAME_DATA, n)
+        self._send(frame[DATA_HEADER:], frame)
+
+    def _send(self, payload: memoryview, frame: Any) -> None:
+        # Keep C{payload} until it is acknowledged; send C{frame}, its DATA
+        # frame, if there is a path.
+        n = len(payload)
         idle = self.sent == self.acked
-        self._unacked.append(data)
+        self._unacked.append(payload)
         self.sent += n
         stream = self._live
         if stream is not None:
-            stream.write(_DATA.pack(FRAME_DATA, n) + data)
+            stream.write(frame)
             if idle:
                 # The first byte outstanding: the wait for an ACK begins.
                 self._watch()
