@@ -22,6 +22,7 @@ from appnpy.session.resumable import (
     PROGRESS_GRACE,
     PROGRESS_RTT_FACTOR,
     PROGRESS_TIMEOUT,
+    SWITCH_WINDOW,
     ResumableStream,
 )
 from tests.test_path_switch import FakeOwner, FakeStream, Source, SwitchHarness
@@ -197,6 +198,24 @@ class WriteFrameTests(Harness):
         layer, stream = self.layer()
         layer.writeFrame(memoryview(bytearray(DATA_HEADER)))
         self.assertEqual((layer.sent, stream.written), (0, []))
+
+
+class AckTests(Harness):
+    def test_quarterWindow(self) -> None:
+        """
+        An end acknowledges after a quarter of its window (of the default
+        window, at most), not before (until the ACK delay).
+        """
+        for window, every in ((SWITCH_WINDOW, SWITCH_WINDOW // 4), (1 << 20, 1 << 18)):
+            layer, stream = self.layer(window=window)
+            self.assertEqual(layer.ackEvery, every)
+            frame = data(b"x" * (64 * 1024))
+            for _ in range(every // (64 * 1024) - 1):
+                stream.protocol.dataReceived(frame)
+            self.assertEqual(self.acks(stream), [])
+            stream.protocol.dataReceived(frame)
+            self.assertEqual(self.acks(stream), [ack(every)])
+            layer.end()
 
 
 class NotReadingTests(Harness):

@@ -78,9 +78,11 @@ MAX_DATA_FRAME = 256 * 1024
 #: Unacknowledged bytes an end keeps for retransmission; the producer
 #: writing into the session is paused while this many are outstanding.
 SWITCH_WINDOW = 4 * 1024 * 1024
-#: Received bytes after which an end acknowledges at once (at most a
-#: quarter of the window, so that the far end is never stalled on an ACK) ...
-ACK_EVERY = 256 * 1024
+#: Received bytes after which an end acknowledges at once: a quarter of
+#: the default window (and never more than a quarter of the end's own
+#: window), so that the far end has three quarters left to send while the
+#: ACK travels ...
+ACK_EVERY = SWITCH_WINDOW // 4
 #: ... and how long it waits at most before it acknowledges fewer.
 ACK_DELAY = 0.05
 #: While an end holds received bytes back from a plugin that does not read
