@@ -105,7 +105,7 @@ class BulkTLS:
                 return
             # A memory BIO writes all or nothing (nothing only when out of
             # memory): Twisted's own path reports why.
-        if data.__class__ is memoryview:
+        if isinstance(data, memoryview):
             # (A numbered stream hands views over; older pyOpenSSL releases
             # take only bytes in bio_write.)
             data = bytes(data)
@@ -254,7 +254,7 @@ def sendFramed(
     it, and fill the room with its own frame header instead of copying
     the records behind one.  Only when L{framedSendAvailable}.
     """
-    wbio = conn._from_ssl  # type: ignore[attr-defined]  # pyOpenSSL's
+    wbio = conn._from_ssl  # pyOpenSSL's
     while True:
         pending = _BIO_get_mem_data(wbio, _MEM_DATA)
         if pending <= 0:

@@ -68,17 +68,19 @@ class _EndToEndTLS(BulkTLS, BufferingTLSTransport):
     #: can read its records into fresh buffers (L{sendFramed}): each DATA
     #: frame is then the buffer the records were read into, with the
     #: header put in front of them, not a copy of the records behind it.
-    _writeFrame: Callable[[memoryview], None] | None = None
-
-    def makeConnection(self, transport: Any) -> None:
-        # (Before Twisted's, which may send the first handshake flight.)
-        if isinstance(transport, ResumableStream) and framedSendAvailable():
-            self._writeFrame = transport.writeFrame
-        super().makeConnection(transport)  # type: ignore[no-untyped-call]  # unannotated Twisted method
+    #: False when not; None until the first send finds out.
+    _writeFrame: Callable[[memoryview], None] | bool | None = None
 
     def _sendRecords(self, size: int) -> None:
         writeFrame = self._writeFrame
         if writeFrame is None:
+            transport = self.transport
+            writeFrame = self._writeFrame = (
+                transport.writeFrame
+                if isinstance(transport, ResumableStream) and framedSendAvailable()
+                else False
+            )
+        if not callable(writeFrame):
             super()._sendRecords(size)
             return
         sendFramed(self._tlsConnection, DATA_HEADER, MAX_DATA_FRAME, writeFrame)

@@ -609,8 +609,8 @@ class ResumableStream:
 
     # -- holding DATA for a plugin that does not read ------------------------------
 
-    def _hold(self, data: bytes) -> None:
-        if data.__class__ is memoryview:
+    def _hold(self, data: bytes | memoryview) -> None:
+        if isinstance(data, memoryview):
             # Held for long, perhaps: a copy, so that a small slice does not
             # keep a whole read of the link alive.
             data = bytes(data)
