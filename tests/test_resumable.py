@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.session.resumable import (
     ACK_REPEAT,
-    DATA_HEADER,
+    FRAME_ROOM,
     MAX_DATA_FRAME,
     PROGRESS_GRACE,
     PROGRESS_RTT_FACTOR,
@@ -170,8 +170,8 @@ class WriteFrameTests(Harness):
         sent = b""
         for payload, framed in writes:
             if framed:
-                frame = bytearray(DATA_HEADER + len(payload))
-                frame[DATA_HEADER:] = payload
+                frame = bytearray(FRAME_ROOM + len(payload))
+                frame[FRAME_ROOM:] = payload
                 layer.writeFrame(memoryview(frame))
             else:
                 layer.write(payload)
@@ -191,12 +191,12 @@ class WriteFrameTests(Harness):
     def test_tooLargeRefused(self) -> None:
         layer, stream = self.layer()
         with self.assertRaises(ValueError):
-            layer.writeFrame(memoryview(bytearray(DATA_HEADER + MAX_DATA_FRAME + 1)))
+            layer.writeFrame(memoryview(bytearray(FRAME_ROOM + MAX_DATA_FRAME + 1)))
         self.assertEqual((layer.sent, stream.written), (0, []))
 
     def test_emptyIgnored(self) -> None:
         layer, stream = self.layer()
-        layer.writeFrame(memoryview(bytearray(DATA_HEADER)))
+        layer.writeFrame(memoryview(bytearray(FRAME_ROOM)))
         self.assertEqual((layer.sent, stream.written), (0, []))
 
 

@@ -173,6 +173,8 @@ class RoutedSessionTests(RoutedHarness):
             self.assertTrue(callable(end._tls._writeFrame))
             self.assertTrue(end.layer.takesViews)
             self.assertTrue(end.layer._reading.takesViews)
+            # Frames go to the link without a copy (Stream.writeWithRoom).
+            self.assertTrue(end.layer._reading._mux.transport.takesBuffers)
         sizes = [1, 100, 16 * 1024, 64 * 1024, 300 * 1024, 1 << 20]
         up = [os.urandom(n) for n in sizes]
         down = [os.urandom(n) for n in reversed(sizes)]

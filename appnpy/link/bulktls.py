@@ -88,6 +88,10 @@ class BulkTLS:
     _heldBack = 0
     _handshakeDone: bool
     _appSendBuffer: list[bytes]
+    #: Its write takes any buffer, not only bytes (it hands it to OpenSSL
+    #: at once, or keeps it until the handshake is done): a multiplexer
+    #: over it may write memoryviews (yamux's Stream.writeWithRoom).
+    takesBuffers = True
 
     def dataReceived(self, data: bytes) -> None:
         # Twisted's dataReceived, with pyOpenSSL's bio_write without its

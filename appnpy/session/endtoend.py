@@ -39,7 +39,7 @@ from appnpy.link.bulktls import BulkTLS, framedSendAvailable, sendFramed
 from appnpy.link.tls import checkPeer
 from appnpy.session.adjacent import INBOUND, OUTBOUND, SessionBase, SessionInfo
 from appnpy.session.pathswitch import PathSwitch, ResumableStream
-from appnpy.session.resumable import DATA_HEADER, MAX_DATA_FRAME
+from appnpy.session.resumable import FRAME_ROOM, MAX_DATA_FRAME
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
@@ -83,7 +83,7 @@ class _EndToEndTLS(BulkTLS, BufferingTLSTransport):
         if not callable(writeFrame):
             super()._sendRecords(size)
             return
-        sendFramed(self._tlsConnection, DATA_HEADER, MAX_DATA_FRAME, writeFrame)
+        sendFramed(self._tlsConnection, FRAME_ROOM, MAX_DATA_FRAME, writeFrame)
 
     def _tlsShutdownFinished(self, reason: Failure | None) -> None:
         # Twisted's hook for the end of TLS (overridden, as Twisted's own

@@ -42,6 +42,8 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from appnpy.link.yamux import HEADER_SIZE
+
 if TYPE_CHECKING:
     from appnpy.link.yamux import Stream
 
@@ -50,6 +52,7 @@ __all__ = [
     "ACK_EVERY",
     "ACK_REPEAT",
     "DATA_HEADER",
+    "FRAME_ROOM",
     "FRAME_ACK",
     "FRAME_DATA",
     "FRAME_RESUME",
@@ -68,8 +71,12 @@ FRAME_ACK = 1
 FRAME_RESUME = 2
 _DATA = struct.Struct(">BI")
 _POSITION = struct.Struct(">BQ")
-#: The bytes of a DATA frame before its payload (L{ResumableStream.writeFrame}).
+#: The bytes of a DATA frame before its payload.
 DATA_HEADER = _DATA.size
+#: The room before the payload in a buffer given to
+#: L{ResumableStream.writeFrame}: the yamux Data frame's header, then the
+#: DATA frame's.
+FRAME_ROOM = HEADER_SIZE + DATA_HEADER
 
 #: The largest DATA payload sent or accepted.  The TLS layer writes the
 #: records of one write at once (appnpy.link.bulktls): a 64 KiB write is
@@ -427,36 +434,42 @@ class ResumableStream:
                 self.write(data[i : i + MAX_DATA_FRAME])
             return
         frame = _DATA.pack(FRAME_DATA, n) + data
-        self._send(memoryview(frame)[DATA_HEADER:], frame)
+        self._send(memoryview(frame)[DATA_HEADER:], frame, None)
 
     def writeFrame(self, frame: memoryview) -> None:
         """
-        Send the payload in C{frame}, a writable buffer with L{DATA_HEADER}
+        Send the payload in C{frame}, a writable buffer with L{FRAME_ROOM}
         bytes of room before at most L{MAX_DATA_FRAME} bytes of payload,
         which its writer never touches again (the end-to-end TLS layer reads
         its records into a fresh one, appnpy.link.bulktls.sendFramed).  The
-        header is written into the room and the frame goes out as it is;
-        the payload is kept for retransmission as a view of it, with no
-        copy.
+        DATA header is written into the room, and the stream writes its own
+        in front (yamux's writeWithRoom), so the frame goes to the link as
+        it is; the payload is kept for retransmission as a view of it, with
+        no copy.
         """
-        n = len(frame) - DATA_HEADER
+        n = len(frame) - FRAME_ROOM
         if n <= 0 or self.ended:
             return
         if n > MAX_DATA_FRAME:
             raise ValueError(f"a DATA frame of {n} bytes")
-        _DATA.pack_into(frame, 0, FRAME_DATA, n)
-        self._send(frame[DATA_HEADER:], frame)
+        _DATA.pack_into(frame, HEADER_SIZE, FRAME_DATA, n)
+        self._send(frame[FRAME_ROOM:], frame[HEADER_SIZE:], frame)
 
-    def _send(self, payload: memoryview, frame: Any) -> None:
+    def _send(self, payload: memoryview, frame: Any, room: memoryview | None) -> None:
         # Keep C{payload} until it is acknowledged; send C{frame}, its DATA
-        # frame, if there is a path.
+        # frame, if there is a path (C{room}: the same with room for the
+        # stream's header in front).
         n = len(payload)
         idle = self.sent == self.acked
         self._unacked.append(payload)
         self.sent += n
         stream = self._live
         if stream is not None:
-            stream.write(frame)
+            writeWithRoom = getattr(stream, "writeWithRoom", None)
+            if room is not None and writeWithRoom is not None:
+                writeWithRoom(room)
+            else:
+                stream.write(frame)
             if idle:
                 # The first byte outstanding: the wait for an ACK begins.
                 self._watch()
