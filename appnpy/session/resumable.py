@@ -252,9 +252,9 @@ class ResumableStream:
         self.acked = 0
         self.received = 0
         self._ackSent = 0
-        #: The unacknowledged bytes, as written, oldest first (views of the
-        #: frames they were sent in, which nothing else writes to).
-        self._unacked: deque[memoryview] = deque()
+        #: The unacknowledged bytes, as written, oldest first (or views of
+        #: the frames they were sent in, which nothing else writes to).
+        self._unacked: deque[bytes | memoryview] = deque()
         #: The stream writes go to (None while there is no path, or while
         #: the origin waits for the destination's RESUME).
         self._live: Stream | None = None
@@ -433,8 +433,9 @@ class ResumableStream:
             for i in range(0, n, MAX_DATA_FRAME):
                 self.write(data[i : i + MAX_DATA_FRAME])
             return
-        frame = _DATA.pack(FRAME_DATA, n) + data
-        self._send(memoryview(frame)[DATA_HEADER:], frame, None)
+        # The data itself is kept (as before writeFrame), and the frame,
+        # freed once written, is the block the next write's frame reuses.
+        self._send(data, _DATA.pack(FRAME_DATA, n) + data, None)
 
     def writeFrame(self, frame: memoryview) -> None:
         """
@@ -455,7 +456,7 @@ class ResumableStream:
         _DATA.pack_into(frame, HEADER_SIZE, FRAME_DATA, n)
         self._send(frame[FRAME_ROOM:], frame[HEADER_SIZE:], frame)
 
-    def _send(self, payload: memoryview, frame: Any, room: memoryview | None) -> None:
+    def _send(self, payload: bytes | memoryview, frame: Any, room: memoryview | None) -> None:
         # Keep C{payload} until it is acknowledged; send C{frame}, its DATA
         # frame, if there is a path (C{room}: the same with room for the
         # stream's header in front).
