@@ -12,6 +12,7 @@ from typing import Any
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from OpenSSL.SSL import WantReadError
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -52,6 +53,13 @@ class _ViewsProtocol(bulktls.BulkTLS, TLSMemoryBIOProtocol):
         return True
 
 
+class _TakesViewsProtocol(bulktls.BulkTLS, TLSMemoryBIOProtocol):
+    # Given memoryviews, as a routed session's numbered stream hands them
+    # over, from the handshake on.
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(memoryview(data))  # type: ignore[arg-type]
+
+
 class _Collector(Protocol):
     def __init__(self) -> None:
         self.received: list[bytes] = []
@@ -71,7 +79,9 @@ class BulkPair:
     transport.
     """
 
-    def __init__(self, server: _Collector | None = None, views: bool = False) -> None:
+    def __init__(
+        self, server: _Collector | None = None, views: bool = False, viewsIn: bool = False
+    ) -> None:
         self.clock = Clock()
         self.server = server or _Collector()
         self.client = _Collector()
@@ -80,6 +90,8 @@ class BulkPair:
         sf = _BulkFactory(sctx, False, Factory.forProtocol(lambda: self.server), clock=self.clock)
         if views:
             sf.protocol = _ViewsProtocol
+        if viewsIn:
+            sf.protocol = _TakesViewsProtocol
         cf = _BulkFactory(cctx, True, Factory.forProtocol(lambda: self.client), clock=self.clock)
         a = IPv4Address("TCP", "127.0.0.1", 1)
         b = IPv4Address("TCP", "127.0.0.1", 2)
@@ -156,6 +168,54 @@ class BulkTLSTests(SynchronousTestCase):
         data = [pattern(n, i) for i, n in enumerate(sizes)]
         for chunk in data:
             pair.clientTLS.write(chunk)
+        pair.flush()
+        self.assertEqual(b"".join(pair.server.received), b"".join(data))
+
+    @settings(max_examples=20, deadline=None)
+    @given(st.lists(st.integers(1, 300 * KiB), min_size=1, max_size=6))
+    def test_viewsIn(self, sizes: list[int]) -> None:
+        """
+        A layer handed memoryviews (handshake, then records) delivers what
+        was written, both ways.
+        """
+        pair = BulkPair(viewsIn=True)
+        data = [pattern(n, i) for i, n in enumerate(sizes)]
+        for chunk in data:
+            pair.clientTLS.write(chunk)
+            pair.serverTLS.write(chunk)
+        pair.flush()
+        self.assertEqual(b"".join(pair.server.received), b"".join(data))
+        self.assertEqual(b"".join(pair.client.received), b"".join(data))
+
+    @settings(max_examples=30, deadline=None)
+    @given(
+        st.lists(st.integers(1, 300 * KiB), min_size=1, max_size=5),
+        st.integers(0, 16),
+        st.integers(1, 300 * KiB),
+    )
+    def test_sendFramed(self, sizes: list[int], head: int, limit: int) -> None:
+        """
+        L{bulktls.sendFramed} takes every record out of the send BIO, in
+        fresh writable buffers of at most C{limit} records after C{head}
+        bytes of room, which the receiving end reads as sent.
+        """
+        self.assertTrue(bulktls.framedSendAvailable())
+        pair = self.pair
+        pair.server.received.clear()
+        data = [pattern(n, i) for i, n in enumerate(sizes)]
+        frames: list[memoryview] = []
+        conn = pair.clientTLS._tlsConnection
+        for chunk in data:
+            conn.send(chunk)
+            bulktls.sendFramed(conn, head, limit, frames.append)
+        self.assertRaises(WantReadError, conn.bio_read, 1)  # all taken out
+        for frame in frames:
+            self.assertFalse(frame.readonly)
+            self.assertLessEqual(len(frame), head + limit)
+            self.assertGreater(len(frame), head)
+            frame[:head] = b"\xff" * head  # the room is the caller's
+        for frame in frames:
+            pair.serverTLS.dataReceived(bytes(frame[head:]))
         pair.flush()
         self.assertEqual(b"".join(pair.server.received), b"".join(data))
 

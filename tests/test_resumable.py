@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -15,9 +17,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from appnpy.session.resumable import (
     ACK_REPEAT,
+    FRAME_ROOM,
+    MAX_DATA_FRAME,
     PROGRESS_GRACE,
     PROGRESS_RTT_FACTOR,
     PROGRESS_TIMEOUT,
+    SWITCH_WINDOW,
     ResumableStream,
 )
 from tests.test_path_switch import FakeOwner, FakeStream, Source, SwitchHarness
@@ -80,6 +85,137 @@ class Harness(SynchronousTestCase):
 
     def acks(self, stream: FakeStream) -> list[bytes]:
         return [w for w in stream.written if w[:1] == b"\x01"]
+
+
+def splitAt(wire: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
+    return [wire[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+
+
+class ParseTests(Harness):
+    """
+    Frames split anywhere over the stream's reads, which may be bytes or
+    memoryview slices of the link's reads (a routed session's TLS layer
+    takes views).
+    """
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=8),
+        st.lists(st.integers(0, 4000), max_size=12),
+        st.booleans(),
+        st.booleans(),
+    )
+    def test_payloadArrivesWhole(
+        self, payloads: list[bytes], cuts: list[int], views: bool, paused: bool
+    ) -> None:
+        self.got = []
+        layer, stream = self.layer()
+        layer.takesViews = views
+        layer.attach(stream, awaitingResume=False)  # type: ignore[arg-type]
+        self.assertIs(getattr(stream, "takesViews", None), views)
+        layer.write(b"x" * 10)
+        wire = b"".join(data(p) + ack(min(i, 10)) for i, p in enumerate(payloads))
+        if paused:
+            layer.pauseProducing()
+        for piece in splitAt(wire, cuts):
+            stream.protocol.dataReceived(memoryview(piece) if views else piece)
+            # What the layer keeps past a read is its own.
+            self.assertIs(type(layer._head), bytes)
+            for held in layer._held:
+                self.assertIs(type(held), bytes)
+        if paused:
+            self.assertEqual(self.got, [])
+            layer.resumeProducing()
+        self.assertEqual(b"".join(bytes(g) for g in self.got), b"".join(payloads))
+        self.assertEqual(layer.received, sum(map(len, payloads)))
+        self.assertEqual(layer.acked, min(len(payloads) - 1, 10))
+        self.assertEqual(self.owner.failed, [])
+
+    def test_viewsOnlyWhenAsked(self) -> None:
+        # A plugin that reads the stream itself (an adjacent session's)
+        # gets bytes: its stream hands the layer copies.
+        layer, stream = self.layer()
+        self.assertIs(getattr(stream, "takesViews", None), False)
+
+
+def parseData(wire: bytes) -> bytes:
+    """
+    The payload of the DATA frames in C{wire} (which holds no others).
+    """
+    out, pos = [], 0
+    while pos < len(wire):
+        assert wire[pos] == 0
+        n = int.from_bytes(wire[pos + 1 : pos + 5], "big")
+        out.append(wire[pos + 5 : pos + 5 + n])
+        pos += 5 + n
+    return b"".join(out)
+
+
+class WriteFrameTests(Harness):
+    """
+    L{ResumableStream.writeFrame}: frames whose room the layer fills in,
+    kept for retransmission as views, alongside plain writes.
+    """
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.lists(st.tuples(st.binary(min_size=1, max_size=200), st.booleans()), max_size=10),
+        st.integers(0, 3000),
+    )
+    def test_retransmitsWhatIsUnacknowledged(
+        self, writes: list[tuple[bytes, bool]], ackAt: int
+    ) -> None:
+        layer, stream = self.layer()
+        sent = b""
+        for payload, framed in writes:
+            if framed:
+                frame = bytearray(FRAME_ROOM + len(payload))
+                frame[FRAME_ROOM:] = payload
+                layer.writeFrame(memoryview(frame))
+            else:
+                layer.write(payload)
+            sent += payload
+        self.assertEqual(parseData(b"".join(bytes(w) for w in stream.written)), sent)
+        position = ackAt % (len(sent) + 1)
+        stream.protocol.dataReceived(ack(position))
+        self.assertEqual(layer.buffered, len(sent) - position)
+        # A new path: the far end says it has `position` bytes.
+        layer.detach()
+        fresh = PausableStream()
+        layer.attach(fresh, awaitingResume=True)  # type: ignore[arg-type]
+        fresh.protocol.dataReceived(resume(position))
+        self.assertEqual(parseData(b"".join(bytes(w) for w in fresh.written)), sent[position:])
+        self.assertEqual(self.owner.failed, [])
+
+    def test_tooLargeRefused(self) -> None:
+        layer, stream = self.layer()
+        with self.assertRaises(ValueError):
+            layer.writeFrame(memoryview(bytearray(FRAME_ROOM + MAX_DATA_FRAME + 1)))
+        self.assertEqual((layer.sent, stream.written), (0, []))
+
+    def test_emptyIgnored(self) -> None:
+        layer, stream = self.layer()
+        layer.writeFrame(memoryview(bytearray(FRAME_ROOM)))
+        self.assertEqual((layer.sent, stream.written), (0, []))
+
+
+class AckTests(Harness):
+    def test_quarterWindow(self) -> None:
+        """
+        An end acknowledges after a quarter of its window (of the default
+        window, at most), not before (until the ACK delay).
+        """
+        for window, every in ((SWITCH_WINDOW, SWITCH_WINDOW // 4), (1 << 20, 1 << 18)):
+            layer, stream = self.layer(window=window)
+            self.assertEqual(layer.ackEvery, every)
+            frame = data(b"x" * (64 * 1024))
+            for _ in range(every // (64 * 1024) - 1):
+                stream.protocol.dataReceived(frame)
+            self.assertEqual(self.acks(stream), [])
+            stream.protocol.dataReceived(frame)
+            self.assertEqual(self.acks(stream), [ack(every)])
+            layer.end()
 
 
 class NotReadingTests(Harness):

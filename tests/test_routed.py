@@ -158,6 +158,40 @@ class RoutedSessionTests(RoutedHarness):
         self.assertReason(far.lost, "normal")
         self.assertEmpty(nodes)
 
+    def test_switchableEndsCopyLess(self) -> None:
+        """
+        A switchable session's ends run the copy-less data path (records
+        read straight into DATA frames at the sender, views of the link's
+        reads at the receiver), and every byte arrives, both ways, for
+        writes of any size.
+        """
+        plugin = RecordingPlugin()
+        nodes, _ = self.line(3, plugins=[plugin])
+        p = resultOf(self.open(nodes))
+        far = plugin.built[0]
+        for end in (p.transport, far.transport):
+            self.assertTrue(callable(end._tls._writeFrame))
+            self.assertTrue(end.layer.takesViews)
+            self.assertTrue(end.layer._reading.takesViews)
+            # Frames go to the link without a copy (Stream.writeWithRoom).
+            self.assertTrue(end.layer._reading._mux.transport.takesBuffers)
+        sizes = [1, 100, 16 * 1024, 64 * 1024, 300 * 1024, 1 << 20]
+        up = [os.urandom(n) for n in sizes]
+        down = [os.urandom(n) for n in reversed(sizes)]
+        for a, b in zip(up, down, strict=True):
+            p.transport.write(a)
+            far.transport.write(b)
+        self.net.flush()
+        self.assertEqual(bytes(far.received), b"".join(up))
+        self.assertEqual(bytes(p.received), b"".join(down))
+        # Nothing the far end has is kept; the rest is views of frames.
+        for end in (p.transport, far.transport):
+            self.assertEqual(end.layer.buffered, sum(len(c) for c in end.layer._unacked))
+        p.transport.loseConnection()
+        self.net.flush()
+        self.assertReason(p.lost, "normal")
+        self.assertEmpty(nodes)
+
     def test_throughTwoRelaysBothDirections(self) -> None:
         """
         Through two relays, sessions open from either end, data intact.

@@ -33,6 +33,7 @@ from appnpy.link.yamux import (
     FLAG_RST,
     FLAG_SYN,
     GOAWAY_PROTOCOL_ERROR,
+    HEADER_SIZE,
     SEND_HIGH_WATER,
     SEND_LOW_WATER,
     TYPE_DATA,
@@ -458,6 +459,62 @@ class ParserTests(SynchronousTestCase):
 
 
 class SendPathTests(SynchronousTestCase):
+    @settings(max_examples=40, deadline=None)
+    @given(
+        st.lists(st.tuples(st.integers(0, 200 * KiB), st.booleans()), min_size=1, max_size=8),
+        st.integers(0, 400 * KiB),
+        st.booleans(),
+        st.booleans(),
+    )
+    def test_writeWithRoomIsWrite(
+        self, writes: list[tuple[int, bool]], window: int, paused: bool, buffers: bool
+    ) -> None:
+        """
+        L{Stream.writeWithRoom} puts the same bytes on the link as L{write}
+        of its payload, whether the frame goes as it is (the header in its
+        room) or the window, a paused link or a size over the frame limit
+        sends it the long way; and it leaves the same stream state.
+        """
+        wires = []
+        for useRoom in (False, True):
+            side = listener()
+            if buffers:
+                # A transport that takes buffers, as the link's TLS does (it
+                # uses them at once: a copy stands for that here).
+                write = side.transport.write
+                side.transport.takesBuffers = True  # type: ignore[attr-defined]
+                side.transport.write = lambda data, w=write: w(bytes(data))  # type: ignore[method-assign, misc]
+            side.mux.dataReceived(frame(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, window))
+            stream = side.accepted[0]
+            if paused:
+                side.mux.pauseProducing()
+            side.transport.clear()
+            for i, (size, inRead) in enumerate(writes):
+                payload = bytes([i % 251]) * size
+                room = memoryview(bytearray(HEADER_SIZE) + payload)
+
+                def send(
+                    payload: bytes = payload,
+                    room: memoryview = room,
+                    stream: Stream = stream,
+                    useRoom: bool = useRoom,
+                ) -> None:
+                    if useRoom:
+                        stream.writeWithRoom(room)
+                    else:
+                        stream.write(payload)
+
+                if inRead:
+                    # From inside a read: collected with what the read makes.
+                    side.mux.callAfterRead(send)
+                    side.mux.dataReceived(frame(TYPE_PING, FLAG_SYN, 0, i))
+                else:
+                    send()
+            if paused:
+                side.mux.resumeProducing()
+            wires.append((side.transport.value(), stream.bytesSent, stream._sendWindow))
+        self.assertEqual(wires[0], wires[1])
+
     def test_oneWritePerFrame(self) -> None:
         """
         A write that fits the window goes out as one transport write holding

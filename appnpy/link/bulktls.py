@@ -33,12 +33,13 @@ Everything else (handshake, shutdown, errors, producers) is Twisted's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from OpenSSL.SSL import Connection, Context, Error, WantReadError, ZeroReturnError
 from twisted.python.failure import Failure
 
-__all__ = ["BulkTLS", "bulkContext"]
+__all__ = ["BulkTLS", "bulkContext", "framedSendAvailable", "sendFramed"]
 
 #: OpenSSL's SSL_MODE_ENABLE_PARTIAL_WRITE (ssl.h; part of its stable ABI).
 #: pyOpenSSL sets it on every context it makes and exports no name for it.
@@ -87,6 +88,10 @@ class BulkTLS:
     _heldBack = 0
     _handshakeDone: bool
     _appSendBuffer: list[bytes]
+    #: Its write takes any buffer, not only bytes (it hands it to OpenSSL
+    #: at once, or keeps it until the handshake is done): a multiplexer
+    #: over it may write memoryviews (yamux's Stream.writeWithRoom).
+    takesBuffers = True
 
     def dataReceived(self, data: bytes) -> None:
         # Twisted's dataReceived, with pyOpenSSL's bio_write without its
@@ -104,6 +109,10 @@ class BulkTLS:
                 return
             # A memory BIO writes all or nothing (nothing only when out of
             # memory): Twisted's own path reports why.
+        if isinstance(data, memoryview):
+            # (A numbered stream hands views over; older pyOpenSSL releases
+            # take only bytes in bio_write.)
+            data = bytes(data)
         super().dataReceived(data)  # type: ignore[misc]  # TLSMemoryBIOProtocol's
 
     def _write(self, bytes: bytes) -> None:
@@ -231,6 +240,37 @@ class BulkTLS:
         self._flushSendBIO()
 
 
+def framedSendAvailable() -> bool:
+    """
+    Whether L{sendFramed} can be used with this pyOpenSSL.
+    """
+    return _FRAMED
+
+
+def sendFramed(
+    conn: Connection, head: int, limit: int, write: Callable[[memoryview], None]
+) -> None:
+    """
+    Take what C{conn}'s send BIO holds out in pieces of at most C{limit}
+    bytes, each read straight into a fresh buffer after C{head} bytes of
+    room, and call C{write} with a writable memoryview over each buffer
+    (the room first).  The buffer is never reused, so the caller may keep
+    it, and fill the room with its own frame header instead of copying
+    the records behind one.  Only when L{framedSendAvailable}.
+    """
+    wbio = conn._from_ssl  # pyOpenSSL's
+    while True:
+        pending = _BIO_get_mem_data(wbio, _MEM_DATA)
+        if pending <= 0:
+            return
+        n = pending if pending < limit else limit
+        buf = _allocate("char[]", head + n)
+        got = _BIO_read(wbio, buf + head, n)
+        if got <= 0:
+            return
+        write(memoryview(_ffi.buffer(buf, head + got)))
+
+
 class _EndOfTLS(Exception):
     """
     Reading records stopped at the TLS connection's end (C{failure} None:
@@ -351,6 +391,7 @@ _BUFFER_SIZE = 512 * 1024
 #: read's frames (about 256 KiB and its records' overhead) fits whole.
 _SEND_BUFFER_SIZE = 512 * 1024
 _SEND_BUFFER: Any = None
+_BIO_read: Any = None
 _SSL_write: Any = None
 _BIO_write: Any = None
 #: The most pyOpenSSL's send takes at once (it refuses more).
@@ -381,3 +422,4 @@ if _directReadAvailable():
     _readRecords = _readRecordsDirect
 else:
     _readRecords = _readRecordsPublic
+_FRAMED = _BIO_read is not None and _directReadAvailable() and hasattr(Connection, "bio_read")

@@ -540,6 +540,44 @@ class Stream:
         """
         self.write(b"".join(seq))
 
+    def writeWithRoom(self, frame: memoryview) -> None:
+        """
+        Send C{frame[HEADER_SIZE:]}, where C{frame} is a writable buffer that
+        its writer never touches again, its first L{HEADER_SIZE} bytes room
+        for a header.  When the payload can go at once as one Data frame,
+        the header is written into the room and the frame goes to the link
+        as it is, without the copy of the payload behind a header that
+        L{write} makes (the end-to-end TLS layer of a routed session reads
+        its records into such a buffer); otherwise, or when the link's
+        transport takes bytes only, this is L{write}.
+        """
+        n = len(frame) - HEADER_SIZE
+        mux = self._mux
+        if (
+            n <= 0
+            # (A transport that says it takes any buffer, as the link's TLS
+            # layer does: Twisted's own transports take bytes only.)
+            or not getattr(mux.transport, "takesBuffers", False)
+            or self._writeClosed
+            or self._sendBuf is not None
+            or mux._paused
+            or n > self._sendWindow
+            or n > mux._maxFrame
+        ):
+            self.write(frame[HEADER_SIZE:])  # type: ignore[arg-type]  # a buffer will do
+            return
+        _HEADER.pack_into(frame, 0, VERSION, TYPE_DATA, 0, self.streamID, n)
+        self._sendWindow -= n
+        self.bytesSent += n
+        mux.bytesSent += n
+        if mux._collecting:
+            mux._send(frame)  # type: ignore[arg-type]  # a buffer will do
+        else:
+            mux.transport.write(frame)
+        if mux._waitSince is None:
+            mux._startWait()
+        self._pullIfDrained()
+
     def writeFrames(self, pieces: list[Any]) -> None:
         """
         Send the concatenation of C{pieces} (bytes or memoryviews), each

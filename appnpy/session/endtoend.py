@@ -35,7 +35,7 @@ from zope.interface import implementer
 from appnpy.cp._interfaces import IBoundSession
 from appnpy.cp.messages import SessionAccept, SessionOpen, SessionStarted, encodeMessage
 from appnpy.errors import PeerAuthenticationError, Reason, SessionClosed, SessionRefused
-from appnpy.link.bulktls import BulkTLS
+from appnpy.link.bulktls import BulkTLS, framedSendAvailable, sendFramed
 from appnpy.link.tls import checkPeer
 from appnpy.session.adjacent import (
     CLOSE_WAIT_TIMEOUT,
@@ -45,6 +45,7 @@ from appnpy.session.adjacent import (
     SessionInfo,
 )
 from appnpy.session.pathswitch import PathSwitch, ResumableStream
+from appnpy.session.resumable import FRAME_ROOM, MAX_DATA_FRAME
 
 if TYPE_CHECKING:
     from appnpy.cp.controlpoint import ControlPoint
@@ -69,6 +70,26 @@ class _EndToEndTLS(BulkTLS, BufferingTLSTransport):
     #: Whether the TLS connection has ended (the session then has nothing
     #: left to shut down).
     ended = False
+    #: The numbered stream's writeFrame, when this layer runs over one and
+    #: can read its records into fresh buffers (L{sendFramed}): each DATA
+    #: frame is then the buffer the records were read into, with the
+    #: header put in front of them, not a copy of the records behind it.
+    #: False when not; None until the first send finds out.
+    _writeFrame: Callable[[memoryview], None] | bool | None = None
+
+    def _sendRecords(self, size: int) -> None:
+        writeFrame = self._writeFrame
+        if writeFrame is None:
+            transport = self.transport
+            writeFrame = self._writeFrame = (
+                transport.writeFrame
+                if isinstance(transport, ResumableStream) and framedSendAvailable()
+                else False
+            )
+        if not callable(writeFrame):
+            super()._sendRecords(size)
+            return
+        sendFramed(self._tlsConnection, FRAME_ROOM, MAX_DATA_FRAME, writeFrame)
 
     def _tlsShutdownFinished(self, reason: Failure | None) -> None:
         # Twisted's hook for the end of TLS (overridden, as Twisted's own
@@ -210,6 +231,9 @@ class RoutedSession(SessionBase):
             layer = self.layer = ResumableStream(
                 owner.reactor, self, owner.switchWindow, progressTimeout=owner.progressTimeout
             )
+            # The TLS layer takes the numbered stream's payload as views
+            # (BulkTLS.dataReceived): one copy less per received byte.
+            layer.takesViews = True
             layer.attach(self._stream, awaitingResume=False)
             self._stream = cast("Stream", layer)  # all of a stream the session uses
             tls.makeConnection(layer)  # type: ignore[no-untyped-call]  # unannotated Twisted method

@@ -42,6 +42,8 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from appnpy.link.yamux import HEADER_SIZE
+
 if TYPE_CHECKING:
     from appnpy.link.yamux import Stream
 
@@ -49,6 +51,8 @@ __all__ = [
     "ACK_DELAY",
     "ACK_EVERY",
     "ACK_REPEAT",
+    "DATA_HEADER",
+    "FRAME_ROOM",
     "FRAME_ACK",
     "FRAME_DATA",
     "FRAME_RESUME",
@@ -67,6 +71,12 @@ FRAME_ACK = 1
 FRAME_RESUME = 2
 _DATA = struct.Struct(">BI")
 _POSITION = struct.Struct(">BQ")
+#: The bytes of a DATA frame before its payload.
+DATA_HEADER = _DATA.size
+#: The room before the payload in a buffer given to
+#: L{ResumableStream.writeFrame}: the yamux Data frame's header, then the
+#: DATA frame's.
+FRAME_ROOM = HEADER_SIZE + DATA_HEADER
 
 #: The largest DATA payload sent or accepted.  The TLS layer writes the
 #: records of one write at once (appnpy.link.bulktls): a 64 KiB write is
@@ -75,8 +85,11 @@ MAX_DATA_FRAME = 256 * 1024
 #: Unacknowledged bytes an end keeps for retransmission; the producer
 #: writing into the session is paused while this many are outstanding.
 SWITCH_WINDOW = 4 * 1024 * 1024
-#: Received bytes after which an end acknowledges at once ...
-ACK_EVERY = 64 * 1024
+#: Received bytes after which an end acknowledges at once: a quarter of
+#: the default window (and never more than a quarter of the end's own
+#: window), so that the far end has three quarters left to send while the
+#: ACK travels ...
+ACK_EVERY = SWITCH_WINDOW // 4
 #: ... and how long it waits at most before it acknowledges fewer.
 ACK_DELAY = 0.05
 #: While an end holds received bytes back from a plugin that does not read
@@ -216,6 +229,11 @@ class ResumableStream:
         self._owner = owner
         #: Where received bytes go: the TLS layer's dataReceived.
         self.deliver: Callable[[bytes], None] = lambda data: None
+        #: Whether L{deliver} takes memoryviews (the TLS layer copies what it
+        #: is given into OpenSSL at once): the streams ridden then hand this
+        #: layer slices of the link's reads instead of copies.  A plugin
+        #: reading the stream directly gets bytes.
+        self.takesViews = False
         self.window = window
         self.ackEvery = max(1, min(ackEvery, window // 4))
         self.ackDelay = ackDelay
@@ -234,8 +252,9 @@ class ResumableStream:
         self.acked = 0
         self.received = 0
         self._ackSent = 0
-        #: The unacknowledged bytes, as written, oldest first.
-        self._unacked: deque[bytes] = deque()
+        #: The unacknowledged bytes, as written, oldest first (or views of
+        #: the frames they were sent in, which nothing else writes to).
+        self._unacked: deque[bytes | memoryview] = deque()
         #: The stream writes go to (None while there is no path, or while
         #: the origin waits for the destination's RESUME).
         self._live: Stream | None = None
@@ -313,6 +332,9 @@ class ResumableStream:
         says where to start; otherwise the stream is live at once.
         """
         self._reading = self._last = stream
+        # The link's reads are buffers of their own, never reused
+        # (appnpy.link.bulktls), so a slice of one stays valid.
+        stream.takesViews = self.takesViews
         self._need = 0
         self._head = b""
         self._farFinished = False
@@ -411,12 +433,44 @@ class ResumableStream:
             for i in range(0, n, MAX_DATA_FRAME):
                 self.write(data[i : i + MAX_DATA_FRAME])
             return
+        # The data itself is kept (as before writeFrame), and the frame,
+        # freed once written, is the block the next write's frame reuses.
+        self._send(data, _DATA.pack(FRAME_DATA, n) + data, None)
+
+    def writeFrame(self, frame: memoryview) -> None:
+        """
+        Send the payload in C{frame}, a writable buffer with L{FRAME_ROOM}
+        bytes of room before at most L{MAX_DATA_FRAME} bytes of payload,
+        which its writer never touches again (the end-to-end TLS layer reads
+        its records into a fresh one, appnpy.link.bulktls.sendFramed).  The
+        DATA header is written into the room, and the stream writes its own
+        in front (yamux's writeWithRoom), so the frame goes to the link as
+        it is; the payload is kept for retransmission as a view of it, with
+        no copy.
+        """
+        n = len(frame) - FRAME_ROOM
+        if n <= 0 or self.ended:
+            return
+        if n > MAX_DATA_FRAME:
+            raise ValueError(f"a DATA frame of {n} bytes")
+        _DATA.pack_into(frame, HEADER_SIZE, FRAME_DATA, n)
+        self._send(frame[FRAME_ROOM:], frame[HEADER_SIZE:], frame)
+
+    def _send(self, payload: bytes | memoryview, frame: Any, room: memoryview | None) -> None:
+        # Keep C{payload} until it is acknowledged; send C{frame}, its DATA
+        # frame, if there is a path (C{room}: the same with room for the
+        # stream's header in front).
+        n = len(payload)
         idle = self.sent == self.acked
-        self._unacked.append(data)
+        self._unacked.append(payload)
         self.sent += n
         stream = self._live
         if stream is not None:
-            stream.write(_DATA.pack(FRAME_DATA, n) + data)
+            writeWithRoom = getattr(stream, "writeWithRoom", None)
+            if room is not None and writeWithRoom is not None:
+                writeWithRoom(room)
+            else:
+                stream.write(frame)
             if idle:
                 # The first byte outstanding: the wait for an ACK begins.
                 self._watch()
@@ -550,7 +604,8 @@ class ResumableStream:
             if self._reading is not stream or stream is None:
                 return
         if pos < n:
-            self._head = data[pos:]
+            # Kept past this call: bytes of its own, not a view.
+            self._head = bytes(data[pos:])
 
     def _deliver(self, data: bytes) -> None:
         if self._holding:
@@ -568,7 +623,11 @@ class ResumableStream:
 
     # -- holding DATA for a plugin that does not read ------------------------------
 
-    def _hold(self, data: bytes) -> None:
+    def _hold(self, data: bytes | memoryview) -> None:
+        if isinstance(data, memoryview):
+            # Held for long, perhaps: a copy, so that a small slice does not
+            # keep a whole read of the link alive.
+            data = bytes(data)
         self._held.append(data)
         self._heldSize += len(data)
         if self._repeatTimer is None:
