@@ -520,7 +520,7 @@ class TwoFailuresTests(HostileRelayHarness):
         session.loseConnection()
         self.settle(1)
         self.assertNothingLeft()
-        self.assertEqual(self.net.clock.getDelayedCalls(), [])
+        self.assertNoSessionTimers()
 
 
 class ManySessionsTests(HostileRelayHarness):
@@ -556,7 +556,7 @@ class ManySessionsTests(HostileRelayHarness):
             s.transport.loseConnection()
         self.settle(self.a.routedSessions.switchTimeout + self.a.routedSessions.bindTimeout)
         self.assertNothingLeft()
-        self.assertEqual(self.net.clock.getDelayedCalls(), [])
+        self.assertNoSessionTimers()
 
 
 class LyingNewPathTests(HostileRelayHarness):
@@ -601,7 +601,7 @@ class LyingNewPathTests(HostileRelayHarness):
         self.settle(self.a.routedSessions.switchTimeout + self.a.routedSessions.bindTimeout)
         self.assertIsNotNone(self.plugin.built[-1].lost)
         self.assertNothingLeft()
-        self.assertEqual(self.net.clock.getDelayedCalls(), [])
+        self.assertNoSessionTimers()
 
     def test_dataBeforeResume(self) -> None:
         source, far = self.openSession()
@@ -644,7 +644,7 @@ class LyingNewPathTests(HostileRelayHarness):
         self.assertIsNotNone(source.lost)
         self.assertIsNotNone(self.plugin.built[-1].lost)
         self.assertNothingLeft()
-        self.assertEqual(self.net.clock.getDelayedCalls(), [])
+        self.assertNoSessionTimers()
 
     def test_endedWhileRebindUnansweredLeavesNoTimer(self) -> None:
         """
@@ -664,7 +664,7 @@ class LyingNewPathTests(HostileRelayHarness):
         self.assertIsNotNone(source.lost)
         self.assertIsNotNone(self.plugin.built[-1].lost)
         self.assertNothingLeft()
-        self.assertEqual(self.net.clock.getDelayedCalls(), [])
+        self.assertNoSessionTimers()
 
 
 class BusyLinkTests(HostileRelayHarness):

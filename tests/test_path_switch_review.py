@@ -140,14 +140,6 @@ class HalfCloseTests(AdjacentHarness):
         self.assertEqual(requester.lost.value.reason, "normal")
         self.assertNothingLeft()
 
-    test_answerLongerThanTheWindowAfterHalfClose.todo = (  # type: ignore[attr-defined]
-        "appnpy/session/resumable.py ResumableStream.write/_finReceived: after the far "
-        "end's FIN on the path (an adjacent half-close) its ACKs can no longer come "
-        "(its yamux stream drops writes after its FIN), yet every byte sent is kept "
-        "and the producer is paused at a window: the half-closed direction stalls "
-        "after 4 MiB"
-    )
-
 
 class AdjacentCloseRacesCutTests(AdjacentHarness):
     def test_closerNotToldNormalWhenItsBytesAreMissing(self) -> None:
@@ -249,15 +241,6 @@ class FinishedCloseTests(HostileRelayHarness):
         self.assertEqual(session.switch.switches, 0)
         self.assertNothingLeft()
 
-    test_resetAfterBothCloseNotifiesIsNoFailure.todo = (  # type: ignore[attr-defined]
-        "appnpy/session/resumable.py ResumableStream.loseConnection: the FIN goes out "
-        "without an ACK of what has arrived (the 50 ms ACK timer fires after the FIN, "
-        "and yamux drops writes after it), so the far end never sees its last bytes "
-        "(its close_notify) acknowledged and RoutedSession._closeUnfinished stays true "
-        "after a finished close: send ACK(received) before the FIN when received > "
-        "_ackSent"
-    )
-
 
 class ForgedResumeTests(HostileRelayHarness):
     def test_forgedResumeIsRoutedAroundByTheProgressCheck(self) -> None:
@@ -342,15 +325,6 @@ class BusyLinkProgressTests(AdjacentHarness):
         session.loseConnection()
         self.settle(1)
         self.assertNothingLeft()
-
-    test_bytesThatHaveNotLeftAreNotWaitedFor.todo = (  # type: ignore[attr-defined]
-        "appnpy/session/resumable.py ResumableStream._progressDue: only a stream that "
-        "paused the producer (send buffer above its high water) stops the clock; bytes "
-        "still in the stream's send buffer because the link is full (the multiplexer "
-        "paused) count as unanswered, so a busy link makes a session switch away: stop "
-        "the clock while the stream has unsent bytes (or measure from when the last "
-        "byte was written to the link)"
-    )
 
 
 class PausableStream(FakeStream):

@@ -292,6 +292,9 @@ class ResumableStream:
         #: Whether the far end's FIN came on this path: it sends no more
         #: ACKs there, so there is no progress to wait for.
         self._farFinished = False
+        #: Bytes sent after the far end's FIN, not kept: a path switch can
+        #: then resume only a far end that has them all.
+        self.unkept = 0
         self._lostHeld: Failure | None = None
         self._repeatTimer: IDelayedCall | None = None
         self._finPending = False
@@ -317,7 +320,7 @@ class ResumableStream:
         """
         Bytes kept for retransmission.
         """
-        return self.sent - self.acked
+        return self.sent - self.acked - self.unkept
 
     @property
     def attached(self) -> bool:
@@ -462,7 +465,13 @@ class ResumableStream:
         # stream's header in front).
         n = len(payload)
         idle = self.sent == self.acked
-        self._unacked.append(payload)
+        if self._farFinished:
+            # The far end has sent its FIN on this path: it can acknowledge
+            # nothing more, so this is not kept, nor waited for room for (a
+            # half-closed peer reading a long answer).
+            self.unkept += n
+        else:
+            self._unacked.append(payload)
         self.sent += n
         stream = self._live
         if stream is not None:
@@ -471,10 +480,10 @@ class ResumableStream:
                 writeWithRoom(room)
             else:
                 stream.write(frame)
-            if idle:
+            if not self._farFinished and idle:
                 # The first byte outstanding: the wait for an ACK begins.
                 self._watch()
-        if self.sent - self.acked >= self.window and "window" not in self._pausedBy:
+        if self.buffered >= self.window and "window" not in self._pausedBy:
             self._pause("window")
 
     def writeSequence(self, data: Any) -> None:
@@ -485,6 +494,11 @@ class ResumableStream:
         # byte is out; during a switch, after the retransmission.
         self._finPending = True
         if self._live is not None:
+            # What has arrived is acknowledged first: after the FIN this
+            # end can send nothing, and the far end's close has finished
+            # only once its last bytes (its close_notify) are acknowledged.
+            if self.received > self._ackSent:
+                self._sendAck()
             self._live.loseConnection()
 
     def abortConnection(self) -> None:
@@ -754,10 +768,11 @@ class ResumableStream:
             return  # the next byte outstanding on a live path starts it again
         now = self._clock.seconds()
         deadline = self.progressDeadline()
-        if self._transportPaused or "stream" in self._pausedBy:
+        if self._transportPaused or "stream" in self._pausedBy or self._live.unsent:
             # Held back here, not by the path: this end does not read what
             # the far end's ACKs wait behind, or its own bytes have not left
-            # (the next hop holds them back, as a slow path does).
+            # (the next hop's window or a busy link holds them back, as a
+            # slow path does).
             self._since = now
         left = self._since + deadline - now
         if left > 0:
@@ -799,6 +814,11 @@ class ResumableStream:
             return f"position {position} is before what was acknowledged ({self.acked})"
         if position > self.sent:
             return f"position {position} is beyond what was sent ({self.sent})"
+        if self.unkept and position < self.sent:
+            return (
+                f"position {position}: the {self.unkept} bytes sent after the far "
+                "end's FIN were not kept"
+            )
         return None
 
     def _ackReceived(self, position: int) -> None:
@@ -842,7 +862,9 @@ class ResumableStream:
                 unacked[0] = chunk[drop:]
                 drop = 0
         self.acked = position
-        if "window" in self._pausedBy and self.sent - position < self.window:
+        if position == self.sent:
+            self.unkept = 0  # the far end has it all, kept or not
+        if "window" in self._pausedBy and self.buffered < self.window:
             self._unpause("window")
 
     def _resumeReceived(self, position: int) -> None:
@@ -880,6 +902,11 @@ class ResumableStream:
             return
         self._farFinished = True
         self._cancelProgress()
+        # Its ACKs would come on the stream it has just finished: what is
+        # kept stays kept (a new path's RESUME may still want it), but
+        # nothing more waits for room.
+        if "window" in self._pausedBy:
+            self._unpause("window")
         if self._held:
             self._finHeld = True  # told after the bytes before it
             return
