@@ -308,7 +308,7 @@ class VerifierTests(SynchronousTestCase):
             "destination": generateIdentity(0).nodeID,
             "plugin": f"p{seed % 1000}",
             "cos": f"c{seed % 1000}",
-            "window": seed,
+            "window": seed if seed != req.window else seed + 1,
             "route": list(reversed(req.route)),
             "timestamp": 1000 + seed % 100 + 1,
         }

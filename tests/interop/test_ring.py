@@ -51,14 +51,13 @@ SETUP_BOUND = 90.0
 FILE_SIZE = 32 * MIB + 4321
 RATE = "3M"
 #: Echo round trips, back to back: enough to run through the cut and the
-#: pause, few enough to finish within the API's 30 s for an echo.
+#: pause, few enough to finish within the API's 30 s for an echo; large
+#: enough that the session is still echoing when the test, which polls the
+#: node's API (a process each time), sees it echo and cuts.
 ECHOES = 1000
-ECHO_SIZE = 32768
-#: Adjacent echoes (no relay before the cut) go several times as fast:
-#: eight times as large, so that the session is still echoing when the
-#: test, which polls the node's API (a process each time), sees it echo
-#: and cuts.
-ADJACENT_ECHO_SIZE = 8 * ECHO_SIZE
+ECHO_SIZE = 128 * 1024
+#: Adjacent echoes (no relay before the cut) go about twice as fast.
+ADJACENT_ECHO_SIZE = 2 * ECHO_SIZE
 
 
 def run(coroutine: Any) -> Deferred[Any]:
