@@ -38,6 +38,7 @@ from tests.test_path_switch import (
     pattern,
 )
 from tests.test_path_switch_hostile import HostileRelayHarness
+from tests.test_resumable import PausableStream
 
 
 def ack(position: int) -> bytes:
@@ -325,18 +326,6 @@ class BusyLinkProgressTests(AdjacentHarness):
         session.loseConnection()
         self.settle(1)
         self.assertNothingLeft()
-
-
-class PausableStream(FakeStream):
-    def __init__(self) -> None:
-        super().__init__()
-        self.paused = False
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
 
 
 class HeldParsingTests(SynchronousTestCase):
