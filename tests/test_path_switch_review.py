@@ -489,6 +489,61 @@ EVENTS = [
 ]
 
 
+def runFailureSequence(case: Any, events: list[str], relink: Any, closeWait: float) -> None:
+    """
+    Data both ways on a session of C{case}'s harness while C{events} happen
+    (C{cut LINK}, C{relink} every cut link, C{relink(name)} giving its two
+    nodes; C{close}, C{abort} or C{halfclose} of end C{a} or the far end;
+    C{wait}), then every end closes: every session has ended at both
+    ends, nothing is left anywhere, and a plugin told "normal" got every
+    byte, once, in order.
+    """
+    up, down = pattern(512 * 1024), pattern(256 * 1024)[::-1]
+    case.plugin.reply = down
+    source = Source(up)
+    case.open(source)
+    far = case.plugin.built[-1]
+    source.start()
+    far.start()
+    cut: set[str] = set()
+    for event in events:
+        case.net.flush()
+        verb, _, what = event.partition(" ")
+        if verb == "cut" and what not in cut:
+            cut.add(what)
+            case.links[what].cut()
+        elif verb == "relink":
+            for name in sorted(cut):
+                case.links[name] = case.net.connect(*relink(name))
+            cut.clear()
+        elif verb in ("close", "abort", "halfclose"):
+            end = source if what == "a" else far
+            if end.lost is None and end.transport is not None:
+                if verb == "close":
+                    end.transport.loseConnection()
+                elif verb == "halfclose":
+                    end.transport.loseWriteConnection()
+                else:
+                    end.transport.abortConnection()
+        elif verb == "wait":
+            case.settle(3)
+    rs = case.a.routedSessions
+    case.settle(rs.switchTimeout + rs.bindTimeout + 2)
+    for end in (source, far):
+        if end.lost is None:
+            end.transport.loseConnection()
+    case.settle(rs.switchTimeout + rs.bindTimeout + 2 + closeWait)
+    case.assertIsNotNone(source.lost, events)
+    case.assertIsNotNone(far.lost, events)
+    for end, sink, data in ((far, far.sink, up), (source, source.sink, down)):
+        if end.lost.value.reason == "normal":
+            case.assertEqual(sink.count, len(data), events)
+            case.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest(), events)
+    case.assertNothingLeft()
+    case.net.stop()
+    case.assertEqual(case.net.clock.getDelayedCalls(), [], events)
+
+
 class AnySequenceTests(SwitchHarness):
     def setUp(self) -> None:
         pass  # one harness per example (below)
@@ -503,51 +558,15 @@ class AnySequenceTests(SwitchHarness):
         a plugin told "normal" got every byte, once, in order.
         """
         SwitchHarness.setUp(self)
-        up, down = pattern(512 * 1024), pattern(256 * 1024)[::-1]
-        self.plugin.reply = down
-        source = Source(up)
-        self.open(source)
-        far = self.plugin.built[-1]
-        source.start()
-        far.start()
-        cut: set[str] = set()
-        for event in events:
-            self.net.flush()
-            verb, _, what = event.partition(" ")
-            if verb == "cut" and what not in cut:
-                cut.add(what)
-                self.links[what].cut()
-            elif verb == "relink":
-                for name in sorted(cut):
-                    x, y = (self.a, self.r1) if name == "ar1" else (self.a, self.r2)
-                    if name in ("r1b", "r2b"):
-                        x, y = (self.r1 if name == "r1b" else self.r2), self.b
-                    self.links[name] = self.net.connect(x, y)
-                cut.clear()
-            elif verb in ("close", "abort"):
-                end = source if what == "a" else far
-                if end.lost is None and end.transport is not None:
-                    if verb == "close":
-                        end.transport.loseConnection()
-                    else:
-                        end.transport.abortConnection()
-            elif verb == "wait":
-                self.settle(3)
-        rs = self.a.routedSessions
-        self.settle(rs.switchTimeout + rs.bindTimeout + 2)
-        for end in (source, far):
-            if end.lost is None:
-                end.transport.loseConnection()
-        self.settle(rs.switchTimeout + rs.bindTimeout + 2)
-        self.assertIsNotNone(source.lost, events)
-        self.assertIsNotNone(far.lost, events)
-        for end, sink, data in ((far, far.sink, up), (source, source.sink, down)):
-            if end.lost.value.reason == "normal":
-                self.assertEqual(sink.count, len(data), events)
-                self.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest(), events)
-        self.assertNothingLeft()
-        self.net.stop()
-        self.assertEqual(self.net.clock.getDelayedCalls(), [], events)
+        ends = {"a": self.a, "r1": self.r1, "r2": self.r2, "b": self.b}
+
+        def relink(name: str) -> tuple[Any, Any]:
+            for x in ("r1", "r2", "a"):
+                if name.startswith(x):
+                    return ends[x], ends[name[len(x) :]]
+            raise AssertionError(name)
+
+        runFailureSequence(self, events, relink, closeWait=0)
 
 
 ADJACENT_EVENTS = [
@@ -578,51 +597,12 @@ class AdjacentAnySequenceTests(AdjacentHarness):
         of sessions away from their link, and "normal" means every byte.
         """
         AdjacentHarness.setUp(self)
-        up, down = pattern(512 * 1024), pattern(256 * 1024)[::-1]
-        self.plugin.reply = down
-        source = Source(up)
-        self.open(source)
-        far = self.plugin.built[-1]
-        source.start()
-        far.start()
-        cut: set[str] = set()
         nodes = {"a": self.a, "b": self.b, "c": self.c, "d": self.d}
-        for event in events:
-            self.net.flush()
-            verb, _, what = event.partition(" ")
-            if verb == "cut" and what not in cut:
-                cut.add(what)
-                self.links[what].cut()
-            elif verb == "relink":
-                for name in sorted(cut):
-                    self.links[name] = self.net.connect(nodes[name[0]], nodes[name[1]])
-                cut.clear()
-            elif verb in ("close", "abort", "halfclose"):
-                end = source if what == "a" else far
-                if end.lost is None and end.transport is not None:
-                    if verb == "close":
-                        end.transport.loseConnection()
-                    elif verb == "halfclose":
-                        end.transport.loseWriteConnection()
-                    else:
-                        end.transport.abortConnection()
-            elif verb == "wait":
-                self.settle(3)
-        rs = self.a.routedSessions
-        self.settle(rs.switchTimeout + rs.bindTimeout + 2)
-        for end in (source, far):
-            if end.lost is None:
-                end.transport.loseConnection()
-        self.settle(rs.switchTimeout + rs.bindTimeout + 62)
-        self.assertIsNotNone(source.lost, events)
-        self.assertIsNotNone(far.lost, events)
-        for end, sink, data in ((far, far.sink, up), (source, source.sink, down)):
-            if end.lost.value.reason == "normal":
-                self.assertEqual(sink.count, len(data), events)
-                self.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest(), events)
-        self.assertNothingLeft()
-        self.net.stop()
-        self.assertEqual(self.net.clock.getDelayedCalls(), [], events)
+        # A half-closed adjacent session waits up to CLOSE_WAIT_TIMEOUT
+        # (60 s) for the far end's FIN.
+        runFailureSequence(
+            self, events, lambda name: (nodes[name[0]], nodes[name[1]]), closeWait=60
+        )
 
 
 class StolenIDOnTheLastLinkTests(HostileRelayHarness):
