@@ -129,6 +129,19 @@ class BulkTLSTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.pair = BulkPair()
 
+    def assertWritesArrive(self, sizes: list[int]) -> None:
+        """
+        Writes of C{sizes} from the client arrive at the server, complete
+        and in order.
+        """
+        pair = self.pair
+        pair.server.received.clear()
+        data = [pattern(n, i) for i, n in enumerate(sizes)]
+        for chunk in data:
+            pair.clientTLS.write(chunk)
+        pair.flush()
+        self.assertEqual(b"".join(pair.server.received), b"".join(data))
+
     @settings(max_examples=40, deadline=None)
     @given(st.lists(st.integers(1, 600 * KiB), min_size=1, max_size=8), st.booleans())
     # More than the shared read buffer (512 KiB) in one read, both ways.
@@ -142,13 +155,7 @@ class BulkTLSTests(SynchronousTestCase):
         """
         if public:
             self.patch(bulktls, "_readRecords", bulktls._readRecordsPublic)
-        pair = self.pair
-        pair.server.received.clear()
-        data = [pattern(n, i) for i, n in enumerate(sizes)]
-        for chunk in data:
-            pair.clientTLS.write(chunk)
-        pair.flush()
-        self.assertEqual(b"".join(pair.server.received), b"".join(data))
+        self.assertWritesArrive(sizes)
 
     @settings(max_examples=20, deadline=None)
     @given(st.lists(st.integers(1, 600 * KiB), min_size=1, max_size=6))
@@ -163,13 +170,7 @@ class BulkTLSTests(SynchronousTestCase):
         self.patch(bulktls, "_SEND_BUFFER", None)
         self.patch(bulktls, "_SSL_write", None)
         self.patch(bulktls, "_BIO_write", None)
-        pair = self.pair
-        pair.server.received.clear()
-        data = [pattern(n, i) for i, n in enumerate(sizes)]
-        for chunk in data:
-            pair.clientTLS.write(chunk)
-        pair.flush()
-        self.assertEqual(b"".join(pair.server.received), b"".join(data))
+        self.assertWritesArrive(sizes)
 
     @settings(max_examples=20, deadline=None)
     @given(st.lists(st.integers(1, 300 * KiB), min_size=1, max_size=6))
