@@ -680,14 +680,12 @@ class BusyLinkTests(HostileRelayHarness):
         switch.afterFailure = record  # type: ignore[method-assign]
         return failures
 
-    def test_rebindThroughBusyLink(self) -> None:
+    def switchThroughBusyLink(self, busy: Node, toward: Node, settleFirst: bool) -> Source:
         """
-        B's link to R2 is busy when the re-BIND arrives (its transport has
-        paused the multiplexer, as a full socket buffer does: B serves
-        other sessions over it), so B's SessionAccept, RESUME and
-        retransmission leave in one yamux frame.  R2 reads the answer
-        with the bytes after it: the switch must succeed at the first
-        attempt.
+        Cut R1-B mid-transfer of 2 MiB while C{busy}'s link to C{toward}
+        has its multiplexer paused (a full socket buffer); resume it once
+        B has taken the re-BIND.  The switch succeeds at the first attempt
+        and every byte arrives.
         """
         size = 2 * MiB
         data = pattern(size)
@@ -698,16 +696,30 @@ class BusyLinkTests(HostileRelayHarness):
         self.pumpUntil(lambda: sink.count >= MiB // 2)
         failures = self.recordFailures(source)
         (far,) = self.b.routedSessions.sessions.values()
-        mux = self.b.links[self.r2.nodeID].mux
+        mux = busy.links[toward.nodeID].mux
         mux.pauseProducing()
         self.links["r1b"].cut()
         self.pumpUntil(lambda: far.switch.path == 2)
+        if settleFirst:
+            self.settle()
         mux.resumeProducing()
         self.settle(2)
         self.assertEqual(failures, [])
-        self.assertEqual(source.transport.switch.nextPath, 3)
         self.pumpUntil(lambda: sink.count >= size)
         self.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest())
+        return source
+
+    def test_rebindThroughBusyLink(self) -> None:
+        """
+        B's link to R2 is busy when the re-BIND arrives (its transport has
+        paused the multiplexer, as a full socket buffer does: B serves
+        other sessions over it), so B's SessionAccept, RESUME and
+        retransmission leave in one yamux frame.  R2 reads the answer
+        with the bytes after it: the switch must succeed at the first
+        attempt.
+        """
+        source = self.switchThroughBusyLink(self.b, self.r2, settleFirst=False)
+        self.assertEqual(source.transport.switch.nextPath, 3)
         source.transport.loseConnection()
         self.settle(1)
         self.assertNothingLeft()
@@ -718,25 +730,7 @@ class BusyLinkTests(HostileRelayHarness):
         accept on and splices, so the accept and the RESUME reach A's
         BindReader in one read.
         """
-        size = 2 * MiB
-        data = pattern(size)
-        source = Source(data)
-        self.open(source)
-        sink = self.plugin.built[-1]
-        source.start()
-        self.pumpUntil(lambda: sink.count >= MiB // 2)
-        failures = self.recordFailures(source)
-        (far,) = self.b.routedSessions.sessions.values()
-        mux = self.r2.links[self.a.nodeID].mux
-        mux.pauseProducing()
-        self.links["r1b"].cut()
-        self.pumpUntil(lambda: far.switch.path == 2)
-        self.settle()
-        mux.resumeProducing()
-        self.settle(2)
-        self.assertEqual(failures, [])
-        self.pumpUntil(lambda: sink.count >= size)
-        self.assertEqual(sink.hash.digest(), hashlib.sha256(data).digest())
+        source = self.switchThroughBusyLink(self.r2, self.a, settleFirst=True)
         source.transport.loseConnection()
         self.settle(1)
         self.assertNothingLeft()
