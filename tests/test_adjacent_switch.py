@@ -33,6 +33,7 @@ from tests.test_path_switch import (
     Source,
     StaticRoutes,
     pattern,
+    startBothWays,
 )
 from tests.test_path_switch_hostile import endedOffPathIsReported
 
@@ -257,13 +258,7 @@ class AdjacentSwitchTests(AdjacentHarness):
         complete and in order.
         """
         size = 8 * MiB
-        up, down = pattern(size), pattern(size)[::-1]
-        self.plugin.reply = down
-        source = Source(up)
-        self.open(source)
-        far = self.plugin.built[-1]
-        source.start()
-        far.start()
+        source, far, up, down = startBothWays(self, size, size)
         session = source.transport
         for i, cut in enumerate(("ad", "bd")):
             self.pumpUntil(

@@ -46,6 +46,22 @@ def pattern(n: int) -> bytes:
     return b"".join(i.to_bytes(8, "big") for i in range(n // 8))
 
 
+def startBothWays(case: Any, up: int, down: int) -> tuple[Any, Any, bytes, bytes]:
+    """
+    Open a session of C{case}'s harness and start C{up} bytes toward the
+    destination and C{down} back: the origin's L{Source}, the far plugin's,
+    and the two patterns.
+    """
+    upData, downData = pattern(up), pattern(down)[::-1]
+    case.plugin.reply = downData
+    source = Source(upData)
+    case.open(source)
+    far = case.plugin.built[-1]
+    source.start()
+    far.start()
+    return source, far, upData, downData
+
+
 class Sink(Protocol):
     """
     Hashes what arrives; remembers whether its session ended.
@@ -221,9 +237,7 @@ class SwitchHarness(SynchronousTestCase):
         A link's failure check may be: the last ACK, sent just before a
         FIN, has nothing to answer it but the check's probe.
         """
-        left = [
-            c for c in self.net.clock.getDelayedCalls() if "_failureCheck" not in repr(c.func)
-        ]
+        left = [c for c in self.net.clock.getDelayedCalls() if "_failureCheck" not in repr(c.func)]
         self.assertEqual(left, [])
 
     def assertNothingLeft(self) -> None:
@@ -318,13 +332,7 @@ class PathSwitchTests(SwitchHarness):
         direction arrives complete and in order, nothing repeated.
         """
         size = 6 * MiB
-        up, down = pattern(size), pattern(size)[::-1]
-        self.plugin.reply = down
-        source = Source(up)
-        self.open(source)
-        far = self.plugin.built[-1]
-        source.start()
-        far.start()
+        source, far, up, down = startBothWays(self, size, size)
         session = source.transport
         cuts = [
             lambda: self.links["r1b"].cut(),

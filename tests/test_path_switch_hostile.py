@@ -39,7 +39,15 @@ from appnpy.session.bind import signBind
 from appnpy.session.resumable import MAX_DATA_FRAME, ResumableStream, _StreamSide
 from appnpy.testing import MemoryNetwork, resultOf
 from tests.hostile.relay import BindSender, makeBind
-from tests.test_path_switch import MiB, Sink, SinkPlugin, Source, SwitchHarness, pattern
+from tests.test_path_switch import (
+    MiB,
+    Sink,
+    SinkPlugin,
+    Source,
+    SwitchHarness,
+    pattern,
+    startBothWays,
+)
 from tests.test_sessions import Recorder, RecordingPlugin
 
 
@@ -929,13 +937,7 @@ class EdgeTimingTests(HostileRelayHarness):
         complete, once, in order.
         """
         size = 4 * MiB
-        up, down = pattern(size), pattern(size)[::-1]
-        self.plugin.reply = down
-        source = Source(up)
-        self.open(source)
-        far = self.plugin.built[-1]
-        source.start()
-        far.start()
+        source, far, up, down = startBothWays(self, size, size)
         self.pumpUntil(lambda: far.sink.count >= MiB and source.sink.count >= MiB)
         (entry,) = self.r1.relay.table.values()
 

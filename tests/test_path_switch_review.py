@@ -36,6 +36,7 @@ from tests.test_path_switch import (
     Source,
     SwitchHarness,
     pattern,
+    startBothWays,
 )
 from tests.test_path_switch_hostile import HostileRelayHarness
 from tests.test_resumable import PausableStream
@@ -498,13 +499,7 @@ def runFailureSequence(case: Any, events: list[str], relink: Any, closeWait: flo
     ends, nothing is left anywhere, and a plugin told "normal" got every
     byte, once, in order.
     """
-    up, down = pattern(512 * 1024), pattern(256 * 1024)[::-1]
-    case.plugin.reply = down
-    source = Source(up)
-    case.open(source)
-    far = case.plugin.built[-1]
-    source.start()
-    far.start()
+    source, far, up, down = startBothWays(case, 512 * 1024, 256 * 1024)
     cut: set[str] = set()
     for event in events:
         case.net.flush()
