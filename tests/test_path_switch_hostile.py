@@ -241,6 +241,29 @@ class HostileRelayHarness(SwitchHarness):
         self.assertIsNone(sink.lost)
         self.assertIsNone(source.lost)
 
+    def answerRebindsWith(self, frames: bytes | None) -> list[Any]:
+        """
+        R2 answers every re-BIND itself (the BIND of path 1 goes through):
+        a SessionAccept and C{frames} after it (C{b""}: the accept alone;
+        None: nothing), and holds the stream; the streams held.
+        """
+        held: list[Any] = []
+        honest = self.r2.relay.bindReceived
+
+        def lie(cp: Any, stream: Any, req: SessionOpen) -> None:
+            if req.path <= 1:
+                honest(cp, stream, req)
+                return
+            held.append(stream)
+            if frames is not None:
+                # Two writes, two yamux frames (see BusyLinkTests for one).
+                stream.write(encodeMessage(SessionAccept(session_id=req.session_id)))
+                if frames:
+                    stream.write(frames)
+
+        self.r2.relay.bindReceived = lie  # type: ignore[method-assign]
+        return held
+
 
 class TruncationTests(HostileRelayHarness):
     def test_relayForgesNormalCloseThenResets(self) -> None:
@@ -286,17 +309,7 @@ class AcceptWithoutResumeTests(HostileRelayHarness):
         """
         self.a.routedSessions.bindTimeout = 5.0
         source, far = self.openSession()
-        held: list[Any] = []
-        honest = self.r2.relay.bindReceived
-
-        def acceptAndHold(cp: Any, stream: Any, req: SessionOpen) -> None:
-            if req.path > 1:
-                held.append(stream)
-                stream.write(encodeMessage(SessionAccept(session_id=req.session_id)))
-                return
-            honest(cp, stream, req)
-
-        self.r2.relay.bindReceived = acceptAndHold  # type: ignore[method-assign]
+        held = self.answerRebindsWith(b"")
         self.links["r1b"].cut()
         self.links["r1b2"] = self.net.connect(self.r1, self.b)
         self.settle()
@@ -572,24 +585,6 @@ class LyingNewPathTests(HostileRelayHarness):
     R2, on the new path, answers the origin's re-BIND itself with what a
     destination would say, and lies in it.
     """
-
-    def answerRebindsWith(self, frames: bytes | None) -> list[Any]:
-        held: list[Any] = []
-        honest = self.r2.relay.bindReceived
-
-        def lie(cp: Any, stream: Any, req: SessionOpen) -> None:
-            if req.path <= 1:
-                honest(cp, stream, req)
-                return
-            held.append(stream)
-            if frames is not None:
-                # Two writes, two yamux frames (see BusyLinkTests for one).
-                stream.write(encodeMessage(SessionAccept(session_id=req.session_id)))
-                if frames:
-                    stream.write(frames)
-
-        self.r2.relay.bindReceived = lie  # type: ignore[method-assign]
-        return held
 
     def test_resumeBeyondWhatWasSent(self) -> None:
         """
@@ -1079,21 +1074,12 @@ class StaleRegistrationTests(HostileRelayHarness):
         """
         source, far = self.openSession()
         sid = far.sessionID
-        held: list[Any] = []
-        honest = self.r2.relay.bindReceived
-
-        def acceptAndHold(cp: Any, stream: Any, req: SessionOpen) -> None:
-            if req.path <= 1:
-                honest(cp, stream, req)
-                return
-            held.append(stream)
-            stream.write(encodeMessage(SessionAccept(session_id=req.session_id)))
 
         def linkUp(x: Node, y: Node) -> bool:
             cp = x.links.get(y.nodeID)
             return cp is not None and cp.isActive
 
-        self.r2.relay.bindReceived = acceptAndHold  # type: ignore[method-assign]
+        held = self.answerRebindsWith(b"")
         session = source.transport
         sw = session.switch
         r1cp = self.a.links[self.r1.nodeID]
