@@ -17,8 +17,8 @@ from twisted.protocols.policies import ProtocolWrapper
 
 from appnpy.cp.linkprotocol import LinkProtocol
 from appnpy.errors import Reason
+from appnpy.link.ratelimit import TokenBucket
 from appnpy.link.refusal import refusalLine
-from appnpy.net.ratelimit import TokenBucket
 
 #: File descriptors kept free for everything but inbound links (dialled links,
 #: the management API and its clients, state files, logs).

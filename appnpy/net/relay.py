@@ -55,7 +55,7 @@ from appnpy.cp.messages import (
     SessionStarted,
 )
 from appnpy.errors import GoAwayReceived, Reason, StreamLimitExceeded
-from appnpy.net.ratelimit import TokenBucket
+from appnpy.link.ratelimit import TokenBucket
 from appnpy.net.relaymachine import IN, OUT, RelayEntry
 from appnpy.session._interfaces import IRoutedSessionsHost
 from appnpy.session.bind import BindVerifier, chainStartedHandler, checkRoute

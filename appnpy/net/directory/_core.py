@@ -27,6 +27,7 @@ from appnpy.cp.messages import Message
 from appnpy.errors import ResourceNotFound
 from appnpy.interfaces import ISessionPlugin
 from appnpy.link.identity import Identity
+from appnpy.link.ratelimit import TokenBucket
 from appnpy.net.directory.cache import CacheEntry, LocateCache
 from appnpy.net.directory.messages import (
     MAX_RECORDS_PER_ANSWER,
@@ -38,7 +39,6 @@ from appnpy.net.directory.messages import (
 )
 from appnpy.net.directory.records import NameRules, ResourceRecord, validResourceName
 from appnpy.net.directory.registry import Registry
-from appnpy.net.ratelimit import TokenBucket
 from appnpy.net.topology._interfaces import IRouteQueries
 
 

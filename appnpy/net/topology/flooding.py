@@ -28,7 +28,7 @@ from twisted.logger import Logger
 
 from appnpy.cp._interfaces import ILinkRegistry
 from appnpy.errors import Reason
-from appnpy.net.ratelimit import TokenBucket
+from appnpy.link.ratelimit import TokenBucket
 from appnpy.net.topology.database import Entry, RecordStore
 from appnpy.net.topology.records import (
     MAX_RECORDS_PER_MESSAGE,
