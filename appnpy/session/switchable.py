@@ -117,8 +117,6 @@ class SwitchableSession(Session):
         self._switch: PathSwitch | None = None
         #: What the session rides now: the yamux stream or a carrier.
         self._path: Any = stream
-        #: Whether the far end's FIN (or TLS close) arrived.
-        self._finSeen = False
         self._over = False
         #: Whether the session has left its direct link (for good).
         self.offLink = False
@@ -202,7 +200,7 @@ class SwitchableSession(Session):
             and self.protocol is not None
             and not self._over
             and (
-                not (self._closing or self._writeClosed or self._finSeen) or self._closeUnfinished()
+                not (self._closing or self._writeClosed or self._peerFinished) or self._closeUnfinished()
             )
             and not self._owner.host.shuttingDown
             and (self.info.direction == OUTBOUND or self.layer.ackSeen)
@@ -217,7 +215,7 @@ class SwitchableSession(Session):
         unacknowledged.  An UNBIND travels ahead of the data, so a path that
         fails after it may still owe either end its last bytes.
         """
-        return self._graceful() and not (self._finSeen and self.layer.buffered == 0)
+        return self._graceful() and not (self._peerFinished and self.layer.buffered == 0)
 
     def _graceful(self) -> bool:
         """
@@ -230,11 +228,10 @@ class SwitchableSession(Session):
         )
 
     def farEndFinished(self) -> None:
-        if self._finSeen:
+        # The numbered stream's FIN (or TLS close): after the far end's last
+        # byte, and inside the end-to-end TLS on a routed path.
+        if self._peerFinished:
             return
-        self._finSeen = True
-        # The numbered stream's FIN: after the far end's last byte (and
-        # inside the end-to-end TLS on a routed path).
         self._peerFinished = True
         if not self.onRoutedPath:
             self.readConnectionLost()
